@@ -1,0 +1,35 @@
+# ember: `make demo` runs the main job, `make test` the test suite. Both set up everything.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ember-installed
+
+.PHONY: test demo bench lint mxsuite clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check frontend ir passes backends runtime tests bench
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) -m ember demo
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check frontend ir passes backends runtime tests bench
+
+# MXNet 1.9.1's own unit tests against ember (MXSUITE_REPO: a git mirror of apache/mxnet)
+mxsuite: $(STAMP)
+	$(PY) ../shared/mxsuite/run_suite.py --python $(PY) --shim ../shared/mxsuite/shim \
+		--quick --out mxsuite.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

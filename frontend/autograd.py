@@ -1,0 +1,281 @@
+"""Reverse-mode automatic differentiation of eager code (MXNet's ``mx.autograd``).
+
+While ``record()`` is active, each op applied to an array that needs a gradient becomes a
+tape node (op, attrs, input arrays, output data); the output arrays point at their node, so
+the tape is the graph reachable from the heads (as in micrograd, but over whole tensors).
+``backward`` walks it in reverse topological order and applies each op's gradient rule from
+the registry, with ``F = ember.nd``: the rule's own ops are recorded when
+``create_graph=True``, which is all that higher-order gradients need.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from ember.ir import EmberError
+
+
+class _State:
+    recording = False
+    training = False
+
+
+_STATE = _State()
+
+
+class _Node:
+    """One recorded op application."""
+
+    __slots__ = ("op", "attrs", "inputs", "out_data", "out_ctx", "freed")
+
+    def __init__(self, op, attrs, inputs, outs):
+        self.op = op
+        self.attrs = attrs
+        self.inputs = list(inputs)
+        self.out_data = [o._data for o in outs]
+        self.out_ctx = outs[0]._ctx if outs else None
+        self.freed = False
+
+
+def _needs_grad(x) -> bool:
+    return x._node is not None or x._grad is not None
+
+
+def _record(op, attrs, inputs, outs):
+    """Put one op application on the tape if any input takes part in differentiation."""
+    for x in inputs:
+        if _needs_grad(x):
+            break
+    else:
+        return
+    node = _Node(op, attrs, inputs, outs)
+    for i, o in enumerate(outs):
+        o._node = (node, i)
+
+
+# ---- scopes ------------------------------------------------------------------------------
+def set_recording(is_recording: bool) -> bool:
+    """Turn recording on or off; returns the previous state."""
+    prev, _STATE.recording = _STATE.recording, bool(is_recording)
+    return prev
+
+
+def set_training(train_mode: bool) -> bool:
+    """Turn training mode on or off; returns the previous state."""
+    prev, _STATE.training = _STATE.training, bool(train_mode)
+    return prev
+
+
+def is_recording() -> bool:
+    return _STATE.recording
+
+
+def is_training() -> bool:
+    return _STATE.training
+
+
+@contextmanager
+def _scope(recording, training):
+    prev_r = set_recording(recording) if recording is not None else None
+    prev_t = set_training(training) if training is not None else None
+    try:
+        yield
+    finally:
+        if recording is not None:
+            set_recording(prev_r)
+        if training is not None:
+            set_training(prev_t)
+
+
+def record(train_mode: bool = True):
+    """Record ops for differentiation (``with autograd.record():``)."""
+    return _scope(True, train_mode)
+
+
+def pause(train_mode: bool = False):
+    """Stop recording inside a ``record()`` block."""
+    return _scope(False, train_mode)
+
+
+def train_mode():
+    """Training-mode behaviour (Dropout, BatchNorm) without changing recording."""
+    return _scope(None, True)
+
+
+def predict_mode():
+    """Inference-mode behaviour without changing recording."""
+    return _scope(None, False)
+
+
+# ---- variables ---------------------------------------------------------------------------
+def mark_variables(variables, gradients, grad_reqs="write"):
+    """Make ``variables`` leaves whose gradients go into ``gradients``."""
+    if not isinstance(variables, list | tuple):
+        variables, gradients = [variables], [gradients]
+    reqs = [grad_reqs] * len(variables) if isinstance(grad_reqs, str) else list(grad_reqs)
+    for v, g, r in zip(variables, gradients, reqs):
+        if r not in ("write", "add", "null", "inplace"):
+            raise EmberError(f"grad_req must be 'write', 'add' or 'null', not {r!r}")
+        v._grad, v._grad_req, v._node = (None if r == "null" else g), r, None
+        if r == "inplace":
+            v._grad_req = "write"
+
+
+# ---- the reverse sweep -------------------------------------------------------------------
+def _topo(heads):
+    """Tape nodes reachable from ``heads``, inputs before users (iterative DFS)."""
+    order, seen = [], set()
+    stack = [(h._node[0], False) for h in heads if h._node is not None]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        if node.inputs:
+            for x in node.inputs:
+                if x._node is not None and id(x._node[0]) not in seen:
+                    stack.append((x._node[0], False))
+    return order
+
+
+def _run(heads, head_grads, retain_graph, create_graph, train_mode):
+    """Gradients of the heads w.r.t. every leaf reached: {id(leaf): (leaf, grad)}."""
+    from ember import ndarray as nd
+    from ember.ndarray.ndarray import NDArray
+
+    acc: dict = {}     # (id(node), out index) -> grad
+    leaves: dict = {}  # id(array) -> (array, grad)
+
+    def add(x, g):
+        if x._node is not None:
+            key = (id(x._node[0]), x._node[1])
+            acc[key] = g if key not in acc else acc[key] + g
+        elif x._grad is not None:
+            k = id(x)
+            leaves[k] = (x, g if k not in leaves else leaves[k][1] + g)
+
+    if head_grads is None:
+        head_grads = [None] * len(heads)
+    for h, hg in zip(heads, head_grads):
+        if not _needs_grad(h):
+            raise EmberError("cannot differentiate: the head is not in a recorded graph; "
+                             "call attach_grad() on inputs and compute inside autograd.record()")
+        if hg is None:
+            hg = NDArray(np.ones_like(h._data), h._ctx)
+        elif not isinstance(hg, NDArray):
+            hg = NDArray(np.asarray(hg, dtype=h._data.dtype), h._ctx)
+        add(h, hg)
+    order = _topo(heads)
+    with _scope(create_graph, train_mode):
+        for node in reversed(order):
+            ogs = [acc.pop((id(node), i), None) for i in range(len(node.out_data))]
+            if all(g is None for g in ogs):
+                continue
+            if node.freed:
+                raise EmberError(f"{node.op.name}: this graph was freed by an earlier backward; "
+                                 "pass retain_graph=True to differentiate it twice")
+            ogs = [NDArray(np.zeros_like(d), node.out_ctx) if g is None else g
+                   for g, d in zip(ogs, node.out_data)]
+            outs = [NDArray(d, node.out_ctx, (node, i)) for i, d in enumerate(node.out_data)]
+            grads = node.op.grad(nd, node.inputs, outs, ogs, node.attrs)
+            for x, g in zip(node.inputs, grads):
+                if g is not None and _needs_grad(x):
+                    if g.shape != x.shape:
+                        raise EmberError(f"{node.op.name}: gradient rule gave shape {g.shape} "
+                                         f"for an input of shape {x.shape}")
+                    add(x, g)
+            if not retain_graph:
+                node.freed = True
+    return leaves
+
+
+def backward(heads, head_grads=None, retain_graph: bool = False, train_mode: bool = True):
+    """Accumulate the heads' gradients into the marked variables' ``.grad`` buffers."""
+    heads = heads if isinstance(heads, list | tuple) else [heads]
+    if head_grads is not None and not isinstance(head_grads, list | tuple):
+        head_grads = [head_grads]
+    leaves = _run(heads, head_grads, retain_graph, False, train_mode)
+    for var, g in leaves.values():
+        if var._grad_req == "add":
+            var._grad._data += g._data
+        elif var._grad_req == "write":
+            var._grad._data[...] = g._data
+
+
+def grad(heads, variables, head_grads=None, retain_graph=None, create_graph: bool = False,
+         train_mode: bool = True):
+    """Gradients of ``heads`` w.r.t. ``variables``, returned instead of stored.
+
+    With ``create_graph=True`` the returned gradients are themselves recorded, so they can
+    be differentiated again (higher-order gradients).
+    """
+    from ember.ndarray.ndarray import NDArray
+    heads = heads if isinstance(heads, list | tuple) else [heads]
+    single = not isinstance(variables, list | tuple)
+    variables = [variables] if single else list(variables)
+    if head_grads is not None and not isinstance(head_grads, list | tuple):
+        head_grads = [head_grads]
+    if retain_graph is None:
+        retain_graph = create_graph
+    for v in variables:
+        if v._grad is None:
+            raise EmberError("autograd.grad: every variable must have attach_grad() called "
+                             "(or be marked with mark_variables) before recording")
+    leaves = _run(heads, head_grads, retain_graph, create_graph, train_mode)
+    out = []
+    for v in variables:
+        g = leaves.get(id(v))
+        out.append(g[1] if g is not None else NDArray(np.zeros_like(v._data), v._ctx))
+    return out[0] if single else out
+
+
+class _CustomOp:
+    """Adapter giving an ``autograd.Function`` instance the registry op interface."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.name = type(fn).__name__
+
+    def grad(self, F, inputs, outputs, ograds, attrs):
+        from ember.ndarray.ndarray import NDArray
+        with pause():
+            res = self.fn.backward(*ograds)
+        res = list(res) if isinstance(res, list | tuple) else [res]
+        if len(res) != len(inputs):
+            raise EmberError(f"{self.name}.backward returned {len(res)} gradients for "
+                             f"{len(inputs)} inputs")
+        return [r if isinstance(r, NDArray) or r is None else NDArray(np.asarray(r))
+                for r in res]
+
+
+class Function:
+    """A custom differentiable function: subclass, define ``forward`` and ``backward``.
+
+    ``forward`` runs with recording paused; ``backward(*output_grads)`` returns one gradient
+    per input. Use ``save_for_backward`` to keep tensors for the backward pass.
+    """
+
+    def __init__(self):
+        self.saved_tensors = ()
+
+    def save_for_backward(self, *args):
+        self.saved_tensors = args
+
+    def forward(self, *inputs):
+        raise EmberError(f"{type(self).__name__} must define forward()")
+
+    def backward(self, *output_grads):
+        raise EmberError(f"{type(self).__name__} must define backward()")
+
+    def __call__(self, *inputs):
+        with pause(_STATE.training):
+            outputs = self.forward(*inputs)
+        outs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+        if _STATE.recording:
+            _record(_CustomOp(self), {}, inputs, outs)
+        return outputs

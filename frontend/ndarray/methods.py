@@ -1,0 +1,138 @@
+"""NDArray's operators and fluent methods, bound to registry ops once at import.
+
+Binary operators pick the broadcasting op for two arrays and the ``*_scalar`` op for a
+Python number (MXNet's ``_ufunc_helper``); the reflected forms use the ``r*_scalar`` ops.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ember.ir import get_op
+from ember.ir.ops import normalize_attrs
+
+from .ndarray import NDArray, invoke
+
+# operator -> (array op, scalar op, reflected scalar op)
+BINARY = {
+    "add": ("add", "add_scalar", "add_scalar"),
+    "sub": ("sub", "sub_scalar", "rsub_scalar"),
+    "mul": ("mul", "mul_scalar", "mul_scalar"),
+    "truediv": ("div", "div_scalar", "rdiv_scalar"),
+    "mod": ("mod", "mod_scalar", "rmod_scalar"),
+    "pow": ("power", "power_scalar", "rpower_scalar"),
+    "eq": ("equal", "equal_scalar", "equal_scalar"),
+    "ne": ("not_equal", "not_equal_scalar", "not_equal_scalar"),
+    "gt": ("greater", "greater_scalar", "lesser_scalar"),
+    "ge": ("greater_equal", "greater_equal_scalar", "lesser_equal_scalar"),
+    "lt": ("lesser", "lesser_scalar", "greater_scalar"),
+    "le": ("lesser_equal", "lesser_equal_scalar", "greater_equal_scalar"),
+}
+
+
+def _as_array(x, like):
+    if isinstance(x, NDArray):
+        return x
+    if isinstance(x, np.ndarray):
+        return NDArray(x.astype(like._data.dtype, copy=False), like._ctx)
+    return None
+
+
+def apply_binary(lhs, rhs, names, reflected=False, out=None):
+    """``lhs <op> rhs`` for an NDArray ``lhs`` and an array or number ``rhs``."""
+    arr_op, sc_op, rsc_op = names
+    other = _as_array(rhs, lhs)
+    if other is not None:
+        a, b = (other, lhs) if reflected else (lhs, other)
+        return invoke(_op(arr_op), [a, b], {}, out=out)
+    if not isinstance(rhs, numbers.Number | np.generic):
+        return NotImplemented
+    return invoke(_op(rsc_op if reflected else sc_op), [lhs], {"scalar": rhs}, out=out)
+
+
+_OPS: dict = {}
+
+
+def _op(name):
+    op = _OPS.get(name)
+    if op is None:
+        op = _OPS[name] = get_op(name)
+    return op
+
+
+def _binary_methods(key, names):
+    def fwd(self, other):
+        return apply_binary(self, other, names)
+
+    def rev(self, other):
+        return apply_binary(self, other, names, reflected=True)
+
+    def inplace(self, other):
+        if not self.writable:
+            raise ValueError("trying to modify a read-only array")
+        res = apply_binary(self, other, names)
+        if res is NotImplemented:
+            return res
+        self._data[...] = res._data
+        self._node = res._node
+        return self
+    return fwd, rev, inplace
+
+
+for _key, _names in BINARY.items():
+    _f, _r, _i = _binary_methods(_key, _names)
+    setattr(NDArray, f"__{_key}__", _f)
+    if _key not in ("eq", "ne", "gt", "ge", "lt", "le"):
+        setattr(NDArray, f"__r{_key}__", _r)
+        setattr(NDArray, f"__i{_key}__", _i)
+NDArray.__div__ = NDArray.__truediv__
+NDArray.__rdiv__ = NDArray.__rtruediv__
+NDArray.__idiv__ = NDArray.__itruediv__
+NDArray.__hash__ = lambda self: id(self)
+NDArray.__neg__ = lambda self: invoke(_op("negative"), [self], {})
+NDArray.__abs__ = lambda self: invoke(_op("abs"), [self], {})
+NDArray.__pos__ = lambda self: self
+
+
+# ---- fluent methods: x.sum(axis=1) is nd.sum(x, axis=1) ------------------------------------
+FLUENT = """abs sign round rint fix floor ceil trunc sin cos tan arcsin arccos arctan degrees
+radians sinh cosh tanh arcsinh arccosh arctanh exp expm1 log log10 log2 log1p sqrt rsqrt cbrt
+rcbrt square reciprocal relu sigmoid softmax log_softmax softmin clip sum nansum prod nanprod
+mean max min norm argmax argmin argmax_channel transpose swapaxes flip tile repeat pad
+broadcast_to broadcast_like broadcast_axes split slice slice_axis slice_like take pick one_hot
+sort argsort topk flatten expand_dims squeeze reshape_like zeros_like ones_like diag
+depth_to_space space_to_depth shape_array size_array where""".split()
+
+
+def _fluent(name):
+    def method(self, *args, **kwargs):
+        from ember import ndarray as nd
+        return getattr(nd, name)(self, *args, **kwargs)
+    method.__name__ = name
+    return method
+
+
+def bind_fluent(namespace: dict):
+    """Give NDArray a method for every fluent op present in the registry namespace."""
+    for name in FLUENT:
+        if name in namespace and not hasattr(NDArray, name):
+            setattr(NDArray, name, _fluent(name))
+
+
+def _reshape(self, *shape, **kwargs):
+    """``x.reshape((2, 3))`` or ``x.reshape(2, 3)``; MXNet codes 0/-1/-2/-3/-4 work."""
+    if len(shape) == 1 and isinstance(shape[0], list | tuple):
+        shape = shape[0]
+    shape = kwargs.pop("shape", shape)
+    op = _op("reshape")
+    return invoke(op, [self], normalize_attrs(op, {"shape": tuple(shape), **kwargs}))
+
+
+def _broadcast_to(self, shape):
+    op = _op("broadcast_to")
+    return invoke(op, [self], normalize_attrs(op, {"shape": tuple(shape)}))
+
+
+NDArray.reshape = _reshape
+NDArray.broadcast_to = _broadcast_to

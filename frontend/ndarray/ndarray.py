@@ -1,0 +1,266 @@
+"""The eager NDArray and the one dispatch path every op goes through.
+
+``invoke(op, inputs, attrs)`` runs a registry op's NumPy kernel on NDArrays: no shape rule
+runs on the fast path; when the kernel fails, the op's rule (or the kernel's message) is
+re-raised as an ``MXNetError`` naming the op and the shapes. When autograd is recording the
+call is put on the tape.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ember import autograd as _ag
+from ember.context import Context, current_context
+from ember.ir import EmberError, ShapeError
+from ember.ir.errors import fmt_shapes
+from ember.ir.types import TensorType
+
+py_slice = slice
+_DEFAULT = np.dtype(np.float32)
+
+
+class NDArray:
+    """An n-dimensional array on a context (MXNet's ``mx.nd.NDArray``)."""
+
+    __slots__ = ("_data", "_ctx", "_grad", "_grad_req", "_node", "__weakref__")
+    __array_priority__ = 1000.0  # NumPy defers `np_array + nd_array` to us
+
+    def __init__(self, data: np.ndarray, ctx: Context | None = None, _node=None):
+        self._data = data
+        self._ctx = ctx
+        self._grad = None
+        self._grad_req = "null"
+        self._node = _node
+
+    # ---- properties --------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._data.shape
+
+    @property
+    def dtype(self):
+        return self._data.dtype.type
+
+    @property
+    def size(self) -> int:
+        return self._data.size
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def context(self) -> Context:
+        return self._ctx or current_context()
+
+    ctx = context
+
+    @property
+    def stype(self) -> str:
+        return "default"
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @property
+    def grad_req(self) -> str:
+        return self._grad_req
+
+    @property
+    def handle(self):
+        return self._data
+
+    @property
+    def writable(self) -> bool:
+        return self._data.flags.writeable
+
+    @property
+    def T(self):
+        if self.ndim > 2:
+            raise ValueError("Only 2D matrix is allowed to be transposed")
+        return self.transpose()
+
+    # ---- conversion --------------------------------------------------------------------
+    def asnumpy(self) -> np.ndarray:
+        """A NumPy copy of the data."""
+        return np.array(self._data, copy=True)
+
+    def asscalar(self):
+        """The value of a size-1 array as a NumPy scalar."""
+        if self.shape != (1,) and self.size != 1:
+            raise ValueError("The current array is not a scalar")
+        return self._data.reshape(()).copy()[()]
+
+    def astype(self, dtype, copy: bool = True):
+        """Cast to ``dtype``; ``copy=False`` returns ``self`` when it already has it."""
+        if not copy and np.dtype(dtype) == self._data.dtype:
+            return self
+        return _invoke_name("cast", [self], {"dtype": np.dtype(dtype).name})
+
+    def copy(self):
+        """A deep copy on the same context."""
+        return self.copyto(self.context)
+
+    def copyto(self, other):
+        """Copy into NDArray ``other`` (returned) or onto a new array on Context ``other``."""
+        if isinstance(other, NDArray):
+            if other is self:
+                return self
+            if other.shape != self.shape:
+                raise ShapeError(f"copyto: shape mismatch {fmt_shapes([self.shape, other.shape])}")
+            other._data[...] = self._data
+            return other
+        if isinstance(other, Context):
+            return NDArray(self._data.copy(), other)
+        raise TypeError(f"copyto does not support type {type(other)}")
+
+    def as_in_context(self, context: Context):
+        """``self`` when already on ``context``, else a copy there."""
+        return self if self.context == context else self.copyto(context)
+
+    as_in_ctx = as_in_context
+
+    def wait_to_read(self):
+        """Eager NumPy work is finished when the call returns."""
+
+    def wait_to_write(self):
+        """See :meth:`wait_to_read`."""
+
+    def detach(self):
+        """The same data, cut off from the autograd graph."""
+        return NDArray(self._data, self._ctx)
+
+    def attach_grad(self, grad_req: str = "write", stype=None):
+        """Allocate a gradient buffer; autograd writes (or adds) this array's gradient there."""
+        _ag.mark_variables([self], [NDArray(np.zeros_like(self._data), self._ctx)], grad_req)
+
+    def backward(self, out_grad=None, retain_graph: bool = False, train_mode: bool = True):
+        """Compute the gradient of this array w.r.t. the marked variables."""
+        _ag.backward([self], None if out_grad is None else [out_grad], retain_graph, train_mode)
+
+    def tostype(self, stype):
+        if stype != "default":
+            raise EmberError(f"storage type {stype!r} is not supported; ember is dense only")
+        return self
+
+    def __array__(self, dtype=None, copy=None):
+        return self._data if dtype is None else self._data.astype(dtype)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __iter__(self):
+        for i in range(self.shape[0]):
+            yield self[i]
+
+    def __bool__(self):
+        if self.size == 1:
+            return bool(self._data.reshape(-1)[0])
+        if self.size == 0:
+            return False
+        raise ValueError("The truth value of an NDArray with multiple elements is ambiguous.")
+
+    def __repr__(self):
+        return f"\n{self._data}\n<NDArray {'x'.join(map(str, self.shape))} @{self.context}>"
+
+    def __reduce__(self):
+        return _rebuild, (self.asnumpy(), str(self.context.device_type), self.context.device_id)
+
+    def __hash__(self):
+        return id(self)
+
+
+def _rebuild(data, devtype, devid):
+    return NDArray(data, Context(devtype, devid))
+
+
+# ---- dispatch --------------------------------------------------------------------------
+def invoke(op, inputs, attrs: dict, out=None, ctx=None):
+    """Run ``op`` eagerly: the single path of ``nd.*``, NDArray methods and operators."""
+    datas = [x._data for x in inputs]
+    if op.mode:
+        attrs = {**attrs, "is_train": _ag._STATE.training}
+    try:
+        res = op.compute(datas, attrs)
+    except EmberError:
+        raise
+    except Exception as e:  # a NumPy complaint becomes the op's own error
+        raise _op_error(op, inputs, attrs, e) from None
+    ctx = inputs[0]._ctx if inputs else ctx
+    if isinstance(res, tuple | list):
+        outs = [NDArray(r if type(r) is np.ndarray else np.asarray(r), ctx) for r in res]
+    else:
+        outs = [NDArray(res if type(res) is np.ndarray else np.asarray(res), ctx)]
+    if _ag._STATE.recording:
+        _ag._record(op, attrs, inputs, outs)
+    if out is not None:
+        return _write_out(op, outs, out)
+    return outs[0] if len(outs) == 1 else outs
+
+
+def _write_out(op, outs, out):
+    targets = out if isinstance(out, list | tuple) else [out]
+    for t, o in zip(targets, outs):
+        if t.shape != o.shape:
+            raise ShapeError(f"{op.name}: out= has shape {t.shape}, result has {o.shape}")
+        t._data[...] = o._data
+        t._node = o._node
+    return out
+
+
+def _op_error(op, inputs, attrs, exc):
+    """The clearest error for a failed kernel: the op's shape rule, else NumPy's words."""
+    types = [TensorType(x.shape, x._data.dtype) for x in inputs]
+    try:
+        op.infer(types, attrs)
+    except EmberError as e:
+        return e
+    except Exception:
+        pass
+    return EmberError(f"{op.name}: failed on input shapes {fmt_shapes([t.shape for t in types])}"
+                      f" with {_attr_text(attrs)}: {exc}")
+
+
+def _attr_text(attrs):
+    return "{" + ", ".join(f"{k}={v}" for k, v in attrs.items() if k != "is_train") + "}"
+
+
+_op_cache: dict = {}
+
+
+def _invoke_name(name, inputs, attrs, out=None):
+    from ember.ir import get_op
+    from ember.ir.ops import normalize_attrs
+    op = _op_cache.get(name) or _op_cache.setdefault(name, get_op(name))
+    return invoke(op, inputs, normalize_attrs(op, attrs), out=out)
+
+
+# ---- creation ----------------------------------------------------------------------------
+def _dtype_of(source, dtype):
+    if dtype is not None:
+        return np.dtype(dtype)
+    if isinstance(source, NDArray):
+        return source._data.dtype
+    if isinstance(source, np.ndarray):
+        return source.dtype if source.dtype != np.float64 else _DEFAULT
+    return _DEFAULT
+
+
+def array(source_array, ctx: Context | None = None, dtype=None) -> NDArray:
+    """A new NDArray from a NumPy array, NDArray, list or scalar (float32 by default)."""
+    dt = _dtype_of(source_array, dtype)
+    if isinstance(source_array, NDArray):
+        source_array = source_array._data
+    data = np.array(source_array, dtype=dt, copy=True)
+    return NDArray(data, ctx)
+
+
+def empty(shape, ctx: Context | None = None, dtype=None) -> NDArray:
+    """An uninitialised array (zeros in ember: NumPy gives them as cheaply)."""
+    shape = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
+    return NDArray(np.zeros(shape, dtype=np.dtype(dtype or _DEFAULT)), ctx)
+
+
+def waitall():
+    """Wait for all pending work (eager NumPy has none)."""

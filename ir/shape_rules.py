@@ -1,0 +1,104 @@
+"""Building blocks for op shape+dtype rules.
+
+A rule is ``infer(in_types, attrs) -> (out_types, refined_in_types)``. Dims may be ``None``
+(unknown); rules propagate what they know in both directions, which is how
+``infer_shapes`` learns a lazy parameter's shape from its consumer (MXNet's InferShape).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import ShapeError, fmt_shapes
+from .types import Dim, TensorType
+
+
+def fail(op: str, msg: str, in_types: Sequence[TensorType]):
+    """Raise a ShapeError naming the op and the input shapes."""
+    raise ShapeError(f"{op}: {msg} (input shapes {fmt_shapes([t.shape for t in in_types])})")
+
+
+def unify_dim(a: Dim, b: Dim, op: str = "", in_types=()) -> Dim:
+    """The dim that is both ``a`` and ``b`` (None matches anything)."""
+    if a is None:
+        return b
+    if b is None or a == b:
+        return a
+    fail(op, f"dims {a} and {b} disagree", in_types)
+
+
+def unify(a: tuple, b: tuple, op: str = "", in_types=()) -> tuple:
+    """The shape that is both ``a`` and ``b``."""
+    if len(a) != len(b):
+        fail(op, f"ranks {len(a)} and {len(b)} disagree", in_types)
+    return tuple(unify_dim(x, y, op, in_types) for x, y in zip(a, b))
+
+
+def broadcast(a: tuple, b: tuple, op: str = "", in_types=()) -> tuple:
+    """NumPy broadcasting of two shapes with unknown dims."""
+    n = max(len(a), len(b))
+    a = (1,) * (n - len(a)) + tuple(a)
+    b = (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b):
+        if x == 1:
+            out.append(y)
+        elif y == 1:
+            out.append(x)
+        elif x is None or y is None:
+            out.append(x if y is None else y)
+        elif x == y:
+            out.append(x)
+        else:
+            fail(op, f"shapes {fmt_shapes([a[-len(a):]])} and {fmt_shapes([b])} "
+                     "cannot be broadcast together", in_types)
+    return tuple(out)
+
+
+def elemwise(op: str, n_out: int = 1, dtype: str | None = None):
+    """Rule of an op whose inputs and outputs all share one shape (and the first dtype)."""
+    def infer(in_types, attrs):
+        shape = in_types[0].shape
+        for t in in_types[1:]:
+            shape = unify(shape, t.shape, op, in_types)
+        out = TensorType(shape, dtype or in_types[0].dtype)
+        return [out] * n_out, [t.with_shape(shape) for t in in_types]
+    return infer
+
+
+def broadcasting(op: str, dtype: str | None = None):
+    """Rule of a binary op with NumPy broadcasting."""
+    def infer(in_types, attrs):
+        a, b = in_types
+        shape = broadcast(a.shape, b.shape, op, in_types)
+        return [TensorType(shape, dtype or a.dtype)], list(in_types)
+    return infer
+
+
+def by_eval(op_name: str, compute, n_out: int = 1):
+    """Rule that runs the NumPy kernel on zero-stride dummies (for shape-only ops).
+
+    Only usable when every input shape is known; otherwise outputs are left unknown with
+    the rank the kernel gives for ones in place of unknown dims, which is still useful.
+    """
+    def infer(in_types, attrs):
+        known = all(t.known for t in in_types)
+        dummies = [np.broadcast_to(np.zeros((), t.dtype),
+                                   tuple(1 if d is None else d for d in t.shape))
+                   for t in in_types]
+        try:
+            res = compute(dummies, attrs)
+        except Exception as e:  # the kernel's complaint, re-said with the op and shapes
+            fail(op_name, str(e), in_types)
+        res = res if isinstance(res, tuple | list) else (res,)
+        outs = [TensorType(r.shape if known else (None,) * r.ndim, r.dtype.name) for r in res]
+        return outs, list(in_types)
+    return infer
+
+
+def normalize_axis(axis: int, ndim: int, op: str, in_types=()) -> int:
+    """Axis in [0, ndim), accepting negative axes."""
+    if not -ndim <= axis < max(ndim, 1):
+        fail(op, f"axis {axis} is out of range for rank {ndim}", in_types)
+    return axis % max(ndim, 1)
