@@ -1,7 +1,13 @@
 """Imports every opset module so that each registers its ops (done once, lazily)."""
 from . import (  # noqa: F401
+    opset_conv,
     opset_elemwise,
+    opset_gather,
     opset_index,
     opset_init,
+    opset_linalg,
+    opset_nn,
     opset_reduce,
+    opset_shape,
+    opset_unary,
 )

@@ -1,0 +1,1 @@
+"""gather ops (being written)."""
