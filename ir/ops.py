@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .errors import AttrError
 from .types import TensorType
 
@@ -62,7 +64,8 @@ class OpDef:
     mxnet_name: str | None = None  # op name in MXNet's symbol JSON
     mode: bool = False     # result depends on training mode: attrs get "is_train"
     random: bool = False   # draws from ember's random state
-    mutates: tuple[int, ...] = ()   # inputs the op updates in place (running statistics)
+    mutates: tuple[int, ...] | Callable[[dict], tuple[int, ...]] = ()  # inputs updated in place
+    visible_outputs: int | Callable[[dict], int] | None = None  # None: all are visible
     doc: str = ""
 
     @property
@@ -72,6 +75,18 @@ class OpDef:
     def n_outputs(self, attrs: dict) -> int:
         n = self.num_outputs
         return n(attrs) if callable(n) else n
+
+    def mutated(self, attrs: dict) -> tuple[int, ...]:
+        """Indices of the inputs the op writes in place (optimizer states, running stats)."""
+        m = self.mutates
+        return tuple(m(attrs) if callable(m) else m)
+
+    def n_visible(self, attrs: dict) -> int:
+        """How many outputs users see (MXNet hides e.g. Dropout's mask)."""
+        v = self.visible_outputs
+        if v is None:
+            return self.n_outputs(attrs)
+        return v(attrs) if callable(v) else v
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"
@@ -125,6 +140,8 @@ def all_names() -> dict[str, OpDef]:
 
 
 def _freeze(v):
+    if isinstance(v, np.dtype) or (isinstance(v, type) and issubclass(v, np.generic)):
+        return np.dtype(v).name
     if isinstance(v, list | tuple):
         return tuple(_freeze(x) for x in v)
     if hasattr(v, "item") and getattr(v, "shape", None) == ():

@@ -86,3 +86,59 @@ defop("getitem_backward", OpKind.INJECTIVE, _getitem_backward, _grad_backward_in
       inputs=("ograd", "data"), attrs={"key": ()},
       grad=lambda F, i, o, g, at: [F.getitem(g[0], key=at["key"]).reshape(i[0].shape), None],
       doc="Scatter-add ograd into zeros shaped like data at key: the adjoint of getitem.")
+
+
+# ---- assignment into a region (MXNet's _slice_assign / _crop_assign) ----------------------
+def _region(shape, at):
+    begin, end = at["begin"], at["end"]
+    step = at["step"] or (None,) * len(begin)
+    key = tuple(slice(b, e, s) for b, e, s in zip(begin, end, step))
+    return key + (slice(None),) * (len(shape) - len(key))
+
+
+def _slice_assign(ins, at):
+    out = ins[0].copy()
+    out[_region(out.shape, at)] = ins[1]
+    return out
+
+
+def _slice_assign_scalar(ins, at):
+    out = ins[0].copy()
+    out[_region(out.shape, at)] = at["scalar"]
+    return out
+
+
+def _same_as_data(in_types, at):
+    return [in_types[0]], list(in_types)
+
+
+_REGION = {"begin": (), "end": (), "step": ()}
+defop("slice_assign", OpKind.INJECTIVE, _slice_assign, _same_as_data, inputs=("lhs", "rhs"),
+      attrs=dict(_REGION), aliases=("_slice_assign", "_crop_assign"),
+      mxnet_name="_slice_assign",
+      grad=lambda F, i, o, g, at: [F.slice_assign_scalar(g[0], scalar=0.0, begin=at["begin"],
+                                                         end=at["end"], step=at["step"]),
+                                   F.slice(g[0], begin=at["begin"], end=at["end"],
+                                           step=at["step"])],
+      doc="lhs with the region begin:end:step replaced by rhs.")
+defop("slice_assign_scalar", OpKind.INJECTIVE, _slice_assign_scalar, _same_as_data,
+      attrs={"scalar": 0.0, **_REGION},
+      aliases=("_slice_assign_scalar", "_crop_assign_scalar"),
+      mxnet_name="_slice_assign_scalar",
+      grad=lambda F, i, o, g, at: [F.slice_assign_scalar(g[0], scalar=0.0, begin=at["begin"],
+                                                         end=at["end"], step=at["step"])],
+      doc="data with the region begin:end:step set to scalar.")
+
+
+def _fill_element_0index(ins, at):
+    lhs, mhs, rhs = ins
+    out = lhs.copy()
+    out[np.arange(lhs.shape[0]), rhs.astype(np.int64)] = mhs
+    return out
+
+
+defop("fill_element_0index", OpKind.INJECTIVE, _fill_element_0index, _same_as_data,
+      inputs=("lhs", "mhs", "rhs"),
+      grad=lambda F, i, o, g, at: [F.fill_element_0index(g[0], F.zeros_like(i[1]), i[2]),
+                                   F.pick(g[0], i[2], axis=1), None],
+      doc="out = lhs; out[i, rhs[i]] = mhs[i] for each row i.")

@@ -7,6 +7,8 @@ from . import (  # noqa: F401
     opset_init,
     opset_linalg,
     opset_nn,
+    opset_norm,
+    opset_optim,
     opset_reduce,
     opset_shape,
     opset_unary,

@@ -102,3 +102,11 @@ def normalize_axis(axis: int, ndim: int, op: str, in_types=()) -> int:
     if not -ndim <= axis < max(ndim, 1):
         fail(op, f"axis {axis} is out of range for rank {ndim}", in_types)
     return axis % max(ndim, 1)
+
+
+def refine_vector(t: TensorType, n: Dim, op: str, in_types=()) -> TensorType:
+    """``t`` (a 1-D parameter such as a bias or gamma) refined to shape ``(n,)``."""
+    if t.shape is not None and t.ndim not in (0, 1):
+        fail(op, f"expected a 1-D parameter of size {n}, got rank {t.ndim}", in_types)
+    have = t.shape[0] if t.shape else None
+    return t.with_shape((unify_dim(have, n, op, in_types),))

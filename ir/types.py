@@ -35,22 +35,23 @@ def long_dtype(short: str) -> str:
 class TensorType:
     """Shape and dtype of one tensor; ``None`` dims are not known yet."""
 
-    shape: tuple[Dim, ...]
+    shape: tuple[Dim, ...] | None  # None: even the rank is unknown
     dtype: str = "float32"
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(None if d is None else int(d)
-                                                for d in self.shape))
+        if self.shape is not None:
+            object.__setattr__(self, "shape", tuple(None if d is None else int(d)
+                                                    for d in self.shape))
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
 
     @property
-    def ndim(self) -> int:
-        return len(self.shape)
+    def ndim(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
 
     @property
     def known(self) -> bool:
         """True when every dim is known."""
-        return all(d is not None for d in self.shape)
+        return self.shape is not None and all(d is not None for d in self.shape)
 
     @property
     def size(self) -> int | None:
@@ -73,5 +74,7 @@ class TensorType:
         return TensorType(self.shape, dtype)
 
     def __str__(self) -> str:
+        if self.shape is None:
+            return f"{short_dtype(self.dtype)}[*]"
         dims = ",".join("?" if d is None else str(d) for d in self.shape)
         return f"{short_dtype(self.dtype)}[{dims}]"

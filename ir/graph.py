@@ -1,0 +1,147 @@
+"""The SSA graph IR: Value, Node, Graph, and GraphBuilder (DESIGN.md s.4).
+
+Graphs are straight-line dataflow in topological order (jaxpr style). They are built only
+through :meth:`GraphBuilder.emit`, which runs the op's shape rule at once: outputs get their
+types, and inputs whose types the rule refines (a lazy parameter consumed by a dense layer)
+learn them on the spot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ops import OpDef, get_op, normalize_attrs
+from .shape_rules import unify
+from .types import TensorType
+
+
+class Value:
+    """One SSA value. Identity is object identity; names are invented when printing."""
+
+    __slots__ = ("type", "producer", "index", "name_hint", "__weakref__")
+
+    def __init__(self, type: TensorType, producer: Node | None = None, index: int = 0,
+                 name_hint: str | None = None):
+        self.type = type
+        self.producer = producer
+        self.index = index
+        self.name_hint = name_hint
+
+    def __repr__(self) -> str:
+        return f"<Value {self.name_hint or ''}: {self.type}>"
+
+
+@dataclass(eq=False)
+class Node:
+    """An op application: inputs are Values, attrs a sorted tuple of (name, value) pairs."""
+
+    op: OpDef
+    inputs: list[Value]
+    attrs: tuple[tuple[str, Any], ...]
+    outputs: list[Value] = field(default_factory=list)
+    loc: str | None = None
+    name: str | None = None
+
+    @property
+    def attr_dict(self) -> dict:
+        return dict(self.attrs)
+
+
+@dataclass(eq=False)
+class Graph:
+    """A function: inputs, parameters, nodes in topological order, outputs."""
+
+    name: str
+    inputs: list[Value]
+    params: list[Value]
+    nodes: list[Node]
+    outputs: list[Value]
+    meta: dict = field(default_factory=dict)
+
+    def users(self) -> dict[Value, list[Node]]:
+        """Value -> the nodes that read it (computed on demand)."""
+        out: dict[Value, list[Node]] = {}
+        for n in self.nodes:
+            for v in n.inputs:
+                out.setdefault(v, []).append(n)
+        return out
+
+
+def make_node(op: OpDef | str, inputs: list[Value], attrs: dict, loc: str | None = None,
+              name: str | None = None) -> Node:
+    """Create an op application, running its shape rule (inputs may learn their types).
+
+    ``attrs`` may carry ``is_train`` for ops whose result depends on training mode. When an
+    input's rank is unknown the rule cannot run yet: outputs get unknown types and the
+    ``infer_shapes`` pass resolves them once input shapes are given.
+    """
+    op = get_op(op) if isinstance(op, str) else op
+    attrs = dict(attrs)
+    is_train = attrs.pop("is_train", False)
+    attrs = normalize_attrs(op, attrs)
+    if op.mode:
+        attrs["is_train"] = bool(is_train)
+    in_types = [v.type for v in inputs]
+    if any(t.shape is None for t in in_types):
+        out_types = [TensorType(None, in_types[0].dtype if in_types else "float32")] \
+            * op.n_outputs(attrs)
+    else:
+        out_types, refined = op.infer(in_types, attrs)
+        for v, t in zip(inputs, refined):
+            if t != v.type:
+                v.type = TensorType(unify(v.type.shape, t.shape, op.name, in_types), t.dtype)
+    node = Node(op, list(inputs), tuple(sorted(attrs.items())), loc=loc, name=name)
+    node.outputs = [Value(t, node, i) for i, t in enumerate(out_types)]
+    return node
+
+
+def topo_nodes(outputs: list[Value]) -> list[Node]:
+    """The nodes ``outputs`` depend on, producers before users (iterative DFS)."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    stack = [(v.producer, False) for v in reversed(outputs) if v.producer is not None]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for v in reversed(node.inputs):
+            if v.producer is not None and id(v.producer) not in seen:
+                stack.append((v.producer, False))
+    return order
+
+
+class GraphBuilder:
+    """Appends nodes one at a time; every emit runs the op's shape rule."""
+
+    def __init__(self, name: str = "main"):
+        self.name = name
+        self.inputs: list[Value] = []
+        self.params: list[Value] = []
+        self.nodes: list[Node] = []
+
+    def input(self, type: TensorType, name: str | None = None) -> Value:
+        v = Value(type, name_hint=name)
+        self.inputs.append(v)
+        return v
+
+    def param(self, type: TensorType, name: str | None = None) -> Value:
+        v = Value(type, name_hint=name)
+        self.params.append(v)
+        return v
+
+    def emit(self, op: OpDef | str, inputs: list[Value], loc: str | None = None,
+             name: str | None = None, **attrs) -> list[Value]:
+        """Add ``op(inputs, **attrs)``; returns its output Values (types inferred)."""
+        node = make_node(op, inputs, attrs, loc, name)
+        self.nodes.append(node)
+        return node.outputs
+
+    def build(self, outputs: list[Value]) -> Graph:
+        """The finished graph returning ``outputs``."""
+        return Graph(self.name, list(self.inputs), list(self.params), list(self.nodes),
+                     list(outputs))
