@@ -38,8 +38,12 @@ class _Node:
         self.freed = False
 
 
+_CONSTANT = _Node(None, None, (), ())  # producer of values recorded from no variable
+
+
 def _needs_grad(x) -> bool:
-    return x._node is not None or x._grad is not None
+    """Whether ``x`` depends on a variable through recorded ops (or is one)."""
+    return (x._node is not None and x._node[0] is not _CONSTANT) or x._grad is not None
 
 
 def _record(op, attrs, inputs, outs):
@@ -47,7 +51,10 @@ def _record(op, attrs, inputs, outs):
     for x in inputs:
         if _needs_grad(x):
             break
-    else:
+    else:  # recorded, but constant: MXNet differentiates it to zero, not to an error
+        node = _CONSTANT
+        for i, o in enumerate(outs):
+            o._node = (node, i)
         return
     node = _Node(op, attrs, inputs, outs)
     for i, o in enumerate(outs):
@@ -118,6 +125,7 @@ def mark_variables(variables, gradients, grad_reqs="write"):
         if r not in ("write", "add", "null", "inplace"):
             raise EmberError(f"grad_req must be 'write', 'add' or 'null', not {r!r}")
         v._grad, v._grad_req, v._node = (None if r == "null" else g), r, None
+        v._fresh_grad = False
         if r == "inplace":
             v._grad_req = "write"
 
@@ -162,6 +170,8 @@ def _run(heads, head_grads, retain_graph, create_graph, train_mode):
     if head_grads is None:
         head_grads = [None] * len(heads)
     for h, hg in zip(heads, head_grads):
+        if h._node is not None and h._node[0] is _CONSTANT:
+            continue  # recorded from no variable: every gradient of it is zero
         if not _needs_grad(h):
             raise EmberError("cannot differentiate: the head is not in a recorded graph; "
                              "call attach_grad() on inputs and compute inside autograd.record()")
@@ -201,6 +211,7 @@ def backward(heads, head_grads=None, retain_graph: bool = False, train_mode: boo
         head_grads = [head_grads]
     leaves = _run(heads, head_grads, retain_graph, False, train_mode)
     for var, g in leaves.values():
+        var._fresh_grad = True
         if var._grad_req == "add":
             var._grad._data += g._data
         elif var._grad_req == "write":
@@ -209,15 +220,14 @@ def backward(heads, head_grads=None, retain_graph: bool = False, train_mode: boo
 
 def grad(heads, variables, head_grads=None, retain_graph=None, create_graph: bool = False,
          train_mode: bool = True):
-    """Gradients of ``heads`` w.r.t. ``variables``, returned instead of stored.
+    """Gradients of ``heads`` w.r.t. ``variables`` (a list, as MXNet), returned not stored.
 
     With ``create_graph=True`` the returned gradients are themselves recorded, so they can
     be differentiated again (higher-order gradients).
     """
     from ember.ndarray.ndarray import NDArray
     heads = heads if isinstance(heads, list | tuple) else [heads]
-    single = not isinstance(variables, list | tuple)
-    variables = [variables] if single else list(variables)
+    variables = list(variables) if isinstance(variables, list | tuple) else [variables]
     if head_grads is not None and not isinstance(head_grads, list | tuple):
         head_grads = [head_grads]
     if retain_graph is None:
@@ -231,7 +241,7 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph: boo
     for v in variables:
         g = leaves.get(id(v))
         out.append(g[1] if g is not None else NDArray(np.zeros_like(v._data), v._ctx))
-    return out[0] if single else out
+    return out
 
 
 class _CustomOp:

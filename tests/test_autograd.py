@@ -61,7 +61,7 @@ def test_higher_order_through_create_graph():
     x.attach_grad()
     with autograd.record():
         y = nd.sigmoid(x)
-        dy = autograd.grad(y, x, create_graph=True)
+        dy, = autograd.grad(y, x, create_graph=True)
     dy.backward()
     s = 1 / (1 + np.exp(-x.asnumpy()))
     np.testing.assert_allclose(dy.asnumpy(), s * (1 - s), rtol=1e-6)

@@ -80,6 +80,11 @@ def setitem(self: NDArray, key, value):
     try:
         self._data[key] = value
     except ValueError as e:
+        target = np.shape(self._data[key])
+        if np.size(value) == int(np.prod(target)):  # MXNet: a (1,) value for one element
+            self._data[key] = np.reshape(value, target)
+            return
+
         raise EmberError(f"cannot assign a value of shape {np.shape(value)} to "
                          f"{self.shape}[{key!r}]: {e}") from None
 

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from ember.ir import get_op
+from ember.ir import TensorType, get_op
 from ember.ir.ops import normalize_attrs
 
 from .ndarray import NDArray, invoke
@@ -121,12 +121,23 @@ def bind_fluent(namespace: dict):
 
 
 def _reshape(self, *shape, **kwargs):
-    """``x.reshape((2, 3))`` or ``x.reshape(2, 3)``; MXNet codes 0/-1/-2/-3/-4 work."""
+    """``x.reshape((2, 3))`` or ``x.reshape(2, 3)``: a view sharing memory, as in MXNet;
+    MXNet's codes 0/-1/-2/-3/-4 and ``reverse`` work."""
     if len(shape) == 1 and isinstance(shape[0], list | tuple):
         shape = shape[0]
     shape = kwargs.pop("shape", shape)
     op = _op("reshape")
-    return invoke(op, [self], normalize_attrs(op, {"shape": tuple(shape), **kwargs}))
+    attrs = normalize_attrs(op, {"shape": tuple(shape), **kwargs})
+    return _view_or_op(self, op, attrs)
+
+
+def _view_or_op(self, op, attrs):
+    """A view of ``self`` with the op's output shape, or the recorded op under autograd."""
+    from ember import autograd
+    if autograd.is_recording() and autograd._needs_grad(self):
+        return invoke(op, [self], attrs)
+    out_t, _ = op.infer([TensorType(self.shape, self._data.dtype)], attrs)
+    return NDArray(self._data.reshape(out_t[0].shape), self._ctx)
 
 
 def _broadcast_to(self, shape):
@@ -134,5 +145,24 @@ def _broadcast_to(self, shape):
     return invoke(op, [self], normalize_attrs(op, {"shape": tuple(shape)}))
 
 
+def _shape_method(name, key="axis"):
+    """flatten/squeeze/expand_dims: a copy, or with ``inplace=True`` a view, as in MXNet."""
+    def method(self, *args, inplace=False, **kwargs):
+        op = _op(name)
+        attrs = normalize_attrs(op, {**dict(zip([key], args)), **kwargs})
+        return _view_or_op(self, op, attrs) if inplace else invoke(op, [self], attrs)
+    method.__name__ = name
+    return method
+
+
+def _split_v2(self, *args, **kwargs):
+    from .extras import split_v2
+    return split_v2(self, *args, **kwargs)
+
+
 NDArray.reshape = _reshape
 NDArray.broadcast_to = _broadcast_to
+NDArray.flatten = _shape_method("flatten")
+NDArray.squeeze = _shape_method("squeeze")
+NDArray.expand_dims = _shape_method("expand_dims")
+NDArray.split_v2 = _split_v2

@@ -22,7 +22,7 @@ _DEFAULT = np.dtype(np.float32)
 class NDArray:
     """An n-dimensional array on a context (MXNet's ``mx.nd.NDArray``)."""
 
-    __slots__ = ("_data", "_ctx", "_grad", "_grad_req", "_node", "__weakref__")
+    __slots__ = ("_data", "_ctx", "_grad", "_grad_req", "_node", "_fresh_grad", "__weakref__")
     __array_priority__ = 1000.0  # NumPy defers `np_array + nd_array` to us
 
     def __init__(self, data: np.ndarray, ctx: Context | None = None, _node=None):
@@ -31,6 +31,7 @@ class NDArray:
         self._grad = None
         self._grad_req = "null"
         self._node = _node
+        self._fresh_grad = False
 
     # ---- properties --------------------------------------------------------------------
     @property
@@ -164,15 +165,8 @@ class NDArray:
     def __repr__(self):
         return f"\n{self._data}\n<NDArray {'x'.join(map(str, self.shape))} @{self.context}>"
 
-    def __reduce__(self):
-        return _rebuild, (self.asnumpy(), str(self.context.device_type), self.context.device_id)
-
     def __hash__(self):
         return id(self)
-
-
-def _rebuild(data, devtype, devid):
-    return NDArray(data, Context(devtype, devid))
 
 
 # ---- dispatch --------------------------------------------------------------------------
@@ -189,14 +183,28 @@ def invoke(op, inputs, attrs: dict, out=None, ctx=None):
         raise _op_error(op, inputs, attrs, e) from None
     ctx = inputs[0]._ctx if inputs else ctx
     if isinstance(res, tuple | list):
-        outs = [NDArray(r if type(r) is np.ndarray else np.asarray(r), ctx) for r in res]
+        outs = [NDArray(_own(r, datas), ctx) for r in res]
     else:
-        outs = [NDArray(res if type(res) is np.ndarray else np.asarray(res), ctx)]
+        outs = [NDArray(_own(res, datas), ctx)]
     if _ag._STATE.recording:
         _ag._record(op, attrs, inputs, outs)
+    if op.visible_outputs is not None:
+        outs = outs[:op.n_visible(attrs)]
     if out is not None:
         return _write_out(op, outs, out)
     return outs[0] if len(outs) == 1 else outs
+
+
+def _own(r, datas):
+    """The kernel's result as an array that shares no memory with the inputs (ops return new
+    arrays in MXNet; only methods such as ``reshape`` make views on purpose)."""
+    if type(r) is not np.ndarray:
+        return np.asarray(r)
+    if r.base is not None:
+        for d in datas:
+            if np.may_share_memory(r, d):
+                return r.copy()
+    return r
 
 
 def _write_out(op, outs, out):

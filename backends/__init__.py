@@ -1,0 +1,1 @@
+"""ember.backends: arrives with the compiler issues."""
