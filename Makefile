@@ -14,11 +14,18 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check frontend ir passes backends runtime tests bench
-	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
-demo: $(STAMP)
+FMNIST := /usr/share/datasets/fashion-mnist
+
+demo: $(STAMP) $(FMNIST)/train-images-idx3-ubyte.gz
 	$(PY) -m ember demo
+
+# Fashion-MNIST from Debian (the demo never downloads at run time)
+$(FMNIST)/train-images-idx3-ubyte.gz:
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; fi
 
 bench: $(STAMP)
 	$(PY) -m bench
@@ -28,8 +35,8 @@ lint: $(STAMP)
 
 # MXNet 1.9.1's own unit tests against ember (MXSUITE_REPO: a git mirror of apache/mxnet)
 mxsuite: $(STAMP)
-	$(PY) ../shared/mxsuite/run_suite.py --python $(PY) --shim ../shared/mxsuite/shim \
+	$(PY) ../shared/mxsuite/run_suite.py --python $(abspath $(PY)) --shim ../shared/mxsuite/shim \
 		--quick --out mxsuite.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info demo-out

@@ -6,15 +6,23 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-from . import base, context  # noqa: E402
-from .base import EmberError, MXNetError  # noqa: E402,F401
-from .context import Context, cpu, cpu_pinned, current_context, gpu, num_gpus  # noqa: E402,F401
+from . import base, context
+from .base import EmberError, MXNetError
+from .context import Context, cpu, cpu_pinned, current_context, gpu, num_gpus
 
-from . import autograd  # noqa: E402
-from . import ndarray  # noqa: E402
-from . import random  # noqa: E402
+from . import autograd, ndarray, random
+from . import name, runtime, util
+from .util import np_shape
 
 nd = ndarray
 _sys.modules[__name__ + ".nd"] = ndarray
 
-# from . import test_utils  # noqa: E402,F401
+from . import symbol
+
+sym = symbol
+_sys.modules[__name__ + ".sym"] = symbol
+
+from . import initializer, lr_scheduler, metric, optimizer
+
+init = initializer
+from . import gluon, test_utils

@@ -6,6 +6,16 @@ import sys
 
 
 def _demo(args) -> int:
+    """Train the seed MLP on Fashion-MNIST (or, with --toy, a linear model on random data)."""
+    if not args.toy:
+        from ember.demo import run
+        acc = run(epochs=args.epochs, hybridize=args.hybridize, data_dir=args.data,
+                  num_workers=args.workers, out_dir=args.out)
+        return 0 if acc >= 0.8 else 1
+    return _toy(args)
+
+
+def _toy(args) -> int:
     """Fit a small linear model with eager autograd and report the loss falling."""
     import numpy as np
 
@@ -36,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ember", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="train a small model and report how it went")
+    demo.add_argument("--epochs", type=int, default=2)
+    demo.add_argument("--hybridize", action=argparse.BooleanOptionalAction, default=True)
+    demo.add_argument("--data", default=None, help="directory of Fashion-MNIST IDX files")
+    demo.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    demo.add_argument("--out", default="demo-out", help="where to write the trained model")
+    demo.add_argument("--toy", action="store_true", help="linear regression on random data")
     demo.add_argument("--steps", type=int, default=100)
     demo.add_argument("--lr", type=float, default=0.1)
     demo.add_argument("--seed", type=int, default=0)

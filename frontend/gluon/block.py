@@ -1,0 +1,341 @@
+"""Gluon Blocks: ``Block`` (imperative), ``HybridBlock`` (traceable), and their naming.
+
+Names and prefixes follow MXNet 1.x exactly (``dense0_``, ``sequential1_dense0_weight``), so
+parameter files and user code that refers to names keep working. A HybridBlock whose
+parameters have unknown dims infers them at the first call by tracing ``hybrid_forward``
+with ``F = ember.sym``: every op's shape rule runs as the node is made, and the parameter
+Values learn their shapes (MXNet's deferred initialisation).
+"""
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from ember import name as _name
+from ember.base import MXNetError
+from ember.ndarray.ndarray import NDArray
+
+from .parameter import DeferredInitializationError, Parameter, ParameterDict
+
+
+class _BlockScope:
+    """The ``with block.name_scope():`` stack that gives children their prefixes."""
+
+    _current = threading.local()
+
+    def __init__(self, block):
+        self._block = block
+        self._counter: dict[str, int] = {}
+        self._old_scope = None
+        self._name_scope = None
+
+    @staticmethod
+    def create(prefix, params, hint):
+        """Prefix and ParameterDict for a new block of kind ``hint``."""
+        current = getattr(_BlockScope._current, "value", None)
+        if current is None:
+            if prefix is None:
+                prefix = _name.NameManager.current().get(None, hint) + "_"
+            params = ParameterDict(prefix) if params is None else \
+                ParameterDict(params.prefix, params)
+            return prefix, params
+        if prefix is None:
+            count = current._counter.get(hint, 0)
+            prefix = f"{hint}{count}_"
+            current._counter[hint] = count + 1
+        if params is None:
+            parent = current._block.params
+            params = ParameterDict(parent.prefix + prefix, parent._shared)
+        else:
+            params = ParameterDict(params.prefix, params)
+        return current._block.prefix + prefix, params
+
+    def __enter__(self):
+        if self._block._empty_prefix:
+            return self
+        self._old_scope = getattr(_BlockScope._current, "value", None)
+        _BlockScope._current.value = self
+        self._name_scope = _name.Prefix(self._block.prefix)
+        self._name_scope.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._block._empty_prefix:
+            return
+        self._name_scope.__exit__(*exc)
+        self._name_scope = None
+        _BlockScope._current.value = self._old_scope
+
+
+class HookHandle:
+    """Removes a registered forward hook (``handle.detach()``)."""
+
+    def __init__(self, hooks: OrderedDict, hook):
+        self._hooks = hooks
+        self._id = id(hook)
+        hooks[self._id] = hook
+
+    def detach(self):
+        self._hooks.pop(self._id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.detach()
+
+
+def _indent(text: str, n: int) -> str:
+    lines = text.split("\n")
+    return "\n".join([lines[0]] + [" " * n + ln for ln in lines[1:]])
+
+
+class Block:
+    """Base class of all layers and models; subclasses define ``forward``."""
+
+    def __init__(self, prefix: str | None = None, params: ParameterDict | None = None):
+        self._empty_prefix = prefix == ""
+        self._prefix, self._params = _BlockScope.create(prefix, params, self._alias())
+        self._name = self._prefix[:-1] if self._prefix.endswith("_") else self._prefix
+        self._scope = _BlockScope(self)
+        self._children: OrderedDict[str, Block] = OrderedDict()
+        self._reg_params: dict[str, Parameter] = {}
+        self._forward_hooks: OrderedDict = OrderedDict()
+        self._forward_pre_hooks: OrderedDict = OrderedDict()
+
+    def __repr__(self):
+        body = "\n".join(f"  ({k}): {_indent(repr(b), 2)}" for k, b in self._children.items())
+        return f"{type(self).__name__}(\n{body}\n)"
+
+    def __setattr__(self, name, value):
+        existing = self.__dict__.get(name)
+        if isinstance(existing, Parameter | Block) and not isinstance(value, type(existing)):
+            raise TypeError(f"Changing attribute type for {name} from {type(existing)} to "
+                            f"{type(value)} is not allowed.")
+        if isinstance(value, Block):
+            self.register_child(value, name)
+        elif isinstance(value, Parameter):
+            if name in self.__dict__.get("_reg_params", {}):
+                raise MXNetError(f"Overriding Parameter attribute {name} is not allowed. If "
+                                 "you want to share parameters between blocks, please set "
+                                 "'params' at Block construction instead.")
+            self._reg_params[name] = value
+        super().__setattr__(name, value)
+
+    def _alias(self) -> str:
+        return type(self).__name__.lower()
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def params(self) -> ParameterDict:
+        """This block's own parameters (not its children's)."""
+        return self._params
+
+    def name_scope(self):
+        """``with self.name_scope():`` children created inside get this block's prefix."""
+        return self._scope
+
+    def collect_params(self, select: str | None = None) -> ParameterDict:
+        """This block's and all descendants' parameters, optionally filtered by regex."""
+        ret = ParameterDict(self._params.prefix)
+        if not select:
+            ret.update(self.params)
+        else:
+            rx = re.compile(select)
+            ret.update({k: v for k, v in self.params.items() if rx.match(k)})
+        for child in self._children.values():
+            ret.update(child.collect_params(select=select))
+        return ret
+
+    def _collect_params_with_prefix(self, prefix: str = "") -> dict[str, Parameter]:
+        if prefix:
+            prefix += "."
+        ret = {prefix + k: v for k, v in self._reg_params.items()}
+        for name, child in self._children.items():
+            ret.update(child._collect_params_with_prefix(prefix + name))
+        return ret
+
+    def register_child(self, block: Block, name: str | None = None):
+        """Make ``block`` a child (attributes that are Blocks are registered by themselves)."""
+        self._children[str(len(self._children)) if name is None else name] = block
+
+    def register_forward_pre_hook(self, hook) -> HookHandle:
+        """``hook(block, inputs)`` runs before each forward."""
+        return HookHandle(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook) -> HookHandle:
+        """``hook(block, inputs, outputs)`` runs after each forward."""
+        return HookHandle(self._forward_hooks, hook)
+
+    def apply(self, fn):
+        """Call ``fn(block)`` on every descendant and on this block."""
+        for child in self._children.values():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    def initialize(self, init=None, ctx=None, verbose: bool = False,
+                   force_reinit: bool = False):
+        """Initialise all parameters (deferred where shapes are not known yet)."""
+        self.collect_params().initialize(init, ctx, verbose, force_reinit)
+
+    def hybridize(self, active: bool = True, **kwargs):
+        """Turn compilation on for every HybridBlock inside."""
+        for child in self._children.values():
+            child.hybridize(active, **kwargs)
+
+    def cast(self, dtype):
+        """Cast all parameters to ``dtype``."""
+        for child in self._children.values():
+            child.cast(dtype)
+        for p in self.params.values():
+            p.cast(dtype)
+
+    def zero_grad(self):
+        self.collect_params().zero_grad()
+
+    def reset_ctx(self, ctx):
+        self.collect_params().reset_ctx(ctx)
+
+    def __call__(self, *args):
+        for hook in list(self._forward_pre_hooks.values()):
+            hook(self, args)
+        out = self.forward(*args)
+        for hook in list(self._forward_hooks.values()):
+            hook(self, args, out)
+        return out
+
+    def forward(self, *args):
+        """Override to define the computation."""
+        raise MXNetError(f"{type(self).__name__} must define forward()")
+
+    # ---- parameter files -------------------------------------------------------------------
+    def save_parameters(self, filename: str, deduplicate: bool = False):
+        """Write parameters by structural name (``0.weight``) in MXNet's .params format."""
+        from ember import ndarray as nd
+        params = self._collect_params_with_prefix()
+        if deduplicate:
+            inv = {id(v): k for k, v in reversed(list(params.items()))}
+            params = {k: v for k, v in params.items() if inv[id(v)] == k}
+        nd.save(filename, {k: v._reduce() for k, v in params.items()})
+
+    def save_params(self, filename: str):
+        """Deprecated MXNet form: parameters by full name, without this block's prefix."""
+        self.collect_params().save(filename, strip_prefix=self.prefix)
+
+    def load_parameters(self, filename: str, ctx=None, allow_missing: bool = False,
+                        ignore_extra: bool = False, cast_dtype: bool = False,
+                        dtype_source: str = "current"):
+        """Read parameters saved by ``save_parameters`` (or by MXNet's)."""
+        from ember import ndarray as nd
+        loaded = nd.load(filename)
+        if isinstance(loaded, list):
+            raise MXNetError(f"{filename}: holds an unnamed list of arrays, not parameters")
+        params = self._collect_params_with_prefix()
+        if not loaded and not params:
+            return
+        if not any("." in k for k in loaded):
+            self.collect_params().load(filename, ctx, allow_missing, ignore_extra,
+                                       self.prefix, cast_dtype=cast_dtype,
+                                       dtype_source=dtype_source)
+            return
+        if not allow_missing:
+            have = {}
+            for k, v in params.items():
+                have.setdefault(id(v), []).append(k)
+            for k, v in params.items():
+                if not any(p in loaded for p in have[id(v)]):
+                    raise MXNetError(f"Parameter '{k}' is missing in file '{filename}', which "
+                                     f"contains parameters: {', '.join(sorted(loaded))}. Set "
+                                     "allow_missing=True to ignore missing parameters.")
+        for k, v in loaded.items():
+            if k not in params:
+                if not ignore_extra:
+                    raise MXNetError(f"Parameter '{k}' loaded from file '{filename}' is not "
+                                     f"present in ParameterDict, which contains parameters "
+                                     f"{', '.join(sorted(params))}. Set ignore_extra=True "
+                                     "to ignore.")
+                continue
+            params[k]._load_init(v, ctx, cast_dtype=cast_dtype, dtype_source=dtype_source)
+
+    load_params = load_parameters
+
+    def summary(self, *inputs):
+        """Print each layer's output shape and parameter count for one forward pass."""
+        from .summary import print_block_summary
+        print_block_summary(self, *inputs)
+
+
+class HybridBlock(Block):
+    """A Block whose ``hybrid_forward(F, x, ...)`` works on NDArrays and on Symbols."""
+
+    def __init__(self, prefix=None, params=None):
+        super().__init__(prefix, params)
+        self._active = False
+        self._flags: dict = {}
+
+    def hybridize(self, active: bool = True, **kwargs):
+        """Mark this block for compilation (static_alloc, static_shape accepted)."""
+        self._active = active
+        self._flags = dict(kwargs)
+        super().hybridize(active, **kwargs)
+
+    def hybrid_forward(self, F, x, *args, **kwargs):
+        """Override: the computation, written with ``F.<op>`` (F = ember.nd or ember.sym)."""
+        raise MXNetError(f"{type(self).__name__} must define hybrid_forward()")
+
+    def forward(self, x, *args):
+        """Run ``hybrid_forward`` with ``F = nd`` on arrays or ``F = sym`` on Symbols."""
+        from ember import ndarray as nd
+        from ember import symbol as sym
+        if isinstance(x, sym.Symbol):
+            params = {k: v.var() for k, v in self._reg_params.items()}
+            with self.name_scope():
+                return self.hybrid_forward(sym, x, *args, **params)
+        if not isinstance(x, NDArray):
+            raise MXNetError(f"{self.name}: expected NDArray or Symbol input, got "
+                             f"{type(x).__name__}")
+        ctx = x.context
+        try:
+            params = {k: v.data(ctx) for k, v in self._reg_params.items()}
+        except DeferredInitializationError:
+            self._deferred_infer_shape(x, *args)
+            for p in self.collect_params().values():
+                p._finish_deferred_init()
+            params = {k: v.data(ctx) for k, v in self._reg_params.items()}
+        return self.hybrid_forward(nd, x, *args, **params)
+
+    def _deferred_infer_shape(self, *args):
+        """Learn unknown parameter shapes by tracing one call symbolically."""
+        from ember import autograd
+        from ember import symbol as sym
+        ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) if isinstance(a, NDArray)
+               else a for i, a in enumerate(args)]
+        try:
+            with autograd.pause(autograd.is_training()):
+                self.forward(*ins)
+        except MXNetError as e:
+            raise MXNetError(f"{self.name}: cannot infer parameter shapes from inputs "
+                             f"{[getattr(a, 'shape', a) for a in args]}: {e}") from None
+        for p in self.collect_params().values():
+            if p._var is not None and p._var._value.type.shape is not None:
+                p.shape = tuple(0 if d is None else d for d in p._var._value.type.shape)
+
+    def infer_shape(self, *args):
+        """Infer and set the shapes of this block's parameters from example inputs."""
+        self._deferred_infer_shape(*args)
+
+    def infer_type(self, *args):
+        """Parameters take their inputs' float dtype (ember keeps declared dtypes)."""
+        return [np.dtype(getattr(a, "dtype", np.float32)) for a in args]
+

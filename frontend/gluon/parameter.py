@@ -1,0 +1,509 @@
+"""Gluon parameters: ``Parameter`` (lazy shapes, deferred init), ``Constant``, ``ParameterDict``.
+
+A shape entry of 0 is unknown (MXNet 1.x). ``initialize`` on such a parameter defers the
+work: the first forward learns the shape (through the op registry's shape rules) and then
+runs the initializer, exactly when MXNet would. Reading ``data()`` before that raises
+``DeferredInitializationError``.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+
+from ember import autograd
+from ember.base import MXNetError
+from ember.context import Context, cpu, current_context
+from ember.ndarray.ndarray import NDArray
+
+
+class DeferredInitializationError(MXNetError):
+    """A parameter's data was read before its shape was known (call the block once first)."""
+
+
+def _ctx_list(ctx) -> list[Context]:
+    if ctx is None:
+        return [current_context()]
+    return list(ctx) if isinstance(ctx, list | tuple) else [ctx]
+
+
+def _shape_known(shape) -> bool:
+    return shape is not None and all(d > 0 for d in shape)
+
+
+class Parameter:
+    """A weight of a Block: data on one or more contexts, a gradient, and how to train it."""
+
+    def __init__(self, name: str, grad_req: str = "write", shape=None, dtype=np.float32,
+                 lr_mult: float = 1.0, wd_mult: float = 1.0, init=None,
+                 allow_deferred_init: bool = False, differentiable: bool = True,
+                 stype: str = "default", grad_stype: str = "default"):
+        self.name = name
+        self._shape = None if shape is None else (
+            (int(shape),) if isinstance(shape, int | np.integer) else tuple(shape))
+        self._dtype = np.dtype(dtype).type
+        self.lr_mult = lr_mult
+        self.wd_mult = wd_mult
+        self.init = init
+        self.allow_deferred_init = allow_deferred_init
+        self._differentiable = differentiable
+        self._grad_req = grad_req if differentiable else "null"
+        if self._grad_req not in ("write", "add", "null"):
+            raise ValueError(f"grad_req must be 'write', 'add' or 'null', not {grad_req!r}")
+        self._data: list[NDArray] | None = None
+        self._grad: list[NDArray] | None = None
+        self._ctx_list: list[Context] | None = None
+        self._deferred_init: tuple = ()
+        self._var = None
+        if stype != "default" or grad_stype != "default":
+            raise MXNetError(f"Parameter {name}: sparse storage types are not supported")
+
+    def __repr__(self) -> str:
+        return f"Parameter {self.name} (shape={self.shape}, dtype={self.dtype})"
+
+    # ---- attributes ----------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self._shape
+
+    @shape.setter
+    def shape(self, new_shape):
+        new_shape = tuple(new_shape)
+        if self._shape is None:
+            self._shape = new_shape
+            return
+        if len(self._shape) != len(new_shape) or any(
+                old > 0 and old != new for old, new in zip(self._shape, new_shape)):
+            raise MXNetError(f"Parameter {self.name}: expected shape {new_shape} is "
+                             f"incompatible with given shape {self._shape}")
+        self._shape = new_shape
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, dtype):
+        self.cast(dtype)
+
+    @property
+    def grad_req(self) -> str:
+        return self._grad_req
+
+    @grad_req.setter
+    def grad_req(self, req: str):
+        if req not in ("write", "add", "null"):
+            raise ValueError(f"grad_req must be 'write', 'add' or 'null', not {req!r}")
+        if not self._differentiable:
+            req = "null"
+        if self._grad_req == req:
+            return
+        self._grad_req = req
+        if req == "null" and self._grad is not None:
+            self._grad = None
+            for d in self._data or []:
+                autograd.mark_variables([d], [None], "null")
+        elif self._data is not None:
+            self._init_grad()
+
+    @property
+    def stype(self) -> str:
+        return "default"
+
+    # ---- initialisation --------------------------------------------------------------------
+    def initialize(self, init=None, ctx=None, default_init=None, force_reinit: bool = False):
+        """Allocate and initialise the data (deferred while the shape has unknown dims)."""
+        from ember import initializer
+        if default_init is None:
+            default_init = initializer.Uniform()
+        if self._data is not None and not force_reinit:
+            warnings.warn(f"Parameter '{self.name}' is already initialized, ignoring. "
+                          "Set force_reinit=True to re-initialize.", stacklevel=2)
+            return
+        self._data = self._grad = None
+        ctx = _ctx_list(ctx)
+        if init is None:
+            init = default_init if self.init is None else self.init
+        if not _shape_known(self.shape):
+            if self.allow_deferred_init:
+                self._deferred_init = (init, ctx, default_init, None)
+                return
+            raise ValueError(f"Cannot initialize Parameter '{self.name}' because it has "
+                             f"invalid shape: {self.shape}.")
+        self._deferred_init = (init, ctx, default_init, None)
+        self._finish_deferred_init()
+
+    def _finish_deferred_init(self):
+        """Run the deferred initializer now that the shape is known."""
+        if not self._deferred_init:
+            return
+        from ember import initializer
+        init, ctx, default_init, data = self._deferred_init
+        self._deferred_init = ()
+        if not _shape_known(self.shape):
+            raise DeferredInitializationError(
+                f"Parameter '{self.name}' has unknown shape {self.shape} even after the "
+                "first forward; give its shape (e.g. in_units) explicitly")
+        with autograd.pause():
+            if data is None:
+                data = NDArray(np.zeros(self.shape, dtype=self.dtype), ctx[0])
+                initializer.create(default_init)(
+                    initializer.InitDesc(self.name, {"__init__": init}), data)
+            self._init_impl(data, ctx)
+
+    def _init_impl(self, data, ctx_list):
+        self._ctx_list = list(ctx_list)
+        src = data._data if isinstance(data, NDArray) else np.asarray(data)
+        self._data = [NDArray(np.array(src, dtype=self.dtype, copy=True), c)
+                      for c in self._ctx_list]
+        self._init_grad()
+
+    def _init_grad(self):
+        if self._grad_req == "null":
+            self._grad = None
+            return
+        self._grad = [NDArray(np.zeros_like(d._data), d._ctx) for d in self._data]
+        for d, g in zip(self._data, self._grad):
+            autograd.mark_variables([d], [g], self._grad_req)
+
+    def _load_init(self, data, ctx, cast_dtype=False, dtype_source="current"):
+        """Set data from a loaded array (shapes must agree), initialising if needed."""
+        if cast_dtype:
+            if dtype_source == "current":
+                data = data.astype(self.dtype, copy=False)
+            else:
+                self._dtype = data.dtype
+        if self.shape:
+            if len(self.shape) != len(data.shape) or any(
+                    s > 0 and s != d for s, d in zip(self.shape, data.shape)):
+                raise MXNetError(f"Failed loading Parameter '{self.name}' from saved params: "
+                                 f"shape incompatible expected {self.shape} vs saved "
+                                 f"{data.shape}")
+        self._shape = tuple(data.shape)
+        if not cast_dtype and np.dtype(self.dtype) != np.dtype(data.dtype):
+            raise MXNetError(f"Failed loading Parameter '{self.name}' from saved params: "
+                             f"dtype incompatible expected {np.dtype(self.dtype).name} vs "
+                             f"saved {np.dtype(data.dtype).name}. Set cast_dtype=True to "
+                             "cast the dtype of saved params.")
+        if self._data is None:
+            if self._deferred_init:
+                ctx = self._deferred_init[1] if ctx is None else _ctx_list(ctx)
+            self._deferred_init = ()
+            self._init_impl(data, _ctx_list(ctx))
+        else:
+            self.set_data(data)
+
+    # ---- access ---------------------------------------------------------------------------
+    def _check_and_get(self, arr_list, ctx):
+        if arr_list is not None:
+            if ctx is None or ctx is list:
+                return arr_list[0] if ctx is None else arr_list
+            for c, a in zip(self._ctx_list, arr_list):
+                if c == ctx:
+                    return a
+            if len(arr_list) == 1:
+                return arr_list[0]
+            raise RuntimeError(f"Parameter '{self.name}' was not initialized on context {ctx}."
+                               f" It was only initialized on {self._ctx_list}.")
+        if self._deferred_init:
+            raise DeferredInitializationError(
+                f"Parameter '{self.name}' has not been initialized yet because "
+                "initialization was deferred. Actual initialization happens during the "
+                "first forward pass. Please pass one batch of data through the network "
+                "before accessing Parameters.")
+        raise RuntimeError(f"Parameter '{self.name}' has not been initialized. Note that you "
+                           "should initialize parameters and create Trainer with "
+                           "Block.collect_params() instead of Block.params because the "
+                           "later does not include Parameters of nested child Blocks")
+
+    def data(self, ctx=None) -> NDArray:
+        """The data on ``ctx`` (the first context by default)."""
+        return self._check_and_get(self._data, ctx)
+
+    def list_data(self) -> list[NDArray]:
+        return self._check_and_get(self._data, list)
+
+    def grad(self, ctx=None) -> NDArray:
+        """The gradient buffer on ``ctx``."""
+        if self._data is not None and self._grad is None:
+            raise RuntimeError(f"Cannot get gradient array for Parameter '{self.name}' "
+                               "because grad_req='null'")
+        return self._check_and_get(self._grad, ctx)
+
+    def list_grad(self) -> list[NDArray]:
+        if self._data is not None and self._grad is None:
+            raise RuntimeError(f"Cannot get gradient array for Parameter '{self.name}' "
+                               "because grad_req='null'")
+        return self._check_and_get(self._grad, list)
+
+    def list_ctx(self) -> list[Context]:
+        if self._data is None:
+            if self._deferred_init:
+                return self._deferred_init[1]
+            raise RuntimeError(f"Parameter '{self.name}' has not been initialized")
+        return list(self._ctx_list)
+
+    def zero_grad(self):
+        """Set the gradient buffers to zero."""
+        for g in self._grad or []:
+            g._data[...] = 0
+
+    def set_data(self, data):
+        """Overwrite the data on every context."""
+        self.shape = tuple(data.shape)
+        if self._data is None:
+            if not self._deferred_init:
+                raise RuntimeError(f"Parameter '{self.name}' has not been initialized")
+            init, ctx, default_init, _ = self._deferred_init
+            self._deferred_init = (init, ctx, default_init, data)
+            return
+        src = data._data if isinstance(data, NDArray) else np.asarray(data)
+        for d in self._data:
+            d._data[...] = src
+
+    def _reduce(self) -> NDArray:
+        """The data gathered on the CPU (the average over contexts, as MXNet saves it)."""
+        data = self.list_data()
+        if len(data) == 1:
+            return NDArray(data[0]._data.copy(), cpu())
+        return NDArray(np.mean([d._data for d in data], axis=0).astype(self.dtype), cpu())
+
+    def reset_ctx(self, ctx):
+        """Move the data to other contexts."""
+        ctx = _ctx_list(ctx)
+        if self._data is not None:
+            data = self._reduce()
+            with autograd.pause():
+                self._init_impl(data, ctx)
+        elif self._deferred_init:
+            init, _, default_init, data = self._deferred_init
+            self._deferred_init = (init, ctx, default_init, data)
+        else:
+            raise ValueError(f"Cannot reset context for Parameter '{self.name}' because it "
+                             "has not been initialized.")
+
+    def cast(self, dtype):
+        """Change the data (and gradient) type."""
+        self._dtype = np.dtype(dtype).type
+        if self._data is None:
+            return
+        with autograd.pause():
+            self._data = [NDArray(d._data.astype(self._dtype), d._ctx) for d in self._data]
+            self._init_grad()
+
+    def var(self):
+        """This parameter as a Symbol (a graph input)."""
+        from ember import symbol
+        if self._var is None:
+            shape = None if self.shape is None else tuple(d if d > 0 else None
+                                                          for d in self.shape)
+            self._var = symbol.var(self.name, shape=shape, dtype=self.dtype)
+        return self._var
+
+
+class Constant(Parameter):
+    """A parameter that never changes (grad_req='null'), initialised to ``value``."""
+
+    def __init__(self, name: str, value):
+        value = value if isinstance(value, NDArray) else NDArray(
+            np.asarray(value, dtype=np.float32))
+        self.value = value
+        from ember import initializer
+
+        class _Init(initializer.Initializer):
+            def _init_weight(self, _, arr):
+                arr[:] = value
+
+        _Init.__name__ = f"Constant_{name}"
+        super().__init__(name, grad_req="null", shape=value.shape, dtype=value.dtype,
+                         init=_Init(), differentiable=False)
+
+    @Parameter.grad_req.setter
+    def grad_req(self, req):
+        if req != "null":
+            warnings.warn(f"Constant parameter '{self.name}' does not support grad_req other "
+                          "than 'null', and new value '{req}' is ignored.", stacklevel=2)
+
+
+class ParameterDict:
+    """An ordered dict of Parameters sharing a name prefix; ``get`` creates or reuses."""
+
+    def __init__(self, prefix: str = "", shared: ParameterDict | None = None):
+        self._prefix = prefix
+        self._params: OrderedDict[str, Parameter] = OrderedDict()
+        self._shared = shared
+
+    def __repr__(self):
+        body = "\n".join(f"  {v}" for v in self.values())
+        return f"{self._prefix} (\n{body}\n)"
+
+    def __getitem__(self, key):
+        return self._params[key]
+
+    def __iter__(self):
+        return iter(self._params)
+
+    def __len__(self):
+        return len(self._params)
+
+    def __contains__(self, key):
+        return key in self._params
+
+    def items(self):
+        return self._params.items()
+
+    def keys(self):
+        return self._params.keys()
+
+    def values(self):
+        return self._params.values()
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def _get_impl(self, name):
+        if name in self._params:
+            return self._params[name]
+        if self._shared is not None and name in self._shared._params:
+            self._params[name] = self._shared._params[name]
+            return self._params[name]
+        return None
+
+    def get(self, name: str, **kwargs) -> Parameter:
+        """The parameter ``prefix + name``, created with ``kwargs`` if it does not exist."""
+        full = self._prefix + name
+        param = self._get_impl(full)
+        if param is None:
+            param = Parameter(full, **kwargs)
+            self._params[full] = param
+            return param
+        for k, v in kwargs.items():
+            existing = getattr(param, k, None)
+            if existing is None:
+                setattr(param, k, v)
+            elif k == "shape" and v is not None and len(v) == len(existing):
+                merged = []
+                for a, b in zip(v, existing):
+                    if a > 0 and b > 0 and a != b:
+                        raise MXNetError(f"Cannot retrieve Parameter '{full}': shape {v} "
+                                         f"does not match stored {existing}")
+                    merged.append(a if a > 0 else b)
+                param._shape = tuple(merged)
+            elif k == "dtype" and np.dtype(v) == np.dtype(existing):
+                continue
+            elif v is not None and v != existing:
+                raise MXNetError(f"Cannot retrieve Parameter '{full}' because desired "
+                                 f"attribute does not match with stored for attribute "
+                                 f"'{k}': desired '{v}' vs stored '{existing}'.")
+        return param
+
+    def get_constant(self, name: str, value=None) -> Constant:
+        """The constant ``prefix + name``, created from ``value`` if it does not exist."""
+        full = self._prefix + name
+        param = self._get_impl(full)
+        if param is None:
+            if value is None:
+                raise KeyError(f"No constant named '{full}'. Please specify value if you "
+                               "want to create a new constant.")
+            param = Constant(full, value)
+            self._params[full] = param
+        elif value is not None and not isinstance(param, Constant):
+            raise MXNetError(f"Parameter '{full}' already exists but it is not a constant.")
+        return param
+
+    def update(self, other: ParameterDict):
+        """Add ``other``'s parameters (a name may not refer to two different ones)."""
+        for k, v in other.items():
+            if k in self._params and self._params[k] is not v:
+                raise MXNetError(f"Cannot update self with other because they have different "
+                                 f"Parameters with the same name '{k}'")
+        for k, v in other.items():
+            self._params[k] = v
+
+    def initialize(self, init=None, ctx=None, verbose: bool = False,
+                   force_reinit: bool = False):
+        """Initialise every parameter (``init`` is the default for those without one)."""
+        from ember import initializer
+        init = initializer.Uniform() if init is None else init
+        if verbose and hasattr(init, "set_verbosity"):
+            init.set_verbosity(verbose=verbose)
+        for v in self.values():
+            v.initialize(None, ctx, init, force_reinit=force_reinit)
+
+    def zero_grad(self):
+        for v in self.values():
+            v.zero_grad()
+
+    def reset_ctx(self, ctx):
+        for v in self.values():
+            v.reset_ctx(ctx)
+
+    def list_ctx(self):
+        out = []
+        for v in self.values():
+            out.extend(c for c in v.list_ctx() if c not in out)
+        return out
+
+    def setattr(self, name: str, value):
+        """Set an attribute (``grad_req``, ``lr_mult``...) on every parameter."""
+        for v in self.values():
+            setattr(v, name, value)
+
+    def select(self, pattern: str) -> ParameterDict:
+        """The parameters whose names match the regular expression ``pattern``."""
+        out = ParameterDict(self._prefix)
+        rx = re.compile(pattern)
+        for k, v in self.items():
+            if rx.match(k):
+                out._params[k] = v
+        return out
+
+    def save(self, filename: str, strip_prefix: str = ""):
+        """Write the parameters to ``filename`` in MXNet's .params format."""
+        from ember import ndarray as nd
+        arg = {}
+        for p in self.values():
+            if not p.name.startswith(strip_prefix):
+                raise ValueError(f"Prefix '{strip_prefix}' is to be striped before saving, but"
+                                 f" Parameter's name '{p.name}' does not start with it.")
+            arg[p.name[len(strip_prefix):]] = p._reduce()
+        nd.save(filename, arg)
+
+    def load(self, filename: str, ctx=None, allow_missing: bool = False,
+             ignore_extra: bool = False, restore_prefix: str = "", cast_dtype: bool = False,
+             dtype_source: str = "current"):
+        """Read parameters written by ``save`` (or by MXNet)."""
+        from ember import ndarray as nd
+        if restore_prefix:
+            for name in self.keys():
+                if not name.startswith(restore_prefix):
+                    raise MXNetError(f"restore_prefix is '{restore_prefix}' but Parameter "
+                                     f"name '{name}' does not start with it")
+        self.load_dict(nd.load(filename), ctx, allow_missing, ignore_extra, restore_prefix,
+                       filename, cast_dtype, dtype_source)
+
+    def load_dict(self, param_dict, ctx=None, allow_missing=False, ignore_extra=False,
+                  restore_prefix="", filename=None, cast_dtype=False, dtype_source="current"):
+        """Set parameters from a dict of name -> NDArray (``arg:``/``aux:`` prefixes ok)."""
+        where = f"file: {filename}" if filename else "param_dict"
+        arg = {restore_prefix + (k[4:] if k.startswith(("arg:", "aux:")) else k): v
+               for k, v in param_dict.items()}
+        if not allow_missing:
+            for name in self.keys():
+                if name not in arg:
+                    raise MXNetError(f"Parameter '{name[len(restore_prefix):]}' is missing in "
+                                     f"{where}, which contains parameters: "
+                                     f"{', '.join(sorted(arg))}")
+        for name, value in arg.items():
+            if name not in self._params:
+                if not ignore_extra:
+                    raise MXNetError(f"Parameter '{name[len(restore_prefix):]}' loaded from "
+                                     f"{where} is not present in ParameterDict, choices are: "
+                                     f"{', '.join(self._params)}. Set ignore_extra to True "
+                                     "to ignore.")
+                continue
+            self._params[name]._load_init(value, ctx, cast_dtype=cast_dtype,
+                                          dtype_source=dtype_source)

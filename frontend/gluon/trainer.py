@@ -1,0 +1,201 @@
+"""``gluon.Trainer``: applies an optimizer to a set of Parameters after ``backward``.
+
+MXNet 1.9.1's Trainer for one process: with ``kvstore`` ``'device'``/``'local'`` (or
+``None``) the gradients of a parameter's contexts are summed (MXNet's allreduce) and every
+context's copy is then updated by its own Updater, so the copies stay equal. Distributed
+kvstores are not supported. A parameter whose gradient was not written by ``backward``
+since the last step is stale (``_fresh_grad`` on its data array, set by ember's autograd):
+``step`` raises, or skips it with ``ignore_stale_grad=True``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from ember import optimizer as opt
+from ember.base import MXNetError
+
+from .parameter import Parameter, ParameterDict
+
+__all__ = ["Trainer"]
+
+_LOCAL_KVSTORES = ("local", "device", "nccl", "local_update_cpu", "local_allreduce_cpu",
+                   "local_allreduce_device")
+
+
+def _check_kvstore(kvstore):
+    if kvstore is None or kvstore is False:
+        return
+    if not isinstance(kvstore, str):
+        raise MXNetError(f"kvstore objects ({type(kvstore).__name__}) are not supported: "
+                         "ember trains in one process; distributed training is not supported "
+                         "yet. Use kvstore='device', 'local' or None.")
+    if "dist" in kvstore or kvstore in ("horovod", "byteps"):
+        raise MXNetError(f"kvstore '{kvstore}': distributed training is not supported yet "
+                         "in ember. Use kvstore='device', 'local' or None.")
+    if kvstore not in _LOCAL_KVSTORES:
+        raise MXNetError(f"Unknown kvstore type '{kvstore}'; ember supports 'device', "
+                         "'local' and None.")
+
+
+class Trainer:
+    """Applies an :class:`~ember.optimizer.Optimizer` on a set of Parameters.
+
+    ``params``: a ParameterDict, a dict or a list of Parameters; ``optimizer``: a name
+    (``'sgd'``) or an Optimizer instance; ``optimizer_params``: its constructor arguments
+    (``{'learning_rate': 0.1}``).
+    """
+
+    def __init__(self, params, optimizer, optimizer_params: dict | None = None,
+                 kvstore="device", compression_params: dict | None = None,
+                 update_on_kvstore: bool | None = None):
+        if isinstance(params, dict | ParameterDict):
+            params = [params[key] for key in sorted(params.keys())]
+        if not isinstance(params, list | tuple):
+            raise ValueError(f"First argument must be a list or dict of Parameters, got "
+                             f"{type(params)}.")
+        self._params: list[Parameter] = []
+        self._param2idx: dict[str, int] = {}
+        for i, param in enumerate(params):
+            if not isinstance(param, Parameter):
+                raise ValueError(f"First argument must be a list or dict of Parameters, got "
+                                 f"list of {type(param)}.")
+            self._param2idx[param.name] = i
+            self._params.append(param)
+            if hasattr(param, "_set_trainer"):
+                param._set_trainer(self)
+        _check_kvstore(kvstore)
+        if compression_params:
+            raise MXNetError("gradient compression needs a distributed kvstore, which ember "
+                             "does not support yet")
+        self._compression_params = compression_params
+        self._contexts = self._check_contexts()
+        self._init_optimizer(optimizer, optimizer_params or {})
+        self._scale = self._optimizer.rescale_grad
+        self._kvstore_params = {"kvstore": kvstore, "update_on_kvstore": update_on_kvstore}
+        self._kvstore = None
+        self._update_on_kvstore = False
+        self._distributed = False
+        self._kv_initialized = True
+
+    def _check_contexts(self):
+        contexts = None
+        for param in self._params:
+            ctx = param.list_ctx()
+            if contexts is not None and contexts != ctx:
+                raise MXNetError(f"All Parameters must be initialized on the same set of "
+                                 f"contexts, but Parameter {param.name} is initialized on "
+                                 f"{ctx} while previous Parameters are initialized on "
+                                 f"{contexts}.")
+            contexts = ctx
+        return contexts or []
+
+    def _init_optimizer(self, optimizer, optimizer_params: dict):
+        param_dict = dict(enumerate(self._params))
+        if isinstance(optimizer, opt.Optimizer):
+            if optimizer_params:
+                raise MXNetError("optimizer_params must be None if optimizer is an instance "
+                                 "of Optimizer instead of str")
+            self._optimizer = optimizer
+            # not copied: lr_mult/wd_mult changed on a Parameter later take effect
+            self._optimizer.param_dict = param_dict
+        else:
+            self._optimizer = opt.create(optimizer, param_dict=param_dict, **optimizer_params)
+        self._updaters = [opt.get_updater(self._optimizer) for _ in self._contexts]
+
+    # ---- learning rate ---------------------------------------------------------------------
+    @property
+    def learning_rate(self) -> float:
+        """The optimizer's current learning rate."""
+        return self._optimizer.learning_rate
+
+    @property
+    def optimizer(self) -> opt.Optimizer:
+        return self._optimizer
+
+    def set_learning_rate(self, lr: float):
+        """Set the optimizer's learning rate."""
+        self._optimizer.set_learning_rate(lr)
+
+    # ---- steps ----------------------------------------------------------------------------
+    def step(self, batch_size: int, ignore_stale_grad: bool = False):
+        """Sum the gradients over contexts, then update with them scaled by 1/batch_size."""
+        self._optimizer.rescale_grad = self._scale / batch_size
+        self._allreduce_grads()
+        self._update(ignore_stale_grad)
+
+    def allreduce_grads(self):
+        """Sum each parameter's gradients over its contexts (for use before ``update``)."""
+        self._allreduce_grads()
+
+    def update(self, batch_size: int, ignore_stale_grad: bool = False):
+        """The update half of ``step`` (after ``allreduce_grads``)."""
+        self._optimizer.rescale_grad = self._scale / batch_size
+        self._update(ignore_stale_grad)
+
+    def _allreduce_grads(self):
+        if self._kvstore_params["kvstore"] is None:
+            return  # MXNet: without a kvstore each context keeps its own gradient
+        for param in self._params:
+            if param.grad_req == "null" or param._data is None:
+                continue
+            grads = param.list_grad()
+            if len(grads) > 1:
+                total = np.sum([g._data for g in grads], axis=0, dtype=grads[0].dtype)
+                for g in grads:
+                    g._data[...] = total
+
+    def _update(self, ignore_stale_grad: bool = False):
+        updates: list[list] = [[] for _ in self._updaters]
+        for i, param in enumerate(self._params):
+            if param.grad_req == "null":
+                continue
+            datas = param._check_and_get(param._data, list)
+            if not ignore_stale_grad:
+                for data in datas:
+                    if not data._fresh_grad:
+                        raise UserWarning(
+                            f"Gradient of Parameter `{param.name}` on context {data.context} "
+                            "has not been updated by backward since last `step`. This could "
+                            "mean a bug in your model that made it only use a subset of the "
+                            "Parameters (Blocks) for this iteration. If you are intentionally "
+                            "only using a subset, call step with ignore_stale_grad=True to "
+                            "suppress this warning and skip updating of Parameters with "
+                            "stale gradient")
+            for upd, arr, grad in zip(updates, datas, param.list_grad()):
+                if not ignore_stale_grad or arr._fresh_grad:
+                    upd.append((i, grad, arr))
+                    arr._fresh_grad = False
+        for updater, upd in zip(self._updaters, updates):
+            if upd:
+                i, g, w = zip(*upd)
+                updater(list(i), list(g), list(w))
+
+    # ---- states ---------------------------------------------------------------------------
+    def save_states(self, fname: str):
+        """Write the optimizer and its states (momentum...) to ``fname`` (atomically)."""
+        data = self._updaters[0].get_states(dump_optimizer=True) if self._updaters else \
+            opt.get_updater(self._optimizer).get_states(dump_optimizer=True)
+        folder = os.path.dirname(os.path.abspath(fname))
+        fd, tmp = tempfile.mkstemp(prefix=".trainer-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, fname)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def load_states(self, fname: str):
+        """Read states written by :meth:`save_states`; Parameters' lr_mult/wd_mult stay."""
+        with open(fname, "rb") as f:
+            states = f.read()
+        for updater in self._updaters:
+            updater.set_states(states)
+            updater.optimizer = self._updaters[0].optimizer
+        if self._updaters:
+            self._optimizer = self._updaters[0].optimizer
+        self._optimizer.param_dict = dict(enumerate(self._params))
