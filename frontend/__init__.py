@@ -26,3 +26,6 @@ from . import initializer, lr_scheduler, metric, optimizer
 
 init = initializer
 from . import gluon, test_utils
+from . import numpy
+
+np = numpy

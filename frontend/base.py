@@ -7,6 +7,16 @@ from ember.ir.errors import AttrError, EmberError, ShapeError
 
 MXNetError = EmberError  # what MXNet users catch
 
+
+class NotImplementedForSymbol(MXNetError):
+    """An NDArray feature that a Symbol does not have (raised while tracing)."""
+
+    def __init__(self, function, alias, *args):
+        super().__init__(f"Function {getattr(function, '__name__', function)}"
+                         f"{' (namely operator ' + repr(alias) + ')' if alias else ''} "
+                         "is not implemented for Symbol and only available in NDArray.")
+        self.function, self.alias, self.args = function, alias, args
+
 integer_types = (int, np.integer)
 numeric_types = (float, int, np.generic)
 string_types = (str,)

@@ -384,6 +384,26 @@ def verify_generator(generator, buckets, probs, nsamples=1000000, nrepeat=5, suc
 
 
 import ember as mx  # noqa: E402,F401  (MXNet's tests reach mx through test_utils' *)
+from ember.util import use_np  # noqa: E402,F401
+
+
+@contextmanager
+def discard_stderr():
+    """Silence what the block writes to the process's stderr (file descriptor 2)."""
+    import sys
+    with open(os.devnull, "w") as sink:
+        try:
+            fd = sys.stderr.fileno()
+        except (AttributeError, OSError):
+            yield
+            return
+        saved = os.dup(fd)
+        try:
+            os.dup2(sink.fileno(), fd)
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
 from ember._gradcheck import (  # noqa: E402,F401
     check_numeric_gradient,
     check_symbolic_backward,

@@ -41,6 +41,25 @@ def is_np_array() -> bool:
     return _STATE["np_array"]
 
 
+def use_np(func):
+    """Decorator: run ``func`` (or every method of a class) with NumPy semantics on."""
+    if isinstance(func, type):
+        for k, v in list(vars(func).items()):
+            if callable(v) and not k.startswith("__"):
+                setattr(func, k, use_np(v))
+        return func
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        prev_shape, prev_array = _STATE["np_shape"], _STATE["np_array"]
+        _STATE["np_shape"] = _STATE["np_array"] = True
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _STATE["np_shape"], _STATE["np_array"] = prev_shape, prev_array
+    return wrapper
+
+
 def set_np(shape: bool = True, array: bool = True) -> None:
     """Turn NumPy semantics on; ember supports only the shape half."""
     set_np_shape(shape)

@@ -1,7 +1,7 @@
 """``ember.nd``: eager NDArrays and one function per registry op (MXNet's ``mx.nd``)."""
 from ember.ir import all_names as _all_names
 
-from . import contrib, random, register  # noqa: F401
+from . import contrib, random, register, sparse  # noqa: F401
 from .creation import arange, eye, full, linspace, ones, zeros  # noqa: F401
 from .extras import *  # noqa: F401,F403
 from .ndarray import NDArray, array, empty, invoke, py_slice, waitall  # noqa: F401
