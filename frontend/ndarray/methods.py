@@ -10,25 +10,12 @@ import numbers
 import numpy as np
 
 from ember.ir import TensorType, get_op
+from ember.ir.emit import FLUENT, OPERATORS
 from ember.ir.ops import normalize_attrs
 
 from .ndarray import NDArray, invoke
 
-# operator -> (array op, scalar op, reflected scalar op)
-BINARY = {
-    "add": ("add", "add_scalar", "add_scalar"),
-    "sub": ("sub", "sub_scalar", "rsub_scalar"),
-    "mul": ("mul", "mul_scalar", "mul_scalar"),
-    "truediv": ("div", "div_scalar", "rdiv_scalar"),
-    "mod": ("mod", "mod_scalar", "rmod_scalar"),
-    "pow": ("power", "power_scalar", "rpower_scalar"),
-    "eq": ("equal", "equal_scalar", "equal_scalar"),
-    "ne": ("not_equal", "not_equal_scalar", "not_equal_scalar"),
-    "gt": ("greater", "greater_scalar", "lesser_scalar"),
-    "ge": ("greater_equal", "greater_equal_scalar", "lesser_equal_scalar"),
-    "lt": ("lesser", "lesser_scalar", "greater_scalar"),
-    "le": ("lesser_equal", "lesser_equal_scalar", "greater_equal_scalar"),
-}
+BINARY = OPERATORS
 
 
 def _as_array(x, like):
@@ -96,15 +83,6 @@ NDArray.__pos__ = lambda self: self
 
 
 # ---- fluent methods: x.sum(axis=1) is nd.sum(x, axis=1) ------------------------------------
-FLUENT = """abs sign round rint fix floor ceil trunc sin cos tan arcsin arccos arctan degrees
-radians sinh cosh tanh arcsinh arccosh arctanh exp expm1 log log10 log2 log1p sqrt rsqrt cbrt
-rcbrt square reciprocal relu sigmoid softmax log_softmax softmin clip sum nansum prod nanprod
-mean max min norm argmax argmin argmax_channel transpose swapaxes flip tile repeat pad
-broadcast_to broadcast_like broadcast_axes split slice slice_axis slice_like take pick one_hot
-sort argsort topk flatten expand_dims squeeze reshape_like zeros_like ones_like diag
-depth_to_space space_to_depth shape_array size_array where""".split()
-
-
 def _fluent(name):
     def method(self, *args, **kwargs):
         from ember import ndarray as nd

@@ -1,8 +1,8 @@
 """``ember.sym``: symbolic twins of every ``nd`` op, for tracing and MXNet's symbol API."""
-from ember.ndarray.register import make_parser as _make_parser
+from ember.ir.emit import make_parser as _make_parser
 from ember.ndarray.register import populate as _populate
 
-from .symbol import Symbol, Variable, _bind_fluent, _bind_operators, apply, var  # noqa: F401
+from .symbol import Symbol, Variable, _bind_fluent, apply, var  # noqa: F401
 
 
 def _make_function(op, name=None):
@@ -19,13 +19,12 @@ def _make_function(op, name=None):
 
 
 _populate(globals(), tensor_type=Symbol, factory=_make_function)
-_bind_operators()
 _bind_fluent(globals())
 
 
 def _sym_ufunc(names):
-    from .symbol import _binary
-    fwd, rev = _binary(names), _binary(names, reflected=True)
+    from ember.ir.emit import _operator
+    fwd, rev = _operator(names), _operator(names, reflected=True)
 
     def fn(lhs, rhs):
         if isinstance(lhs, Symbol):
@@ -38,7 +37,7 @@ def _sym_ufunc(names):
 
 def _bind_ufuncs():
     """``sym.maximum(x, 1.0)`` etc. take a Symbol or a number on either side, like ``nd``."""
-    from ember.ndarray.methods import BINARY
+    from ember.ir.emit import OPERATORS as BINARY
     from ember.ndarray.ufuncs import _EXTRA
     pairs = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "truediv",
              "true_divide": "truediv", "modulo": "mod", "power": "pow", "equal": "eq",
