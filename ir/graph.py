@@ -18,7 +18,7 @@ from .types import TensorType
 class Value:
     """One SSA value. Identity is object identity; names are invented when printing."""
 
-    __slots__ = ("type", "producer", "index", "name_hint", "__weakref__")
+    __slots__ = ("type", "producer", "index", "name_hint", "mem", "__weakref__")
 
     def __init__(self, type: TensorType, producer: Node | None = None, index: int = 0,
                  name_hint: str | None = None):
@@ -26,6 +26,7 @@ class Value:
         self.producer = producer
         self.index = index
         self.name_hint = name_hint
+        self.mem: tuple[str, int] | None = None  # (arena, byte offset) once memory is planned
 
     def __repr__(self) -> str:
         return f"<Value {self.name_hint or ''}: {self.type}>"
@@ -41,6 +42,7 @@ class Node:
     outputs: list[Value] = field(default_factory=list)
     loc: str | None = None
     name: str | None = None
+    body: Graph | None = None  # a fused node's sub-graph: inputs/outputs match the node's
 
     @property
     def attr_dict(self) -> dict:

@@ -283,12 +283,27 @@ class HybridBlock(Block):
         super().__init__(prefix, params)
         self._active = False
         self._flags: dict = {}
+        self._cached: dict = {}
 
-    def hybridize(self, active: bool = True, **kwargs):
-        """Mark this block for compilation (static_alloc, static_shape accepted)."""
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if isinstance(value, HybridBlock):
+            self._clear_cached_op()
+
+    def _clear_cached_op(self):
+        self.__dict__.setdefault("_cached", {}).clear()
+
+    def hybridize(self, active: bool = True, backend: str = "reference", **kwargs):
+        """Compile this block: the next call traces ``hybrid_forward`` into a graph, runs the
+        passes and compiles it (one cached graph per input signature).
+
+        ``static_alloc``/``static_shape`` are accepted (ember always plans memory
+        statically); ``backend`` picks the code generator.
+        """
         self._active = active
-        self._flags = dict(kwargs)
-        super().hybridize(active, **kwargs)
+        self._flags = {"backend": backend, **kwargs}
+        self._clear_cached_op()
+        super().hybridize(active, backend=backend, **kwargs)
 
     def hybrid_forward(self, F, x, *args, **kwargs):
         """Override: the computation, written with ``F.<op>`` (F = ember.nd or ember.sym)."""
@@ -306,6 +321,8 @@ class HybridBlock(Block):
             raise MXNetError(f"{self.name}: expected NDArray or Symbol input, got "
                              f"{type(x).__name__}")
         ctx = x.context
+        if self._active:
+            return self._call_cached_op(x, *args)
         try:
             params = {k: v.data(ctx) for k, v in self._reg_params.items()}
         except DeferredInitializationError:
@@ -314,6 +331,31 @@ class HybridBlock(Block):
                 p._finish_deferred_init()
             params = {k: v.data(ctx) for k, v in self._reg_params.items()}
         return self.hybrid_forward(nd, x, *args, **params)
+
+    def _call_cached_op(self, *args):
+        """Run the compiled graph for this input signature (tracing it on first sight)."""
+        from ember import autograd
+
+        from .cached_op import CachedGraph
+        for a in args:
+            if not isinstance(a, NDArray):
+                raise MXNetError(f"{self.name}: a hybridized block takes NDArray inputs only, "
+                                 f"got {type(a).__name__}")
+        if any(p._deferred_init for p in self.collect_params().values()):
+            self._deferred_infer_shape(*args)
+            for p in self.collect_params().values():
+                p._finish_deferred_init()
+        training = autograd.is_training()
+        with_grad = autograd.is_recording() and (
+            any(p.grad_req != "null" for p in self.collect_params().values())
+            or any(autograd._needs_grad(a) for a in args))
+        key = (tuple((a.shape, a.dtype) for a in args), training, with_grad)
+        cached = self._cached.get(key)
+        if cached is None:
+            cached = CachedGraph(self, args, training, with_grad,
+                                 self._flags.get("backend", "reference"))
+            self._cached[key] = cached
+        return cached(args, args[0].context)
 
     def _deferred_infer_shape(self, *args):
         """Learn unknown parameter shapes by tracing one call symbolically."""

@@ -1,0 +1,129 @@
+"""What ``hybridize()`` turns a HybridBlock into: traced, optimised, compiled graphs.
+
+One :class:`CachedGraph` per input signature (shapes, dtypes, training mode, whether
+gradients are wanted), as MXNet's CachedOp keeps one per shape. Inside
+``autograd.record()`` the block is ONE tape entry: the forward graph runs at the call and
+also returns the residuals the backward needs; the backward graph (from the ``autodiff``
+pass, split off by ``split_forward_backward``) runs when the tape reaches the entry.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ember import autograd
+from ember.base import MXNetError
+from ember.ir.graph import Graph, topo_nodes
+from ember.ndarray.ndarray import NDArray
+
+FORWARD_PASSES = ["infer_shapes", "simplify"]
+
+
+def trace(block, args) -> tuple[Graph, list, object]:
+    """Run ``block`` on Symbols: (graph, parameters in graph-param order, output structure)."""
+    from ember import symbol as sym
+    ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(args)]
+    try:
+        with autograd.pause(autograd.is_training()):
+            out = block.forward(*ins)
+    except TypeError as e:
+        if "truth value" in str(e) or "len()" in str(e):
+            raise MXNetError(f"{block.name}: cannot hybridize: {e} (run it without "
+                             "hybridize(), or use F.where / F.contrib control-flow ops)") from None
+        raise
+    outs, structure = _flatten(out)
+    by_value = {}
+    for p in block.collect_params().values():
+        if p._var is not None:
+            by_value[id(p._var._value)] = p
+    nodes = topo_nodes([o._value for o in outs])
+    inputs = {id(s._value) for s in ins}
+    params, pvals, seen = [], [], set()
+    for v in [v for n in nodes for v in n.inputs] + [o._value for o in outs]:
+        if v.producer is not None or id(v) in inputs or id(v) in seen:
+            continue
+        seen.add(id(v))
+        p = by_value.get(id(v))
+        if p is None:
+            raise MXNetError(f"{block.name}: the traced graph reads {v.name_hint!r}, which is "
+                             "neither an input nor a parameter of the block")
+        params.append(p)
+        pvals.append(v)
+    graph = Graph(block.name, [s._value for s in ins], pvals, nodes, [o._value for o in outs])
+    return graph, params, structure
+
+
+def _flatten(out):
+    if isinstance(out, list | tuple):
+        flat, structure = [], []
+        for o in out:
+            f, s = _flatten(o)
+            flat.extend(f)
+            structure.append(s)
+        return flat, (type(out), structure)
+    return [out], None
+
+
+def _unflatten(flat, structure):
+    if structure is None:
+        return flat.pop(0)
+    kind, parts = structure
+    return kind(_unflatten(flat, s) for s in parts)
+
+
+class _Backward:
+    """The tape entry's op: runs the compiled backward graph with the saved residuals."""
+
+    def __init__(self, cached, residuals, param_arrays, ctx):
+        self.cached, self.residuals, self.param_arrays, self.ctx = \
+            cached, residuals, param_arrays, ctx
+        self.name = f"{cached.name}_backward"
+
+    def grad(self, F, inputs, outputs, ograds, attrs):
+        heads = [g._data for g in ograds]
+        grads = self.cached.backward.run(self.residuals + heads, self.param_arrays)
+        out = [None] * len(inputs)
+        for slot, g in zip(self.cached.grad_slots, grads):
+            out[slot] = NDArray(np.asarray(g), self.ctx)
+        return out
+
+
+class CachedGraph:
+    """The compiled forward (and, when gradients are wanted, backward) of one signature."""
+
+    def __init__(self, block, args, training: bool, with_grad: bool, backend: str):
+        from ember.passes import run_pipeline
+        from ember.runtime.executable import Executable
+        self.name = block.name
+        graph, self.params, self.structure = trace(block, args)
+        self.n_outputs = len(graph.outputs)
+        graph = run_pipeline(graph, FORWARD_PASSES)
+        self.graph = graph
+        if not with_grad:
+            self.forward = Executable(graph, backend)
+            self.backward = None
+            return
+        from ember.passes.autodiff import autodiff
+        from ember.passes.partition import split_forward_backward
+        wrt_params = [i for i, p in enumerate(self.params) if p.grad_req != "null"]
+        wrt = [graph.inputs[i] for i in range(len(args))] + \
+            [graph.params[i] for i in wrt_params]
+        n_in = len(graph.inputs)
+        joint = autodiff(graph, wrt=wrt, head_grads="input")
+        joint = run_pipeline(joint, FORWARD_PASSES)
+        heads = joint.inputs[n_in:]
+        fwd, bwd, _ = split_forward_backward(joint, self.n_outputs, heads)
+        self.forward = Executable(fwd, backend)
+        self.backward = Executable(bwd, backend)
+        # tape-entry input slot of each gradient: data inputs first, then the params
+        self.grad_slots = list(range(len(args))) + [len(args) + i for i in wrt_params]
+
+    def __call__(self, args, ctx):
+        params = [p.data(ctx) for p in self.params]
+        param_arrays = [d._data for d in params]
+        res = self.forward.run([a._data for a in args], param_arrays)
+        outs = [NDArray(np.asarray(r), ctx) for r in res[:self.n_outputs]]
+        if self.backward is not None:
+            residuals = [np.asarray(r) for r in res[self.n_outputs:]]
+            autograd._record(_Backward(self, residuals, param_arrays, ctx), {},
+                             list(args) + params, outs)
+        return _unflatten(list(outs), self.structure)
