@@ -26,6 +26,7 @@ from . import initializer, lr_scheduler, metric, optimizer
 
 init = initializer
 from . import gluon, test_utils
+from .compile import compile
 from . import numpy
 
 np = numpy

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ops import OpDef, get_op, normalize_attrs
+from .errors import EmberError
+from .ops import OpDef, OpKind, get_op, normalize_attrs
 from .shape_rules import unify
 from .types import TensorType
 
@@ -60,6 +61,26 @@ class Graph:
     outputs: list[Value]
     meta: dict = field(default_factory=dict)
 
+    def copy(self) -> Graph:
+        """A deep copy: fresh Values and Nodes (fused bodies included), the same ops."""
+        vmap: dict[int, Value] = {}
+
+        def leaf(v: Value) -> Value:
+            nv = Value(v.type, None, v.index, v.name_hint, v.mem)
+            vmap[id(v)] = nv
+            return nv
+
+        inputs = [leaf(v) for v in self.inputs]
+        params = [leaf(v) for v in self.params]
+        nodes = []
+        for n in self.nodes:
+            body = n.body.copy() if n.body is not None else None
+            c = clone_node(n, [vmap.get(id(v), v) for v in n.inputs], body=body)
+            vmap.update((id(o), co) for o, co in zip(n.outputs, c.outputs))
+            nodes.append(c)
+        return Graph(self.name, inputs, params, nodes,
+                     [vmap.get(id(v), v) for v in self.outputs], dict(self.meta))
+
     def users(self) -> dict[Value, list[Node]]:
         """Value -> the nodes that read it (computed on demand)."""
         out: dict[Value, list[Node]] = {}
@@ -94,6 +115,46 @@ def make_node(op: OpDef | str, inputs: list[Value], attrs: dict, loc: str | None
                 v.type = TensorType(unify(v.type.shape, t.shape, op.name, in_types), t.dtype)
     node = Node(op, list(inputs), tuple(sorted(attrs.items())), loc=loc, name=name)
     node.outputs = [Value(t, node, i) for i, t in enumerate(out_types)]
+    return node
+
+
+def clone_node(node: Node, inputs: list[Value], out_types: list[TensorType] | None = None,
+               **changes) -> Node:
+    """A copy of ``node`` reading ``inputs``, with fresh outputs (types kept unless given).
+
+    The shape rule does not run: passes that rebuild graphs through a value map use this to
+    keep what they know. ``changes`` replaces Node fields (``attrs``, ``name``, ``body``...).
+    """
+    fields = {"op": node.op, "attrs": node.attrs, "loc": node.loc, "name": node.name,
+              "body": node.body, **changes}
+    new = Node(fields["op"], list(inputs), fields["attrs"], loc=fields["loc"],
+               name=fields["name"], body=fields["body"])
+    types = out_types or [o.type for o in node.outputs]
+    new.outputs = [Value(t, new, i, o.name_hint, o.mem)
+                   for i, (t, o) in enumerate(zip(types, node.outputs))]
+    return new
+
+
+def _fused_compute(ins, attrs):
+    raise EmberError("a fused node has no kernel of its own: backends run its body "
+                     "(Node.body), one node at a time or as generated code")
+
+
+def _fused_infer(in_types, attrs):
+    raise EmberError("a fused node's output types are its body's output types "
+                     "(Node.body.outputs); its op has no shape rule")
+
+
+# The op of every fused node (not in the registry: it is not an operator users can call).
+FUSED = OpDef("fused", OpKind.OPAQUE, _fused_compute, _fused_infer, inputs=("*data",))
+
+
+def make_fused(name: str, inputs: list[Value], body: Graph, loc: str | None = None) -> Node:
+    """A fused node calling ``body`` on ``inputs`` (one per body input); ``body.name`` is
+    set to ``name``, which the text format prints in the op position."""
+    body.name = name
+    node = Node(FUSED, list(inputs), (), loc=loc, name=name, body=body)
+    node.outputs = [Value(v.type, node, i) for i, v in enumerate(body.outputs)]
     return node
 
 

@@ -15,7 +15,7 @@ import pytest
 import ember as mx
 from ember.base import MXNetError
 from ember.gluon import data as gdata
-from ember.gluon.data import dataloader as dl_mod
+from ember.gluon.data import _workers as dl_workers
 from ember.gluon.data.vision import datasets as vds
 
 
@@ -416,7 +416,7 @@ def _owner(arr):
 
 
 def _ember_shm_files():
-    return set(glob.glob(os.path.join(dl_mod._shm_dir(), "ember-dataloader-*")))
+    return set(glob.glob(os.path.join(dl_workers._shm_dir(), "ember-dataloader-*")))
 
 
 def test_workers_shut_down_and_shared_memory_is_freed():

@@ -70,6 +70,16 @@ class _BlockScope:
         _BlockScope._current.value = self._old_scope
 
 
+def _compiler_ready() -> bool:
+    """Whether the pass pipeline and runtime are importable (both land with the compiler)."""
+    try:
+        from ember.passes import run_pipeline  # noqa: F401
+        from ember.runtime.executable import Executable  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class HookHandle:
     """Removes a registered forward hook (``handle.detach()``)."""
 
@@ -321,7 +331,7 @@ class HybridBlock(Block):
             raise MXNetError(f"{self.name}: expected NDArray or Symbol input, got "
                              f"{type(x).__name__}")
         ctx = x.context
-        if self._active:
+        if self._active and _compiler_ready():
             return self._call_cached_op(x, *args)
         try:
             params = {k: v.data(ctx) for k, v in self._reg_params.items()}
@@ -336,7 +346,7 @@ class HybridBlock(Block):
         """Run the compiled graph for this input signature (tracing it on first sight)."""
         from ember import autograd
 
-        from .cached_op import CachedGraph
+        from .cached_op import CachedGraph, block_params_by_value
         for a in args:
             if not isinstance(a, NDArray):
                 raise MXNetError(f"{self.name}: a hybridized block takes NDArray inputs only, "
@@ -352,8 +362,9 @@ class HybridBlock(Block):
         key = (tuple((a.shape, a.dtype) for a in args), training, with_grad)
         cached = self._cached.get(key)
         if cached is None:
-            cached = CachedGraph(self, args, training, with_grad,
-                                 self._flags.get("backend", "reference"))
+            cached = CachedGraph(self.forward, args, training, with_grad,
+                                 self._flags.get("backend", "reference"), self.name,
+                                 block_params_by_value(self))
             self._cached[key] = cached
         return cached(args, args[0].context)
 

@@ -18,23 +18,23 @@ from ember.ndarray.ndarray import NDArray
 FORWARD_PASSES = ["infer_shapes", "simplify"]
 
 
-def trace(block, args) -> tuple[Graph, list, object]:
-    """Run ``block`` on Symbols: (graph, parameters in graph-param order, output structure)."""
+def trace(fn, args, name: str, params_by_value: dict) -> tuple[Graph, list, object]:
+    """Run ``fn`` on Symbols standing for ``args``.
+
+    Returns (graph, the Parameters read, in graph-param order, output structure).
+    ``params_by_value`` maps ``id(param.var()._value)`` to the Parameter.
+    """
     from ember import symbol as sym
     ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(args)]
     try:
         with autograd.pause(autograd.is_training()):
-            out = block.forward(*ins)
+            out = fn(*ins)
     except TypeError as e:
         if "truth value" in str(e) or "len()" in str(e):
-            raise MXNetError(f"{block.name}: cannot hybridize: {e} (run it without "
-                             "hybridize(), or use F.where / F.contrib control-flow ops)") from None
+            raise MXNetError(f"{name}: cannot compile: {e} (run it without hybridize(), or "
+                             "use F.where / F.contrib control-flow ops)") from None
         raise
     outs, structure = _flatten(out)
-    by_value = {}
-    for p in block.collect_params().values():
-        if p._var is not None:
-            by_value[id(p._var._value)] = p
     nodes = topo_nodes([o._value for o in outs])
     inputs = {id(s._value) for s in ins}
     params, pvals, seen = [], [], set()
@@ -42,14 +42,23 @@ def trace(block, args) -> tuple[Graph, list, object]:
         if v.producer is not None or id(v) in inputs or id(v) in seen:
             continue
         seen.add(id(v))
-        p = by_value.get(id(v))
+        p = params_by_value.get(id(v))
         if p is None:
-            raise MXNetError(f"{block.name}: the traced graph reads {v.name_hint!r}, which is "
-                             "neither an input nor a parameter of the block")
+            raise MXNetError(f"{name}: the traced graph reads {v.name_hint!r}, which is "
+                             "neither an input nor a parameter")
         params.append(p)
         pvals.append(v)
-    graph = Graph(block.name, [s._value for s in ins], pvals, nodes, [o._value for o in outs])
+    for p, v in zip(params, pvals):  # lazy parameters learnt their shapes while tracing
+        if p._deferred_init and v.type.known:
+            p.shape = v.type.shape
+            p._finish_deferred_init()
+    graph = Graph(name, [s._value for s in ins], pvals, nodes, [o._value for o in outs])
     return graph, params, structure
+
+
+def block_params_by_value(block) -> dict:
+    """``id(var value) -> Parameter`` for every parameter of ``block``."""
+    return {id(p.var()._value): p for p in block.collect_params().values()}
 
 
 def _flatten(out):
@@ -90,11 +99,12 @@ class _Backward:
 class CachedGraph:
     """The compiled forward (and, when gradients are wanted, backward) of one signature."""
 
-    def __init__(self, block, args, training: bool, with_grad: bool, backend: str):
+    def __init__(self, fn, args, training: bool, with_grad: bool, backend: str, name: str,
+                 params_by_value: dict):
         from ember.passes import run_pipeline
         from ember.runtime.executable import Executable
-        self.name = block.name
-        graph, self.params, self.structure = trace(block, args)
+        self.name = name
+        graph, self.params, self.structure = trace(fn, args, name, params_by_value)
         self.n_outputs = len(graph.outputs)
         graph = run_pipeline(graph, FORWARD_PASSES)
         self.graph = graph

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -17,6 +18,9 @@ from ember import autograd
 from ember.base import MXNetError
 from ember.context import Context, cpu, current_context
 from ember.ndarray.ndarray import NDArray
+
+# id(var Value) -> Parameter, for tracers that meet a parameter's Value in a graph
+_BY_VALUE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 class DeferredInitializationError(MXNetError):
@@ -300,6 +304,7 @@ class Parameter:
             shape = None if self.shape is None else tuple(d if d > 0 else None
                                                           for d in self.shape)
             self._var = symbol.var(self.name, shape=shape, dtype=self.dtype)
+            _BY_VALUE[id(self._var._value)] = self
         return self._var
 
 

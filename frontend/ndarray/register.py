@@ -8,7 +8,8 @@ optional (``bias?``); a variadic op (``*data``) takes any number of arrays.
 """
 from __future__ import annotations
 
-from ember.ir import all_names
+from ember.ir import AttrError, all_names
+from ember.ir.emit import Sym
 from ember.ir.emit import make_parser as _make_parser
 
 from .ndarray import NDArray, invoke
@@ -20,13 +21,23 @@ def make_function(op, name: str | None = None):
     fname = name or op.name
 
     def fn(*args, out=None, ctx=None, **kwargs):
-        tensors, attrs = parse(args, kwargs)
+        try:
+            tensors, attrs = parse(args, dict(kwargs))
+        except AttrError:
+            if _traced(args, kwargs):  # code written with nd.* being traced: emit nodes
+                from ember import symbol
+                return getattr(symbol, fname)(*args, **kwargs)
+            raise
         return invoke(op, tensors, attrs, out=out, ctx=ctx)
 
     fn.__name__ = fname
     fn.__qualname__ = fname
     fn.__doc__ = op.doc or f"The ``{op.name}`` operator (see ember.ir op registry)."
     return fn
+
+
+def _traced(args, kwargs) -> bool:
+    return any(isinstance(a, Sym) for a in (*args, *kwargs.values()))
 
 
 def make_parser(op, tensor_type=NDArray):

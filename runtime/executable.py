@@ -1,0 +1,83 @@
+"""``Executable``: a graph compiled by one backend, ready to run (DESIGN.md s.6).
+
+The backend interface is one function, ``ember.backends.<name>.compile(graph)``, returning
+``run(inputs, params) -> outputs``. An Executable holds that function with the graph's
+signature, so the call path is an argument check and one call. The runtime may not import
+the passes (DESIGN.md s.1), so :meth:`Executable.from_graph` takes the passes to run as
+callables (``ember.passes.run_pipeline`` partially applied, or single pass functions),
+chosen by the front end.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+import ember.backends
+from ember.ir.errors import EmberError
+from ember.ir.graph import Graph
+from ember.ir.types import TensorType
+
+
+def available_backends() -> list[str]:
+    """Names of the backend modules (each defines ``compile(graph)``)."""
+    return sorted(m.name for m in pkgutil.iter_modules(ember.backends.__path__)
+                  if not m.name.startswith("_"))
+
+
+def _load_backend(name: str):
+    if name not in available_backends():
+        raise EmberError(f"unknown backend {name!r}; available: "
+                         f"{', '.join(available_backends())}")
+    mod = importlib.import_module(f"ember.backends.{name}")
+    if not callable(getattr(mod, "compile", None)):
+        raise EmberError(f"backend {name!r} defines no compile(graph)")
+    return mod
+
+
+class Executable:
+    """``graph`` compiled by ``backend``; ``run(inputs, params)`` executes it."""
+
+    __slots__ = ("graph", "backend", "input_types", "param_types", "param_names",
+                 "output_types", "_fn", "_n_in", "_n_params")
+
+    def __init__(self, graph: Graph, backend: str = "reference"):
+        self.graph = graph
+        self.backend = backend
+        self.input_types: tuple[TensorType, ...] = tuple(v.type for v in graph.inputs)
+        self.param_types: tuple[TensorType, ...] = tuple(v.type for v in graph.params)
+        self.param_names: tuple[str, ...] = tuple(v.name_hint or f"param{i}"
+                                                  for i, v in enumerate(graph.params))
+        self.output_types: tuple[TensorType, ...] = tuple(v.type for v in graph.outputs)
+        self._n_in, self._n_params = len(graph.inputs), len(graph.params)
+        self._fn = _load_backend(backend).compile(graph)
+
+    @classmethod
+    def from_graph(cls, graph: Graph, passes: Sequence[Callable[[Graph], Graph]] = (),
+                   backend: str = "reference") -> Executable:
+        """Run ``passes`` (functions ``Graph -> Graph``) in order, then compile the result."""
+        for p in passes:
+            graph = p(graph)
+            if not isinstance(graph, Graph):
+                raise EmberError(f"pass {getattr(p, '__name__', p)!r} returned "
+                                 f"{type(graph).__name__}, not a Graph")
+        return cls(graph, backend)
+
+    def run(self, inputs: Sequence[np.ndarray],
+            params: Sequence[np.ndarray] = ()) -> list[np.ndarray]:
+        """The graph's outputs for ``inputs`` and ``params`` (in the graph's order).
+
+        Parameters that the graph updates in place (BatchNorm statistics, optimizer state)
+        are updated in the arrays passed.
+        """
+        if len(inputs) != self._n_in or len(params) != self._n_params:
+            raise EmberError(f"{self.graph.name}: expected {self._n_in} inputs and "
+                             f"{self._n_params} parameters, got {len(inputs)} and "
+                             f"{len(params)}")
+        return self._fn(inputs, params)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(str(t) for t in self.input_types)
+        return f"<Executable {self.graph.name}({ins}) on {self.backend}>"
