@@ -54,12 +54,14 @@ def _bind(env: dict, graph: Graph, values: list[Value], arrays, kind: str) -> li
 
 def _run_node(node: Node, ins: list[np.ndarray]) -> list[np.ndarray]:
     """One node's output arrays: its fused body interpreted, or its op's kernel."""
-    body = getattr(node, "body", None)
+    body = node.body
     if body is not None:
-        # a fused group: its sub-graph's inputs (then params) are the node's inputs, in order
-        env: dict = {}
-        for v, a in zip([*body.inputs, *body.params], ins):
-            env[v] = a
+        # a fused group: the node's inputs bind its body's inputs, then its params
+        slots = [*body.inputs, *body.params]
+        if len(slots) != len(ins):
+            raise EmberError(f"fused node {node.name}: its body takes {len(slots)} "
+                             f"values, the node gives {len(ins)}")
+        env = dict(zip(slots, ins))
         _interpret(body, env)
         res = [env[v] for v in body.outputs]
     else:
@@ -78,7 +80,7 @@ def _run_node(node: Node, ins: list[np.ndarray]) -> list[np.ndarray]:
                          f"{len(node.outputs)}")
     res = [r if isinstance(r, np.ndarray) else np.asarray(r) for r in res]
     for v, r in zip(node.outputs, res):
-        if not _fits(v.type, r):
+        if v.type.shape is not None and not _fits(v.type, r):  # rank unknown: rule not run
             raise EmberError(f"{node.op.name}: its shape rule says {_describe(v.type)} "
                              f"{v.type.dtype}, its kernel gave {fmt_shapes([r.shape])} "
                              f"{r.dtype.name}")

@@ -1,9 +1,14 @@
-"""ember's benchmarks against its peers (NumPy, PyTorch when installed): ``python -m bench``.
+"""ember's benchmarks against its peers (NumPy; PyTorch, JAX, MXNet 1.9.1 when available).
 
-Not installed and not collected by pytest. Each module in ``BENCHMARKS`` has
-``main(argv) -> int``.
+``python -m bench [name ...] [--quick] [--backend cpu] ...``. Not installed and not collected
+by pytest. Each entry of ``BENCHMARKS`` is ``"module:function"`` with ``function(argv) ->
+int``; the workloads run each framework in a worker process (``bench.worker``).
 """
 
 BENCHMARKS = {
-    "op_overhead": "bench.op_overhead",  # eager dispatch cost of tiny ops, and a 256^2 matmul
+    "mlp": "bench.mlp:main",  # the seed MLP: train/infer/latency/first step/accuracy/RSS
+    "lenet": "bench.lenet:main",  # LeNet-5 training
+    "elemwise": "bench.kernels:main_elemwise",  # fused elementwise GB/s against a copy
+    "gemm": "bench.kernels:main_gemm",  # 1024^3 nd.dot GFLOP/s
+    "op_overhead": "bench.op_overhead:main",  # eager dispatch cost of tiny ops, 256^2 matmul
 }

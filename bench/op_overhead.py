@@ -101,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     """Print the table; ``--number``/``--repeat`` set timeit's loop sizes."""
     p = argparse.ArgumentParser(prog="python -m bench.op_overhead", description=__doc__)
     p.add_argument("--number", type=int, default=None, help="calls per run (default: auto)")
-    p.add_argument("--repeat", type=int, default=5, help="runs; the best one counts")
+    p.add_argument("--repeat", type=int, default=None, help="runs; the best one counts")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    args = p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="3 runs of ~0.1 s per case")
+    args, _ = p.parse_known_args(argv)  # options of the other benchmarks are ignored
+    args.repeat = args.repeat or (3 if args.quick else 5)
     rows = run(args.number, args.repeat, torch=False if args.no_torch else None)
     print(f"eager op overhead, float32, best of {args.repeat} (microseconds per call)")
     print(format_table(rows))

@@ -15,7 +15,8 @@ class NotImplementedForSymbol(MXNetError):
         super().__init__(f"Function {getattr(function, '__name__', function)}"
                          f"{' (namely operator ' + repr(alias) + ')' if alias else ''} "
                          "is not implemented for Symbol and only available in NDArray.")
-        self.function, self.alias, self.args = function, alias, args
+        self.function, self.alias, self.call_args = function, alias, args
+
 
 integer_types = (int, np.integer)
 numeric_types = (float, int, np.generic)

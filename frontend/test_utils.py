@@ -384,6 +384,7 @@ def verify_generator(generator, buckets, probs, nsamples=1000000, nrepeat=5, suc
 
 
 import ember as mx  # noqa: E402,F401  (MXNet's tests reach mx through test_utils' *)
+from ember.optimizer.testing import compare_ndarray_tuple, compare_optimizer  # noqa: E402,F401
 from ember.util import use_np  # noqa: E402,F401
 
 

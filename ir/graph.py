@@ -22,12 +22,12 @@ class Value:
     __slots__ = ("type", "producer", "index", "name_hint", "mem", "__weakref__")
 
     def __init__(self, type: TensorType, producer: Node | None = None, index: int = 0,
-                 name_hint: str | None = None):
+                 name_hint: str | None = None, mem: tuple[str, int] | None = None):
         self.type = type
         self.producer = producer
         self.index = index
         self.name_hint = name_hint
-        self.mem: tuple[str, int] | None = None  # (arena, byte offset) once memory is planned
+        self.mem = mem  # (arena, byte offset) once memory is planned: "@arena+offset"
 
     def __repr__(self) -> str:
         return f"<Value {self.name_hint or ''}: {self.type}>"

@@ -169,8 +169,10 @@ def normalize_attrs(op: OpDef, given: dict) -> dict:
     attrs = {}
     for k, v in given.items():
         if k not in op.attrs:
+            if not op.attrs:  # MXNet ignores keyword arguments of parameter-less ops
+                continue
             raise AttrError(f"{op.name}: unknown argument {k!r}; it takes "
-                            f"{', '.join(op.attrs) or 'no attributes'}")
+                            f"{', '.join(op.attrs)}")
         attrs[k] = _freeze(v)
     for k, default in op.attrs.items():
         if k not in attrs:

@@ -52,6 +52,10 @@ def _name(v: Value, fallback: str) -> str:
     return fallback
 
 
+def _wrt_names(wrt: list[Value]) -> list[str]:
+    return [_name(v, f"wrt{i}") for i, v in enumerate(wrt)]
+
+
 def _total(parts: list[Value]) -> Value:
     """One adjoint from the contributions of several uses: ``add``, or ``add_n`` for 3+."""
     if len(parts) == 1:
@@ -120,8 +124,8 @@ def autodiff(graph: Graph, *, wrt: Sequence[Value] | None = None,
     new_inputs: list[Value] = []
     for i, out in enumerate(graph.outputs):
         if head_grads == "input":
-            seed = Value(out.type, name_hint=f"{_name(out, '')}_grad" if _name(out, "")
-                         else f"head_grad{i}")
+            base = _name(out, "")
+            seed = Value(out.type, name_hint=f"{base}_grad" if base else f"head_grad{i}")
             new_inputs.append(seed)
         elif id(out) in active:
             seed = F.ones_like(Sym(out))._value
@@ -182,7 +186,3 @@ def autodiff(graph: Graph, *, wrt: Sequence[Value] | None = None,
             "grad_wrt": _wrt_names(wrt)}
     return Graph(graph.name, list(graph.inputs) + new_inputs, list(graph.params),
                  list(graph.nodes) + backward, outputs, meta)
-
-
-def _wrt_names(wrt: list[Value]) -> list[str]:
-    return [_name(v, f"wrt{i}") for i, v in enumerate(wrt)]

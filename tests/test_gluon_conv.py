@@ -198,9 +198,41 @@ def test_conv_reprs():
                                           "pool_type=avg, layout=NCW)")
 
 
+@pytest.mark.parametrize("nsp", [1, 2, 3])
+@pytest.mark.parametrize("in_channels", [4, 0])
+def test_channels_last_convolution(nsp, in_channels):
+    """NWC / NHWC / NDHWC: weight (out, *kernel, in / groups) as MXNet lays it out, and the
+    same result as the channels-first layer on transposed data and weight."""
+    layout = {1: "NWC", 2: "NHWC", 3: "NDHWC"}[nsp]
+    cls = {1: nn.Conv1D, 2: nn.Conv2D, 3: nn.Conv3D}[nsp]
+    last = cls(6, 3, layout=layout, in_channels=in_channels, groups=2, strides=2, padding=1)
+    last.initialize()
+    x = mx.nd.array(_x(2, *([7] * nsp), 4))
+    y = last(x)
+    assert last.weight.shape == (6,) + (3,) * nsp + (2,)
+    first = cls(6, 3, in_channels=4, groups=2, strides=2, padding=1)
+    first.initialize()
+    to_first = (0, nsp + 1) + tuple(range(1, nsp + 1))
+    first.weight.set_data(last.weight.data().transpose(to_first))
+    first.bias.set_data(last.bias.data())
+    ref = first(x.transpose(to_first)).transpose((0,) + tuple(range(2, nsp + 2)) + (1,))
+    assert y.shape == (2,) + (4,) * nsp + (6,)
+    _close(y, ref, 1e-5)
+    assert repr(last).startswith(f"{cls.__name__}(2 -> 6, kernel_size=")  # in / groups
+
+
+def test_channels_last_learns_in_channels_inside_a_network():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 3, layout="NHWC"), nn.MaxPool2D(layout="NHWC"),
+            nn.Conv2D(4, 3, layout="NHWC"))
+    net.initialize()
+    assert net(mx.nd.array(_x(1, 10, 10, 3))).shape == (1, 2, 2, 4)
+    assert net[0].weight.shape == (8, 3, 3, 3) and net[2].weight.shape == (4, 3, 3, 8)
+
+
 def test_layout_and_argument_errors():
-    with pytest.raises(MXNetError, match="Conv2D.*NHWC"):
-        nn.Conv2D(4, 3, layout="NHWC")
+    with pytest.raises(MXNetError, match="Conv2DTranspose.*NHWC"):
+        nn.Conv2DTranspose(4, 3, layout="NHWC")
     with pytest.raises(MXNetError, match="Conv3DTranspose.*invalid layout"):
         nn.Conv3DTranspose(4, 3, layout="NCHW")
     with pytest.raises(MXNetError, match="kernel_size"):

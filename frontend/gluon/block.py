@@ -16,7 +16,6 @@ import numpy as np
 
 from ember import name as _name
 from ember.base import MXNetError
-from ember.ndarray.ndarray import NDArray
 
 from .parameter import DeferredInitializationError, Parameter, ParameterDict
 
@@ -68,16 +67,6 @@ class _BlockScope:
         self._name_scope.__exit__(*exc)
         self._name_scope = None
         _BlockScope._current.value = self._old_scope
-
-
-def _compiler_ready() -> bool:
-    """Whether the pass pipeline and runtime are importable (both land with the compiler)."""
-    try:
-        from ember.passes import run_pipeline  # noqa: F401
-        from ember.runtime.executable import Executable  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class HookHandle:
@@ -320,18 +309,24 @@ class HybridBlock(Block):
         raise MXNetError(f"{type(self).__name__} must define hybrid_forward()")
 
     def forward(self, x, *args):
-        """Run ``hybrid_forward`` with ``F = nd`` on arrays or ``F = sym`` on Symbols."""
+        """Run ``hybrid_forward`` with ``F = nd`` on arrays or ``F = sym`` on Symbols.
+
+        Arguments may be NDArrays, Symbols, ``None`` or lists/tuples of them, as in MXNet.
+        """
         from ember import ndarray as nd
         from ember import symbol as sym
-        if isinstance(x, sym.Symbol):
+
+        from .cached_op import split_args
+        if split_args((x, *args), sym.Symbol)[0]:
             params = {k: v.var() for k, v in self._reg_params.items()}
             with self.name_scope():
                 return self.hybrid_forward(sym, x, *args, **params)
-        if not isinstance(x, NDArray):
-            raise MXNetError(f"{self.name}: expected NDArray or Symbol input, got "
+        arrays, _ = split_args((x, *args))
+        if not arrays:
+            raise MXNetError(f"{self.name}: expected NDArray or Symbol inputs, got "
                              f"{type(x).__name__}")
-        ctx = x.context
-        if self._active and _compiler_ready():
+        ctx = arrays[0].context
+        if self._active:
             return self._call_cached_op(x, *args)
         try:
             params = {k: v.data(ctx) for k, v in self._reg_params.items()}
@@ -342,15 +337,16 @@ class HybridBlock(Block):
             params = {k: v.data(ctx) for k, v in self._reg_params.items()}
         return self.hybrid_forward(nd, x, *args, **params)
 
+    def register_child(self, block, name=None):
+        super().register_child(block, name)
+        self._clear_cached_op()
+
     def _call_cached_op(self, *args):
         """Run the compiled graph for this input signature (tracing it on first sight)."""
         from ember import autograd
 
-        from .cached_op import CachedGraph, block_params_by_value
-        for a in args:
-            if not isinstance(a, NDArray):
-                raise MXNetError(f"{self.name}: a hybridized block takes NDArray inputs only, "
-                                 f"got {type(a).__name__}")
+        from .cached_op import CachedGraph, block_params_by_value, split_args, template_key
+        arrays, template = split_args(args)
         if any(p._deferred_init for p in self.collect_params().values()):
             self._deferred_infer_shape(*args)
             for p in self.collect_params().values():
@@ -358,28 +354,31 @@ class HybridBlock(Block):
         training = autograd.is_training()
         with_grad = autograd.is_recording() and (
             any(p.grad_req != "null" for p in self.collect_params().values())
-            or any(autograd._needs_grad(a) for a in args))
-        key = (tuple((a.shape, a.dtype) for a in args), training, with_grad)
+            or any(autograd._needs_grad(a) for a in arrays))
+        key = (template_key(template), tuple((a.shape, a.dtype) for a in arrays), training,
+               with_grad)
         cached = self._cached.get(key)
         if cached is None:
             cached = CachedGraph(self.forward, args, training, with_grad,
                                  self._flags.get("backend", "reference"), self.name,
                                  block_params_by_value(self))
             self._cached[key] = cached
-        return cached(args, args[0].context)
+        return cached(args, arrays[0].context)
 
     def _deferred_infer_shape(self, *args):
         """Learn unknown parameter shapes by tracing one call symbolically."""
         from ember import autograd
         from ember import symbol as sym
-        ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) if isinstance(a, NDArray)
-               else a for i, a in enumerate(args)]
+
+        from .cached_op import fill, split_args
+        arrays, template = split_args(args)
+        ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(arrays)]
         try:
             with autograd.pause(autograd.is_training()):
-                self.forward(*ins)
+                self.forward(*fill(template, ins))
         except MXNetError as e:
             raise MXNetError(f"{self.name}: cannot infer parameter shapes from inputs "
-                             f"{[getattr(a, 'shape', a) for a in args]}: {e}") from None
+                             f"{[a.shape for a in arrays]}: {e}") from None
         for p in self.collect_params().values():
             if p._var is not None and p._var._value.type.shape is not None:
                 p.shape = tuple(0 if d is None else d for d in p._var._value.type.shape)

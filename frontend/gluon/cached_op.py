@@ -11,11 +11,56 @@ from __future__ import annotations
 import numpy as np
 
 from ember import autograd
-from ember.base import MXNetError
+from ember.base import MXNetError, NotImplementedForSymbol
 from ember.ir.graph import Graph, topo_nodes
 from ember.ndarray.ndarray import NDArray
 
 FORWARD_PASSES = ["infer_shapes", "simplify"]
+
+
+class _Slot:
+    """Where the i-th array argument goes in a call's (nested) argument structure."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int):
+        self.i = i
+
+
+def split_args(args, kind=NDArray):
+    """(the ``kind`` leaves of nested lists/tuples ``args``, a template to rebuild them).
+
+    Other leaves (``None``, numbers) stay in the template: they are static, part of the
+    signature a graph is compiled for.
+    """
+    leaves: list = []
+
+    def walk(a):
+        if isinstance(a, kind):
+            leaves.append(a)
+            return _Slot(len(leaves) - 1)
+        if isinstance(a, list | tuple):
+            return type(a)(walk(x) for x in a)
+        return a
+    return leaves, walk(tuple(args))
+
+
+def fill(template, values):
+    """Rebuild the structure of :func:`split_args` with ``values`` in the array slots."""
+    if isinstance(template, _Slot):
+        return values[template.i]
+    if isinstance(template, list | tuple):
+        return type(template)(fill(t, values) for t in template)
+    return template
+
+
+def template_key(template):
+    """A hashable description of the static part of an argument structure."""
+    if isinstance(template, _Slot):
+        return "#"
+    if isinstance(template, list | tuple):
+        return (type(template).__name__, tuple(template_key(t) for t in template))
+    return repr(template)
 
 
 def trace(fn, args, name: str, params_by_value: dict) -> tuple[Graph, list, object]:
@@ -25,14 +70,19 @@ def trace(fn, args, name: str, params_by_value: dict) -> tuple[Graph, list, obje
     ``params_by_value`` maps ``id(param.var()._value)`` to the Parameter.
     """
     from ember import symbol as sym
-    ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(args)]
+    arrays, template = split_args(args)
+    ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(arrays)]
     try:
         with autograd.pause(autograd.is_training()):
-            out = fn(*ins)
+            out = fn(*fill(template, ins))
+    except NotImplementedForSymbol as e:
+        raise MXNetError(f"{name}: cannot compile: {e} Python control flow that depends on "
+                         "tensor values cannot be traced (run it without hybridize(), or use "
+                         "F.where)") from None
     except TypeError as e:
         if "truth value" in str(e) or "len()" in str(e):
             raise MXNetError(f"{name}: cannot compile: {e} (run it without hybridize(), or "
-                             "use F.where / F.contrib control-flow ops)") from None
+                             "use F.where)") from None
         raise
     outs, structure = _flatten(out)
     nodes = topo_nodes([o._value for o in outs])
@@ -115,8 +165,8 @@ class CachedGraph:
         from ember.passes.autodiff import autodiff
         from ember.passes.partition import split_forward_backward
         wrt_params = [i for i, p in enumerate(self.params) if p.grad_req != "null"]
-        wrt = [graph.inputs[i] for i in range(len(args))] + \
-            [graph.params[i] for i in wrt_params]
+        n_args = len(graph.inputs)
+        wrt = list(graph.inputs) + [graph.params[i] for i in wrt_params]
         n_in = len(graph.inputs)
         joint = autodiff(graph, wrt=wrt, head_grads="input")
         joint = run_pipeline(joint, FORWARD_PASSES)
@@ -125,9 +175,10 @@ class CachedGraph:
         self.forward = Executable(fwd, backend)
         self.backward = Executable(bwd, backend)
         # tape-entry input slot of each gradient: data inputs first, then the params
-        self.grad_slots = list(range(len(args))) + [len(args) + i for i in wrt_params]
+        self.grad_slots = list(range(n_args)) + [n_args + i for i in wrt_params]
 
     def __call__(self, args, ctx):
+        args, _ = split_args(args)
         params = [p.data(ctx) for p in self.params]
         param_arrays = [d._data for d in params]
         res = self.forward.run([a._data for a in args], param_arrays)

@@ -22,6 +22,11 @@ def _dt(dtype):
 
 
 def _create(name, ctx, **attrs):
+    stype = attrs.pop("stype", None)
+    if stype not in (None, "default"):
+        from ember.base import MXNetError
+        raise MXNetError(f"{name}: storage type {stype!r} is not supported; ember stores "
+                         "arrays densely")
     op = get_op(name)
     attrs.pop("name", None)
     out = attrs.pop("out", None)

@@ -269,8 +269,11 @@ def array(source_array, ctx: Context | None = None, dtype=None) -> NDArray:
     return NDArray(data, ctx)
 
 
-def empty(shape, ctx: Context | None = None, dtype=None) -> NDArray:
+def empty(shape, ctx: Context | None = None, dtype=None, stype=None) -> NDArray:
     """An uninitialised array (zeros in ember: NumPy gives them as cheaply)."""
+    if stype not in (None, "default"):
+        raise EmberError(f"empty: storage type {stype!r} is not supported; ember stores "
+                         "arrays densely")
     shape = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
     return NDArray(np.zeros(shape, dtype=np.dtype(dtype or _DEFAULT)), ctx)
 

@@ -1,22 +1,17 @@
-"""``ember.sym``: symbolic twins of every ``nd`` op, for tracing and MXNet's symbol API."""
-from ember.ir.emit import make_parser as _make_parser
+"""``ember.sym``: symbolic twins of every ``nd`` op, for tracing and MXNet's symbol API.
+
+Calling an op on Symbols builds a named node at once (``mx.name.NameManager`` names unnamed
+ones: ``fullyconnected0``). As in MXNet, inputs left out become new variables named
+``<node name>_<input name>`` (``fc1_weight``, ``bn_moving_mean``); an optional input is made
+only when the op's attributes use it (a bias unless ``no_bias``, PReLU's gamma, a softmax
+length when ``use_length``).
+"""
 from ember.ndarray.register import populate as _populate
 
-from .symbol import Symbol, Variable, _bind_fluent, apply, var  # noqa: F401
-
-
-def _make_function(op, name=None):
-    parse = _make_parser(op, tensor_type=Symbol)
-    fname = name or op.name
-
-    def fn(*args, name=None, **kwargs):
-        kwargs.pop("out", None)
-        tensors, attrs = parse(args, kwargs)
-        return apply(op, tensors, attrs, name=name)
-    fn.__name__ = fname
-    fn.__doc__ = op.doc or f"Symbolic ``{op.name}``."
-    return fn
-
+from .compose import make_function as _make_function
+from .executor import Executor  # noqa: F401
+from .json_io import load, load_json  # noqa: F401
+from .symbol import Group, Symbol, Variable, _bind_fluent, apply, var  # noqa: F401
 
 _populate(globals(), tensor_type=Symbol, factory=_make_function)
 _bind_fluent(globals())

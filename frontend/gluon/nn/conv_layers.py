@@ -4,8 +4,9 @@ Signatures, defaults, the ``conv`` / ``pool`` name prefixes and ``__repr__`` str
 MXNet 1.9.1's (python/mxnet/gluon/nn/conv_layers.py). The input channel count is learnt at
 the first forward when ``in_channels`` is 0: the weight is created with a 0 there and the
 Convolution / Deconvolution shape rules fill it in. Convolutions run channels-first
-(NCW / NCHW / NCDHW); pooling also accepts channels-last layouts by transposing around the
-channels-first op.
+(NCW / NCHW / NCDHW) underneath; convolutions and pooling also accept channels-last layouts
+(NWC / NHWC / NDHWC, weight (out, *kernel, in / groups) as MXNet lays it out there) by
+transposing around the channels-first op.
 """
 from __future__ import annotations
 
@@ -64,12 +65,15 @@ class _Conv(HybridBlock):
                 raise MXNetError(f"{name}: channels ({channels}) and in_channels "
                                  f"({in_channels}) must be divisible by groups ({groups})")
             self._op_name = op_name
+            self._channels_last = layout == _LAST[nsp]
             self._kwargs = {"kernel": kernel_size, "stride": strides, "dilate": dilation,
                             "pad": padding, "num_filter": channels, "num_group": groups,
                             "no_bias": not use_bias, "layout": layout}
             if adj is not None:
                 self._kwargs["adj"] = adj
-            if op_name == "Convolution":   # (out, in / groups, *kernel)
+            if op_name == "Convolution" and self._channels_last:  # (out, *kernel, in / g)
+                wshape = (channels,) + tuple(kernel_size) + (in_channels // groups,)
+            elif op_name == "Convolution":   # (out, in / groups, *kernel)
                 wshape = (channels, in_channels // groups) + tuple(kernel_size)
             else:                          # (in, out / groups, *kernel)
                 wshape = (in_channels, channels // groups) + tuple(kernel_size)
@@ -83,12 +87,30 @@ class _Conv(HybridBlock):
             self.act = Activation(activation, prefix=activation + "_") \
                 if activation is not None else None
 
+    def forward(self, x, *args):
+        if self._channels_last and self.weight.shape[-1] == 0:
+            # the channels-first op cannot see through the weight's transpose to learn its
+            # input channels, so take them from the (NDArray or traced Symbol) input here
+            cin = getattr(x, "shape", None)
+            if cin is not None and cin[-1]:
+                groups = self._kwargs["num_group"]
+                self.weight.shape = self.weight.shape[:-1] + (cin[-1] // groups,)
+        return super().forward(x, *args)
+
     def hybrid_forward(self, F, x, weight, bias=None):
         op = getattr(F, self._op_name)
+        kwargs = self._kwargs
+        if self._channels_last:  # channels-first op between two transposes
+            nsp = len(kwargs["kernel"])
+            to_first = (0, nsp + 1) + tuple(range(1, nsp + 1))
+            x, weight = F.transpose(x, to_first), F.transpose(weight, to_first)
+            kwargs = {**kwargs, "layout": _FIRST[nsp]}
         if bias is None:
-            out = op(x, weight, name="fwd", **self._kwargs)
+            out = op(x, weight, name="fwd", **kwargs)
         else:
-            out = op(x, weight, bias, name="fwd", **self._kwargs)
+            out = op(x, weight, bias, name="fwd", **kwargs)
+        if self._channels_last:
+            out = F.transpose(out, (0,) + tuple(range(2, nsp + 2)) + (1,))
         return self.act(out) if self.act is not None else out
 
     def _alias(self):
@@ -109,7 +131,8 @@ class _Conv(HybridBlock):
         if self.act:
             s += f", {self.act}"
         shape = self.weight.shape
-        return (s + ")").format(mapping=f"{shape[1] if shape[1] else None} -> {shape[0]}")
+        cin = shape[-1] if self._channels_last else shape[1]
+        return (s + ")").format(mapping=f"{cin if cin else None} -> {shape[0]}")
 
 
 def _conv_init(cls, nsp, channels, kernel_size, strides, padding, dilation, groups, layout,
@@ -117,9 +140,9 @@ def _conv_init(cls, nsp, channels, kernel_size, strides, padding, dilation, grou
                output_padding, kwargs):
     """Normalise one ConvND / ConvNDTranspose constructor call for ``_Conv.__init__``."""
     name = cls.__name__
-    _check_layout(layout, nsp, name, channels_last_ok=False)
-    kernel_size = _ntuple(kernel_size, nsp, "kernel_size", name)
     transpose = output_padding is not None
+    _check_layout(layout, nsp, name, channels_last_ok=not transpose)
+    kernel_size = _ntuple(kernel_size, nsp, "kernel_size", name)
     op_name = kwargs.pop("op_name", "Deconvolution" if transpose else "Convolution")
     adj = _ntuple(output_padding, nsp, "output_padding", name) if transpose else None
     return dict(channels=channels, kernel_size=kernel_size, strides=strides, padding=padding,

@@ -1,0 +1,167 @@
+"""Kernel sources of the CPU backend: loop nests around template bodies, GEMM with fused
+epilogues, single-pass reductions and softmax (DESIGN.md s.6).
+
+Each builder returns Python source for one module holding one ``@njit`` function named
+``kernel``; the backend loads it through :func:`ember.backends.codegen.load_module`, so equal
+kernels share one module (and one numba compilation) across graphs and processes.
+
+Broadcasting is by index arithmetic: the backend collapses the iteration space (adjacent
+dims that every input broadcasts alike merge, as NumPy's iterator coalesces them) and passes
+each input reshaped to the collapsed rank with 1 on its broadcast dims; the loop indexes
+those dims with 0. ``fastmath`` keeps IEEE NaN/inf semantics (templates test ``a != a``):
+only contraction into FMA and approximate-function lowering (``afn``, which lets numba use
+SVML's vector exp/tanh when Intel's runtime is installed) are allowed.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ember.ir.graph import Node, Value
+
+from .codegen import ConstPool, scalar_body
+
+FASTMATH = "{'contract', 'afn'}"
+_HEADER = "import math\n\nimport numpy as np\nfrom numba import njit, prange\n\n"
+
+
+def _decorator(parallel: bool) -> str:
+    # error_model='numpy': x / 0 is inf or NaN as in NumPy, not ZeroDivisionError
+    return (f"@njit(cache=True, fastmath={FASTMATH}, parallel={parallel}, nogil=True, "
+            "error_model='numpy')\n")
+
+
+def _loop_nest(rank: int, parallel: bool, shape_of: str) -> tuple[list[str], str]:
+    """Lines opening a ``rank``-deep loop nest over ``shape_of``.shape and the indent inside."""
+    lines = [f"    n{d} = {shape_of}.shape[{d}]" for d in range(rank)]
+    ind = "    "
+    for d in range(rank):
+        rng = "prange" if parallel and d == 0 else "range"
+        lines.append(f"{ind}for i{d} in {rng}(n{d}):")
+        ind += "    "
+    return lines, ind
+
+
+def _index(flags: Sequence[bool]) -> str:
+    """Subscript of an input with broadcast ``flags`` (True: that dim is broadcast)."""
+    return ", ".join("0" if b else f"i{d}" for d, b in enumerate(flags))
+
+
+def ewise_source(nodes: Sequence[Node], inputs: Sequence[Value], flags: Sequence[Sequence[bool]],
+                 outputs: Sequence[Value], rank: int, parallel: bool) -> str:
+    """One loop kernel ``kernel(x0.., o0..)`` computing the template chain ``nodes``.
+
+    ``inputs`` are the chain's leaves, passed reshaped to ``rank`` dims with broadcast dims
+    ``flags``; ``outputs`` (values of ``nodes``) all have the iteration shape.
+    """
+    pool = ConstPool()
+    args = [f"x{j}" for j in range(len(inputs))] + [f"o{j}" for j in range(len(outputs))]
+    head, ind = _loop_nest(rank, parallel, "o0")
+    body = []
+    leaves = {}
+    for j, (v, fl) in enumerate(zip(inputs, flags)):
+        leaves[v] = f"l{j}"
+        body.append(f"{ind}l{j} = x{j}[{_index(fl)}]")
+    lines, var = scalar_body(nodes, leaves, pool, ind)
+    body += lines
+    idx = _index([False] * rank)
+    body += [f"{ind}o{j}[{idx}] = {var[v]}" for j, v in enumerate(outputs)]
+    return (_HEADER + pool.source() + "\n\n" + _decorator(parallel)
+            + f"def kernel({', '.join(args)}):\n" + "\n".join(head + body) + "\n")
+
+
+def gemm_source(trans_a: bool, trans_b: bool, bias: bool, epilogue: Sequence[Node],
+                master: Value, inputs: Sequence[Value], flags: Sequence[Sequence[bool]],
+                outputs: Sequence[Value], parallel: bool) -> str:
+    """``kernel(a, b[, bias], x0.., m, o0..)``: ``m = op(a) @ op(b)`` by BLAS, then one pass
+    over the (rows, cols) result adding ``bias`` and applying the ``epilogue`` chain.
+
+    ``m`` holds the master's value (written back when ``master`` is among ``outputs``); it
+    may be the same array as ``o0`` (each element is read before it is written).
+    """
+    pool = ConstPool()
+    args = ["a", "b"] + (["bias"] if bias else []) + [f"x{j}" for j in range(len(inputs))]
+    args += ["m"] + [f"o{j}" for j in range(len(outputs))]
+    lhs = "a.T" if trans_a else "a"
+    rhs = "b.T" if trans_b else "b"
+    lines = [f"    np.dot({lhs}, {rhs}, m)"]
+    looped = bool(epilogue or bias or any(v is not master for v in outputs))
+    parallel = parallel and looped  # parallel=True without a prange only warns
+    if looped:
+        head, ind = _loop_nest(2, parallel, "m")
+        lines += head
+        lines.append(f"{ind}tm = m[i0, i1]" + (" + bias[i1]" if bias else ""))
+        leaves = {master: "tm"}
+        for j, (v, fl) in enumerate(zip(inputs, flags)):
+            leaves[v] = f"l{j}"
+            lines.append(f"{ind}l{j} = x{j}[{_index(fl)}]")
+        body, var = scalar_body(epilogue, leaves, pool, ind)
+        lines += body
+        lines += [f"{ind}o{j}[i0, i1] = {var[v]}" for j, v in enumerate(outputs)]
+    return (_HEADER + pool.source() + "\n\n" + _decorator(parallel)
+            + f"def kernel({', '.join(args)}):\n" + "\n".join(lines) + "\n")
+
+
+# ---- reductions over the middle axis of (P, R, Q) -------------------------------------
+_REDUCE_INIT = {"sum": "0.0", "mean": "0.0", "max": "x[p, 0, q]", "min": "x[p, 0, q]"}
+_REDUCE_STEP = {"sum": "acc += v", "mean": "acc += v",
+                "max": "acc = v if v > acc or v != v else acc",
+                "min": "acc = v if v < acc or v != v else acc"}
+
+
+def reduce_source(kind: str, parallel: bool) -> str:
+    """``kernel(x, out)``: ``out[p, q] = reduce(x[p, :, q])`` for x (P, R, Q), out (P, Q).
+
+    Sums accumulate in float64 (NumPy's pairwise float32 sum is that accurate; a float32
+    running sum over thousands of terms is not). ``max``/``min`` propagate NaN, as NumPy.
+    """
+    acc0 = _REDUCE_INIT[kind]
+    step = _REDUCE_STEP[kind]
+    scale = " / R" if kind == "mean" else ""
+    wide = kind in ("sum", "mean")
+    lines = ["    P, R, Q = x.shape",
+             f"    for p in {'prange' if parallel else 'range'}(P):"]
+    if wide:
+        # Q accumulators, rows streamed in order: unit-stride inner loops vectorise
+        lines += ["        if Q == 1:",
+                  "            s = 0.0",
+                  "            for r in range(R):",
+                  "                s += x[p, r, 0]",
+                  f"            out[p, 0] = s{scale}",
+                  "            continue",
+                  "        acc = np.zeros(Q, np.float64)",
+                  "        for r in range(R):",
+                  "            for q in range(Q):",
+                  "                acc[q] += x[p, r, q]",
+                  "        for q in range(Q):",
+                  f"            out[p, q] = acc[q]{scale}"]
+    else:
+        lines += ["        for q in range(Q):",
+                  f"            acc = {acc0}",
+                  "            for r in range(1, R):",
+                  "                v = x[p, r, q]",
+                  f"                {step}",
+                  "            out[p, q] = acc"]
+    return _HEADER + "\n" + _decorator(parallel) + "def kernel(x, out):\n" + \
+        "\n".join(lines) + "\n"
+
+
+def softmax_source(log: bool, parallel: bool) -> str:
+    """``kernel(x, scale, out)``: (log-)softmax of ``x * scale`` over the middle axis of
+    (P, R, Q), one row at a time: max, sum of exponentials (float64), write."""
+    final = "z - lse" if log else "math.exp(z - lse)"
+    lines = ["    P, R, Q = x.shape",
+             f"    for p in {'prange' if parallel else 'range'}(P):",
+             "        for q in range(Q):",
+             "            mx = -np.inf",
+             "            for r in range(R):",
+             "                z = np.float64(x[p, r, q]) * scale",
+             "                mx = z if z > mx or z != z else mx",
+             "            s = 0.0",
+             "            for r in range(R):",
+             "                s += math.exp(np.float64(x[p, r, q]) * scale - mx)",
+             "            lse = math.log(s)",
+             "            for r in range(R):",
+             "                z = np.float64(x[p, r, q]) * scale - mx",
+             f"                out[p, r, q] = {final}"]
+    return _HEADER + "\n" + _decorator(parallel) + "def kernel(x, scale, out):\n" + \
+        "\n".join(lines) + "\n"

@@ -1,0 +1,67 @@
+"""Calling an op on Symbols, MXNet style: named nodes and auto-created input variables.
+
+Unnamed nodes take a name from ``mx.name.NameManager`` (``fullyconnected0``). Inputs left
+out become new variables named ``<node name>_<input name>`` (``fc1_weight``,
+``bn_moving_mean``), as nnvm's ``Symbol::Compose`` makes them; an optional input is made
+only when the op's attributes use it (a bias unless ``no_bias``, PReLU's gamma, a softmax
+length when ``use_length``).
+"""
+from __future__ import annotations
+
+from ember.ir.emit import make_parser
+from ember.ir.ops import parse_attr
+from ember.name import current as current_names
+
+from .nodes import item_of, user_attrs
+from .symbol import Symbol, apply, var
+
+# optional input -> whether the op's attributes call for it
+_OPTIONAL = {
+    "bias": lambda at: not at("no_bias"),
+    "gamma": lambda at: at("act_type") == "prelu",
+    "length": lambda at: bool(at("use_length")),
+}
+
+
+def fill_inputs(op, name: str, args: tuple, kwargs: dict) -> None:
+    """Add a new variable to ``kwargs`` for each tensor input the call leaves out."""
+    n_in = len(op.inputs)
+    k = 0
+    while k < min(len(args), n_in) and (isinstance(args[k], Symbol) or args[k] is None):
+        k += 1
+
+    def attr(key):
+        v = kwargs.get(key, op.attrs.get(key))
+        return parse_attr(v) if isinstance(v, str) else v
+    for spec in op.inputs[k:]:
+        inp = spec.rstrip("?")
+        if inp in kwargs:
+            continue
+        if spec.endswith("?") and not _OPTIONAL.get(inp, lambda at: False)(attr):
+            continue
+        kwargs[inp] = var(f"{name}_{inp}")
+
+
+def make_function(op, name=None):
+    parse = make_parser(op, tensor_type=Symbol)
+    fname = name or op.name
+    hint = fname.lower()
+
+    def fn(*args, name=None, attr=None, **kwargs):
+        kwargs.pop("out", None)
+        node_name = current_names().get(name, hint)
+        if not op.variadic:
+            fill_inputs(op, node_name, args, kwargs)
+        tensors, attrs = parse(args, kwargs)
+        res = apply(op, tensors, attrs, name=node_name)
+        if isinstance(res, list):
+            res = Symbol._group([s._value for s in res])
+        if attr:
+            user_attrs(item_of(res._value_list()[0])).update(
+                {k: str(v) for k, v in attr.items()})
+        return res
+    fn.__name__ = fname
+    fn.__doc__ = op.doc or f"Symbolic ``{op.name}``."
+    return fn
+
+

@@ -1,0 +1,202 @@
+"""MXNet's JSON graph format (nnvm's ``Graph`` saver), written and read.
+
+The layout, as MXNet 1.9.1 writes it::
+
+    {"nodes": [{"op": "null", "name": "data", "inputs": []},
+               {"op": "FullyConnected", "name": "fc1", "attrs": {"num_hidden": "10"},
+                "inputs": [[0, 0, 0], [1, 0, 0], [2, 0, 0]]}, ...],
+     "arg_nodes": [0, 1, 2], "node_row_ptr": [0, 1, 2, 3, 4],
+     "heads": [[3, 0, 0]], "attrs": {"mxnet_version": ["int", 10901]}}
+
+``inputs`` entries are ``[node, output index, version]`` (version 1 marks a variable an op
+updates in place); ``node_row_ptr[i]`` is the first output slot of node ``i``. Ops are named
+with ``OpDef.mxnet_name``; attributes are strings, and only those differing from the op's
+defaults are written, as MXNet writes only what the user gave. Files of MXNet 0.8 (``param``
+and ``attr`` instead of ``attrs``, two-element inputs) are read too.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from ember import util as _util
+from ember.base import MXNetError
+from ember.ir.graph import Node, Value, make_node
+from ember.ir.ops import get_op, has_op, parse_attr
+from ember.ir.types import TensorType
+
+from . import nodes as _n
+
+MXNET_VERSION = 10901
+# MXNet parameters that tune kernels or select libraries and change no result: dropped on
+# load when an ember op does not declare them.
+_IRRELEVANT = frozenset({"workspace", "cudnn_tune", "cudnn_off", "num_args", "ctx",
+                         "min_calib_range", "max_calib_range"})
+# MXNet ops with hidden outputs that ember does not materialise
+_MX_OUTPUTS = {"BatchNorm": 3}
+_DTYPES = {0: "float32", 1: "float64", 2: "float16", 3: "uint8", 4: "int32", 5: "int8",
+           6: "int64", 7: "bool", 8: "int16", 9: "uint16", 10: "uint32", 11: "uint64",
+           12: "bfloat16"}
+
+
+def _attr_text(v) -> str:
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    return str(v)
+
+
+def op_attr_strings(node: Node) -> dict[str, str]:
+    """The node's parameters that differ from its op's defaults, as MXNet strings."""
+    defaults = node.op.attrs
+    return {k: _attr_text(v) for k, v in node.attrs
+            if k != "is_train" and (k not in defaults or defaults[k] != v
+                                    or type(defaults[k]) is not type(v))}
+
+
+def op_name(node: Node) -> str:
+    """The op's MXNet name (its canonical name when MXNet has no such op)."""
+    return node.op.mxnet_name or node.op.name
+
+
+def to_json(heads: list[Value]) -> str:
+    """The JSON text of the graph under ``heads``."""
+    items = _n.post_order(heads)
+    index: dict[int, int] = {}
+    nodes, arg_nodes, row_ptr = [], [], [0]
+    for i, it in enumerate(items):
+        index[id(it)] = i
+        if isinstance(it, Value):
+            entry = {"op": "null", "name": _n.node_name(it)}
+            attrs = dict(_n._ATTRS.get(it, {}))
+            inputs: list = []
+            arg_nodes.append(i)
+            n_out = 1
+        else:
+            mutated = set(it.op.mutated(it.attr_dict))
+            entry = {"op": op_name(it), "name": _n.node_name(it)}
+            attrs = {**op_attr_strings(it), **_n._ATTRS.get(it, {})}
+            inputs = [[index[id(_n.item_of(v))], v.index,
+                       int(k in mutated and v.producer is None)]
+                      for k, v in enumerate(it.inputs)]
+            n_out = max(len(it.outputs), _MX_OUTPUTS.get(entry["op"], 0))
+        if attrs:
+            entry["attrs"] = dict(sorted(attrs.items()))  # nnvm keeps them in a std::map
+        entry["inputs"] = inputs
+        nodes.append(entry)
+        row_ptr.append(row_ptr[-1] + n_out)
+    graph_attrs: dict = {"mxnet_version": ["int", MXNET_VERSION]}
+    if _util.is_np_shape():
+        graph_attrs["is_np_shape"] = ["int", 1]
+    doc = {"nodes": nodes, "arg_nodes": arg_nodes, "node_row_ptr": row_ptr,
+           "heads": [[index[id(_n.item_of(h))], h.index, 0] for h in heads],
+           "attrs": graph_attrs}
+    text = json.dumps(doc, indent=2)
+    # MXNet keeps lists of numbers and strings on one line
+    return _FLAT.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]",
+                     text)
+
+
+_FLAT = re.compile(r"\[\s+([^\[\]{}]*?)\s+\]")
+
+
+def _user_key(k: str) -> bool:
+    return k.startswith("__") and k.endswith("__")
+
+
+def _check(doc: dict) -> None:
+    """Every unknown op and unsupported attribute of the file, in one error."""
+    problems = []
+    for n in doc["nodes"]:
+        op = n["op"]
+        if op == "null":
+            continue
+        if not has_op(op):
+            problems.append(f"unknown operator {op!r} (node {n['name']!r})")
+            continue
+        known = get_op(op).attrs
+        for k in n.get("attrs", n.get("param", {})) or {}:
+            if k not in known and k not in _IRRELEVANT and not _user_key(k):
+                problems.append(f"operator {op!r} (node {n['name']!r}) has no "
+                                f"attribute {k!r}")
+    if problems:
+        raise MXNetError("cannot load this symbol file: " + "; ".join(problems))
+
+
+def _variable(n: dict, attrs: dict, np_shape: bool) -> Value:
+    from .symbol import var
+    user = dict(attrs)
+    shape = parse_attr(user.pop("__shape__")) if "__shape__" in user else None
+    code = user.pop("__dtype__", None)
+    dtype = _DTYPES.get(int(code)) if code is not None else None
+    if shape is not None:
+        shape = tuple(None if d < 0 or (d == 0 and not np_shape) else d for d in shape)
+    v = var(n["name"], dtype=dtype)._value
+    if shape is not None:
+        v.type = TensorType(shape, v.type.dtype)
+        _n.declare(v, shape, dtype)
+    _n.user_attrs(v).update(attrs)
+    return v
+
+
+def load_json(json_str: str):
+    """The Symbol described by MXNet JSON text (see the module docstring)."""
+    from .symbol import Symbol
+    try:
+        doc = json.loads(json_str)
+    except json.JSONDecodeError as e:
+        raise MXNetError(f"not a symbol JSON document: {e}") from None
+    if not isinstance(doc, dict) or "nodes" not in doc or "heads" not in doc:
+        raise MXNetError("not a symbol JSON document: 'nodes' and 'heads' are required")
+    _check(doc)
+    np_shape = bool((doc.get("attrs", {}).get("is_np_shape") or [0, 0])[1])
+    outs: list[list[Value]] = []
+    for n in doc["nodes"]:
+        attrs = {k: str(v) for k, v in (n.get("attrs", n.get("param", {})) or {}).items()}
+        old_user = {f"__{k}__" if not _user_key(k) else k: str(v)
+                    for k, v in (n.get("attr") or {}).items()}
+        if n["op"] == "null":
+            outs.append([_variable(n, {**attrs, **old_user}, np_shape)])
+            continue
+        op = get_op(n["op"])
+        params = {k: parse_attr(v) for k, v in attrs.items() if k in op.attrs}
+        user = {**{k: v for k, v in attrs.items() if _user_key(k)}, **old_user}
+        inputs = [outs[e[0]][e[1]] for e in n["inputs"]]
+        if op.mode:
+            params["is_train"] = False
+        try:
+            node = make_node(op, inputs, params, name=n["name"])
+        except MXNetError as e:
+            raise MXNetError(f"cannot load node {n['name']!r} ({n['op']}): {e}") from None
+        if user:
+            _n.user_attrs(node).update(user)
+        outs.append(node.outputs)
+    heads = [outs[h[0]][h[1]] for h in doc["heads"]]
+    return Symbol(heads[0]) if len(heads) == 1 else Symbol._group(heads)
+
+
+def load(fname: str):
+    """The Symbol saved in the JSON file ``fname``."""
+    with open(fname) as f:
+        return load_json(f.read())
+
+
+def debug_text(heads: list[Value]) -> str:
+    """MXNet's ``debug_str`` listing: outputs, then variables and ops in DFS order."""
+    lines = ["Symbol Outputs:"]
+    lines += [f"\toutput[{i}]={_n.node_name(_n.item_of(h))}({h.index})"
+              for i, h in enumerate(heads)]
+    for it in _n.post_order(heads):
+        if isinstance(it, Value):
+            lines.append(f"Variable:{_n.node_name(it)}")
+            continue
+        lines += ["-" * 20, f"Op:{op_name(it)}, Name={_n.node_name(it)}", "Inputs:"]
+        mutated = set(it.op.mutated(it.attr_dict))
+        for k, v in enumerate(it.inputs):
+            src = _n.node_name(_n.item_of(v))
+            lines.append(f"\targ[{k}]={src}({v.index})" + (
+                f" version={int(k in mutated)}" if v.producer is None else ""))
+        attrs = op_attr_strings(it)
+        if attrs:
+            lines.append("Attrs:")
+            lines += [f"\t{k}={v}" for k, v in attrs.items()]
+    return "\n".join(lines) + "\n"

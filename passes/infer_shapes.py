@@ -1,0 +1,164 @@
+"""The ``infer_shapes`` pass: give every value of a graph its full type.
+
+The algorithm is MXNet's ``InferAttr`` (src/executor/infer_graph_attr_pass.cc): sweep the
+nodes forward, running each op's shape rule on what is known of its inputs, then backward
+in reverse order so that what a consumer learns about its inputs (the refined input types
+every rule returns) reaches the producers of those inputs; repeat until nothing changes.
+Types only ever get more precise (an unknown dim becomes known, an unknown rank a rank), so
+the iteration reaches a fixed point. Two facts the rules cannot express run beside them:
+an ELEMWISE op's inputs and outputs share one shape (so a known output shape flows back to
+its inputs), and a fused node's values have its body's types.
+
+This is how a lazy Gluon parameter learns its shape: the traced graph has a Dense weight
+typed ``f32[256,?]``; fully_connected's rule refines it from the data, and the new graph's
+parameter carries the refined type, which the front end reads back to run the initialiser.
+"""
+from __future__ import annotations
+
+from ember.ir.errors import EmberError
+from ember.ir.graph import Graph, Node, Value, clone_node
+from ember.ir.ops import OpKind
+from ember.ir.printer import Namer, format_node
+from ember.ir.shape_rules import unify
+from ember.ir.types import TensorType
+from ember.passes import register_pass
+
+
+class _Types:
+    """The current type of each value, refined in place; ``changed`` records progress."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.of: dict[int, TensorType] = {}
+        for v in graph.inputs + graph.params:
+            self.of[id(v)] = v.type
+        for n in graph.nodes:
+            for o in n.outputs:
+                self.of[id(o)] = o.type
+        self.changed = False
+
+    def fail(self, node: Node, msg: str):
+        namer = Namer()
+        for v in self.graph.inputs + self.graph.params:
+            namer.define(v)
+        for n in self.graph.nodes:
+            if n is node:
+                break
+            for o in n.outputs:
+                namer.define(o)
+        raise EmberError(f"infer_shapes {self.graph.name}: {msg}\n    "
+                         + format_node(node, namer))
+
+    def merge(self, v: Value, new: TensorType, node: Node, dtype: bool = True) -> None:
+        """Refine ``v`` with ``new`` (its dtype too unless ``dtype`` is False)."""
+        old = self.of[id(v)]
+        shape = old.shape
+        if new.shape is not None:
+            if shape is None:
+                shape = new.shape
+            else:
+                try:
+                    shape = unify(shape, new.shape, node.op.name)
+                except EmberError:
+                    self.fail(node, f"a value typed {old} cannot also be {new}")
+        t = TensorType(shape, new.dtype if dtype else old.dtype)
+        if t != old:
+            self.of[id(v)] = t
+            self.changed = True
+
+    def visit(self, node: Node) -> None:
+        if node.body is not None:
+            body = node.body
+            for v, p in zip(node.inputs, body.inputs + body.params):
+                self.merge(v, p.type, node)
+            for o, r in zip(node.outputs, body.outputs):
+                self.merge(o, r.type, node)
+            return
+        if node.op.kind is OpKind.ELEMWISE:  # one shape for all inputs and outputs
+            for v in node.inputs + node.outputs:
+                for w in node.inputs + node.outputs:
+                    if w is not v:
+                        self.merge(v, self.of[id(w)], node, dtype=False)
+        in_types = [self.of[id(v)] for v in node.inputs]
+        ranked = all(t.shape is not None for t in in_types)
+        try:
+            outs, refined = node.op.infer(in_types, node.attr_dict)
+        except EmberError as e:
+            self.fail(node, str(e))
+        except (TypeError, AttributeError, IndexError, ValueError):
+            if ranked:
+                raise
+            return  # this rule needs every input's rank (some rules, like dense, do not)
+        for v, t in zip(node.inputs, refined):
+            self.merge(v, t, node)
+        for o, t in zip(node.outputs, outs):
+            self.merge(o, t, node)
+
+
+def _first_unknown(g: Graph) -> str | None:
+    """A message naming the first value of ``g`` whose type is not fully known."""
+    namer = Namer()
+    users: dict[int, list[Node]] = {}
+    for v in g.inputs + g.params:
+        namer.define(v)
+    for n in g.nodes:
+        for v in n.inputs:
+            users.setdefault(id(v), []).append(n)
+        for o in n.outputs:
+            namer.define(o)
+    for kind, vals in (("input", g.inputs), ("parameter", g.params)):
+        for v in vals:
+            if not v.type.known:
+                read = users.get(id(v), [])
+                how = ("none of the ops reading it determines it; the first is\n    "
+                       + format_node(read[0], namer, define=False) if read
+                       else "no op reads it")
+                return f"the shape of {kind} {namer(v)}: {v.type} is not known: {how}"
+    for n in g.nodes:
+        for o in n.outputs:
+            if not o.type.known:
+                return (f"op {n.op.name} could not resolve the shape of {namer(o)}: "
+                        f"{o.type}\n    {format_node(n, namer, define=False)}")
+    return None
+
+
+@register_pass("infer_shapes")
+def infer_shapes(graph: Graph, *, partial: bool = False) -> Graph:
+    """A copy of ``graph`` with every value's type as precise as the shape rules make it.
+
+    Raises :class:`EmberError` naming the value and the op when a dim stays unknown, unless
+    ``partial`` (MXNet's ``infer_shape_partial``), which returns what could be inferred.
+    Parameters keep their order, so the new ``params[i]`` is the refined ``params[i]``.
+    """
+    types = _Types(graph)
+    for _ in range(2 * len(graph.nodes) + 2):  # each round refines something, or stops
+        types.changed = False
+        for node in graph.nodes:
+            types.visit(node)
+        for node in reversed(graph.nodes):
+            types.visit(node)
+        if not types.changed:
+            break
+
+    vmap: dict[int, Value] = {}
+
+    def leaf(v: Value) -> Value:
+        nv = Value(types.of[id(v)], None, 0, v.name_hint, v.mem)
+        vmap[id(v)] = nv
+        return nv
+
+    inputs = [leaf(v) for v in graph.inputs]
+    params = [leaf(v) for v in graph.params]
+    nodes = []
+    for n in graph.nodes:
+        c = clone_node(n, [vmap.get(id(v), v) for v in n.inputs],
+                       [types.of[id(o)] for o in n.outputs])
+        vmap.update((id(o), co) for o, co in zip(n.outputs, c.outputs))
+        nodes.append(c)
+    out = Graph(graph.name, inputs, params, nodes, [vmap.get(id(v), v) for v in graph.outputs],
+                dict(graph.meta))
+    if not partial:
+        msg = _first_unknown(out)
+        if msg is not None:
+            raise EmberError(f"infer_shapes {graph.name}: {msg}")
+    return out

@@ -1,0 +1,175 @@
+"""The ``plan_memory`` pass: every intermediate tensor gets an offset in ONE arena.
+
+Three steps, run on the (fused) graph's top-level values in node order:
+
+1. Liveness. A value lives from the step of the node computing it to the step of its last
+   reader (both inclusive: a node's inputs and outputs are live together); graph outputs
+   live to the end. Graph inputs and parameters are bound from outside and are not planned.
+   Graph outputs are planned like any value: the runtime hands out copies (or views, when
+   the caller asks for zero-copy results) of their slots after a run. The values inside a
+   fused body are not planned: a generated kernel keeps them in registers (and a backend
+   that interprets a body allocates them itself).
+2. In-place reuse (MXNet's ``PlanMemory`` in ``src/nnvm/plan_memory.cc``): a node may
+   write an output into the buffer of an input that dies at this very node, when the
+   registry allows the pair (``op.inplace``; for fused nodes
+   :func:`ember.ir.fused.inplace_pairs`) and both have the same byte size and dtype. The
+   output then continues that buffer's lifetime.
+3. Offsets by TFLite's "greedy by size" (``GreedyBySizeOffsetCalculator`` in
+   ``tensorflow/lite/delegates/gpu/common/memory_management``, Pisarchyk and Lee,
+   "Efficient Memory Management for Deep Neural Net Inference", 2020): buffers sorted by
+   size, largest first (ties: earliest first); each goes into the smallest gap between
+   already placed buffers whose lifetimes intersect its own that is large enough, else
+   after the last of them. Sizes are rounded up to ``alignment`` bytes (64), so every
+   offset is aligned.
+
+Results: ``Value.mem = ("arena", offset)`` on every planned value, and in ``graph.meta``:
+``naive_bytes`` (every planned value in its own aligned slot), ``lower_bound_bytes`` (the
+largest total of aligned buffers live at one step, a bound no placement can beat),
+``arena_bytes``, ``inplace_reuses`` and ``alignment``.
+"""
+from __future__ import annotations
+
+from ember.ir.errors import EmberError
+from ember.ir.fused import inplace_pairs
+from ember.ir.graph import Graph, Value, clone_node
+from ember.passes import register_pass
+
+ARENA = "arena"
+
+
+class _Buffer:
+    """One arena slot: the values sharing it (an in-place chain) and its lifetime."""
+
+    __slots__ = ("values", "size", "dtype", "start", "end", "offset")
+
+    def __init__(self, v: Value, size: int, start: int, end: int):
+        self.values = [v]
+        self.size, self.dtype = size, v.type.dtype
+        self.start, self.end = start, end
+        self.offset = -1
+
+
+def _align(n: int, alignment: int) -> int:
+    return max(alignment, -(-n // alignment) * alignment)
+
+
+def _nbytes(v: Value, graph: Graph) -> int:
+    n = v.type.nbytes
+    if n is None:
+        where = f" (computed by {v.producer.op.name})" if v.producer is not None else ""
+        raise EmberError(f"plan_memory: value {v.name_hint or ''}{where} of graph "
+                         f"{graph.name} has unknown shape {v.type}; run infer_shapes first")
+    return n
+
+
+def liveness(graph: Graph) -> dict[int, tuple[int, int]]:
+    """id(value) -> (first step, last step) for every node output of ``graph``."""
+    end = len(graph.nodes)
+    span: dict[int, tuple[int, int]] = {}
+    for i, node in enumerate(graph.nodes):
+        for o in node.outputs:
+            span[id(o)] = (i, i)
+        for v in node.inputs:
+            if id(v) in span:
+                span[id(v)] = (span[id(v)][0], i)
+    for v in graph.outputs:
+        if id(v) in span:
+            span[id(v)] = (span[id(v)][0], end)
+    return span
+
+
+def _buffers(graph: Graph, alignment: int) -> tuple[list[_Buffer], int]:
+    """Buffers after in-place merging (MXNet's in-place rule), and the number of merges."""
+    span = liveness(graph)
+    of: dict[int, _Buffer] = {}
+    buffers: list[_Buffer] = []
+    reuses = 0
+    for i, node in enumerate(graph.nodes):
+        donated: set[int] = set()
+        taken: dict[int, _Buffer] = {}
+        for a, b in inplace_pairs(node):
+            if a >= len(node.inputs) or b >= len(node.outputs) or b in taken:
+                continue
+            v, o = node.inputs[a], node.outputs[b]
+            buf = of.get(id(v))
+            if buf is None or id(buf) in donated or buf.end != i or span[id(v)][1] != i:
+                continue  # not planned here (input, param), or still read after this node
+            if _nbytes(v, graph) != _nbytes(o, graph) or v.type.dtype != o.type.dtype:
+                continue
+            donated.add(id(buf))
+            taken[b] = buf
+        for b, o in enumerate(node.outputs):
+            first, last = span[id(o)]
+            buf = taken.get(b)
+            if buf is not None:
+                buf.values.append(o)
+                buf.end = last
+                reuses += 1
+            else:
+                buf = _Buffer(o, _align(_nbytes(o, graph), alignment), first, last)
+                buffers.append(buf)
+            of[id(o)] = buf
+    return buffers, reuses
+
+
+def greedy_by_size(buffers: list[_Buffer]) -> int:
+    """TFLite's greedy-by-size placement (module docstring); sets offsets, returns the size."""
+    placed: list[_Buffer] = []
+    total = 0
+    for buf in sorted(buffers, key=lambda b: (-b.size, b.start, b.end)):
+        live = sorted((p for p in placed if p.start <= buf.end and buf.start <= p.end),
+                      key=lambda p: p.offset)
+        best, best_gap, prev_end = None, None, 0
+        for p in live:
+            gap = p.offset - prev_end
+            if gap >= buf.size and (best_gap is None or gap < best_gap):
+                best, best_gap = prev_end, gap
+            prev_end = max(prev_end, p.offset + p.size)
+        buf.offset = prev_end if best is None else best
+        total = max(total, buf.offset + buf.size)
+        placed.append(buf)
+    return total
+
+
+def _lower_bound(buffers: list[_Buffer], n_steps: int) -> int:
+    """The largest total size of buffers live at one step (a sweep over start/end events)."""
+    delta = [0] * (n_steps + 2)
+    for b in buffers:
+        delta[b.start] += b.size
+        delta[b.end + 1] -= b.size
+    best = cur = 0
+    for d in delta:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+@register_pass("plan_memory")
+def plan_memory(graph: Graph, *, alignment: int = 64) -> Graph:
+    """Place every node output of ``graph`` in one arena (module docstring).
+
+    Returns a copy of ``graph`` (the given one is unchanged) whose values carry ``Value.mem``
+    and whose meta gains ``naive_bytes``, ``lower_bound_bytes``, ``arena_bytes``,
+    ``inplace_reuses`` and ``alignment``.
+    """
+    if alignment < 1 or alignment & (alignment - 1):
+        raise EmberError(f"plan_memory: alignment must be a power of two, not {alignment}")
+    vmap: dict[int, Value] = {}  # plan a copy: the given graph's Values stay unplanned
+    nodes = []
+    for n in graph.nodes:
+        c = clone_node(n, [vmap.get(id(v), v) for v in n.inputs])
+        vmap.update((id(o), co) for o, co in zip(n.outputs, c.outputs))
+        nodes.append(c)
+    graph = Graph(graph.name, list(graph.inputs), list(graph.params), nodes,
+                  [vmap.get(id(v), v) for v in graph.outputs], graph.meta)
+    buffers, reuses = _buffers(graph, alignment)
+    arena = greedy_by_size(buffers)
+    for b in buffers:
+        for v in b.values:
+            v.mem = (ARENA, b.offset)
+    naive = sum(_align(_nbytes(o, graph), alignment) for n in graph.nodes for o in n.outputs)
+    meta = {**graph.meta, "naive_bytes": naive,
+            "lower_bound_bytes": _lower_bound(buffers, len(graph.nodes)),
+            "arena_bytes": arena, "inplace_reuses": reuses, "alignment": alignment}
+    graph.meta = meta
+    return graph

@@ -1,0 +1,214 @@
+"""The numba CPU backend against the reference backend (float32 atol 1e-5, rtol 1e-4).
+
+Graphs are built with GraphBuilder (hypothesis picks ops and shapes) and run by both
+backends; fused and planned forms come from the passes when they are registered. Kernels
+load through the kernel cache, so the numba compilations of one run serve the next.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ember.backends import cpu, reference
+from ember.ir.graph import GraphBuilder
+from ember.ir.types import TensorType
+from ember.runtime import cache
+
+cache.install()
+F32 = "float32"
+
+
+def _rand(shape, seed=0, dtype=F32):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def check(graph, inputs, params=(), expect_kinds=()):
+    """cpu == reference on copies of the arrays; returns the cpu run's report."""
+    fn = cpu.compile(graph)
+    got = fn([a.copy() for a in inputs], [p.copy() for p in params])
+    want = reference.run_graph(graph, [a.copy() for a in inputs], [p.copy() for p in params])
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    for k in expect_kinds:
+        assert fn.report.get(k, 0) > 0, fn.report
+    return fn.report
+
+
+def test_broadcast_layout_collapses_dims():
+    dims, reshapes, flags = cpu.broadcast_layout((8, 4, 5), [(8, 4, 5), (5,), (8, 1, 1)])
+    assert dims == (8, 4, 5)
+    assert reshapes == [(8, 4, 5), (1, 1, 5), (8, 1, 1)]
+    dims, reshapes, flags = cpu.broadcast_layout((8, 4, 5), [(8, 4, 5), (4, 5)])
+    assert dims == (8, 20) and reshapes == [(8, 20), (1, 20)] and flags[1] == [True, False]
+    assert cpu.broadcast_layout((3, 4), [(2, 4)]) is None
+    assert cpu.broadcast_layout((), [()])[0] == (1,)
+
+
+UNARY = ["relu", "sigmoid", "tanh", "negative", "square", "abs", "exp"]
+BINARY = ["add", "sub", "mul", "maximum"]
+SHAPES = [(6, 5), (2, 3, 4), (7,)]
+
+
+@st.composite
+def chains(draw):
+    """A random elementwise/broadcast chain over one full input and one broadcast input."""
+    shape = draw(st.sampled_from(SHAPES))
+    k = draw(st.integers(0, len(shape)))
+    small = tuple(1 if draw(st.booleans()) else d for d in shape[k:])
+    ops = draw(st.lists(st.sampled_from(UNARY + BINARY + ["mul_scalar"]), min_size=1,
+                        max_size=4))
+    return shape, small, ops
+
+
+@settings(max_examples=10)
+@given(chains())
+def test_elementwise_chain_matches_reference(chain):
+    shape, small, ops = chain
+    b = GraphBuilder("chain")
+    x = b.input(TensorType(shape, F32), "x")
+    y = b.input(TensorType(small, F32), "y")
+    v = x
+    for name in ops:
+        if name in BINARY:
+            (v,) = b.emit(name, [v, y])
+        elif name == "mul_scalar":
+            (v,) = b.emit(name, [v], scalar=0.5)
+        else:
+            (v,) = b.emit(name, [v])
+    check(b.build([v]), [_rand(shape), _rand(small, 1)], expect_kinds=("elementwise",))
+
+
+def _mlp(batch=16, n_in=12, hidden=8, classes=4):
+    b = GraphBuilder("mlp")
+    x = b.input(TensorType((batch, n_in), F32), "x")
+    w0 = b.param(TensorType((hidden, n_in), F32), "w0")
+    b0 = b.param(TensorType((hidden,), F32), "b0")
+    w1 = b.param(TensorType((classes, hidden), F32), "w1")
+    b1 = b.param(TensorType((classes,), F32), "b1")
+    (h,) = b.emit("fully_connected", [x, w0, b0], num_hidden=hidden)
+    (h,) = b.emit("relu", [h])
+    (z,) = b.emit("fully_connected", [h, w1, b1], num_hidden=classes)
+    (p,) = b.emit("log_softmax", [z], axis=-1)
+    (loss,) = b.emit("mean", [p])
+    graph = b.build([loss])
+    shapes = [(hidden, n_in), (hidden,), (classes, hidden), (classes,)]
+    params = [_rand(s, i + 1) * 0.3 for i, s in enumerate(shapes)]
+    return graph, ([_rand((batch, n_in))], params)
+
+
+def test_dense_bias_relu_and_dot_transposes():
+    b = GraphBuilder("dense")
+    x = b.input(TensorType((5, 2, 3), F32), "x")
+    w = b.param(TensorType((4, 6), F32), "w")
+    bias = b.param(TensorType((4,), F32), "bias")
+    (h,) = b.emit("fully_connected", [x, w, bias], num_hidden=4)
+    (r,) = b.emit("relu", [h])
+    (d1,) = b.emit("dot", [r, w])
+    (d2,) = b.emit("dot", [h, r], transpose_a=True)
+    (d3,) = b.emit("batch_dot", [x, x], transpose_b=True)
+    check(b.build([r, d1, d2, d3]), [_rand((5, 2, 3))], [_rand((4, 6), 1), _rand((4,), 2)],
+          expect_kinds=("gemm", "batch_dot"))
+
+
+@settings(max_examples=8)
+@given(op=st.sampled_from(["sum", "mean", "max", "min"]),
+       axis=st.sampled_from([None, 0, 1, 2, (0, 1), (1, 2), -1]), keepdims=st.booleans())
+def test_reductions_match_reference(op, axis, keepdims):
+    b = GraphBuilder("red")
+    x = b.input(TensorType((3, 4, 5), F32), "x")
+    (y,) = b.emit(op, [x], axis=axis, keepdims=keepdims)
+    check(b.build([y]), [_rand((3, 4, 5))], expect_kinds=("reduce",))
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "softmin"])
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_softmax_family(op, axis):
+    b = GraphBuilder("sm")
+    x = b.input(TensorType((3, 4, 5), F32), "x")
+    (y,) = b.emit(op, [x], axis=axis, temperature=2.0 if op == "softmin" else None)
+    check(b.build([y]), [_rand((3, 4, 5)) * 5], expect_kinds=("softmax",))
+
+
+def test_mlp_forward_and_gradients():
+    from ember.passes import run_pipeline
+    graph, (inputs, params) = _mlp()
+    check(graph, inputs, params, expect_kinds=("gemm", "softmax", "reduce"))
+    joint = run_pipeline(graph, grad=True, head_grads="ones")
+    report = check(joint, inputs, params)
+    assert not any(k.startswith("fallback:fully") for k in report)
+
+
+def test_params_mutated_in_place():
+    b = GraphBuilder("step")
+    w = b.param(TensorType((4, 3), F32), "w")
+    g = b.input(TensorType((4, 3), F32), "g")
+    mom = b.param(TensorType((4, 3), F32), "mom")
+    (new_w,) = b.emit("sgd_mom_update", [w, g, mom], lr=0.1, momentum=0.9, wd=0.01)
+    graph = b.build([new_w])
+    params = [_rand((4, 3)), _rand((4, 3), 1)]
+    ref_params = [p.copy() for p in params]
+    grad = _rand((4, 3), 2)
+    got = cpu.compile(graph)([grad], params)
+    want = reference.run_graph(graph, [grad], ref_params)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    np.testing.assert_allclose(params[1], ref_params[1], rtol=1e-6)  # mom updated in place
+    assert not np.array_equal(params[1], _rand((4, 3), 1))
+
+
+def test_planned_arena_runs_twice_and_outputs_do_not_alias():
+    graph, (inputs, params) = _mlp()
+    offset = 0
+    for v in [*graph.inputs, *(o for n in graph.nodes for o in n.outputs)]:
+        v.mem = ("arena", offset)   # no reuse: every value its own slot
+        offset += -(-v.type.nbytes // 64) * 64
+    graph.meta["arena_bytes"] = offset
+    fn = cpu.compile(graph)
+    first = fn(inputs, params)
+    second = fn([inputs[0] * 2], params)
+    want = reference.run_graph(graph, [inputs[0] * 2], params)
+    np.testing.assert_allclose(second[0], want[0], rtol=1e-4, atol=1e-5)
+    assert not np.shares_memory(first[0], second[0])
+
+
+def test_fused_and_planned_pipeline_matches_reference():
+    from ember.passes import _PASSES, run_pipeline
+    if "fuse" not in _PASSES:
+        pytest.skip("the fuse pass is not registered yet")
+    graph, (inputs, params) = _mlp()
+    joint = run_pipeline(graph, grad=True, head_grads="ones")
+    assert any(n.body is not None for n in joint.nodes)
+    check(joint, inputs, params)
+
+
+def test_fallback_ops_still_run_and_are_counted():
+    b = GraphBuilder("fb")
+    x = b.input(TensorType((3, 4), F32), "x")
+    (t,) = b.emit("transpose", [x])
+    (y,) = b.emit("relu", [t])
+    report = check(b.build([y]), [_rand((3, 4))])
+    assert report["fallback:transpose"] == 1 and report["elementwise"] == 1
+
+
+@pytest.mark.slow
+def test_every_template_op_matches_reference():
+    from ember.backends import codegen
+    from ember.ir.ops import all_ops
+    x0 = np.concatenate([_rand(64) * 3, [0.0, 0.5, -0.5, 2.5, np.inf, -np.inf, 0.999, 30.0]])
+    for name, op in sorted(all_ops().items()):
+        if codegen.template_of(op) is None or op.name in ("zeros_like", "ones_like") \
+                or op.kind.name == "BROADCAST" and len(op.inputs) == 1:
+            continue
+        for dt in ("float32", "float64"):
+            b = GraphBuilder(name)
+            ins = [b.input(TensorType((x0.size,), dt), f"x{i}") for i in
+                   range(2 if len(op.inputs) == 2 else 1)]
+            attrs = {"scalar": 0.75} if "scalar" in op.attrs else {}
+            attrs.update({"clip": dict(a_min=-0.5, a_max=0.8), "cast": dict(dtype=dt),
+                          "activation": dict(act_type="tanh")}.get(name, {}))
+            (o,) = b.emit(name, ins, **attrs)
+            arrays = [x0.astype(dt), np.roll(x0, 3).astype(dt)][:len(ins)]
+            got = cpu.compile(b.build([o]))(arrays, [])[0]
+            want = reference.run_graph(b.build([o]), arrays, [])[0]
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -1,0 +1,137 @@
+"""MXNet 1.x's symbol API: composition, names, graph queries, inference, copies."""
+import copy
+import pickle
+
+import numpy as np
+import pytest
+
+import ember as mx
+from ember.base import MXNetError, NotImplementedForSymbol
+
+
+def mlp():
+    data = mx.sym.var("data")
+    fc1 = mx.sym.FullyConnected(data=data, name="fc1", num_hidden=10)
+    act = mx.sym.Activation(fc1, act_type="relu", name="relu1")
+    return mx.sym.FullyConnected(data=act, name="fc2", num_hidden=4)
+
+
+def test_missing_inputs_become_variables():
+    net = mlp()
+    assert net.list_arguments() == ["data", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias"]
+    assert net.list_outputs() == ["fc2_output"]
+    assert net.name == "fc2"
+    nb = mx.sym.FullyConnected(mx.sym.var("x"), num_hidden=3, no_bias=True, name="f")
+    assert nb.list_arguments() == ["x", "f_weight"]
+
+
+def test_auto_names_and_aux_states():
+    with mx.name.NameManager():
+        x = mx.sym.var("x")
+        bn = mx.sym.BatchNorm(mx.sym.FullyConnected(x, num_hidden=3))
+        y = bn + 1
+    assert bn.list_arguments() == ["x", "fullyconnected0_weight", "fullyconnected0_bias",
+                                   "batchnorm0_gamma", "batchnorm0_beta"]
+    assert bn.list_auxiliary_states() == ["batchnorm0_moving_mean", "batchnorm0_moving_var"]
+    assert bn.list_inputs()[-2:] == bn.list_auxiliary_states()
+    assert y.list_outputs()[0].endswith("_output") and y.name != "batchnorm0"
+
+
+def test_internals_children_and_indexing():
+    net = mlp()
+    internals = net.get_internals()
+    assert internals.list_outputs() == ["data", "fc1_weight", "fc1_bias", "fc1_output",
+                                        "relu1_output", "fc2_weight", "fc2_bias", "fc2_output"]
+    fc1 = internals["fc1_output"]
+    assert fc1.list_arguments() == ["data", "fc1_weight", "fc1_bias"]
+    assert net.get_children().list_outputs() == ["relu1_output", "fc2_weight", "fc2_bias"]
+    assert mx.sym.var("v").get_children() is None
+    parts = mx.sym.split(mx.sym.var("d"), num_outputs=3, axis=1, name="s")
+    assert len(parts) == 3 and parts.list_outputs() == ["s_output0", "s_output1", "s_output2"]
+    assert [p.list_outputs()[0] for p in parts] == parts.list_outputs()
+    with pytest.raises(MXNetError):
+        mx.sym.relu(parts)
+    with pytest.raises(IndexError):
+        parts[3]
+
+
+def test_group_and_compose():
+    net1 = mlp()
+    net2 = mx.sym.FullyConnected(name="fc3", num_hidden=5)
+    assert net2.list_arguments() == ["fc3_data", "fc3_weight", "fc3_bias"]
+    composed = net2(fc3_data=net1)
+    assert composed.list_arguments() == net1.list_arguments() + ["fc3_weight", "fc3_bias"]
+    assert net2.list_arguments()[0] == "fc3_data"  # the original is unchanged
+    grouped = mx.sym.Group([composed, net1])
+    assert grouped.list_outputs() == ["fc3_output", "fc2_output"] and len(grouped) == 2
+    assert grouped.name is None
+
+
+def test_bool_raises():
+    with pytest.raises(NotImplementedForSymbol):
+        bool(mx.sym.var("x"))
+
+
+def test_infer_shape_and_partial():
+    data, prev = mx.sym.var("data"), mx.sym.var("prev")
+    out = mx.sym.FullyConnected(data, num_hidden=8, name="x2h") + \
+        mx.sym.FullyConnected(prev, num_hidden=8, name="h2h")
+    assert out.infer_shape(data=(3, 5)) == (None, None, None)
+    arg, outs, aux = out.infer_shape_partial(data=(3, 5))
+    shapes = dict(zip(out.list_arguments(), arg))
+    assert shapes["x2h_weight"] == (8, 5) and shapes["h2h_weight"] == ()
+    arg, outs, aux = out.infer_shape(data=(3, 5), prev=(3, 2))
+    assert dict(zip(out.list_arguments(), arg))["h2h_weight"] == (8, 2)
+    assert outs == [(3, 8)] and aux == []
+
+
+def test_infer_shape_positional_backward_and_conflict():
+    a, b = mx.sym.var("a", shape=(2, 3)), mx.sym.var("b")
+    c = mx.sym.elemwise_add(a, b)
+    assert c.infer_shape() == ([(2, 3), (2, 3)], [(2, 3)], [])
+    assert c.infer_shape((5, 6)) == ([(5, 6), (5, 6)], [(5, 6)], [])
+    with pytest.raises(MXNetError):
+        c.infer_shape(a=(2, 3), b=(3, 2))
+    with pytest.raises(MXNetError):
+        c.infer_shape(nope=(1,))
+
+
+def test_infer_type():
+    data = mx.sym.var("data")
+    net = mx.sym.FullyConnected(mx.sym.Cast(data, dtype="float32"), num_hidden=4, name="fc")
+    arg, out, aux = net.infer_type(data=np.float16)
+    assert arg == [np.float16, np.float32, np.float32] and out == [np.float32]
+    arg, out, aux = net.infer_type_partial()
+    assert arg == [None, np.float32, np.float32]
+    assert net.infer_type() == (None, None, None)
+
+
+def test_attributes():
+    x = mx.sym.var("x", lr_mult=0.5, shape=(2,))
+    y = mx.sym.relu(x, name="r", attr={"__mirror_stage__": "1"})
+    y._set_attr(note="hi")
+    assert x.attr("lr_mult") == "0.5" and y.attr("note") == "hi"
+    assert y.attr_dict()["x"]["__shape__"] == "(2,)"
+    assert y.list_attr() == {"__mirror_stage__": "1", "note": "hi"}
+    with pytest.raises(ValueError):
+        y._set_attr(note=1)
+
+
+def test_copies_and_pickle():
+    net = mlp()
+    for other in (copy.copy(net), copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert other.tojson() == net.tojson()
+        assert other._value is not net._value
+
+
+def test_debug_str():
+    text = mlp().debug_str()
+    assert "Op:FullyConnected, Name=fc1" in text and "Variable:fc2_bias" in text
+    assert "num_hidden=4" in text
+
+
+def test_gluon_style_trace_keeps_given_inputs():
+    x = mx.sym.var("x", shape=(2, 3))
+    w = mx.sym.var("w", shape=(4, None))
+    y = mx.sym.FullyConnected(x, w, num_hidden=4, no_bias=True)
+    assert y.list_arguments() == ["x", "w"] and w.shape == (4, 3)
