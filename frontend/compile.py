@@ -18,7 +18,7 @@ from ember.ndarray.ndarray import NDArray
 class CompiledFunction:
     """A function compiled per input signature (shapes, dtypes, training mode, gradients)."""
 
-    def __init__(self, fn, backend: str = "reference"):
+    def __init__(self, fn, backend: str | None = None):
         functools.update_wrapper(self, fn)
         self._fn = fn
         self._backend = backend
@@ -35,8 +35,10 @@ class CompiledFunction:
         key = (tuple((a.shape, a.dtype) for a in args), autograd.is_training(), with_grad)
         cached = self._cache.get(key)
         if cached is None:
-            cached = CachedGraph(self._fn, args, key[1], with_grad, self._backend,
-                                 self._fn.__name__, _BY_VALUE)
+            from ember.gluon.cached_op import default_backend
+            cached = CachedGraph(self._fn, args, key[1], with_grad,
+                                 self._backend or default_backend(), self._fn.__name__,
+                                 _BY_VALUE)
             self._cache[key] = cached
         return cached(args, args[0].context if args else None)
 
@@ -46,7 +48,7 @@ class CompiledFunction:
         return [c.graph for c in self._cache.values()]
 
 
-def compile(fn=None, *, backend: str = "reference"):
+def compile(fn=None, *, backend: str | None = None):
     """Decorator: ``@ember.compile`` or ``@ember.compile(backend="cpu")``."""
     if fn is None:
         return lambda f: CompiledFunction(f, backend)

@@ -292,12 +292,13 @@ class HybridBlock(Block):
     def _clear_cached_op(self):
         self.__dict__.setdefault("_cached", {}).clear()
 
-    def hybridize(self, active: bool = True, backend: str = "reference", **kwargs):
+    def hybridize(self, active: bool = True, backend: str | None = None, **kwargs):
         """Compile this block: the next call traces ``hybrid_forward`` into a graph, runs the
         passes and compiles it (one cached graph per input signature).
 
         ``static_alloc``/``static_shape`` are accepted (ember always plans memory
-        statically); ``backend`` picks the code generator.
+        statically); ``backend`` picks the code generator (``cpu``, the default from
+        ``$EMBER_BACKEND``, or ``reference``).
         """
         self._active = active
         self._flags = {"backend": backend, **kwargs}
@@ -345,7 +346,13 @@ class HybridBlock(Block):
         """Run the compiled graph for this input signature (tracing it on first sight)."""
         from ember import autograd
 
-        from .cached_op import CachedGraph, block_params_by_value, split_args, template_key
+        from .cached_op import (
+            CachedGraph,
+            block_params_by_value,
+            default_backend,
+            split_args,
+            template_key,
+        )
         arrays, template = split_args(args)
         if any(p._deferred_init for p in self.collect_params().values()):
             self._deferred_infer_shape(*args)
@@ -360,7 +367,7 @@ class HybridBlock(Block):
         cached = self._cached.get(key)
         if cached is None:
             cached = CachedGraph(self.forward, args, training, with_grad,
-                                 self._flags.get("backend", "reference"), self.name,
+                                 self._flags.get("backend") or default_backend(), self.name,
                                  block_params_by_value(self))
             self._cached[key] = cached
         return cached(args, arrays[0].context)

@@ -8,6 +8,8 @@ pass, split off by ``split_forward_backward``) runs when the tape reaches the en
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ember import autograd
@@ -15,7 +17,13 @@ from ember.base import MXNetError, NotImplementedForSymbol
 from ember.ir.graph import Graph, topo_nodes
 from ember.ndarray.ndarray import NDArray
 
-FORWARD_PASSES = ["infer_shapes", "simplify"]
+FORWARD_PASSES = ["infer_shapes", "simplify"]   # on the traced graph
+LOWERING_PASSES = ["fuse", "plan_memory"]       # on each graph that is compiled
+
+
+def default_backend() -> str:
+    """``$EMBER_BACKEND`` (``cpu`` or ``reference``), ``cpu`` when unset."""
+    return os.environ.get("EMBER_BACKEND", "cpu")
 
 
 class _Slot:
@@ -159,7 +167,7 @@ class CachedGraph:
         graph = run_pipeline(graph, FORWARD_PASSES)
         self.graph = graph
         if not with_grad:
-            self.forward = Executable(graph, backend)
+            self.forward = Executable(run_pipeline(graph, LOWERING_PASSES), backend)
             self.backward = None
             return
         from ember.passes.autodiff import autodiff
@@ -167,13 +175,12 @@ class CachedGraph:
         wrt_params = [i for i, p in enumerate(self.params) if p.grad_req != "null"]
         n_args = len(graph.inputs)
         wrt = list(graph.inputs) + [graph.params[i] for i in wrt_params]
-        n_in = len(graph.inputs)
         joint = autodiff(graph, wrt=wrt, head_grads="input")
-        joint = run_pipeline(joint, FORWARD_PASSES)
-        heads = joint.inputs[n_in:]
+        joint = run_pipeline(joint, FORWARD_PASSES, keep_stop_gradient=False)
+        heads = joint.inputs[n_args:]
         fwd, bwd, _ = split_forward_backward(joint, self.n_outputs, heads)
-        self.forward = Executable(fwd, backend)
-        self.backward = Executable(bwd, backend)
+        self.forward = Executable(run_pipeline(fwd, LOWERING_PASSES), backend)
+        self.backward = Executable(run_pipeline(bwd, LOWERING_PASSES), backend)
         # tape-entry input slot of each gradient: data inputs first, then the params
         self.grad_slots = list(range(n_args)) + [n_args + i for i in wrt_params]
 
