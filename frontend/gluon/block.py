@@ -20,6 +20,10 @@ from ember.base import MXNetError
 from .parameter import DeferredInitializationError, Parameter, ParameterDict
 
 
+class InputError(MXNetError, ValueError):
+    """A block was called with arguments it cannot take."""
+
+
 class _BlockScope:
     """The ``with block.name_scope():`` stack that gives children their prefixes."""
 
@@ -269,6 +273,16 @@ class Block:
 
     load_params = load_parameters
 
+    def save(self, prefix: str):
+        """Save structure names and parameters (``<prefix>-model.json``/``.params``)."""
+        from . import block_io
+        block_io.save(self, prefix)
+
+    def load(self, prefix: str):
+        """Load what :meth:`save` wrote into an identically built model."""
+        from . import block_io
+        block_io.load(self, prefix)
+
     def summary(self, *inputs):
         """Print each layer's output shape and parameter count for one forward pass."""
         from .summary import print_block_summary
@@ -318,14 +332,17 @@ class HybridBlock(Block):
         from ember import symbol as sym
 
         from .cached_op import split_args
-        if split_args((x, *args), sym.Symbol)[0]:
+        symbols = split_args((x, *args), sym.Symbol)[0]
+        arrays, _ = split_args((x, *args))
+        if symbols and arrays:
+            raise InputError(f"{self.name}: inputs mix NDArrays and Symbols; pass one kind")
+        if symbols:
             params = {k: v.var() for k, v in self._reg_params.items()}
             with self.name_scope():
                 return self.hybrid_forward(sym, x, *args, **params)
-        arrays, _ = split_args((x, *args))
         if not arrays:
-            raise MXNetError(f"{self.name}: expected NDArray or Symbol inputs, got "
-                             f"{type(x).__name__}")
+            raise InputError(f"{self.name}: expected at least one NDArray or Symbol input, "
+                             f"got {', '.join(type(a).__name__ for a in (x, *args))}")
         ctx = arrays[0].context
         if self._active:
             return self._call_cached_op(x, *args)
