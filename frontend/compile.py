@@ -1,18 +1,99 @@
 """``@ember.compile``: trace a function of NDArrays (and of hybrid blocks) into one graph.
 
 The function runs once per input signature with Symbols in place of its arrays; the blocks
-it calls trace themselves, so their parameters become graph parameters. The graph goes
-through the pass pipeline and a backend, and later calls run the compiled code. Inside
-``autograd.record()`` the compiled function is one tape entry whose backward is the
-compiled backward graph, exactly like a hybridized block.
+it calls trace themselves, so their parameters become graph parameters. A whole training
+step works: ``autograd.record()``, ``loss.backward()`` (the ``autodiff`` pass, inline) and
+``trainer.step()`` (the optimizer's update ops, with ``out=`` rebinding the parameters)
+are traced too, and the compiled graph updates parameters and optimizer states in place
+when it runs. Inside ``autograd.record()`` a compiled function of arrays is one tape entry
+whose backward is the compiled backward graph, exactly like a hybridized block.
+
+Python-side optimizer state (learning rate, update count) is read when the step is traced:
+a new learning rate, or a scheduler, needs a new trace (``f.clear()``).
 """
 from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from ember import autograd
 from ember.base import MXNetError
 from ember.ndarray.ndarray import NDArray
+
+
+class _Step:
+    """One compiled signature of a function that may update parameters and states."""
+
+    def __init__(self, fn, args, training: bool, backend: str, name: str):
+        from ember import symbol as sym
+        from ember.gluon.cached_op import (
+            FORWARD_PASSES,
+            LOWERING_PASSES,
+            _flatten,
+            fill,
+            split_args,
+        )
+        from ember.gluon.parameter import _BY_VALUE
+        from ember.ir.graph import Graph, topo_nodes
+        from ember.passes import run_pipeline
+        from ember.runtime.executable import Executable
+        from ember.trace_state import TraceState
+        arrays, template = split_args(args)
+        ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(arrays)]
+        state = TraceState(name, ins)
+        with state, autograd.pause(training):
+            out = fn(*fill(template, ins))
+        outs, self.structure = _flatten(out)
+        for o in outs:
+            if not isinstance(o, sym.Symbol):
+                raise MXNetError(f"{name}: a compiled function must return arrays computed "
+                                 f"from its inputs, got {type(o).__name__}")
+        self.written = list(state.written.values())
+        out_values = [o._value for o in outs] + \
+            [state.values[id(p)]._value for p in self.written]
+        self.n_outputs = len(outs)
+        nodes = topo_nodes(out_values)
+        inputs = {id(s._value) for s in ins}
+        captured = {id(s._value): a for a, s in state.captured.values()}
+        self.bindings, leaves, seen = [], [], set()
+        for v in [v for n in nodes for v in n.inputs] + out_values:
+            if v.producer is not None or id(v) in inputs or id(v) in seen:
+                continue
+            seen.add(id(v))
+            if id(v) in captured:
+                self.bindings.append(("state", captured[id(v)]))
+            elif id(v) in _BY_VALUE:
+                self.bindings.append(("param", _BY_VALUE[id(v)]))
+            else:
+                raise MXNetError(f"{name}: the traced step reads {v.name_hint!r}, which is "
+                                 "neither an argument, a parameter nor an array it captured")
+            leaves.append(v)
+        self.updates = state.updates
+        self.fingerprint = state.fingerprint
+        self.traced_fingerprint = tuple(state.before)
+        self._traced_now = True  # the trace itself ran the optimizer's bookkeeping
+        graph = Graph(name, [s._value for s in ins], leaves, nodes, out_values)
+        self.graph = run_pipeline(graph, FORWARD_PASSES + LOWERING_PASSES)
+        self.exe = Executable(self.graph, backend)
+
+    def __call__(self, args):
+        from ember.gluon.cached_op import _unflatten, split_args
+        arrays, _ = split_args(args)
+        ctx = arrays[0].context if arrays else None
+        bound = [b.data(ctx)._data if kind == "param" else b._data
+                 for kind, b in self.bindings]
+        res = self.exe.run([a._data for a in arrays], bound)
+        for p, new in zip(self.written, res[self.n_outputs:]):
+            for d in p.list_data():
+                np.copyto(d._data, new)
+        if self._traced_now:
+            self._traced_now = False
+        else:
+            for opt, indices in self.updates:  # the optimizer's counts, as if step() ran
+                opt._update_count(indices)
+        outs = [NDArray(np.asarray(r), ctx) for r in res[:self.n_outputs]]
+        return _unflatten(outs, self.structure)
 
 
 class CompiledFunction:
@@ -25,22 +106,30 @@ class CompiledFunction:
         self._cache: dict = {}
 
     def __call__(self, *args):
-        from ember.gluon.cached_op import CachedGraph
+        from ember.gluon.cached_op import CachedGraph, default_backend, split_args, template_key
         from ember.gluon.parameter import _BY_VALUE
-        for a in args:
-            if not isinstance(a, NDArray):
-                raise MXNetError(f"{self._fn.__name__}: compiled functions take NDArray "
-                                 f"arguments only, got {type(a).__name__}")
+        arrays, template = split_args(args)
         with_grad = autograd.is_recording()
-        key = (tuple((a.shape, a.dtype) for a in args), autograd.is_training(), with_grad)
+        key = (template_key(template), tuple((a.shape, a.dtype) for a in arrays),
+               autograd.is_training(), with_grad)
         cached = self._cache.get(key)
+        if isinstance(cached, _Step) and cached.fingerprint() != cached.traced_fingerprint:
+            cached = None  # the learning rate or step count the graph baked in has moved on
         if cached is None:
-            from ember.gluon.cached_op import default_backend
-            cached = CachedGraph(self._fn, args, key[1], with_grad,
-                                 self._backend or default_backend(), self._fn.__name__,
-                                 _BY_VALUE)
+            backend = self._backend or default_backend()
+            if with_grad:  # differentiated from outside: one tape entry, like hybridize
+                cached = CachedGraph(self._fn, args, key[2], True, backend,
+                                     self._fn.__name__, _BY_VALUE)
+            else:
+                cached = _Step(self._fn, args, key[2], backend, self._fn.__name__)
             self._cache[key] = cached
-        return cached(args, args[0].context if args else None)
+        if isinstance(cached, CachedGraph):
+            return cached(args, arrays[0].context if arrays else None)
+        return cached(args)
+
+    def clear(self):
+        """Forget the compiled graphs (the next call traces again)."""
+        self._cache.clear()
 
     @property
     def graphs(self) -> list:

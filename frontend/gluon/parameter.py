@@ -15,6 +15,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ember import autograd
+from ember import trace_state as _trace
 from ember.base import MXNetError
 from ember.context import Context, cpu, current_context
 from ember.ndarray.ndarray import NDArray
@@ -200,7 +201,18 @@ class Parameter:
             self.set_data(data)
 
     # ---- access ---------------------------------------------------------------------------
-    def _check_and_get(self, arr_list, ctx):
+    def _check_and_get(self, arr_list, ctx, kind: str | None = None):
+        trace = _trace.current()
+        if trace is not None:  # inside @ember.compile: the traced values
+            kind = kind or ("grad" if arr_list is not None and arr_list is self._grad
+                            else "data")
+            if self._deferred_init and self._var is not None \
+                    and self._var._value.type.known:  # the trace has shown the shape
+                self.shape = self._var._value.type.shape
+                self._finish_deferred_init()
+            if self._data is not None:
+                value = trace.value_of(self) if kind == "data" else trace.grad_of(self)
+                return [value] if ctx is list else value
         if arr_list is not None:
             if ctx is None or ctx is list:
                 return arr_list[0] if ctx is None else arr_list
@@ -234,13 +246,13 @@ class Parameter:
         if self._data is not None and self._grad is None:
             raise RuntimeError(f"Cannot get gradient array for Parameter '{self.name}' "
                                "because grad_req='null'")
-        return self._check_and_get(self._grad, ctx)
+        return self._check_and_get(self._grad, ctx, "grad")
 
     def list_grad(self) -> list[NDArray]:
         if self._data is not None and self._grad is None:
             raise RuntimeError(f"Cannot get gradient array for Parameter '{self.name}' "
                                "because grad_req='null'")
-        return self._check_and_get(self._grad, list)
+        return self._check_and_get(self._grad, list, "grad")
 
     def list_ctx(self) -> list[Context]:
         if self._data is None:

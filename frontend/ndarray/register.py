@@ -25,8 +25,7 @@ def make_function(op, name: str | None = None):
             tensors, attrs = parse(args, dict(kwargs))
         except AttrError:
             if _traced(args, kwargs):  # code written with nd.* being traced: emit nodes
-                from ember import symbol
-                return getattr(symbol, fname)(*args, **kwargs)
+                return _traced_call(fname, args, kwargs, out)
             raise
         return invoke(op, tensors, attrs, out=out, ctx=ctx)
 
@@ -38,6 +37,26 @@ def make_function(op, name: str | None = None):
 
 def _traced(args, kwargs) -> bool:
     return any(isinstance(a, Sym) for a in (*args, *kwargs.values()))
+
+
+def _traced_call(fname, args, kwargs, out):
+    """``nd.<op>`` on Symbols: emit the node; inside ``@ember.compile`` concrete arrays
+    become captured graph parameters and ``out=`` rebinds the parameter it names."""
+    from ember import symbol, trace_state
+    trace = trace_state.current()
+    if trace is not None:
+        args = tuple(trace.capture(a) if isinstance(a, NDArray) else a for a in args)
+        kwargs = {k: trace.capture(v) if isinstance(v, NDArray) else v
+                  for k, v in kwargs.items()}
+    res = getattr(symbol, fname)(*args, **kwargs)
+    if out is not None:
+        if trace is None:
+            raise AttrError(f"{fname}: out= is not available on Symbols")
+        targets = out if isinstance(out, list | tuple) else [out]
+        results = [res[i] for i in range(len(targets))] if len(targets) > 1 else [res]
+        for t, r in zip(targets, results):
+            trace.assign(t, r)
+    return res
 
 
 def make_parser(op, tensor_type=NDArray):

@@ -234,3 +234,9 @@ class LAMB(Optimizer):
     def update_multi_precision(self, index, weight, grad, state):
         self._update_impl(index, weight, grad, state,
                           multi_precision=self.multi_precision and weight.dtype == np.float16)
+
+
+# their update reads the step count t (bias correction): a compiled training step must be
+# traced again for every step (see ember.compile)
+for _cls in (Adam, AdamW, Adamax, Nadam, FTML, LAMB):
+    _cls.uses_step_count = True

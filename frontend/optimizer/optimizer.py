@@ -24,6 +24,8 @@ __all__ = ["Optimizer", "Updater", "create", "get_updater", "register"]
 class Optimizer:
     """Base class of all optimizers (see the module docstring for the lr/wd rules)."""
 
+    uses_step_count = False  # whether an update reads the step count (Adam's t)
+
     opt_registry: dict[str, type] = {}
 
     def __init__(self, rescale_grad: float = 1.0, param_idx2name: dict | None = None,
@@ -135,6 +137,10 @@ class Optimizer:
 
     def _update_count(self, index):
         """Count one more update of ``index`` (an index or a list of them)."""
+        from ember import trace_state
+        trace = trace_state.current()
+        if trace is not None:  # a compiled step replays this after each run
+            trace.count_updates(self, index)
         for idx in index if isinstance(index, list | tuple) else [index]:
             if idx not in self._index_update_count:
                 self._index_update_count[idx] = self.begin_num_update

@@ -84,6 +84,35 @@ class Symbol(_emit.Sym):
             raise IndexError(f"output index {index} out of range ({len(outs)} outputs)")
         return Symbol(outs[index])
 
+    # ---- what NDArray code run under @ember.compile reads from a traced value --------------
+    def backward(self, out_grad=None, retain_graph: bool = False, train_mode: bool = True):
+        """Inside ``@ember.compile``: gradients of this loss for the parameters read."""
+        from ember import trace_state
+        trace = trace_state.current()
+        if trace is None:
+            raise MXNetError("backward() of a Symbol works only inside a function being "
+                             "compiled with @ember.compile")
+        trace.backward(self, out_grad)
+
+    @property
+    def context(self):
+        from ember.context import current_context
+        return current_context()
+
+    ctx = context
+
+    @property
+    def _fresh_grad(self) -> bool:
+        return True  # a traced step's gradients are made by its own backward
+
+    @_fresh_grad.setter
+    def _fresh_grad(self, value):
+        pass  # nothing to reset: every run of the compiled step recomputes them
+
+    @property
+    def stype(self) -> str:
+        return "default"
+
     def list_outputs(self) -> list[str]:
         """Output names: ``fc1_output``, ``split0_output1``, or a variable's name."""
         return [_n.output_name(v) for v in self._value_list()]
