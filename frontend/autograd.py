@@ -289,3 +289,37 @@ class Function:
         if _STATE.recording:
             _record(_CustomOp(self), {}, inputs, outs)
         return outputs
+
+
+def get_symbol(x):
+    """The computation recorded for ``x`` as a Symbol (its leaves become variables).
+
+    Variables (arrays with ``attach_grad``) and other leaves become ``var0``, ``var1``...
+    in the order they are met; a custom ``Function`` or hybridized block in the history has
+    no symbolic form and raises.
+    """
+    from ember import symbol as sym
+    made: dict = {}
+    leaves = [0]
+
+    def to_sym(arr):
+        node = arr._node
+        if node is None or node[0] is _CONSTANT:
+            key = id(arr)
+            if key not in made:
+                made[key] = sym.var(f"var{leaves[0]}", shape=arr.shape, dtype=arr.dtype)
+                leaves[0] += 1
+            return made[key]
+        n, i = node
+        if id(n) not in made:
+            if not hasattr(n.op, "infer"):
+                raise EmberError(f"get_symbol: {n.op.name} (a custom Function or compiled "
+                                 "block) has no symbolic form")
+            ins = [to_sym(v) for v in n.inputs]
+            attrs = {k: v for k, v in n.attrs.items() if k != "is_train"}
+            out = sym.apply(n.op, ins, attrs)
+            made[id(n)] = out
+        out = made[id(n)]
+        return out[i] if len(n.out_data) > 1 else out
+
+    return to_sym(x)

@@ -83,3 +83,16 @@ def test_custom_function():
         y = Scale()(x)
     y.backward()
     np.testing.assert_array_equal(x.grad.asnumpy(), np.full(3, 10.0))
+
+
+def test_get_symbol_of_the_recorded_history():
+    x = nd.ones((1,))
+    x.attach_grad()
+    z = nd.ones((1,))
+    z.attach_grad()
+    with autograd.record():
+        y = x * x + 2 * z - 1
+    s = autograd.get_symbol(y)
+    assert s.list_arguments() == ["var0", "var1"]
+    out = s.eval(var0=nd.array([3.0]), var1=nd.array([2.0]))[0]
+    np.testing.assert_allclose(out.asnumpy(), [12.0])
