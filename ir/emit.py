@@ -152,10 +152,18 @@ class Sym:
         return apply(op, [self], normalize_attrs(op, {"dtype": np.dtype(dtype).name}))
 
 
-def apply(op: OpDef, inputs: list, attrs: dict, name: str | None = None):
+# ``() -> "file.py:12"``: the user's source line of the op being emitted; the front end
+# installs one that skips ember's own frames (ir/ knows nothing of the front end)
+LOCATOR = None
+
+
+def apply(op: OpDef, inputs: list, attrs: dict, name: str | None = None,
+          loc: str | None = None):
     """Emit ``op`` on Syms; one result of the inputs' class, or a list for several."""
     cls = type(inputs[0]) if inputs else Sym
-    node = make_node(op, [s._value for s in inputs], attrs, name=name)
+    if loc is None and LOCATOR is not None and cls is not Sym:  # traced user code
+        loc = LOCATOR()
+    node = make_node(op, [s._value for s in inputs], attrs, name=name, loc=loc)
     outs = [cls(v) for v in node.outputs[:op.n_visible(node.attr_dict)]]
     return outs[0] if len(outs) == 1 else outs
 

@@ -109,7 +109,12 @@ def make_node(op: OpDef | str, inputs: list[Value], attrs: dict, loc: str | None
         out_types = [TensorType(None, in_types[0].dtype if in_types else "float32")] \
             * op.n_outputs(attrs)
     else:
-        out_types, refined = op.infer(in_types, attrs)
+        try:
+            out_types, refined = op.infer(in_types, attrs)
+        except EmberError as e:
+            if loc:
+                raise type(e)(f"{e} (at {loc})") from None
+            raise
         for v, t in zip(inputs, refined):
             if t != v.type:
                 v.type = TensorType(unify(v.type.shape, t.shape, op.name, in_types), t.dtype)
