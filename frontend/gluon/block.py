@@ -415,3 +415,7 @@ class HybridBlock(Block):
         """Parameters take their inputs' float dtype (ember keeps declared dtypes)."""
         return [np.dtype(getattr(a, "dtype", np.float32)) for a in args]
 
+    def export(self, path: str, epoch: int = 0, remove_amp_cast: bool = True):
+        """Write MXNet's ``path-symbol.json`` and ``path-%04d.params`` (see gluon.export)."""
+        from .export import export
+        return export(self, path, epoch, remove_amp_cast)

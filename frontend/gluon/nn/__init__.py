@@ -1,5 +1,6 @@
 """``gluon.nn``: neural-network layers."""
 from ..block import Block, HybridBlock  # noqa: F401,E402
+from ..symbol_block import SymbolBlock  # noqa: F401,E402
 from .activations import ELU, GELU, SELU, LeakyReLU, PReLU, Swish  # noqa: F401
 from .basic_layers import (  # noqa: F401
     Activation,
