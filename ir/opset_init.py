@@ -60,9 +60,11 @@ defop("eye", O, lambda ins, at: np.eye(at["N"], at["M"] or None, at["k"], dtype=
       _shape_rule(_eye_shape), inputs=(), attrs={"N": REQUIRED, "M": 0, "k": 0, **_F32},
       aliases=("_eye",), mxnet_name="_eye")
 defop("zeros_like", OpKind.ELEMWISE, lambda ins, at: np.zeros_like(ins[0]),
-      elemwise("zeros_like"), mxnet_name="zeros_like", template="0.0", grad=lambda F, i, o, g, at: [None])
+      elemwise("zeros_like"), mxnet_name="zeros_like", template="0.0",
+      grad=lambda F, i, o, g, at: [None])
 defop("ones_like", OpKind.ELEMWISE, lambda ins, at: np.ones_like(ins[0]),
-      elemwise("ones_like"), mxnet_name="ones_like", template="1.0", grad=lambda F, i, o, g, at: [None])
+      elemwise("ones_like"), mxnet_name="ones_like", template="1.0",
+      grad=lambda F, i, o, g, at: [None])
 
 
 # ---- random draws ------------------------------------------------------------------------
