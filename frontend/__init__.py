@@ -26,7 +26,13 @@ from . import initializer, lr_scheduler, metric, optimizer
 
 init = initializer
 from . import gluon, test_utils
+from . import io, module
+
+mod = module
+from . import model
 from .compile import compile
 from . import numpy
 
 np = numpy
+from .aot import export, load
+from . import viz

@@ -382,3 +382,22 @@ defop("l2_normalization", O, _l2norm, elemwise("l2_normalization"),
       attrs={"eps": 1e-10, "mode": "instance"}, grad=_l2norm_grad,
       aliases=("L2Normalization",), mxnet_name="L2Normalization",
       doc="x / sqrt(sum(x**2) + eps) per instance, per channel or per spatial position.")
+
+
+# ---- MakeLoss: identity forward, the gradient of a loss head -------------------------------
+def _make_loss_grad(F, ins, outs, g, at):
+    """MXNet's MakeLoss ignores the incoming gradient: d(loss) = grad_scale, normalised."""
+    x = ins[0]
+    head = F.ones_like(x) * at["grad_scale"]
+    if at["normalization"] == "batch":
+        head = head * (1.0 / x.shape[0])
+    elif at["normalization"] == "valid":
+        valid = F.sum(F.greater_scalar(x, scalar=at["valid_thresh"]))
+        head = F.broadcast_div(head, F.maximum_scalar(valid, scalar=1.0))
+    return [head]
+
+
+defop("make_loss", E, lambda ins, at: ins[0].copy(), elemwise("make_loss"),
+      attrs={"grad_scale": 1.0, "valid_thresh": 0.0, "normalization": "null"},
+      grad=_make_loss_grad, aliases=("MakeLoss",), mxnet_name="MakeLoss",
+      doc="Identity whose gradient is grad_scale (a loss head, MXNet's MakeLoss).")

@@ -266,3 +266,15 @@ def test_l2_normalization(mode, axes):
     check_forward("L2Normalization", [x], exp, mode=mode)
     check_infer("l2_normalization", [x], mode=mode)
     check_grad(lambda a: mx.nd.L2Normalization(a, mode=mode), [x])
+
+
+def test_make_loss_gradient_ignores_the_head_and_normalises():
+    import ember as mx
+    x = mx.nd.array([[0.5, -1.0], [2.0, 3.0]])
+    for norm, expected in [("null", 2.0), ("batch", 1.0), ("valid", 2.0 / 3)]:
+        x.attach_grad()
+        with mx.autograd.record():
+            y = mx.nd.MakeLoss(x, grad_scale=2.0, normalization=norm)
+        y.backward(mx.nd.full((2, 2), 7.0))
+        np.testing.assert_allclose(y.asnumpy(), x.asnumpy())
+        np.testing.assert_allclose(x.grad.asnumpy(), np.full((2, 2), expected), rtol=1e-6)

@@ -23,7 +23,17 @@ _OPTIONAL = {
 }
 
 
-def fill_inputs(op, name: str, args: tuple, kwargs: dict) -> None:
+# MXNet's per-op initializers of inputs (nnvm's FSetInputVarAttrOnCompose)
+_DEFAULT_INIT = {
+    ("batch_norm", 3): '["zero", {}]', ("batch_norm", 4): '["one", {}]',
+    ("leaky_relu", 1): '["Constant", {"value": 0.25}]',
+}
+# attributes MXNet keeps on the node (as __key__) and copies to variables it creates
+_HIDDEN = ("lr_mult", "wd_mult", "ctx_group", "force_mirroring", "mirror_stage",
+           "profiler_scope")
+
+
+def fill_inputs(op, name: str, args: tuple, kwargs: dict, hidden: dict | None = None) -> None:
     """Add a new variable to ``kwargs`` for each tensor input the call leaves out."""
     n_in = len(op.inputs)
     k = 0
@@ -39,7 +49,7 @@ def fill_inputs(op, name: str, args: tuple, kwargs: dict) -> None:
             continue
         if spec.endswith("?") and not _OPTIONAL.get(inp, lambda at: False)(attr):
             continue
-        kwargs[inp] = var(f"{name}_{inp}")
+        kwargs[inp] = var(f"{name}_{inp}", attr=dict(hidden or {}))
 
 
 def make_function(op, name=None):
@@ -50,10 +60,17 @@ def make_function(op, name=None):
     def fn(*args, name=None, attr=None, **kwargs):
         kwargs.pop("out", None)
         node_name = current_names().get(name, hint)
+        hidden = {f"__{k}__": str(kwargs.pop(k)) for k in _HIDDEN if k in kwargs}
         if not op.variadic:
-            fill_inputs(op, node_name, args, kwargs)
+            fill_inputs(op, node_name, args, kwargs, hidden)
         tensors, attrs = parse(args, kwargs)
+        for i, t in enumerate(tensors):  # MXNet's default initializers of some inputs
+            init = _DEFAULT_INIT.get((op.name, i))
+            if init and isinstance(t, Symbol) and t._value_list()[0].producer is None:
+                user_attrs(item_of(t._value_list()[0])).setdefault("__init__", init)
         res = apply(op, tensors, attrs, name=node_name)
+        if hidden:
+            user_attrs(item_of(res._value_list()[0])).update(hidden)
         if isinstance(res, list):
             res = Symbol._group([s._value for s in res])
         if attr:
