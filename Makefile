@@ -19,6 +19,11 @@ test: $(STAMP)
 FMNIST := /usr/share/datasets/fashion-mnist
 
 demo: $(STAMP) $(FMNIST)/train-images-idx3-ubyte.gz
+	@# Graphviz's dot draws the model (SVG); without it the demo writes DOT text instead
+	@command -v dot >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz; \
+	else sudo apt-get update -qq && sudo apt-get install -y -qq graphviz; fi; } || \
+		echo "graphviz could not be installed: the demo draws its graph as DOT text"
 	$(PY) -m ember demo
 
 # Fashion-MNIST from Debian (the demo never downloads at run time)

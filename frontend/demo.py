@@ -1,7 +1,10 @@
 """The seed program: MXNet Gluon's Fashion-MNIST MLP, run on ember (``ember demo``).
 
 This is the MXNet half of "PyTorch to MXNet in ten minutes" with only the import changed:
-Dense(256, relu) -> Dense(10), softmax cross-entropy, SGD lr 0.1, batch 128.
+Dense(256, relu) -> Dense(10), softmax cross-entropy, SGD lr 0.1, batch 128. After training
+it writes into its output directory the parameters, MXNet's export pair (when
+``HybridBlock.export`` exists), an AOT package (``ember.export``) and a drawing of the
+compiled graph (SVG when Graphviz's ``dot`` is installed, DOT text otherwise).
 """
 from __future__ import annotations
 
@@ -21,13 +24,34 @@ def _progress(iterable, total, desc):
     return iterable
 
 
+def build_mlp():
+    """The seed MLP: Dense(256, relu) -> Dense(10) (``ember viz ember.demo:build_mlp``)."""
+    from ember.gluon import nn
+    net = nn.HybridSequential()
+    with net.name_scope():
+        net.add(nn.Dense(256, activation="relu"), nn.Dense(10))
+    return net
+
+
+def build_lenet():
+    """LeNet-5 for 1x28x28 images (LeCun et al. 1998, with ReLU and max pooling, as in the
+    MXNet/d2l tutorials): two 5x5 convolutions, then Dense 120 -> 84 -> 10."""
+    from ember.gluon import nn
+    net = nn.HybridSequential(prefix="lenet_")
+    with net.name_scope():
+        net.add(nn.Conv2D(6, 5, padding=2, activation="relu"), nn.MaxPool2D(2, 2),
+                nn.Conv2D(16, 5, activation="relu"), nn.MaxPool2D(2, 2), nn.Flatten(),
+                nn.Dense(120, activation="relu"), nn.Dense(84, activation="relu"),
+                nn.Dense(10))
+    return net
+
+
 def run(epochs: int = 2, hybridize: bool = True, data_dir: str | None = None,
         batch_size: int = 128, num_workers: int = 2, out_dir: str = "demo-out",
         seed: int = 42) -> float:
     """Train the seed MLP, print progress and accuracy; returns the test accuracy."""
     import ember as mx
     from ember import autograd, gluon
-    from ember.gluon import nn
     from ember.gluon.data.vision import datasets, transforms
 
     mx.random.seed(seed)
@@ -40,9 +64,7 @@ def run(epochs: int = 2, hybridize: bool = True, data_dir: str | None = None,
     test_data = gluon.data.DataLoader(test_set.transform_first(transformer),
                                       batch_size=1000, num_workers=num_workers)
 
-    net = nn.HybridSequential()
-    with net.name_scope():
-        net.add(nn.Dense(256, activation="relu"), nn.Dense(10))
+    net = build_mlp()
     net.initialize()
     if hybridize:
         net.hybridize()
@@ -71,4 +93,54 @@ def run(epochs: int = 2, hybridize: bool = True, data_dir: str | None = None,
     path = os.path.join(out_dir, "mlp.params")
     net.save_parameters(path)
     print(f"parameters saved to {path}")
+    save_model(net, data[:1], out_dir)
     return acc
+
+
+def save_model(net, example, out_dir: str) -> None:
+    """Export ``net`` (MXNet files and an AOT package) and draw its compiled graph."""
+    import shutil
+
+    import ember
+    from ember.viz import graph_dot, render
+
+    if hasattr(net, "export"):  # MXNet's export needs a hybridized block that has run
+        net.hybridize()
+        net(example)
+        files = net.export(os.path.join(out_dir, "mlp"))
+        print(f"MXNet model files: {', '.join(files or [])}")
+    package = os.path.join(out_dir, "mlp-aot")
+    ember.export(net, package, example, overwrite=True)
+    print(f"AOT package (ember.load runs it without this code): {package}")
+    graph = ember.load(package).graph
+    ext = "svg" if shutil.which("dot") else "dot"
+    picture = render(graph_dot(graph), os.path.join(out_dir, f"mlp.{ext}"))
+    note = "" if ext == "svg" else " (install Graphviz for SVG: apt-get install graphviz)"
+    print(f"graph picture: {picture}{note}")
+
+
+def toy(steps: int = 100, lr: float = 0.1, seed: int = 0) -> int:
+    """Fit a small linear model with eager autograd and report the loss falling; 0 when the
+    weights are recovered."""
+    import numpy as np
+
+    import ember as mx
+    from ember import autograd, nd
+
+    mx.random.seed(seed)
+    rng = np.random.default_rng(seed)
+    true_w = rng.standard_normal((5, 1)).astype(np.float32)
+    X = nd.array(rng.standard_normal((256, 5)))
+    y = nd.dot(X, nd.array(true_w)) + 0.01 * nd.random.normal(shape=(256, 1))
+    w = nd.zeros((5, 1))
+    w.attach_grad()
+    for step in range(steps):
+        with autograd.record():
+            loss = ((nd.dot(X, w) - y) ** 2).mean()
+        loss.backward()
+        w[:] = w - lr * w.grad
+        if step % max(1, steps // 5) == 0 or step == steps - 1:
+            print(f"step {step:3d}  loss {loss.asscalar():.6f}")
+    err = float(np.abs(w.asnumpy() - true_w).max())
+    print(f"max |w - w_true| = {err:.4f}")
+    return 0 if err < 0.05 else 1

@@ -84,7 +84,9 @@ class _Types:
         try:
             outs, refined = node.op.infer(in_types, node.attr_dict)
         except EmberError as e:
-            self.fail(node, str(e))
+            if ranked:
+                self.fail(node, str(e))
+            return  # a rule that needs every input's rank: wait until the ranks are known
         except (TypeError, AttributeError, IndexError, ValueError):
             if ranked:
                 raise

@@ -1,0 +1,182 @@
+"""The ``ember`` command: viz, summary, ir, demo; exit codes through main() and python -m."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ember as mx
+from ember.cli import main
+
+MODELS = Path(__file__).parent / "data" / "mxnet_models"
+MLP_JSON = str(MODELS / "mlp-symbol.json")
+CNN_JSON = str(MODELS / "cnn-symbol.json")
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot missing")
+
+
+def run_module(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ember", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd)
+
+
+@pytest.mark.parametrize("cmd", [[], ["viz"], ["summary"], ["ir"], ["demo"]])
+def test_help_everywhere(cmd, capsys):
+    assert main([*cmd, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: ember {' '.join(cmd)}".rstrip())
+
+
+@pytest.mark.parametrize("argv", [[], ["bogus"], ["viz"], ["viz", MLP_JSON, "--after"],
+                                  ["ir", MLP_JSON, "--after", "nosuchpass",
+                                   "--input-shape", "4,8"],
+                                  ["ir", MLP_JSON, "--after", "fuse"],
+                                  ["summary", MLP_JSON, "--input-shape", "4,a"],
+                                  ["summary", "ember.demo:build_mlp"],
+                                  ["summary", "not-a-model"]])
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_failures_exit_1_with_one_line(tmp_path, capsys):
+    assert main(["viz", str(tmp_path / "missing.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.json" in err and "Traceback" not in err
+    bad = tmp_path / "bad-symbol.json"
+    bad.write_text("{not json")
+    assert main(["summary", str(bad)]) == 1
+    assert "not a symbol JSON document" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):  # --debug: the exception itself
+        main(["viz", "--debug", str(tmp_path / "missing.json")])
+
+
+def test_exit_codes_through_python_m(tmp_path):
+    ok = run_module("summary", MLP_JSON, "--input-shape", "4,8")
+    assert ok.returncode == 0 and "Total params: 212" in ok.stdout
+    usage = run_module("viz")
+    assert usage.returncode == 2 and "usage: ember viz" in usage.stderr
+    fail = run_module("ir", str(tmp_path / "nope.json"))
+    assert fail.returncode == 1 and "Traceback" not in fail.stderr
+    assert len(fail.stderr.strip().splitlines()) == 1
+    debug = run_module("ir", "--debug", str(tmp_path / "nope.json"))
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_summary_numbers(capsys):
+    assert main(["summary", CNN_JSON, "--input-shape", "data=4,1,8,8"]) == 0
+    out = capsys.readouterr().out
+    assert "cnn_batchnorm0_fwd(BatchNorm)" in out and "Total params: 159" in out
+    assert main(["summary", CNN_JSON]) == 0  # no shapes: MXNet's shapeless counts
+    assert "Total params: 7" in capsys.readouterr().out
+    # module:callable: 784*256 + 256 + 256*10 + 10
+    assert main(["summary", "ember.demo:build_mlp", "--input-shape", "1,784"]) == 0
+    out = capsys.readouterr().out
+    assert "Total params: 203530" in out and "(FullyConnected)" in out
+
+
+def test_ir_after_every_pass(capsys):
+    assert main(["ir", MLP_JSON, "--input-shape", "4,8"]) == 0
+    out = capsys.readouterr().out
+    for name in ("infer_shapes", "simplify", "fuse", "plan_memory"):
+        assert f"# ---- IR after pass {name} (" in out
+    assert out.count("graph mlp(%data: f32[4,8])") == 4
+    assert "# memory: naive " in out and " lower bound " in out and " arena " in out
+
+
+def test_ir_after_one_pass(capsys):
+    assert main(["ir", MLP_JSON, "--input-shape", "4,8", "--after", "fuse", "--no-meta"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == \
+        ["# pass infer_shapes", "# pass simplify", "# pass fuse"]
+    assert lines[3].startswith("# ---- IR after pass fuse (")
+    assert " fused(" in out and "@arena" not in out and "# meta:" not in out
+    assert main(["ir", MLP_JSON, "--input-shape", "4,8", "--after", "trace"]) == 0
+    assert "f32[*]" in capsys.readouterr().out  # the file's graph, before inference
+
+
+def test_ir_with_gradients(capsys):
+    assert main(["ir", MLP_JSON, "--input-shape", "4,8", "--grad", "--after", "autodiff"]) == 0
+    assert "# ---- IR after pass autodiff (" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    from ember.demo import build_mlp
+    net = build_mlp()
+    net.initialize()
+    x = mx.nd.array(np.ones((2, 784), np.float32))
+    return mx.export(net, tmp_path_factory.mktemp("cli") / "mlp-pkg", x)
+
+
+def test_models_from_packages(package, capsys, tmp_path):
+    assert main(["ir", str(package)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# ---- IR after package graph.ir ----")
+    assert "@arena+" in out and "# memory: naive" in out
+    assert main(["summary", str(package)]) == 0
+    assert "Total params: 203530" in capsys.readouterr().out
+    assert main(["viz", str(package), "-o", str(tmp_path / "p.dot")]) == 0
+    assert "subgraph cluster_0" in (tmp_path / "p.dot").read_text()
+    assert main(["ir", str(package), "--input-shape", "1,784"]) == 2
+
+
+def test_viz_dot_content(tmp_path, capsys):
+    out = tmp_path / "cnn.dot"
+    assert main(["viz", CNN_JSON, "--input-shape", "4,1,8,8", "-o", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    text = out.read_text()
+    assert 'label="data", shape=ellipse' in text
+    assert 'label="cnn_conv0_weight", shape=box, style=filled' in text  # params apart
+    assert 'label="f32[4,4,6,6]"' in text and "cluster" not in text and "@arena" not in text
+    assert main(["viz", "ember.demo:build_mlp", "--input-shape", "2,784", "--after", "fuse",
+                 "--no-shapes", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "subgraph cluster_0" in text and "fused_fully_connected_activation_0" in text
+    assert "f32[" not in text
+    assert main(["viz", "ember.demo:build_mlp", "--input-shape", "2,784", "--after",
+                 "plan_memory", "-o", str(out)]) == 0
+    assert "@arena+" in out.read_text()
+
+
+def test_viz_without_graphviz(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert main(["viz", MLP_JSON, "-o", str(tmp_path / "m.svg")]) == 1
+    assert "apt-get install graphviz" in capsys.readouterr().err
+    assert not (tmp_path / "m.svg").exists()
+
+
+@needs_dot
+@pytest.mark.parametrize("ext,magic", [("svg", b"<?xml"), ("png", b"\x89PNG"),
+                                       ("pdf", b"%PDF"), ("html", b"<!DOCTYPE html>")])
+def test_viz_images(tmp_path, ext, magic):
+    out = tmp_path / f"lenet.{ext}"
+    assert main(["viz", "ember.demo:build_lenet", "--input-shape", "1,1,28,28", "--after",
+                 "fuse", "-o", str(out)]) == 0
+    assert out.read_bytes().startswith(magic)
+
+
+def test_viz_default_output_name(tmp_path):
+    proc = run_module("viz", MLP_JSON, "--input-shape", "4,8", cwd=tmp_path)
+    if shutil.which("dot") is None:
+        assert proc.returncode == 1 and "graphviz" in proc.stderr
+    else:
+        assert proc.returncode == 0 and (tmp_path / "mlp.svg").is_file()
+
+
+def test_demo_toy_and_save_model(tmp_path, capsys):
+    assert main(["demo", "--toy", "--steps", "60"]) == 0
+    assert "max |w - w_true|" in capsys.readouterr().out
+    from ember.demo import build_mlp, save_model
+    net = build_mlp()
+    net.initialize()
+    save_model(net, mx.nd.ones((1, 784)), str(tmp_path))
+    out = capsys.readouterr().out
+    assert "AOT package" in out and "graph picture" in out
+    pkg = mx.load(tmp_path / "mlp-aot")
+    assert pkg(np.ones((1, 784), np.float32)).shape == (1, 10)
+    pictures = [p for p in os.listdir(tmp_path) if p.startswith("mlp.")]
+    assert pictures == (["mlp.svg"] if shutil.which("dot") else ["mlp.dot"])
