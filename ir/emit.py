@@ -86,10 +86,7 @@ def make_parser(op: OpDef, tensor_type):
             if t is not None and not isinstance(t, tensor_type):
                 raise AttrError(f"{op.name}: input {names[i]!r} must be an array, "
                                 f"got {type(t).__name__}")
-        while tensors and tensors[-1] is None:
-            tensors.pop()
-        if None in tensors:
-            raise AttrError(f"{op.name}: optional inputs may only be left out at the end")
+        tensors = [t for t in tensors if t is not None]  # MXNet packs the given inputs
         for key in _IGNORED:
             kwargs.pop(key, None)
         if extra:

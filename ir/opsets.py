@@ -1,6 +1,7 @@
 """Imports every opset module so that each registers its ops (done once, lazily)."""
 from . import (  # noqa: F401
     opset_conv,
+    opset_ctc,
     opset_elemwise,
     opset_gather,
     opset_index,

@@ -316,3 +316,53 @@ def test_loss_in_training_loop():
     p = np.exp(log_softmax(x.asnumpy().astype(np.float64)))
     expected = p - np.eye(3)[[0, 1, 2, 1]]
     np.testing.assert_allclose(x.grad.asnumpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+# ---- CTCLoss -------------------------------------------------------------------------------
+def ctc_op(pred_tnc, label_nt, pred_lengths=None, label_lengths=None):
+    """The ``CTCLoss`` op on TNC data with the blank last: what gluon's CTCLoss must give."""
+    lengths = [nd(x) for x in (pred_lengths, label_lengths) if x is not None]
+    return mx.nd.CTCLoss(nd(pred_tnc), nd(label_nt), *lengths, blank_label="last",
+                         use_data_lengths=pred_lengths is not None,
+                         use_label_lengths=label_lengths is not None).asnumpy()
+
+
+@pytest.mark.parametrize("layout,label_layout", [("NTC", "NT"), ("TNC", "NT"), ("TNC", "TN"),
+                                                 ("NTC", "TN")])
+def test_ctc_loss_layouts_and_lengths(layout, label_layout):
+    tnc = rand(7, 3, 5)
+    label = np.array([[0, 1, 3, -1], [2, 2, -1, -1], [3, 0, 1, 1]], dtype=np.float64)
+    plen, llen = np.array([7, 5, 6.0]), np.array([3, 1, 4.0])
+    pred = tnc if layout == "TNC" else tnc.transpose(1, 0, 2)
+    lab = label if label_layout == "NT" else label.T
+    loss = gloss.CTCLoss(layout=layout, label_layout=label_layout)
+    close(loss(nd(pred), nd(lab)), ctc_op(tnc, label))
+    close(loss(nd(pred), nd(lab), nd(plen)), ctc_op(tnc, label, plen))
+    close(loss(nd(pred), nd(lab), None, nd(llen)), ctc_op(tnc, label, None, llen))
+    close(loss(nd(pred), nd(lab), nd(plen), nd(llen)), ctc_op(tnc, label, plen, llen))
+    assert not np.allclose(ctc_op(tnc, label, plen), ctc_op(tnc, label))
+
+
+def test_ctc_loss_weights_and_mxnet_values():
+    pred, label, sw = rand(2, 6, 4), np.array([[1, 0, -1], [2, 1, 1]]), rand(2, low=0, high=1)
+    ref = ctc_op(pred.transpose(1, 0, 2), label)
+    close(gloss.CTCLoss(weight=2.5)(nd(pred), nd(label), None, None, nd(sw)), 2.5 * ref * sw)
+    out = gloss.CTCLoss()(mx.nd.ones((2, 20, 4)), mx.nd.array([[1, 0, -1, -1], [2, 1, 1, -1]]))
+    close(out, [18.82820702, 16.50581741], rtol=1e-6)
+    assert out.dtype == np.float32 and out.shape == (2,)
+    with pytest.raises(MXNetError, match="layout"):
+        gloss.CTCLoss(layout="NCT")
+    with pytest.raises(MXNetError, match="layout"):
+        gloss.CTCLoss(label_layout="NC")
+
+
+def test_ctc_loss_gradient_and_trace():
+    label, plen = np.array([[0.0, 1.0], [2.0, -1.0]]), np.array([4.0, 3.0])
+    check_grad(lambda p, lab, n: gloss.CTCLoss()(p, lab, n), [rand(2, 4, 3), label, plen],
+               wrt=[0])
+    check_grad(lambda p, lab: gloss.CTCLoss(layout="TNC", weight=0.5)(p, lab),
+               [rand(4, 2, 3), label], wrt=[0])
+    arrays = [rand(2, 5, 4).astype(np.float32), label.astype(np.float32),
+              plen.astype(np.float32)]
+    eager = gloss.CTCLoss()(*[nd(a, "float32") for a in arrays]).asnumpy()
+    np.testing.assert_allclose(run_traced(gloss.CTCLoss(), arrays), eager, rtol=1e-6)

@@ -17,7 +17,7 @@ from .block import HybridBlock
 __all__ = ["Loss", "L2Loss", "L1Loss", "SigmoidBinaryCrossEntropyLoss", "SigmoidBCELoss",
            "SoftmaxCrossEntropyLoss", "SoftmaxCELoss", "KLDivLoss", "HuberLoss", "HingeLoss",
            "SquaredHingeLoss", "LogisticLoss", "TripletLoss", "PoissonNLLLoss",
-           "CosineEmbeddingLoss", "SDMLLoss"]
+           "CosineEmbeddingLoss", "SDMLLoss", "CTCLoss"]
 
 
 def _apply_weighting(F, loss, weight=None, sample_weight=None):
@@ -329,3 +329,36 @@ class SDMLLoss(Loss):
         labels = self._compute_labels(F, x1.shape[0], np.dtype(x1.dtype).name)
         log_probabilities = F.log_softmax(-self._compute_distances(F, x1, x2), axis=1)
         return self.kl_loss(log_probabilities, labels)
+
+
+class CTCLoss(Loss):
+    """Connectionist Temporal Classification loss (Graves et al., ICML 2006), per sample.
+
+    ``pred`` holds unnormalised activations, ``(N, T, C)`` for ``layout='NTC'`` or
+    ``(T, N, C)`` for ``'TNC'``; channel ``C-1`` is the blank. ``label`` is ``(N, L)``
+    (``label_layout='NT'``) or ``(L, N)`` (``'TN'``), zero-based and padded with -1.
+    Optional ``pred_lengths`` and ``label_lengths`` ``(N,)`` give each sequence's lengths.
+    The result has shape ``(N,)``.
+    """
+
+    def __init__(self, layout="NTC", label_layout="NT", weight=None, **kwargs):
+        if layout not in ("NTC", "TNC"):
+            raise MXNetError(f"Only 'NTC' and 'TNC' layouts for pred are supported. "
+                             f"Got: {layout}")
+        if label_layout not in ("NT", "TN"):
+            raise MXNetError(f"Only 'NT' and 'TN' layouts for label are supported. "
+                             f"Got: {label_layout}")
+        self._layout = layout
+        self._label_layout = label_layout
+        super().__init__(weight, label_layout.find("N"), **kwargs)
+
+    def hybrid_forward(self, F, pred, label, pred_lengths=None, label_lengths=None,
+                       sample_weight=None):
+        if self._layout == "NTC":
+            pred = F.swapaxes(pred, 0, 1)
+        if self._batch_axis == 1:
+            label = F.swapaxes(label, 0, 1)
+        lengths = [x for x in (pred_lengths, label_lengths) if x is not None]
+        loss = F.CTCLoss(pred, label, *lengths, use_data_lengths=pred_lengths is not None,
+                         use_label_lengths=label_lengths is not None, blank_label="last")
+        return _apply_weighting(F, loss, self._weight, sample_weight)
