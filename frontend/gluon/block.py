@@ -319,6 +319,11 @@ class HybridBlock(Block):
         self._clear_cached_op()
         super().hybridize(active, backend=backend, **kwargs)
 
+    def cast(self, dtype):
+        """Cast all parameters; compiled graphs are traced again with the new types."""
+        self._clear_cached_op()
+        super().cast(dtype)
+
     def hybrid_forward(self, F, x, *args, **kwargs):
         """Override: the computation, written with ``F.<op>`` (F = ember.nd or ember.sym)."""
         raise MXNetError(f"{type(self).__name__} must define hybrid_forward()")

@@ -301,6 +301,7 @@ class Parameter:
     def cast(self, dtype):
         """Change the data (and gradient) type."""
         self._dtype = np.dtype(dtype).type
+        self._var = None  # a traced variable records the dtype: trace anew
         if self._data is None:
             return
         with autograd.pause():
