@@ -63,10 +63,19 @@ def is_scalar_node(node: Node) -> bool:
 
 
 class _Subst(ast.NodeTransformer):
-    """Rename ``a``/``b``, put attributes in as constants, retype numeric literals."""
+    """Rename ``a``/``b``, put attributes in as constants, retype numeric literals, and
+    replace ``math.<f>`` by the backend's own functions (``funcs``: f -> name)."""
 
-    def __init__(self, names: dict[str, str], attrs: dict, const: Callable[[float], str]):
+    def __init__(self, names: dict[str, str], attrs: dict, const: Callable[[float], str],
+                 funcs: dict[str, str] | None = None):
         self.names, self.attrs, self.const = names, attrs, const
+        self.funcs = funcs or {}
+
+    def visit_Attribute(self, node: ast.Attribute):
+        if isinstance(node.value, ast.Name) and node.value.id == "math" \
+                and node.attr in self.funcs:
+            return ast.copy_location(ast.Name(self.funcs[node.attr], ast.Load()), node)
+        return self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name):
         if node.id in self.names:
@@ -130,19 +139,29 @@ def compute_dtype(node: Node) -> str:
     return node.inputs[0].type.dtype if node.inputs else node.outputs[0].type.dtype
 
 
-def scalar_expr(node: Node, args: Sequence[str], pool: ConstPool) -> str:
-    """``node``'s template as an expression over the variables ``args`` (for a, b)."""
+def scalar_expr(node: Node, args: Sequence[str], pool: ConstPool,
+                funcs: dict[str, dict[str, str]] | None = None) -> str:
+    """``node``'s template as an expression over the variables ``args`` (for a, b).
+
+    ``funcs``: per compute dtype, ``math`` functions to call by another name (the CPU
+    backend's vectorisable float32 ``exp``/``tanh``), and ``"op:<name>"`` entries naming a
+    function that computes the whole op (``sigmoid``).
+    """
     dt = compute_dtype(node)
+    whole = (funcs or {}).get(dt, {}).get("op:" + node.op.name)
+    if whole is not None:  # the backend has the whole op as one function
+        return f"{whole}({', '.join(args)})"
     names = dict(zip(("a", "b"), args))
     attrs = {k: v for k, v in node.attr_dict.items() if k not in ("a", "b")}
     tree = ast.parse(template_of(node.op), mode="eval")
-    tree = _Subst(names, attrs, lambda v: pool.get(v, dt)).visit(tree)
+    tree = _Subst(names, attrs, lambda v: pool.get(v, dt), (funcs or {}).get(dt)).visit(tree)
     tree = ast.fix_missing_locations(_Fold().visit(tree))
     return ast.unparse(tree.body)
 
 
 def scalar_body(nodes: Sequence[Node], leaves: dict[Value, str], pool: ConstPool,
-                indent: str) -> tuple[list[str], dict[Value, str]]:
+                indent: str, funcs: dict[str, dict[str, str]] | None = None
+                ) -> tuple[list[str], dict[Value, str]]:
     """Straight-line statements computing ``nodes`` from scalars named in ``leaves``.
 
     Returns the lines and the variable of every value (leaves included). An input whose
@@ -159,7 +178,7 @@ def scalar_body(nodes: Sequence[Node], leaves: dict[Value, str], pool: ConstPool
                 name = f"np.{dt}({name})"
             args.append(name)
         out = f"t{k}"
-        lines.append(f"{indent}{out} = {scalar_expr(node, args, pool)}")
+        lines.append(f"{indent}{out} = {scalar_expr(node, args, pool, funcs)}")
         var[node.outputs[0]] = out
     return lines, var
 

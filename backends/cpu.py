@@ -2,18 +2,22 @@
 
 ``compile(graph)`` turns every node into a *step* (DESIGN.md s.6):
 - elementwise and broadcast ops, and fused groups made only of them: one loop kernel built
-  from the ops' scalar templates (``cpu_kernels.ewise_source``);
-- ``fully_connected`` and 2-D ``dot`` (alone or as the master of a fused group): BLAS GEMM
-  into the output buffer with bias and the elementwise epilogue applied in the same kernel;
-  ``batch_dot`` calls NumPy's matmul straight into its output;
-- sum/mean/max/min/sum_like over a contiguous block of axes, softmax/log_softmax/softmin:
-  single-pass kernels;
-- anything else: the op's NumPy kernel (a fused body it cannot generate runs as a nested
-  program), counted as a fallback in the backend report (``EMBER_DEBUG_BACKEND=1``).
-When memory is planned (``Value.mem``), intermediates are views into one arena allocated
-once per compiled graph, inputs are copied into their slots first, and a run allocates
-nothing but its outputs. Parameters are bound as given, so ops that mutate them (BatchNorm
-statistics, optimizer state) update the caller's arrays, as in the reference backend.
+  from the ops' scalar templates (``cpu_kernels.ewise_source``; float32 exp/tanh/sigmoid
+  by ``cpu_math``'s vectorisable polynomials);
+- ``fully_connected`` and 2-D ``dot`` (alone or as the master of a fused group): NumPy's
+  BLAS GEMM (``np.matmul(out=)``) into the output buffer, then one kernel adding the bias
+  and applying the elementwise epilogue. Not numba's ``np.dot``: it links SciPy's OpenBLAS,
+  whose threads spin against NumPy's on two cores (every GEMM was 10x slower);
+- reductions, softmax, pick/pick_backward, reshapes, fills: ``cpu_steps``;
+- a fused group no single kernel covers: its body planned node by node in place;
+- anything else: the op's NumPy kernel, counted as a fallback in the backend report
+  (``EMBER_DEBUG_BACKEND=1``).
+The steps become one generated straight-line Python function (``cpu_run``). When memory is
+planned (``Value.mem``), intermediates are views into one arena allocated once per compiled
+graph and inputs are copied into their slots first; graph outputs get fresh arrays (a run
+hands them out, so they never alias the arena or the caller's arrays). Parameters are bound
+as given, so ops that mutate them (BatchNorm statistics, optimizer state) update the
+caller's arrays, as in the reference backend.
 """
 from __future__ import annotations
 
@@ -27,24 +31,15 @@ import numpy as np
 
 from ember.ir.errors import EmberError, fmt_shapes
 from ember.ir.graph import Graph, Node, Value
-from ember.ir.opset_reduce import reduced_axes
 
 from . import codegen
-from .cpu_kernels import ewise_source, gemm_source, reduce_source, softmax_source
+from .cpu_kernels import ewise_source, gemm_epilogue_source
+from .cpu_run import RunBuilder, arg_checker
+from .cpu_steps import _KERNELS, PARALLEL_MIN, OpSteps, kernel  # noqa: F401 (_KERNELS: tests)
+from .cpu_steps import float_known as _float_known
 
 Compiled = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], list[np.ndarray]]
-PARALLEL_MIN = 1 << 17  # elements below which thread start-up costs more than it saves
-_REDUCE_OPS = ("sum", "mean", "max", "min", "sum_like")
-_SOFTMAX = {"softmax": (1.0, False), "log_softmax": (1.0, True), "softmin": (-1.0, False)}
-_KERNELS: dict[str, Callable] = {}
-
-
-def kernel(source: str) -> Callable:
-    """The ``kernel`` function of generated ``source`` (loaded once per process)."""
-    fn = _KERNELS.get(source)
-    if fn is None:
-        fn = _KERNELS[source] = codegen.load_module(source, "cpu").kernel
-    return fn
+__all__ = ["PARALLEL_MIN", "broadcast_layout", "compile", "kernel"]
 
 
 def broadcast_layout(out_shape: tuple, in_shapes: Sequence[tuple]):
@@ -81,8 +76,10 @@ def broadcast_layout(out_shape: tuple, in_shapes: Sequence[tuple]):
     return tuple(dims), reshapes, flags
 
 
-def _float_known(values: Sequence[Value]) -> bool:
-    return all(v.type.known and v.type.dtype in codegen.FLOAT_DTYPES for v in values)
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays are exactly the same memory (pointer, shape, dtype)."""
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and \
+        a.size == b.size and a.dtype == b.dtype
 
 
 def _chain_io(nodes: Sequence[Node], outputs: Sequence[Value], exclude=()):
@@ -98,38 +95,53 @@ def _chain_io(nodes: Sequence[Node], outputs: Sequence[Value], exclude=()):
     return leaves
 
 
-class _Program:
-    """Steps over a list of slots; ``run`` binds inputs and params, steps, collects outputs."""
+class _Program(OpSteps):
+    """Chooses a kernel per node and generates the run loop (``cpu_run.RunBuilder``)."""
 
     def __init__(self, graph: Graph):
         self.graph = graph
-        self.slot: dict[int, int] = {}
-        self.env: list = []
         self.report: Counter = Counter()
-        self.steps: list[Callable[[list], None]] = []
+        b = self.b = RunBuilder(graph.name)
         mutated = {id(n.inputs[i]) for n in graph.nodes for i in n.op.mutated(n.attr_dict)}
-        self.views = self._arena(graph, mutated)
-        self.in_slots = [self._slot(v) for v in graph.inputs]
-        self.in_views = [self.views.get(id(v)) for v in graph.inputs]
-        self.param_slots = [self._slot(v) for v in graph.params]
+        # graph outputs get fresh arrays: a run hands them out, so they may not live in the
+        # arena that the next run overwrites (no copy at the end)
+        keep = mutated | {id(v) for v in graph.outputs}
+        self.views = self._arena(graph, keep)
+        self.aliasing: set[int] = set()  # values a fallback made: they may alias anything
+        args = []
+        for v in (*graph.inputs, *graph.params):
+            args.append(b.bind_local(v))
+        for v, name in zip(graph.inputs, args):
+            view = self.views.get(id(v))
+            if view is not None:
+                b.emit(f"copyto({b.constant(view, 'A')}, {name})")
+                b.bind_const(v, view)
+        n_in = len(graph.inputs)
+        for names, src in ((args[n_in:], "params"), (args[:n_in], "inputs")):
+            if names:
+                b.lines.insert(0, f"{', '.join(names)}, = {src}")
         for node in graph.nodes:
             self._plan(node)
-        self.out_slots = [self._slot(v) for v in graph.outputs]
-        self.out_in_arena = [id(v) in self.views for v in graph.outputs]
-
-    # ---- slots and the arena --------------------------------------------------------------
-    def _slot(self, v: Value) -> int:
-        s = self.slot.get(id(v))
-        if s is None:
-            s = self.slot[id(v)] = len(self.env)
-            self.env.append(self.views.get(id(v)))
-        return s
+        given = {id(v) for v in (*graph.inputs, *graph.params)}
+        rets, seen = [], set()
+        for v in graph.outputs:
+            name = b.ref[id(v)]
+            if id(v) in given or id(v) in seen or id(v) in b.const:
+                name = f"{name}.copy()"
+            elif id(v) in self.aliasing:
+                name = f"_own({name})"
+            seen.add(id(v))
+            rets.append(name)
+        b.ns["_own"] = lambda a: a.copy() if a.base is not None else a
+        self.run_fn = b.build(["inputs", "params"], rets)
+        self.check_in = arg_checker(graph.name, graph.inputs, "input")
+        self.check_params = arg_checker(graph.name, graph.params, "parameter")
 
     @staticmethod
-    def _arena(graph: Graph, mutated: set) -> dict[int, np.ndarray]:
+    def _arena(graph: Graph, keep: set) -> dict[int, np.ndarray]:
         """Views at the planned offsets (``Value.mem``), one buffer per arena name."""
         placed = [v for v in (*graph.inputs, *(o for n in graph.nodes for o in n.outputs))
-                  if v.mem is not None and v.type.known and id(v) not in mutated]
+                  if v.mem is not None and v.type.known and id(v) not in keep]
         ends: dict[str, int] = {}
         for v in placed:
             name, off = v.mem
@@ -143,39 +155,25 @@ class _Program:
             views[id(v)] = np.ndarray(v.type.shape, v.type.dtype, buf, base + off)
         return views
 
-    def _outs(self, values: Sequence[Value]) -> list[Callable[[], np.ndarray]]:
-        """Per output: a function giving its buffer (the arena view, or a fresh array)."""
-        res = []
-        for v in values:
+    def _buf(self, v: Value) -> str:
+        """The buffer a step writes ``v`` into (its arena view, or a fresh array)."""
+        b = self.b
+        if id(v) not in b.ref:
             view = self.views.get(id(v))
             if view is not None:
-                res.append(lambda view=view: view)
-            else:
-                res.append(lambda s=v.type.shape, d=np.dtype(v.type.dtype): np.empty(s, d))
-        return res
+                b.bind_const(v, view)
+        return b.out(v)
 
-    def _fetch(self, v: Value, shape: tuple | None = None) -> Callable[[list], np.ndarray]:
-        s = self._slot(v)
-        if shape is None or tuple(shape) == v.type.shape:
-            return lambda env: env[s]
-        return lambda env: env[s].reshape(shape)
+    def _arg(self, v: Value, shape: tuple | None = None) -> str:
+        return self.b.expr(v, shape)
 
-    def _kernel_step(self, node: Node, fn: Callable, fetch: list, outs: Sequence[Value],
-                     out_shape: tuple | None = None, m_index: int | None = None) -> None:
-        """A step calling ``fn(*fetched, [m], *outs)`` (outs viewed as ``out_shape``)."""
-        alloc, slots = self._outs(outs), [self._slot(v) for v in outs]
-        shaped = out_shape is not None
-
-        def step(env):
-            bufs = [a() for a in alloc]
-            args = [f(env) for f in fetch]
-            views = [b.reshape(out_shape) for b in bufs] if shaped else bufs
-            if m_index is not None:
-                args.append(views[m_index])
-            fn(*args, *views)
-            for s, b in zip(slots, bufs):
-                env[s] = b
-        self.steps.append(step)
+    def _kernel_step(self, fn: Callable, args: list[str], outs: Sequence[Value],
+                     out_shape: tuple | None = None) -> None:
+        """A step calling ``fn(*args, *outs)`` (outs viewed as ``out_shape``)."""
+        for v in outs:
+            self._buf(v)
+        views = [self.b.expr(v, out_shape) for v in outs]
+        self.b.emit(f"{self.b.constant(fn, 'k')}({', '.join([*args, *views])})")
 
     # ---- choosing a kernel per node ---------------------------------------------------------
     def _plan(self, node: Node) -> None:
@@ -184,15 +182,51 @@ class _Program:
             sub = dict(zip([id(v) for v in (*body.inputs, *body.params)], node.inputs))
             outer = dict(zip([id(v) for v in body.outputs], node.outputs))
             if self._ewise(node, body.nodes, body.outputs, sub, outer) or \
-                    self._gemm(node, body.nodes, body.outputs, sub, outer):
+                    self._gemm(node, body.nodes, body.outputs, sub, outer) or \
+                    self._inline(node):
                 return
         elif codegen.is_scalar_node(node):
             if self._ewise(node, [node], node.outputs, {}, {}):
                 return
-        elif self._gemm(node, [node], node.outputs, {}, {}) or self._reduce(node) or \
-                self._softmax(node) or self._batch_dot(node):
+        elif self._gemm(node, [node], node.outputs, {}, {}) or self._op_step(node):
             return
         self._fallback(node)
+
+    def _inline(self, node: Node) -> bool:
+        """Plan the body of a group no single kernel covers node by node in this program
+        (its outputs written straight into the group's buffers): no nested run."""
+        body = node.body
+        made = {id(o) for n in body.nodes for o in n.outputs}
+        if body.params or any(id(v) not in made for v in body.outputs) or \
+                len(set(map(id, body.outputs))) != len(body.outputs):
+            return False
+        for bv, v in zip(body.inputs, node.inputs):
+            self._alias(bv, v)
+        last = body.nodes[-1]
+        for bv, v in zip(body.outputs, node.outputs):
+            view = self.views.get(id(v))
+            if view is not None and bv.producer is last:  # nothing reads after it writes
+                self.views[id(bv)] = view
+        for n in body.nodes:
+            self._plan(n)
+        for bv, v in zip(body.outputs, node.outputs):
+            view = self.views.get(id(v))
+            if view is not None and self.views.get(id(bv)) is not view:
+                self.b.emit(f"copyto({self.b.constant(view, 'A')}, {self.b.ref[id(bv)]})")
+                self.b.bind_const(v, view)
+            else:
+                self._alias(v, bv)
+        self.report["inlined"] += 1
+        return True
+
+    def _alias(self, v: Value, src: Value) -> None:
+        """``v`` names the same array as ``src``."""
+        b = self.b
+        b.ref[id(v)] = b.ref[id(src)]
+        if id(src) in b.const:
+            b.const[id(v)] = b.const[id(src)]
+        if id(src) in self.aliasing:
+            self.aliasing.add(id(v))
 
     def _ewise(self, node, nodes, outputs, sub, outer) -> bool:
         if not all(codegen.is_scalar_node(n) for n in nodes):
@@ -208,10 +242,20 @@ class _Program:
             return False
         dims, reshapes, flags = layout
         parallel = math.prod(dims) >= PARALLEL_MIN
-        src = ewise_source(nodes, leaves, flags, outputs, len(dims), parallel)
-        fetch = [self._fetch(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
-        self._kernel_step(node, kernel(src), fetch, [outer.get(id(v), v) for v in outputs],
-                          dims)
+        outs = [outer.get(id(v), v) for v in outputs]
+        for v in outs:
+            self._buf(v)
+        alias = {}
+        for j, (v, fl) in enumerate(zip(leaves, flags)):
+            a = self.b.const.get(id(sub.get(id(v), v)))
+            for k, o in enumerate(outs):
+                view = self.b.const.get(id(o))
+                if a is not None and view is not None and not any(fl) and _same(a, view):
+                    alias[j] = k
+        src = ewise_source(nodes, leaves, flags, outputs, len(dims), parallel, alias)
+        args = [self._arg(sub.get(id(v), v), r) for j, (v, r) in enumerate(zip(leaves, reshapes))
+                if j not in alias]
+        self._kernel_step(kernel(src), args, outs, dims)
         self.report["elementwise"] += 1
         return True
 
@@ -262,94 +306,32 @@ class _Program:
             flags.append(fl)
             reshapes.append(tuple(1 if f else d for f, d in zip(fl, mat)))
         m_index = next((j for j, v in enumerate(outputs) if v is mv), 0)
-        parallel = mat[0] * mat[1] >= PARALLEL_MIN
-        src = gemm_source(ta, tb, bias, epilogue, mv, leaves, flags, outputs, parallel)
-        fetch = [self._fetch(sub.get(id(master.inputs[0]), master.inputs[0]), a_shape),
-                 self._fetch(sub.get(id(master.inputs[1]), master.inputs[1]))]
-        if bias:
-            fetch.append(self._fetch(sub.get(id(master.inputs[2]), master.inputs[2])))
-        fetch += [self._fetch(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
-        self._kernel_step(node, kernel(src), fetch, [outer.get(id(v), v) for v in outputs],
-                          mat, m_index)
+        outs = [outer.get(id(v), v) for v in outputs]
+        for v in outs:
+            self._buf(v)
+        views = [self.b.expr(v, mat) for v in outs]
+        ins = [sub.get(id(v), v) for v in master.inputs]
+        if m_index:  # the kernel writes outputs[0] into m: put the master's output first
+            order = [m_index] + [j for j in range(len(outs)) if j != m_index]
+            outputs, outs, views = ([x[j] for j in order] for x in (outputs, outs, views))
+            m_index = 0
+        lhs, rhs = self._arg(ins[0], a_shape), self._arg(ins[1])
+        # NumPy's matmul: faster than np.dot(out=) on a transposed operand
+        self.b.emit(f"matmul({lhs}{'.T' if ta else ''}, {rhs}{'.T' if tb else ''}, "
+                    f"out={views[m_index]})")
+        looped = bool(epilogue or bias or any(v is not mv for v in outputs))
+        if looped:
+            parallel = mat[0] * mat[1] >= PARALLEL_MIN
+            src = gemm_epilogue_source(bias, epilogue, mv, leaves, flags, outputs, parallel)
+            args = [views[0]] + ([self._arg(ins[2])] if bias else [])
+            args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
+            self.b.emit(f"{self.b.constant(kernel(src), 'k')}({', '.join(args + views[1:])})")
         self.report["gemm" + ("+epilogue" if epilogue else "")] += 1
-        return True
-
-    def _reduce(self, node: Node) -> bool:
-        name, at = node.op.name, node.attr_dict
-        if name not in _REDUCE_OPS or not _float_known([node.inputs[0], node.outputs[0]]):
-            return False
-        x = node.inputs[0]
-        shape = x.type.shape
-        if name == "sum_like":
-            like = node.inputs[1].type.shape
-            lead = len(shape) - len(like)
-            axes = set(range(lead)) | {i + lead for i, d in enumerate(like) if d == 1}
-        else:
-            axes = set(reduced_axes(len(shape), at["axis"], at.get("exclude", False)))
-        runs: list[list] = []  # [reduced?, size] with size-1 dims dropped
-        for d, size in enumerate(shape):
-            if size == 1:
-                continue
-            red = d in axes
-            if runs and runs[-1][0] == red:
-                runs[-1][1] *= size
-            else:
-                runs.append([red, size])
-        reds = [r for r in runs if r[0]]
-        if len(reds) > 1:
-            return False
-        if not reds:
-            if name in ("max", "min") and x.type.size == 0:
-                return False
-            ppp = (x.type.size, 1, 1)
-        else:
-            i = runs.index(reds[0])
-            pre = math.prod(r[1] for r in runs[:i])
-            ppp = (pre, reds[0][1], math.prod(r[1] for r in runs[i + 1:]))
-        if ppp[1] == 0 and name in ("max", "min", "mean"):
-            return False
-        kind = "sum" if name == "sum_like" else name
-        src = reduce_source(kind, ppp[0] >= 2 and x.type.size >= PARALLEL_MIN)
-        self._kernel_step(node, kernel(src), [self._fetch(x, ppp)], node.outputs,
-                          (ppp[0], ppp[2]))
-        self.report["reduce"] += 1
-        return True
-
-    def _softmax(self, node: Node) -> bool:
-        if node.op.name not in _SOFTMAX or len(node.inputs) != 1:
-            return False
-        x, y, at = node.inputs[0], node.outputs[0], node.attr_dict
-        if not _float_known([x, y]) or x.type.dtype != y.type.dtype or x.type.ndim == 0:
-            return False
-        shape, axis = x.type.shape, at["axis"] % x.type.ndim
-        ppp = (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))
-        sign, log = _SOFTMAX[node.op.name]
-        scale = sign / (at["temperature"] or 1.0)
-        src = softmax_source(log, ppp[0] >= 2 and x.type.size >= PARALLEL_MIN)
-        self._kernel_step(node, kernel(src), [self._fetch(x, ppp), lambda env: scale],
-                          [y], ppp)
-        self.report["softmax"] += 1
-        return True
-
-    def _batch_dot(self, node: Node) -> bool:
-        if node.op.name != "batch_dot" or not _float_known([*node.inputs, *node.outputs]):
-            return False
-        at = node.attr_dict
-        fa, fb = self._fetch(node.inputs[0]), self._fetch(node.inputs[1])
-        ta, tb = at["transpose_a"], at["transpose_b"]
-
-        def mm(a, b, out):
-            np.matmul(np.swapaxes(a, -1, -2) if ta else a, np.swapaxes(b, -1, -2) if tb else b,
-                      out=out)
-        self._kernel_step(node, mm, [fa, fb], node.outputs)
-        self.report["batch_dot"] += 1
         return True
 
     def _fallback(self, node: Node) -> None:
         """The op's NumPy kernel (or a nested program for a fused body); copied into the
         arena when the output is planned there."""
-        in_slots = [self._slot(v) for v in node.inputs]
-        out_slots = [self._slot(v) for v in node.outputs]
         views = [self.views.get(id(v)) for v in node.outputs]
         if node.body is not None:
             prog = _Program(node.body)
@@ -361,10 +343,9 @@ class _Program:
             run = node.op.compute
         attrs, n_out = node.attr_dict, len(node.outputs)
 
-        def step(env):
-            ins = [env[s] for s in in_slots]
+        def step(*ins):
             try:
-                res = run(ins, attrs)
+                res = run(list(ins), attrs)
             except EmberError:
                 raise
             except Exception as e:
@@ -375,49 +356,28 @@ class _Program:
             if len(res) != n_out:
                 raise EmberError(f"{node.op.name}: kernel gave {len(res)} outputs, the node "
                                  f"has {n_out}")
-            for s, r, view in zip(out_slots, res, views):
+            for k, (r, view) in enumerate(zip(res, views)):
                 if view is None:
-                    env[s] = np.asarray(r)
+                    res[k] = np.asarray(r)
                 elif r is not view:
                     np.copyto(view, r, casting="unsafe")
-        self.steps.append(step)
+                    res[k] = view
+            return res
+        args = [self._arg(v) for v in node.inputs]
+        outs = []
+        for v, view in zip(node.outputs, views):
+            if view is not None:
+                self.b.bind_const(v, view)
+            else:
+                self.aliasing.add(id(v))
+            outs.append(self.b.bind_local(v) if view is None else f"_{self.b.fresh('u')}")
+        self.b.emit(f"{', '.join(outs)}, = {self.b.constant(step, 'f')}({', '.join(args)})")
         if node.body is None:
             self.report[f"fallback:{node.op.name}"] += 1
 
-    # ---- running ----------------------------------------------------------------------------
     def run(self, inputs: Sequence[np.ndarray], params: Sequence[np.ndarray]) -> list:
         """Bind, step, collect: outputs never alias the arena or the caller's arrays."""
-        g, env = self.graph, self.env
-        if len(inputs) != len(self.in_slots) or len(params) != len(self.param_slots):
-            raise EmberError(f"graph {g.name} takes {len(self.in_slots)} inputs and "
-                             f"{len(self.param_slots)} parameters, got {len(inputs)} and "
-                             f"{len(params)}")
-        given = []
-        for vals, arrays, slots in ((g.inputs, inputs, self.in_slots),
-                                    (g.params, params, self.param_slots)):
-            for v, a, s in zip(vals, arrays, slots):
-                a = a if isinstance(a, np.ndarray) else np.asarray(a)
-                t = v.type
-                if a.dtype.name != t.dtype or (t.shape is not None and (
-                        a.ndim != len(t.shape) or any(d is not None and d != n
-                                                      for d, n in zip(t.shape, a.shape)))):
-                    raise EmberError(f"graph {g.name}: {v.name_hint or 'argument'!r} expects "
-                                     f"{t}, got shape {fmt_shapes([a.shape])} {a.dtype.name}")
-                given.append(a)
-                env[s] = a
-        for s, view, a in zip(self.in_slots, self.in_views, inputs):
-            if view is not None:
-                np.copyto(view, a)
-                env[s] = view
-        for step in self.steps:
-            step(env)
-        outs = []
-        for s, arena in zip(self.out_slots, self.out_in_arena):
-            a = env[s]
-            if arena or any(np.may_share_memory(a, x) for x in given):
-                a = a.copy()
-            outs.append(a)
-        return outs
+        return self.run_fn(self.check_in(inputs), self.check_params(params))
 
 
 def compile(graph: Graph) -> Compiled:
@@ -428,11 +388,13 @@ def compile(graph: Graph) -> Compiled:
     fallbacks by op; ``EMBER_DEBUG_BACKEND=1`` prints it.
     """
     prog = _Program(graph)
-    run = prog.run
+    run_fn, check_in, check_params = prog.run_fn, prog.check_in, prog.check_params
     if os.environ.get("EMBER_DEBUG_BACKEND", "") not in ("", "0"):
         items = ", ".join(f"{k}={n}" for k, n in sorted(prog.report.items()))
         print(f"[ember cpu] {graph.name}: {items}", file=sys.stderr)
-    fn = lambda inputs, params: run(inputs, params)
+
+    def fn(inputs, params):
+        return run_fn(check_in(inputs), check_params(params))
     fn.report = dict(prog.report)
     fn.__qualname__ = f"cpu[{graph.name}]"
     return fn

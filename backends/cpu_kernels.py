@@ -18,10 +18,23 @@ from collections.abc import Sequence
 
 from ember.ir.graph import Node, Value
 
+from . import cpu_math
 from .codegen import ConstPool, scalar_body
 
 FASTMATH = "{'contract', 'afn'}"
 _HEADER = "import math\n\nimport numpy as np\nfrom numba import njit, prange\n\n"
+# float32 exp/tanh by cpu_math's vectorisable polynomials instead of scalar expf/tanhf calls
+FUNCS = {"float32": {"exp": "exp32", "tanh": "tanh32", "op:sigmoid": "sigmoid32"}}
+
+
+def _header(lines: Sequence[str]) -> str:
+    """The module header, importing cpu_math's functions when the body calls them (its
+    VERSION in the source keys the kernel cache to that file's contents)."""
+    used = sorted({f for f in FUNCS["float32"].values() if any(f + "(" in ln for ln in lines)})
+    if not used:
+        return _HEADER
+    return (_HEADER + f"from ember.backends.cpu_math import {', '.join(used)}  "
+            f"# cpu_math {cpu_math.VERSION}\n\n")
 
 
 def _decorator(parallel: bool) -> str:
@@ -47,57 +60,62 @@ def _index(flags: Sequence[bool]) -> str:
 
 
 def ewise_source(nodes: Sequence[Node], inputs: Sequence[Value], flags: Sequence[Sequence[bool]],
-                 outputs: Sequence[Value], rank: int, parallel: bool) -> str:
+                 outputs: Sequence[Value], rank: int, parallel: bool,
+                 alias: dict[int, int] | None = None) -> str:
     """One loop kernel ``kernel(x0.., o0..)`` computing the template chain ``nodes``.
 
     ``inputs`` are the chain's leaves, passed reshaped to ``rank`` dims with broadcast dims
-    ``flags``; ``outputs`` (values of ``nodes``) all have the iteration shape.
+    ``flags``; ``outputs`` (values of ``nodes``) all have the iteration shape. ``alias``:
+    input j -> output k when they are one buffer (memory planned in place): the kernel
+    reads ``o{k}`` and takes no ``x{j}``, since two arguments that overlap make LLVM's
+    runtime alias check fall back to its scalar loop (3x slower).
     """
+    alias = alias or {}
     pool = ConstPool()
-    args = [f"x{j}" for j in range(len(inputs))] + [f"o{j}" for j in range(len(outputs))]
+    args = [f"x{j}" for j in range(len(inputs)) if j not in alias]
+    args += [f"o{j}" for j in range(len(outputs))]
     head, ind = _loop_nest(rank, parallel, "o0")
     body = []
     leaves = {}
     for j, (v, fl) in enumerate(zip(inputs, flags)):
         leaves[v] = f"l{j}"
-        body.append(f"{ind}l{j} = x{j}[{_index(fl)}]")
-    lines, var = scalar_body(nodes, leaves, pool, ind)
+        src = f"o{alias[j]}" if j in alias else f"x{j}"
+        body.append(f"{ind}l{j} = {src}[{_index(fl)}]")
+    lines, var = scalar_body(nodes, leaves, pool, ind, FUNCS)
     body += lines
     idx = _index([False] * rank)
     body += [f"{ind}o{j}[{idx}] = {var[v]}" for j, v in enumerate(outputs)]
-    return (_HEADER + pool.source() + "\n\n" + _decorator(parallel)
+    return (_header(body) + pool.source() + "\n\n" + _decorator(parallel)
             + f"def kernel({', '.join(args)}):\n" + "\n".join(head + body) + "\n")
 
 
-def gemm_source(trans_a: bool, trans_b: bool, bias: bool, epilogue: Sequence[Node],
-                master: Value, inputs: Sequence[Value], flags: Sequence[Sequence[bool]],
-                outputs: Sequence[Value], parallel: bool) -> str:
-    """``kernel(a, b[, bias], x0.., m, o0..)``: ``m = op(a) @ op(b)`` by BLAS, then one pass
-    over the (rows, cols) result adding ``bias`` and applying the ``epilogue`` chain.
+def gemm_epilogue_source(bias: bool, epilogue: Sequence[Node], master: Value,
+                         inputs: Sequence[Value], flags: Sequence[Sequence[bool]],
+                         outputs: Sequence[Value], parallel: bool) -> str:
+    """``kernel(m, [bias], x0.., o..)``: one pass over a GEMM's (rows, cols) result ``m``
+    adding ``bias`` and applying the ``epilogue`` chain; ``outputs[0]`` is written back
+    into ``m`` (the caller's buffer for it), the others into ``o1..`` (no overlapping
+    arguments: LLVM would take its scalar loop).
 
-    ``m`` holds the master's value (written back when ``master`` is among ``outputs``); it
-    may be the same array as ``o0`` (each element is read before it is written).
+    The GEMM itself is NumPy's (``np.matmul`` from the run loop): numba's ``np.dot`` links
+    SciPy's OpenBLAS, a second thread pool next to NumPy's, and two spinning pools on two
+    cores made every GEMM 10x slower. ``m`` may be the same array as ``o0`` (each element is
+    read before it is written).
     """
     pool = ConstPool()
-    args = ["a", "b"] + (["bias"] if bias else []) + [f"x{j}" for j in range(len(inputs))]
-    args += ["m"] + [f"o{j}" for j in range(len(outputs))]
-    lhs = "a.T" if trans_a else "a"
-    rhs = "b.T" if trans_b else "b"
-    lines = [f"    np.dot({lhs}, {rhs}, m)"]
-    looped = bool(epilogue or bias or any(v is not master for v in outputs))
-    parallel = parallel and looped  # parallel=True without a prange only warns
-    if looped:
-        head, ind = _loop_nest(2, parallel, "m")
-        lines += head
-        lines.append(f"{ind}tm = m[i0, i1]" + (" + bias[i1]" if bias else ""))
-        leaves = {master: "tm"}
-        for j, (v, fl) in enumerate(zip(inputs, flags)):
-            leaves[v] = f"l{j}"
-            lines.append(f"{ind}l{j} = x{j}[{_index(fl)}]")
-        body, var = scalar_body(epilogue, leaves, pool, ind)
-        lines += body
-        lines += [f"{ind}o{j}[i0, i1] = {var[v]}" for j, v in enumerate(outputs)]
-    return (_HEADER + pool.source() + "\n\n" + _decorator(parallel)
+    args = ["m"] + (["bias"] if bias else []) + [f"x{j}" for j in range(len(inputs))]
+    args += [f"o{j}" for j in range(1, len(outputs))]
+    head, ind = _loop_nest(2, parallel, "m")
+    lines = list(head)
+    lines.append(f"{ind}tm = m[i0, i1]" + (" + bias[i1]" if bias else ""))
+    leaves = {master: "tm"}
+    for j, (v, fl) in enumerate(zip(inputs, flags)):
+        leaves[v] = f"l{j}"
+        lines.append(f"{ind}l{j} = x{j}[{_index(fl)}]")
+    body, var = scalar_body(epilogue, leaves, pool, ind, FUNCS)
+    lines += body
+    lines += [f"{ind}{f'o{j}' if j else 'm'}[i0, i1] = {var[v]}" for j, v in enumerate(outputs)]
+    return (_header(lines) + pool.source() + "\n\n" + _decorator(parallel)
             + f"def kernel({', '.join(args)}):\n" + "\n".join(lines) + "\n")
 
 
@@ -145,10 +163,18 @@ def reduce_source(kind: str, parallel: bool) -> str:
         "\n".join(lines) + "\n"
 
 
-def softmax_source(log: bool, parallel: bool) -> str:
+def softmax_source(log: bool, parallel: bool, f32: bool = False) -> str:
     """``kernel(x, scale, out)``: (log-)softmax of ``x * scale`` over the middle axis of
-    (P, R, Q), one row at a time: max, sum of exponentials (float64), write."""
-    final = "z - lse" if log else "math.exp(z - lse)"
+    (P, R, Q), one row at a time: max, sum of exponentials (float64), write.
+
+    ``f32``: float32 data, whose exponentials (of ``z - max <= 0``) use ``cpu_math.exp32``
+    (vectorised, 3 ulp) instead of float64 ``math.exp`` calls; sums stay float64.
+    """
+    if f32:
+        ex = "np.float64(exp32(np.float32(np.float64(x[p, r, q]) * scale - mx)))"
+    else:
+        ex = "math.exp(np.float64(x[p, r, q]) * scale - mx)"
+    final = "z - lse" if log else ("exp32(np.float32(z - lse))" if f32 else "math.exp(z - lse)")
     lines = ["    P, R, Q = x.shape",
              f"    for p in {'prange' if parallel else 'range'}(P):",
              "        for q in range(Q):",
@@ -158,10 +184,39 @@ def softmax_source(log: bool, parallel: bool) -> str:
              "                mx = z if z > mx or z != z else mx",
              "            s = 0.0",
              "            for r in range(R):",
-             "                s += math.exp(np.float64(x[p, r, q]) * scale - mx)",
+             f"                s += {ex}",
              "            lse = math.log(s)",
              "            for r in range(R):",
              "                z = np.float64(x[p, r, q]) * scale - mx",
              f"                out[p, r, q] = {final}"]
-    return _HEADER + "\n" + _decorator(parallel) + "def kernel(x, scale, out):\n" + \
+    return _header(lines) + "\n" + _decorator(parallel) + "def kernel(x, scale, out):\n" + \
         "\n".join(lines) + "\n"
+
+
+# ---- pick and its adjoint over (P, R, Q), the picked axis in the middle ---------------
+_PICK_FIX = {"clip": "k = min(max(k, 0), R - 1)", "wrap": "k = k % R"}
+
+
+def pick_source(mode: str, backward: bool) -> str:
+    """``kernel(x, idx, out)``: ``out[p, q] = x[p, idx[p, q], q]`` (``pick``), or with
+    ``backward`` ``kernel(og, idx, out)``: zeros but ``out[p, idx[p, q], q] = og[p, q]``
+    (``pick_backward``). Indices truncate to integers, then clip or wrap (MXNet's modes)."""
+    fix = _PICK_FIX[mode]
+    if backward:
+        lines = ["    P, R, Q = out.shape",
+                 "    out[...] = 0",
+                 "    for p in range(P):",
+                 "        for q in range(Q):",
+                 "            k = int(idx[p, q])",
+                 f"            {fix}",
+                 "            out[p, k, q] = og[p, q]"]
+        head = "def kernel(og, idx, out):\n"
+    else:
+        lines = ["    P, R, Q = x.shape",
+                 "    for p in range(P):",
+                 "        for q in range(Q):",
+                 "            k = int(idx[p, q])",
+                 f"            {fix}",
+                 "            out[p, q] = x[p, k, q]"]
+        head = "def kernel(x, idx, out):\n"
+    return _HEADER + "\n" + _decorator(False) + head + "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import threading
 import types
 from pathlib import Path
 
@@ -155,3 +156,29 @@ def install(cache: KernelCache | None = None) -> KernelCache:
     cache = cache or default_cache()
     codegen.set_module_loader(cache.load)
     return cache
+
+
+def _warm_numba() -> None:
+    """numba's one-time set-up, the typing and lowering registries it fills on its first
+    compilation or cache load (0.3-0.4 s: it imports numba.np.*, which imports SciPy's
+    BLAS); done here, under numba's compiler lock, it overlaps with what the program does
+    before its first compiled call instead of delaying that call."""
+    try:
+        from numba.core.compiler_lock import global_compiler_lock
+        from numba.core.registry import cpu_target
+
+        from ember.backends import cpu_math  # noqa: F401 (sets numba's CPU features first)
+        with global_compiler_lock:
+            cpu_target.typing_context.refresh()
+            cpu_target.target_context.refresh()
+    except Exception:  # an optimisation only: the first compilation does it otherwise
+        return
+
+
+def warm_up_in_background() -> threading.Thread | None:
+    """Start :func:`_warm_numba` on a daemon thread (``EMBER_WARMUP=0``: don't)."""
+    if os.environ.get("EMBER_WARMUP", "1") == "0":
+        return None
+    thread = threading.Thread(target=_warm_numba, name="ember-numba-warmup", daemon=True)
+    thread.start()
+    return thread

@@ -212,3 +212,68 @@ def test_every_template_op_matches_reference():
             got = cpu.compile(b.build([o]))(arrays, [])[0]
             want = reference.run_graph(b.build([o]), arrays, [])[0]
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("mode", ["clip", "wrap"])
+@pytest.mark.parametrize("axis", [-1, 1, 0])
+def test_pick_and_pick_backward_kernels(mode, axis):
+    b = GraphBuilder("pick")
+    x = b.input(TensorType((4, 5, 3), F32), "x")
+    n_idx = {-1: (4, 5), 1: (4, 3), 0: (5, 3)}[axis]
+    idx = b.input(TensorType(n_idx, F32), "idx")
+    (p,) = b.emit("pick", [x, idx], axis=axis, mode=mode)
+    (g,) = b.emit("pick_backward", [p, idx, x], axis=axis, mode=mode)
+    index = np.random.default_rng(3).integers(-7, 9, n_idx).astype(np.float32)
+    report = check(b.build([p, g]), [_rand((4, 5, 3)), index],
+                   expect_kinds=("pick", "pick_backward"))
+    assert not any(k.startswith("fallback") for k in report)
+
+
+def test_reshape_fill_and_inlined_groups_have_no_fallbacks():
+    """The softmax cross-entropy graphs of the seed MLP: fused groups no single kernel
+    covers are planned node by node (no nested program), reshapes copy, ``full`` fills."""
+    from ember.passes import run_pipeline
+    b = GraphBuilder("xent")
+    z = b.input(TensorType((6, 4), F32), "z")
+    y = b.input(TensorType((6,), F32), "y")
+    (ls,) = b.emit("log_softmax", [z], axis=-1)
+    (p,) = b.emit("pick", [ls, y], axis=-1, keepdims=True)
+    (n,) = b.emit("negative", [p])
+    (e,) = b.emit("expand_dims", [y], axis=1)
+    (f,) = b.emit("full", [], shape=(6,), value=2.5)
+    graph = run_pipeline(b.build([n, e, f]), ["infer_shapes", "fuse", "plan_memory"])
+    labels = np.array([0, 3, 1, 2, 9, -1], np.float32)
+    report = check(graph, [_rand((6, 4)), labels], expect_kinds=("reshape", "fill"))
+    assert not any(k.startswith("fallback") or k == "nested" for k in report), report
+
+
+def test_generated_run_is_straight_line_and_reusable():
+    graph, (inputs, params) = _mlp()
+    fn = cpu.compile(graph)
+    first = fn(inputs, params)[0].copy()
+    np.testing.assert_array_equal(fn(inputs, params)[0], first)
+    with pytest.raises(Exception, match="expects"):
+        fn([inputs[0][:, :3]], params)
+
+
+def test_vector_math_matches_numpy_everywhere():
+    """cpu_math's float32 exp/tanh/sigmoid: a few ulp over the whole range, IEEE specials."""
+    from numba import njit
+
+    from ember.backends.cpu_math import exp32, sigmoid32, tanh32
+
+    @njit
+    def apply(x, out):
+        for i in range(x.shape[0]):
+            out[i, 0], out[i, 1], out[i, 2] = exp32(x[i]), tanh32(x[i]), sigmoid32(x[i])
+    x = np.concatenate([np.linspace(-100, 100, 20001, dtype=np.float32),
+                        np.float32([0, -0.0, 1e-30, 0.6249, 0.6251, 88.72, 88.73, -87.5,
+                                    np.inf, -np.inf, np.nan])])
+    out = np.empty((x.size, 3), np.float32)
+    apply(x, out)
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        refs = [np.exp(x64), np.tanh(x64), 1 / (1 + np.exp(-x64))]
+        refs = [r.astype(np.float32) for r in refs]
+    for j, ref in enumerate(refs):
+        np.testing.assert_allclose(out[:, j], ref, rtol=1e-6, atol=1e-37, equal_nan=True)

@@ -333,3 +333,32 @@ def test_register_and_updater_states_roundtrip():
     np.testing.assert_array_equal(upd2.states[0].asnumpy(), upd.states[0].asnumpy())
     assert upd2.states_synced == {0: False}
     assert "param_dict" not in pickle.loads(blob)[1].__getstate__()
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("clip", [None, 0.2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_in_place_kernels_equal_the_update_ops(momentum, clip, dtype):
+    """SGD's in-place numba path (cpu_optim) gives the update ops' results bit for bit."""
+    w0, g = (RNG.standard_normal((5, 7)).astype(dtype) for _ in range(2))
+    kw = {"lr": 0.1, "wd": 0.01, "rescale_grad": 0.5}
+    if clip is not None:
+        kw["clip_gradient"] = clip
+    sgd = opt.SGD(learning_rate=0.1, momentum=momentum, wd=0.01, rescale_grad=0.5,
+                  clip_gradient=clip)
+    w, grad = mx.nd.array(w0, dtype=dtype), mx.nd.array(g, dtype=dtype)
+    state = sgd.create_state(0, w)
+    before = w._data
+    for _ in range(2):
+        sgd.update(0, w, grad, state)
+    assert w._data is before  # updated in place, no copy
+    ref_w, ref_g = mx.nd.array(w0, dtype=dtype), mx.nd.array(g, dtype=dtype)
+    mom = mx.nd.zeros(w0.shape, dtype=dtype)
+    for _ in range(2):
+        if momentum:
+            mx.nd.sgd_mom_update(ref_w, ref_g, mom, out=ref_w, momentum=momentum, **kw)
+        else:
+            mx.nd.sgd_update(ref_w, ref_g, out=ref_w, **kw)
+    np.testing.assert_array_equal(w.asnumpy(), ref_w.asnumpy())
+    if momentum:
+        np.testing.assert_array_equal(state.asnumpy(), mom.asnumpy())

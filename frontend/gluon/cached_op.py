@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from ember import autograd
 from ember.base import MXNetError, NotImplementedForSymbol
 from ember.ir.graph import Graph, topo_nodes
@@ -140,58 +138,121 @@ def _unflatten(flat, structure):
 class _Backward:
     """The tape entry's op: runs the compiled backward graph with the saved residuals."""
 
-    def __init__(self, cached, residuals, param_arrays, ctx):
-        self.cached, self.residuals, self.param_arrays, self.ctx = \
-            cached, residuals, param_arrays, ctx
-        self.name = f"{cached.name}_backward"
+    __slots__ = ("variant", "residuals", "param_arrays", "ctx", "name")
+
+    def __init__(self, variant, residuals, param_arrays, ctx, name):
+        self.variant, self.residuals, self.param_arrays, self.ctx = \
+            variant, residuals, param_arrays, ctx
+        self.name = name
 
     def grad(self, F, inputs, outputs, ograds, attrs):
         heads = [g._data for g in ograds]
-        grads = self.cached.backward.run(self.residuals + heads, self.param_arrays)
+        grads = self.variant.backward.run(self.residuals + heads, self.param_arrays)
         out = [None] * len(inputs)
-        for slot, g in zip(self.cached.grad_slots, grads):
-            out[slot] = NDArray(np.asarray(g), self.ctx)
+        ctx = self.ctx
+        for slot, g in zip(self.variant.grad_slots, grads):
+            out[slot] = NDArray(g, ctx)
         return out
 
 
+class _Variant:
+    """The forward+backward pair compiled for one set of inputs that need gradients.
+
+    ``residual_src[k]``: where residual k comes from, ``('out', j)`` (forward output j) or
+    ``('in', i)`` (data input i itself, which the forward graph then does not return: the
+    tape keeps the caller's array, as MXNet's CachedOp keeps its input NDArrays).
+    """
+
+    __slots__ = ("forward", "backward", "grad_slots", "residual_src")
+
+    def __init__(self, graph: Graph, n_outputs: int, wrt_inputs: list[int],
+                 wrt_params: list[int], backend: str):
+        from ember.passes import run_pipeline
+        from ember.passes.autodiff import autodiff
+        from ember.passes.partition import split_forward_backward
+        from ember.runtime.executable import Executable
+        n_args = len(graph.inputs)
+        wrt = [graph.inputs[i] for i in wrt_inputs] + [graph.params[i] for i in wrt_params]
+        joint = autodiff(graph, wrt=wrt, head_grads="input")
+        joint = run_pipeline(joint, FORWARD_PASSES, keep_stop_gradient=False)
+        heads = joint.inputs[n_args:]
+        fwd, bwd, _ = split_forward_backward(joint, n_outputs, heads)
+        position = {id(v): i for i, v in enumerate(fwd.inputs)}
+        kept, self.residual_src = list(fwd.outputs[:n_outputs]), []
+        for v in fwd.outputs[n_outputs:]:
+            if id(v) in position:
+                self.residual_src.append(("in", position[id(v)]))
+            else:
+                self.residual_src.append(("out", len(kept)))
+                kept.append(v)
+        fwd = Graph(fwd.name, fwd.inputs, fwd.params, fwd.nodes, kept, dict(fwd.meta))
+        self.forward = Executable(run_pipeline(fwd, LOWERING_PASSES), backend)
+        self.backward = Executable(run_pipeline(bwd, LOWERING_PASSES), backend)
+        # tape-entry input slot of each gradient: data inputs first, then the params
+        self.grad_slots = list(wrt_inputs) + [n_args + i for i in wrt_params]
+
+
 class CachedGraph:
-    """The compiled forward (and, when gradients are wanted, backward) of one signature."""
+    """The compiled forward (and, when gradients are wanted, backward) of one signature.
+
+    With gradients, one :class:`_Variant` per set of data inputs that need them (compiled
+    on first sight): a gradient nobody reads, such as the batch's, is never computed.
+    """
 
     def __init__(self, fn, args, training: bool, with_grad: bool, backend: str, name: str,
                  params_by_value: dict):
         from ember.passes import run_pipeline
         from ember.runtime.executable import Executable
         self.name = name
+        self.backend = backend
         graph, self.params, self.structure = trace(fn, args, name, params_by_value)
         self.n_outputs = len(graph.outputs)
         graph = run_pipeline(graph, FORWARD_PASSES)
         self.graph = graph
+        self.backward = None
+        self._variants: dict[tuple, _Variant] = {}
+        self._wrt_params = [i for i, p in enumerate(self.params) if p.grad_req != "null"]
+        self._bwd_name = f"{name}_backward"
         if not with_grad:
             self.forward = Executable(run_pipeline(graph, LOWERING_PASSES), backend)
-            self.backward = None
             return
-        from ember.passes.autodiff import autodiff
-        from ember.passes.partition import split_forward_backward
-        wrt_params = [i for i, p in enumerate(self.params) if p.grad_req != "null"]
-        n_args = len(graph.inputs)
-        wrt = list(graph.inputs) + [graph.params[i] for i in wrt_params]
-        joint = autodiff(graph, wrt=wrt, head_grads="input")
-        joint = run_pipeline(joint, FORWARD_PASSES, keep_stop_gradient=False)
-        heads = joint.inputs[n_args:]
-        fwd, bwd, _ = split_forward_backward(joint, self.n_outputs, heads)
-        self.forward = Executable(run_pipeline(fwd, LOWERING_PASSES), backend)
-        self.backward = Executable(run_pipeline(bwd, LOWERING_PASSES), backend)
-        # tape-entry input slot of each gradient: data inputs first, then the params
-        self.grad_slots = list(range(n_args)) + [n_args + i for i in wrt_params]
+        self.forward = None
+        variant = self._variant(tuple(autograd._needs_grad(a) for a in split_args(args)[0]))
+        self.backward = variant.backward
+
+    def _variant(self, mask: tuple) -> _Variant:
+        v = self._variants.get(mask)
+        if v is None:
+            wrt_inputs = [i for i, m in enumerate(mask) if m]
+            v = self._variants[mask] = _Variant(self.graph, self.n_outputs, wrt_inputs,
+                                                self._wrt_params, self.backend)
+        return v
+
+    def _param_data(self, ctx) -> list:
+        """Each parameter's NDArray on ``ctx`` (one context: its only copy, no lookup)."""
+        out = []
+        for p in self.params:
+            d = p._data
+            out.append(d[0] if d is not None and len(d) == 1 else p.data(ctx))
+        return out
 
     def __call__(self, args, ctx):
-        args, _ = split_args(args)
-        params = [p.data(ctx) for p in self.params]
+        if not all(type(a) is NDArray for a in args):
+            args = split_args(args)[0]
+        params = self._param_data(ctx)
         param_arrays = [d._data for d in params]
-        res = self.forward.run([a._data for a in args], param_arrays)
-        outs = [NDArray(np.asarray(r), ctx) for r in res[:self.n_outputs]]
-        if self.backward is not None:
-            residuals = [np.asarray(r) for r in res[self.n_outputs:]]
-            autograd._record(_Backward(self, residuals, param_arrays, ctx), {},
-                             list(args) + params, outs)
-        return _unflatten(list(outs), self.structure)
+        in_arrays = [a._data for a in args]
+        n = self.n_outputs
+        if self.forward is not None:
+            res = self.forward.run(in_arrays, param_arrays)
+            outs = [NDArray(r, ctx) for r in res[:n]]
+            return outs[0] if self.structure is None else _unflatten(outs, self.structure)
+        needs = autograd._needs_grad
+        variant = self._variant(tuple(needs(a) for a in args))
+        res = variant.forward.run(in_arrays, param_arrays)
+        outs = [NDArray(r, ctx) for r in res[:n]]
+        residuals = [res[k] if src == "out" else in_arrays[k]
+                     for src, k in variant.residual_src]
+        autograd._record(_Backward(variant, residuals, param_arrays, ctx, self._bwd_name), {},
+                         list(args) + params, outs)
+        return outs[0] if self.structure is None else _unflatten(outs, self.structure)

@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 
 from ember import optimizer as opt
+from ember import trace_state
 from ember.base import MXNetError
 
 from .parameter import Parameter, ParameterDict
@@ -139,7 +140,7 @@ class Trainer:
         if self._kvstore_params["kvstore"] is None:
             return  # MXNet: without a kvstore each context keeps its own gradient
         for param in self._params:
-            if param.grad_req == "null" or param._data is None:
+            if param.grad_req == "null" or param._data is None or len(param._data) == 1:
                 continue
             grads = param.list_grad()
             if len(grads) > 1:
@@ -147,12 +148,20 @@ class Trainer:
                 for g in grads:
                     g._data[...] = total
 
+    @staticmethod
+    def _arrays(param: Parameter) -> tuple[list, list]:
+        """(data, grad) arrays of ``param`` on its contexts; its lists themselves outside a
+        traced step (``_check_and_get`` would return the traced values inside one)."""
+        if param._data is not None and param._grad is not None and trace_state.current() is None:
+            return param._data, param._grad
+        return param._check_and_get(param._data, list), param.list_grad()
+
     def _update(self, ignore_stale_grad: bool = False):
         updates: list[list] = [[] for _ in self._updaters]
         for i, param in enumerate(self._params):
             if param.grad_req == "null":
                 continue
-            datas = param._check_and_get(param._data, list)
+            datas, grads = self._arrays(param)
             if not ignore_stale_grad:
                 for data in datas:
                     if not data._fresh_grad:
@@ -164,7 +173,7 @@ class Trainer:
                             "only using a subset, call step with ignore_stale_grad=True to "
                             "suppress this warning and skip updating of Parameters with "
                             "stale gradient")
-            for upd, arr, grad in zip(updates, datas, param.list_grad()):
+            for upd, arr, grad in zip(updates, datas, grads):
                 if not ignore_stale_grad or arr._fresh_grad:
                     upd.append((i, grad, arr))
                     arr._fresh_grad = False

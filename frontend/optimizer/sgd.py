@@ -6,7 +6,9 @@ import warnings
 
 import numpy as np
 
+from ember import autograd, trace_state
 from ember import ndarray as nd
+from ember.backends import cpu_optim
 from ember.ndarray.ndarray import NDArray
 
 from .optimizer import Optimizer, _aggregation_size, register
@@ -63,6 +65,8 @@ class SGD(_MasterCopyFirstState, Optimizer):
             indices, weights, grads, states = [indices], [weights], [grads], [states]
         indices, weights, grads, states = (list(x) for x in (indices, weights, grads, states))
         self._update_count(indices)
+        if not multi_precision and _update_in_place(self, indices, weights, grads, states):
+            return
         kw = {"rescale_grad": self.rescale_grad, "lrs": self._get_lrs(indices),
               "wds": self._get_wds(indices), "num_weights": len(weights),
               **self._clip_kw()}
@@ -94,6 +98,49 @@ class SGD(_MasterCopyFirstState, Optimizer):
         first = _as_list(weight)[0]
         self._update_impl(index, weight, grad, state,
                           multi_precision=self.multi_precision and first.dtype == np.float16)
+
+
+def _flat(x: NDArray):
+    """``x``'s array as a 1-D view, or None when a kernel cannot update it in place."""
+    a = x._data if type(x) is NDArray else None
+    if a is None or a.dtype not in _KERNEL_DTYPES or not a.flags.c_contiguous \
+            or not a.flags.writeable:
+        return None
+    return a.reshape(-1)
+
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _update_in_place(opt: SGD, indices, weights, grads, states) -> bool:
+    """SGD's update straight into the weights (and momenta) with one-pass numba kernels
+    (``ember.backends.cpu_optim``): the same formulas as ``multi_sgd(_mom)_update``,
+    without the temporaries and ``out=`` copies. False (nothing done) when an array does not
+    qualify, inside a traced step (``@ember.compile`` records the update ops instead), or
+    while autograd records."""
+    if trace_state.current() is not None or autograd.is_recording():
+        return False
+    mom = opt.momentum > 0
+    flat = []
+    for w, g, st in zip(weights, grads, states):
+        fw, fg = _flat(w), _flat(g)
+        fm = _flat(st) if mom and isinstance(st, NDArray) else None
+        if fw is None or fg is None or fg.dtype != fw.dtype or fg.size != fw.size \
+                or mom and (fm is None or fm.dtype != fw.dtype or fm.size != fw.size):
+            return False
+        flat.append((fw, fg, fm))
+    lrs, wds = opt._get_lrs(indices), opt._get_wds(indices)
+    clip = opt.clip_gradient if opt.clip_gradient else -1.0  # as _clip_kw: 0 is off
+    rescale = opt.rescale_grad
+    for (fw, fg, fm), lr, wd in zip(flat, lrs, wds):
+        f = fw.dtype.type
+        if mom:
+            cpu_optim.sgd_mom(fw, fg, fm, f(lr), f(rescale), f(opt.momentum), f(lr * wd),
+                              f(clip), f(lr * rescale))
+        else:
+            cpu_optim.sgd(fw, fg, f(lr), f(rescale), f(1.0 - lr * wd), f(clip),
+                          f(lr * rescale))
+    return True
 
 
 @register

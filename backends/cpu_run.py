@@ -1,0 +1,118 @@
+"""The CPU backend's run loop, generated as one straight-line Python function per graph.
+
+A compiled graph runs as ``run(inputs, params)``: bind the arguments to local variables,
+then one line per step calling a prebound kernel with its arguments, then return the
+outputs (torch.fx's code generation of an interpreter loop into Python source). Values
+planned into the arena are module-level constants (views made once, reshaped once), so a
+step costs one kernel call and the lookups of its non-constant arguments; there are no
+per-call dicts, lists of closures, or lookups by slot.
+
+Values are named as they are bound:
+- arena views (``Value.mem``) and other constants: globals of the generated function;
+- inputs, parameters, fresh outputs and fallback results: locals.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ember.ir.errors import EmberError, fmt_shapes
+from ember.ir.graph import Value
+
+
+class RunBuilder:
+    """Collects the lines and constants of a generated ``run`` function."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.ns: dict = {"empty": np.empty, "copyto": np.copyto, "matmul": np.matmul}
+        self.lines: list[str] = []
+        self.ref: dict[int, str] = {}      # id(Value) -> local or global name
+        self.const: dict[int, np.ndarray] = {}  # id(Value) -> its fixed array
+        self._n = 0
+
+    def fresh(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}{self._n}"
+
+    def constant(self, obj, prefix: str = "K") -> str:
+        """A global name bound to ``obj``."""
+        name = self.fresh(prefix)
+        self.ns[name] = obj
+        return name
+
+    def bind_const(self, v: Value, array: np.ndarray) -> None:
+        """``v`` lives in ``array`` for every run (an arena view)."""
+        self.const[id(v)] = array
+        self.ref[id(v)] = self.constant(array, "A")
+
+    def bind_local(self, v: Value) -> str:
+        name = self.fresh("v")
+        self.ref[id(v)] = name
+        return name
+
+    def expr(self, v: Value, shape: tuple | None = None) -> str:
+        """Source for ``v`` viewed as ``shape`` (a reshaped constant is made once)."""
+        name = self.ref[id(v)]
+        if shape is None or tuple(shape) == v.type.shape:
+            return name
+        arr = self.const.get(id(v))
+        if arr is not None:
+            return self.constant(arr.reshape(shape), "A")
+        return f"{name}.reshape({tuple(shape)!r})"
+
+    def out(self, v: Value) -> str:
+        """The name of ``v``'s buffer: its arena view, or a fresh array made by this line."""
+        if id(v) in self.ref:
+            return self.ref[id(v)]
+        name = self.bind_local(v)
+        dt = self.constant(np.dtype(v.type.dtype), "D")
+        self.lines.append(f"{name} = empty({v.type.shape!r}, {dt})")
+        return name
+
+    def emit(self, line: str) -> None:
+        self.lines.append(line)
+
+    def build(self, params: Sequence[str], ret: Sequence[str]) -> Callable:
+        """Compile the function ``run(<params>)`` returning the list ``ret``."""
+        body = self.lines or ["pass"]
+        src = (f"def run({', '.join(params)}):\n"
+               + "".join(f"    {ln}\n" for ln in body)
+               + f"    return [{', '.join(ret)}]\n")
+        code = compile(src, f"<ember cpu run {self.name}>", "exec")
+        exec(code, self.ns)
+        fn = self.ns["run"]
+        fn.source = src
+        return fn
+
+
+def arg_checker(graph_name: str, values: Sequence[Value], what: str):
+    """``check(arrays) -> arrays`` validating dtypes and shapes (fast path: exact match)."""
+    n = len(values)
+    want = [(np.dtype(v.type.dtype), v.type.shape) for v in values]
+    static = all(s is not None and None not in s for _, s in want)
+
+    def slow(arrays):
+        out = []
+        for v, a in zip(values, arrays):
+            a = a if isinstance(a, np.ndarray) else np.asarray(a)
+            t = v.type
+            if a.dtype.name != t.dtype or (t.shape is not None and (
+                    a.ndim != len(t.shape) or any(d is not None and d != k
+                                                  for d, k in zip(t.shape, a.shape)))):
+                raise EmberError(f"graph {graph_name}: {v.name_hint or what!r} expects "
+                                 f"{t}, got shape {fmt_shapes([a.shape])} {a.dtype.name}")
+            out.append(a)
+        return out
+
+    def check(arrays):
+        if len(arrays) != n:
+            raise EmberError(f"graph {graph_name} takes {n} {what}s, got {len(arrays)}")
+        if static:
+            for a, (dt, shape) in zip(arrays, want):
+                if type(a) is not np.ndarray or a.dtype is not dt or a.shape != shape:
+                    return slow(arrays)
+            return arrays
+        return slow(arrays)
+    return check

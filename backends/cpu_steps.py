@@ -1,0 +1,165 @@
+"""Steps of the CPU backend for single ops other than elementwise chains and GEMMs.
+
+A mixin of ``cpu._Program``: each method takes a node and either emits its step into the
+run loop (returning True) or declines, leaving the node to the next rule or to the NumPy
+fallback. Reductions and softmax view their operand as (P, R, Q) with the reduced axis in
+the middle; ``pick``/``pick_backward`` likewise; reshape-like ops copy a view of their input
+into the output's buffer; ``full`` fills it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ember.ir.graph import Node
+from ember.ir.opset_reduce import reduced_axes
+
+from . import codegen
+from .cpu_kernels import pick_source, reduce_source, softmax_source
+
+PARALLEL_MIN = 1 << 17  # elements below which thread start-up costs more than it saves
+_REDUCE_OPS = ("sum", "mean", "max", "min", "sum_like")
+_SOFTMAX = {"softmax": (1.0, False), "log_softmax": (1.0, True), "softmin": (-1.0, False)}
+_RESHAPES = ("reshape", "reshape_like", "flatten", "expand_dims", "squeeze")
+_KERNELS: dict[str, object] = {}
+
+
+def kernel(source: str):
+    """The ``kernel`` function of generated ``source`` (loaded once per process)."""
+    fn = _KERNELS.get(source)
+    if fn is None:
+        fn = _KERNELS[source] = codegen.load_module(source, "cpu").kernel
+    return fn
+
+
+def float_known(values) -> bool:
+    """Whether every value has a known shape and a float dtype the kernels handle."""
+    return all(v.type.known and v.type.dtype in codegen.FLOAT_DTYPES for v in values)
+
+
+class OpSteps:
+    """Single-op steps (a mixin: needs ``b``, ``views``, ``report``, ``_arg``, ``_buf``,
+    ``_kernel_step``)."""
+
+    def _op_step(self, node: Node) -> bool:
+        """Emit the step of a plain node by one of the rules below; False if none fits."""
+        return self._reduce(node) or self._softmax(node) or self._batch_dot(node) or \
+            self._pick(node) or self._reshape(node) or self._full(node)
+
+    def _reduce(self, node: Node) -> bool:
+        name, at = node.op.name, node.attr_dict
+        if name not in _REDUCE_OPS or not float_known([node.inputs[0], node.outputs[0]]):
+            return False
+        x = node.inputs[0]
+        shape = x.type.shape
+        if name == "sum_like":
+            like = node.inputs[1].type.shape
+            lead = len(shape) - len(like)
+            axes = set(range(lead)) | {i + lead for i, d in enumerate(like) if d == 1}
+        else:
+            axes = set(reduced_axes(len(shape), at["axis"], at.get("exclude", False)))
+        runs: list[list] = []  # [reduced?, size] with size-1 dims dropped
+        for d, size in enumerate(shape):
+            if size == 1:
+                continue
+            red = d in axes
+            if runs and runs[-1][0] == red:
+                runs[-1][1] *= size
+            else:
+                runs.append([red, size])
+        reds = [r for r in runs if r[0]]
+        if len(reds) > 1:
+            return False
+        if not reds:
+            if name in ("max", "min") and x.type.size == 0:
+                return False
+            ppp = (x.type.size, 1, 1)
+        else:
+            i = runs.index(reds[0])
+            pre = math.prod(r[1] for r in runs[:i])
+            ppp = (pre, reds[0][1], math.prod(r[1] for r in runs[i + 1:]))
+        if ppp[1] == 0 and name in ("max", "min", "mean"):
+            return False
+        kind = "sum" if name == "sum_like" else name
+        src = reduce_source(kind, ppp[0] >= 2 and x.type.size >= PARALLEL_MIN)
+        self._kernel_step(kernel(src), [self._arg(x, ppp)], node.outputs, (ppp[0], ppp[2]))
+        self.report["reduce"] += 1
+        return True
+
+    def _softmax(self, node: Node) -> bool:
+        if node.op.name not in _SOFTMAX or len(node.inputs) != 1:
+            return False
+        x, y, at = node.inputs[0], node.outputs[0], node.attr_dict
+        if not float_known([x, y]) or x.type.dtype != y.type.dtype or x.type.ndim == 0:
+            return False
+        shape, axis = x.type.shape, at["axis"] % x.type.ndim
+        ppp = (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))
+        sign, log = _SOFTMAX[node.op.name]
+        scale = sign / (at["temperature"] or 1.0)
+        src = softmax_source(log, ppp[0] >= 2 and x.type.size >= PARALLEL_MIN,
+                             x.type.dtype == "float32")
+        self._kernel_step(kernel(src), [self._arg(x, ppp), repr(float(scale))], [y], ppp)
+        self.report["softmax"] += 1
+        return True
+
+    def _batch_dot(self, node: Node) -> bool:
+        if node.op.name != "batch_dot" or not float_known([*node.inputs, *node.outputs]):
+            return False
+        at = node.attr_dict
+        ta, tb = at["transpose_a"], at["transpose_b"]
+
+        def mm(a, b, out):
+            np.matmul(np.swapaxes(a, -1, -2) if ta else a, np.swapaxes(b, -1, -2) if tb else b,
+                      out=out)
+        self._kernel_step(mm, [self._arg(v) for v in node.inputs], node.outputs)
+        self.report["batch_dot"] += 1
+        return True
+
+
+    def _pick(self, node: Node) -> bool:
+        name, at = node.op.name, node.attr_dict
+        if name not in ("pick", "pick_backward") or at["mode"] not in ("clip", "wrap"):
+            return False
+        data = node.inputs[0] if name == "pick" else node.inputs[2]
+        idx, vals = node.inputs[1], [node.inputs[0], node.outputs[0]]
+        if data.type.ndim < 2 or not float_known(vals) or not idx.type.known \
+                or not data.type.known or data.type.shape[at["axis"] % data.type.ndim] == 0:
+            return False
+        shape = data.type.shape
+        ax = at["axis"] % len(shape)
+        ppp = (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:]))
+        src = pick_source(at["mode"], name == "pick_backward")
+        pq = (ppp[0], ppp[2])
+        if name == "pick":
+            args = [self._arg(data, ppp), self._arg(idx, pq)]
+            self._kernel_step(kernel(src), args, node.outputs, pq)
+        else:
+            args = [self._arg(node.inputs[0], pq), self._arg(idx, pq)]
+            self._kernel_step(kernel(src), args, node.outputs, ppp)
+        self.report[name] += 1
+        return True
+
+    def _reshape(self, node: Node) -> bool:
+        """A reshape-like op: its input's elements in order, copied into its own buffer
+        (a view would outlive the input's arena slot, which the planner may reuse)."""
+        if node.op.name not in _RESHAPES or not node.inputs[0].type.known:
+            return False
+        x, y = node.inputs[0], node.outputs[0]
+        if not y.type.known or x.type.size != y.type.size or x.type.dtype != y.type.dtype:
+            return False
+        out = self._buf(y)
+        self.b.emit(f"copyto({out}, {self._arg(x)}.reshape({y.type.shape!r}))")
+        self.report["reshape"] += 1
+        return True
+
+    def _full(self, node: Node) -> bool:
+        if node.op.name not in ("full", "zeros", "ones") or not node.outputs[0].type.known:
+            return False
+        value = {"zeros": 0, "ones": 1}.get(node.op.name, node.attr_dict.get("value"))
+        if not isinstance(value, int | float):
+            return False
+        out = self._buf(node.outputs[0])
+        self.b.emit(f"{out}.fill({self.b.constant(value, 'c')})")
+        self.report["fill"] += 1
+        return True
