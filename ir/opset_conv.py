@@ -1,30 +1,32 @@
-"""Convolution, Deconvolution and Pooling (1-D, 2-D, 3-D, channels-first layouts).
+"""Convolution and Deconvolution (1-D, 2-D, 3-D, channels-first layouts).
 
 Attributes and defaults are MXNet 1.9.1's (src/operator/nn/convolution-inl.h,
-deconvolution-inl.h, pooling-inl.h). Kernels are vectorised NumPy: convolution is im2col by
-``sliding_window_view`` (a view, no copy) contracted with the weight by ``einsum`` (BLAS),
-groups by reshaping channels; the transposed direction (deconvolution, the data gradient of
-pooling) adds one shifted strided slice per kernel offset, never a loop over pixels.
+deconvolution-inl.h). Kernels are im2col + GEMM, as Caffe's CPU path (Jia et al. 2014) and
+MXNet's ``im2col.h``: the sliding windows of the padded input (a strided view) are copied
+once into a contiguous column matrix and contracted with the weight by BLAS matmuls, one
+per sample and group, which writes NCHW directly with no transpose of the output. The
+transposed direction (deconvolution, hence the data gradient) is a GEMM to columns followed
+by col2im: one vectorised add of a shifted slice per kernel offset, never a loop over pixels.
+Pooling lives in ``opset_pool``.
 
 Gradients use ops: convolution's data gradient is a deconvolution with the same weight, its
-weight gradient ``convolution_backward_weight``; deconvolution's are the mirror image; the
-gradient of pooling is ``pooling_backward``. These are linear in their first argument, and
-their own gradients are convolutions again, so second derivatives exist.
+weight gradient ``convolution_backward_weight``; deconvolution's are the mirror image. These
+are linear in their first argument, and their own gradients are convolutions again, so
+second derivatives exist.
 """
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .errors import EmberError
 from .ops import REQUIRED, OpKind, defop
 from .shape_rules import fail, unify_dim
 from .types import TensorType
 
 _LAYOUTS = {None, "NCW", "NCHW", "NCDHW"}
-_SP, _KK = "xyz", "ijk"   # einsum labels of spatial and kernel axes
 
 
 def _geom(at, nsp: int):
@@ -52,7 +54,7 @@ def _windows(xp, k, s, d, out):
     ext = tuple((ki - 1) * di + 1 for ki, di in zip(k, d))
     w = sliding_window_view(xp, ext, axis=tuple(range(2, 2 + nsp)))
     sl = tuple(slice(0, si * (oi - 1) + 1, si) for si, oi in zip(s, out))
-    return w[(Ellipsis,) + sl + tuple(slice(None, None, di) for di in d)] if nsp else w
+    return w[(Ellipsis,) + sl + tuple(slice(None, None, di) for di in d)]
 
 
 def _pad(x, pad, right=None, value=0.0):
@@ -65,25 +67,66 @@ def _conv_out(size, k, s, d, p):
     return None if size is None else (size + 2 * p - (d * (k - 1) + 1)) // s + 1
 
 
-def _scatter(contrib, k, s, d, full):
-    """Sum ``contrib(offset) -> (N, C, *out)`` into an array of spatial size ``full``."""
-    first = None
-    for off in itertools.product(*[range(ki) for ki in k]):
-        c = contrib(off)
-        if first is None:
-            first = np.zeros(c.shape[:2] + tuple(full), c.dtype)
-        sl = tuple(slice(o * di, o * di + si * (n - 1) + 1, si)
-                   for o, di, si, n in zip(off, d, s, c.shape[2:]))
-        first[(Ellipsis,) + sl] += c
-    return first
+def _offsets(k):
+    return itertools.product(*[range(ki) for ki in k])
+
+
+def _im2col(x, k, s, d, p, out, g: int, per_sample: bool):
+    """Column matrix of ``x``'s windows, copied once into contiguous memory.
+
+    ``per_sample``: (N, G, c*K, OUT), one (c*K, OUT) matrix per sample and group (Caffe's
+    layout); else (G, c*K, N*OUT), one matrix per group over the whole batch.
+    """
+    nsp = len(k)
+    win = _windows(_pad(x, p), k, s, d, out)                     # N C *out *k
+    n, c = x.shape[:2]
+    ksp, osp = tuple(range(2 + nsp, 2 + 2 * nsp)), tuple(range(2, 2 + nsp))
+    if per_sample:   # (ascontiguousarray copies faster than copyto into a fresh array)
+        cols = np.ascontiguousarray(win.transpose((0, 1) + ksp + osp))
+        return cols.reshape(n, g, -1, math.prod(out))
+    cols = np.ascontiguousarray(win.transpose((1,) + ksp + (0,) + osp))
+    return cols.reshape(g, -1, n * math.prod(out))
+
+
+def _col2im(x, w, k, s, d, full, g: int):
+    """Deconvolution of ``x`` (N, G*ci, *in) by ``w`` (G*ci, fo, *k) into (N, G*fo, *full).
+
+    One GEMM per sample and group gives the columns (N, G*fo, *k, *in); col2im adds each
+    kernel offset's columns into a strided slice of the output. With unit strides and at
+    least 2-D, the input's last axis is first zero-padded to the output's width, so that
+    each offset's slice is a plain shift of the flattened last two axes: long contiguous
+    runs instead of one short row per output line (the zeros wrap into nothing).
+    """
+    nsp, n = len(k), x.shape[0]
+    fo = w.shape[1]
+    wide = nsp >= 2 and all(si == 1 for si in s)
+    sp_in = x.shape[2:]
+    if wide:
+        sp_in = sp_in[:-1] + (full[-1],)
+        x = np.pad(x, [(0, 0)] * (1 + nsp) + [(0, full[-1] - x.shape[-1])])
+    xm = x.reshape(n, g, x.shape[1] // g, math.prod(sp_in))                  # N G ci IN
+    wm = w.reshape(g, w.shape[0] // g, fo * math.prod(k)).swapaxes(1, 2)      # G foK ci
+    cols = np.matmul(wm, xm).reshape((n, g * fo) + k + sp_in)
+    y = np.zeros((n, g * fo) + tuple(full), cols.dtype)
+    if wide:
+        rows = sp_in[-2] * full[-1]
+        yf = y.reshape(y.shape[:-2] + (full[-2] * full[-1],))
+        for off in _offsets(k):
+            c = cols[(slice(None), slice(None)) + off]
+            c = c.reshape(c.shape[:-2] + (rows,))
+            start = off[-2] * d[-2] * full[-1] + off[-1] * d[-1]
+            m = min(rows, yf.shape[-1] - start)
+            sl = tuple(slice(o * di, o * di + ni) for o, di, ni in zip(off, d, sp_in[:-2]))
+            yf[(Ellipsis,) + sl + (slice(start, start + m),)] += c[..., :m]
+        return y
+    for off in _offsets(k):
+        sl = tuple(slice(o * di, o * di + si * (ni - 1) + 1, si)
+                   for o, di, si, ni in zip(off, d, s, sp_in))
+        y[(Ellipsis,) + sl] += cols[(slice(None), slice(None)) + off]
+    return y
 
 
 # ---- convolution -------------------------------------------------------------------------
-def _grouped(x, g):
-    """(N, C, ...) -> (N, G, C/G, ...)."""
-    return x.reshape((x.shape[0], g, x.shape[1] // g) + x.shape[2:])
-
-
 def _conv(ins, at):
     x, w = ins[0], ins[1]
     nsp = len(at["kernel"])
@@ -92,14 +135,12 @@ def _conv(ins, at):
     out = tuple(_conv_out(n, *a) for n, a in zip(x.shape[2:], zip(k, s, d, p)))
     if min(out) <= 0:
         raise ValueError("kernel (dilated) is larger than the padded input")
-    win = _grouped(_windows(_pad(x, p), k, s, d, out), g)        # N G c *out *k
-    wg = w.reshape((g, w.shape[0] // g) + w.shape[1:])          # G f c *k
-    sp, kk = _SP[:nsp], _KK[:nsp]
-    y = np.einsum(f"ngc{sp}{kk},gfc{kk}->ngf{sp}", win, wg, optimize=True)
-    y = y.reshape((x.shape[0], w.shape[0]) + out)
+    cols = _im2col(x, k, s, d, p, out, g, per_sample=True)        # N G cK OUT
+    wm = w.reshape(g, w.shape[0] // g, -1).astype(x.dtype, copy=False)   # G f cK
+    y = np.matmul(wm, cols).reshape((x.shape[0], w.shape[0]) + out)
     if not at["no_bias"]:
-        y = y + ins[2].reshape((1, -1) + (1,) * nsp)
-    return np.ascontiguousarray(y, dtype=x.dtype)
+        y += ins[2].reshape((1, -1) + (1,) * nsp).astype(x.dtype, copy=False)
+    return y
 
 
 def _params_refine(op, in_types, at, w_shape, nf):
@@ -175,11 +216,19 @@ def _conv_bw(ins, at):
     nsp = len(at["kernel"])
     k, s, d, p = _geom(at, nsp)
     grp = at["num_group"]
-    win = _grouped(_windows(_pad(x, p), k, s, d, g.shape[2:]), grp)   # N G c *out *k
-    gg = _grouped(g, grp)                                             # N G f *out
-    sp, kk = _SP[:nsp], _KK[:nsp]
-    dw = np.einsum(f"ngf{sp},ngc{sp}{kk}->gfc{kk}", gg, win, optimize=True)
-    return np.ascontiguousarray(dw.reshape((g.shape[1], x.shape[1] // grp) + k), dtype=x.dtype)
+    out = g.shape[2:]
+    n, f, m = g.shape[0], g.shape[1] // grp, math.prod(out)
+    ck = x.shape[1] // grp * math.prod(k)
+    if m >= ck:   # big per-sample GEMMs (N G f OUT) @ (N G OUT cK), summed over the batch
+        cols = _im2col(x, k, s, d, p, out, grp, per_sample=True)
+        dw = np.matmul(g.reshape(n, grp, f, m).astype(x.dtype, copy=False),
+                       cols.swapaxes(-1, -2)).sum(axis=0)
+    else:         # one GEMM per group over the batch: (G f N*OUT) @ (G N*OUT cK)
+        cols = _im2col(x, k, s, d, p, out, grp, per_sample=False)
+        gm = g.reshape(n, grp, f, m).transpose(1, 2, 0, 3).reshape(grp, f, n * m)
+        gm = gm.astype(x.dtype, copy=False)   # 2-D products: a stacked matmul with a
+        dw = np.stack([a @ b.T for a, b in zip(gm, cols)])   # transposed operand skips BLAS
+    return dw.reshape((g.shape[1], x.shape[1] // grp) + k)
 
 
 def _conv_bw_infer(in_types, at):
@@ -231,22 +280,18 @@ def _deconv(ins, at):
     x, w = ins[0], ins[1]
     nsp = len(at["kernel"])
     k, s, d, p, adj = _deconv_geom(at, x.shape[2:])
-    g = at["num_group"]
     out = tuple(_deconv_out(n, *a) for n, a in zip(x.shape[2:], zip(k, s, d, p, adj)))
     if min(out) <= 0:
         raise ValueError("deconvolution output would be empty")
-    xg = _grouped(x, g)                                        # N G f *in
-    wg = w.reshape((g, w.shape[0] // g) + w.shape[1:])         # G f c *k
-    sp, kk = _SP[:nsp], _KK[:nsp]
-    cols = np.einsum(f"ngf{sp},gfc{kk}->ngc{kk}{sp}", xg, wg, optimize=True)
-    cols = cols.reshape((x.shape[0], g * w.shape[1]) + k + x.shape[2:])
     full = tuple(max(si * (n - 1) + di * (ki - 1) + 1, pi + o)
                  for si, n, di, ki, pi, o in zip(s, x.shape[2:], d, k, p, out))
-    y = _scatter(lambda off: cols[(slice(None), slice(None)) + off], k, s, d, full)
-    y = y[(Ellipsis,) + tuple(slice(pi, pi + o) for pi, o in zip(p, out))]
+    y = _col2im(x, w.astype(x.dtype, copy=False), k, s, d, full, at["num_group"])
+    if any(p) or full != out:
+        y = np.ascontiguousarray(y[(Ellipsis,) + tuple(slice(pi, pi + o)
+                                                       for pi, o in zip(p, out))])
     if not at["no_bias"]:
-        y = y + ins[2].reshape((1, -1) + (1,) * nsp)
-    return np.ascontiguousarray(y, dtype=x.dtype)
+        y += ins[2].reshape((1, -1) + (1,) * nsp).astype(x.dtype, copy=False)
+    return y
 
 
 def _deconv_infer(in_types, at):
@@ -282,138 +327,3 @@ defop("deconvolution", OpKind.OUT_EWISE, _deconv, _deconv_infer,
       attrs={**_CONV, "adj": (), "target_shape": (), "workspace": 512, "no_bias": True},
       grad=_deconv_grad, aliases=("Deconvolution",), mxnet_name="Deconvolution",
       doc="Transposed convolution; weight is (channels, num_filter / num_group, *kernel).")
-
-
-# ---- pooling -----------------------------------------------------------------------------
-def _pool_geom(at, sp):
-    """(kernel, stride, pad left, pad right incl. 'full'/'same' overhang, out) per axis."""
-    nsp = len(sp)
-    if at["global_pool"]:
-        return tuple(sp), (1,) * nsp, (0,) * nsp, (0,) * nsp, (1,) * nsp
-    k, s, _, p = _geom({**at, "dilate": ()}, nsp)
-    conv = at["pooling_convention"]
-    out, left, right = [], [], []
-    for n, ki, si, pi in zip(sp, k, s, p):
-        if n is None:
-            out.append(None)
-            left.append(pi)
-            right.append(pi)
-            continue
-        if conv == "same":
-            o = -(-n // si)
-            tot = max((o - 1) * si + ki - n, 0)
-            pl, pr = tot // 2, tot - tot // 2
-        else:
-            if conv == "full":
-                o = -(-(n + 2 * pi - ki) // si) + 1
-            else:
-                o = (n + 2 * pi - ki) // si + 1
-            pl, pr = pi, max(pi, (o - 1) * si + ki - n - pi)
-        out.append(o)
-        left.append(pl)
-        right.append(pr)
-    return k, s, tuple(left), tuple(right), tuple(out)
-
-
-def _pool_counts(x_sp, at, k, s, pl, pr, out):
-    """Number of elements each average window divides by (MXNet's rule per convention)."""
-    ones = np.ones((1, 1) + tuple(x_sp))
-    include = at["count_include_pad"] in (None, True)
-    if include:   # padding counts, but not the overhang of the 'full' convention
-        p = tuple(pl)
-        ones = _pad(ones, p, tuple(min(a, b) for a, b in zip(pl, pr)), 1.0)
-        ones = _pad(ones, (0,) * len(p), tuple(max(b - a, 0) for a, b in zip(pl, pr)))
-    else:
-        ones = _pad(ones, pl, pr)
-    win = _windows(ones, k, s, (1,) * len(k), out)
-    return np.maximum(win.sum(axis=tuple(range(-len(k), 0))), 1)
-
-
-def _pooling(ins, at):
-    x = ins[0]
-    nsp = x.ndim - 2
-    k, s, pl, pr, out = _pool_geom(at, x.shape[2:])
-    t = at["pool_type"]
-    fill = -np.inf if t == "max" else 0.0
-    xp = _pad(x.astype(np.float64) if t != "max" else x, pl, pr, fill)
-    win = _windows(xp, k, s, (1,) * nsp, out)
-    axes = tuple(range(-nsp, 0))
-    if t == "max":
-        y = win.max(axis=axes)
-    elif t == "sum":
-        y = win.sum(axis=axes)
-    elif t == "avg":
-        y = win.sum(axis=axes) / _pool_counts(x.shape[2:], at, k, s, pl, pr, out)
-    elif t == "lp":
-        pv = at["p_value"] or 2
-        y = np.power(np.power(win, pv).sum(axis=axes), 1.0 / pv)
-    else:
-        raise ValueError(f"unknown pool_type {t!r}")
-    return np.ascontiguousarray(y, dtype=x.dtype)
-
-
-def _pool_infer(in_types, at):
-    op, x = "pooling", in_types[0]
-    if at.get("layout") not in _LAYOUTS:
-        fail(op, f"layout {at['layout']} is not supported (channels-first only)", in_types)
-    if not 3 <= x.ndim <= 5:
-        fail(op, "data must be 3-D, 4-D or 5-D (N, C, *spatial)", in_types)
-    if not at["global_pool"] and len(at["kernel"]) != x.ndim - 2:
-        fail(op, f"kernel {at['kernel']} does not match {x.ndim}-D data", in_types)
-    *_, out = _pool_geom(at, x.shape[2:])
-    if any(o is not None and o <= 0 for o in out):
-        fail(op, "kernel is larger than the padded input", in_types)
-    return [TensorType(x.shape[:2] + tuple(out), x.dtype)], [x]
-
-
-def _pooling_backward(ins, at):
-    g, x = ins[0], ins[1]
-    nsp = x.ndim - 2
-    k, s, pl, pr, out = _pool_geom(at, x.shape[2:])
-    t = at["pool_type"]
-    full = tuple(n + a + b for n, a, b in zip(x.shape[2:], pl, pr))
-    g64 = g.astype(np.float64)
-    if t in ("max", "lp"):
-        xp = _pad(x.astype(np.float64), pl, pr, -np.inf if t == "max" else 0.0)
-        win = _windows(xp, k, s, (1,) * nsp, out)
-        flat = win.reshape(win.shape[:2 + nsp] + (-1,))
-        if t == "max":
-            arg = flat.argmax(axis=-1)
-
-            def contrib(off):
-                return g64 * (arg == np.ravel_multi_index(off, k))
-        else:
-            pv = at["p_value"] or 2
-            y = np.power(np.power(flat, pv).sum(axis=-1), 1.0 / pv)
-            scale = g64 * np.power(np.where(y == 0, 1.0, y), 1.0 - pv)
-
-            def contrib(off):
-                return scale * np.power(win[(Ellipsis,) + off], pv - 1)
-    else:
-        if t == "avg":
-            g64 = g64 / _pool_counts(x.shape[2:], at, k, s, pl, pr, out)
-
-        def contrib(off):
-            return g64
-    dx = _scatter(contrib, k, s, (1,) * nsp, full)
-    dx = dx[(Ellipsis,) + tuple(slice(a, a + n) for a, n in zip(pl, x.shape[2:]))]
-    return np.ascontiguousarray(dx, dtype=x.dtype)
-
-
-def _pooling_backward_grad(F, ins, outs, ograds, at):
-    if at["pool_type"] not in ("avg", "sum"):
-        raise EmberError(f"second derivative of {at['pool_type']} pooling is not supported")
-    return [F.pooling(ograds[0], **at), None]   # linear in ograd: its adjoint is pooling
-
-
-_POOL = {"kernel": (), "pool_type": "max", "global_pool": False, "cudnn_off": False,
-         "pooling_convention": "valid", "stride": (), "pad": (), "p_value": None,
-         "count_include_pad": None, "layout": None}
-defop("pooling", OpKind.OPAQUE, _pooling, _pool_infer, attrs=dict(_POOL),
-      grad=lambda F, i, o, g, at: [F.pooling_backward(g[0], i[0], **at)],
-      aliases=("Pooling",), mxnet_name="Pooling",
-      doc="max / avg / sum / lp pooling over 1-D, 2-D or 3-D windows (NCW/NCHW/NCDHW).")
-defop("pooling_backward", OpKind.OPAQUE, _pooling_backward,
-      lambda ts, at: ([ts[1]], list(ts)), inputs=("ograd", "data"), attrs=dict(_POOL),
-      grad=_pooling_backward_grad,
-      doc="Gradient of ``pooling`` w.r.t. its data; max routes to each window's argmax.")

@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     opset_nn,
     opset_norm,
     opset_optim,
+    opset_pool,
     opset_reduce,
     opset_shape,
     opset_slice,

@@ -3,7 +3,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from opcheck import check_forward, check_grad, check_infer
 from scipy.signal import correlate
@@ -199,3 +199,104 @@ def test_avg_pooling_second_order():
         z = (gx * gx).sum()
     z.backward()
     assert np.isfinite(x.grad.asnumpy()).all()
+
+
+# ---- the fast kernels against the first (einsum / per-window) implementation ---------------
+def _slow_windows(xp, k, s, d, out):
+    from numpy.lib.stride_tricks import sliding_window_view
+    w = sliding_window_view(xp, tuple((a - 1) * b + 1 for a, b in zip(k, d)),
+                            axis=tuple(range(2, 2 + len(k))))
+    sl = tuple(slice(0, si * (oi - 1) + 1, si) for si, oi in zip(s, out))
+    return w[(Ellipsis,) + sl + tuple(slice(None, None, di) for di in d)]
+
+
+def _slow_conv(x, w, k, s, d, p, g):
+    """einsum over the windows view (no im2col copy), float64."""
+    sp, kk = "xyz"[:len(k)], "ijk"[:len(k)]
+    out = tuple((n + 2 * pi - (di * (ki - 1) + 1)) // si + 1
+                for n, ki, si, di, pi in zip(x.shape[2:], k, s, d, p))
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + [(a, a) for a in p])
+    win = _slow_windows(xp, k, s, d, out)
+    win = win.reshape((x.shape[0], g, -1) + win.shape[2:])
+    wg = w.reshape((g, -1) + w.shape[1:])
+    y = np.einsum(f"ngc{sp}{kk},gfc{kk}->ngf{sp}", win, wg)
+    return y.reshape((x.shape[0], w.shape[0]) + out)
+
+
+def _slow_deconv(x, w, k, s, d, p, g, out):
+    """Transposed convolution as the adjoint of ``_slow_conv`` (one vjp by np.einsum)."""
+    full = tuple(max(si * (n - 1) + di * (ki - 1) + 1, pi + o)
+                 for si, n, di, ki, pi, o in zip(s, x.shape[2:], d, k, p, out))
+    sp, kk = "xyz"[:len(k)], "ijk"[:len(k)]
+    xg = x.astype(np.float64).reshape((x.shape[0], g, -1) + x.shape[2:])
+    cols = np.einsum(f"ngf{sp},gfc{kk}->ngc{kk}{sp}", xg, w.reshape((g, -1) + w.shape[1:]))
+    cols = cols.reshape((x.shape[0], -1) + k + x.shape[2:])
+    y = np.zeros(cols.shape[:2] + full)
+    for off in itertools.product(*[range(a) for a in k]):
+        sl = tuple(slice(o * di, o * di + si * (n - 1) + 1, si)
+                   for o, di, si, n in zip(off, d, s, x.shape[2:]))
+        y[(Ellipsis,) + sl] += cols[(slice(None), slice(None)) + off]
+    return y[(Ellipsis,) + tuple(slice(a, a + o) for a, o in zip(p, out))]
+
+
+_geoms = st.tuples(st.integers(1, 3), st.integers(1, 2), st.integers(1, 2), st.integers(0, 2),
+                   st.integers(1, 2), st.integers(1, 3))
+
+
+@given(_geoms, st.sampled_from([1, 2, 3]))
+def test_fast_conv_kernels_match_slow_reference(geo, nsp):
+    kern, s, d, p, g, fg = geo
+    k = (kern,) * nsp
+    assume((kern - 1) * d + 1 <= [6, 5, 4][nsp - 1] + 2 * p)
+    x = _r(2, 2 * g, *[6, 5, 4][:nsp])
+    w = _r(fg * g, 2, *k)
+    geom = dict(kernel=k, stride=(s,) * nsp, dilate=(d,) * nsp, pad=(p,) * nsp, num_group=g)
+    y = mx.nd.Convolution(mx.nd.array(x), mx.nd.array(w), num_filter=fg * g, no_bias=True,
+                          **geom).asnumpy()
+    exp = _slow_conv(x, w, k, (s,) * nsp, (d,) * nsp, (p,) * nsp, g)
+    np.testing.assert_allclose(y, exp, rtol=1e-4, atol=1e-5)
+    gy = _r(*y.shape)
+    dw = mx.nd.convolution_backward_weight(mx.nd.array(gy), mx.nd.array(x), **geom).asnumpy()
+    xg = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + [(p, p)] * nsp)
+    win = _slow_windows(xg, k, (s,) * nsp, (d,) * nsp, y.shape[2:])
+    win = win.reshape((2, g, -1) + win.shape[2:])
+    sp, kk = "xyz"[:nsp], "ijk"[:nsp]
+    exp_dw = np.einsum(f"ngf{sp},ngc{sp}{kk}->gfc{kk}", gy.reshape((2, g, -1) + y.shape[2:]),
+                       win).reshape(w.shape)
+    np.testing.assert_allclose(dw, exp_dw, rtol=1e-4, atol=1e-4)
+    adj = tuple(n + 2 * p - ((o - 1) * s + d * (kern - 1) + 1)
+                for n, o in zip(x.shape[2:], y.shape[2:]))
+    dx = mx.nd.Deconvolution(mx.nd.array(gy), mx.nd.array(w), adj=adj, num_filter=2 * g,
+                             **geom).asnumpy()
+    exp_dx = _slow_deconv(gy, w, k, (s,) * nsp, (d,) * nsp, (p,) * nsp, g, x.shape[2:])
+    np.testing.assert_allclose(dx, exp_dx, rtol=1e-4, atol=1e-4)
+
+
+def _slow_max_pool_backward(g, x, k, s, pl, pr, out):
+    """Route by ``argmax`` over each flattened window (the first maximum wins)."""
+    xp = np.pad(x, [(0, 0), (0, 0)] + list(zip(pl, pr)), constant_values=-np.inf)
+    win = _slow_windows(xp, k, s, (1,) * len(k), out)
+    arg = win.reshape(win.shape[:2 + len(k)] + (-1,)).argmax(axis=-1)
+    dx = np.zeros(xp.shape)
+    for off in itertools.product(*[range(a) for a in k]):
+        sl = tuple(slice(o, o + si * (n - 1) + 1, si) for o, si, n in zip(off, s, out))
+        dx[(Ellipsis,) + sl] += g * (arg == np.ravel_multi_index(off, k))
+    return dx[(Ellipsis,) + tuple(slice(a, a + n) for a, n in zip(pl, x.shape[2:]))]
+
+
+@given(st.sampled_from([1, 2, 3]), st.integers(1, 3), st.integers(1, 3), st.integers(0, 1),
+       st.sampled_from(["valid", "full", "same"]), st.booleans())
+def test_fast_max_pool_backward_matches_argmax(nsp, kern, s, p, conv, ties):
+    from ember.ir.opset_pool import _pool_geom
+    x = _r(2, 3, *[7, 6, 5][:nsp])
+    if ties:   # flat regions: the gradient must go to the first maximum of each window
+        x = np.round(x)
+    at = dict(kernel=(kern,) * nsp, stride=(s,) * nsp, pad=(min(p, kern - 1),) * nsp,
+              pooling_convention=conv)
+    y = mx.nd.Pooling(mx.nd.array(x), **at)
+    g = _r(*y.shape)
+    dx = mx.nd.pooling_backward(mx.nd.array(g), mx.nd.array(x), **at).asnumpy()
+    full_at = normalize_attrs(get_op("pooling"), at)
+    k, st_, pl, pr, out = _pool_geom(full_at, x.shape[2:])
+    np.testing.assert_allclose(dx, _slow_max_pool_backward(g, x, k, st_, pl, pr, out),
+                               rtol=1e-5, atol=1e-6)
