@@ -210,12 +210,22 @@ def backward(heads, head_grads=None, retain_graph: bool = False, train_mode: boo
     if head_grads is not None and not isinstance(head_grads, list | tuple):
         head_grads = [head_grads]
     leaves = _run(heads, head_grads, retain_graph, False, train_mode)
+    # a freshly computed gradient array can become the buffer instead of being copied into
+    # it, unless something else may hold it: the caller's head gradients, another leaf
+    taken = {id(getattr(h, "_data", h)) for h in head_grads or ()}
     for var, g in leaves.values():
         var._fresh_grad = True
+        buf, new = var._grad._data, g._data
         if var._grad_req == "add":
-            var._grad._data += g._data
+            buf += new
         elif var._grad_req == "write":
-            var._grad._data[...] = g._data
+            if (type(new) is np.ndarray and new.base is None and id(new) not in taken
+                    and new.shape == buf.shape and new.dtype == buf.dtype
+                    and new.flags.c_contiguous and new.flags.writeable):
+                var._grad._data = new
+                taken.add(id(new))
+            else:
+                buf[...] = new
 
 
 def grad(heads, variables, head_grads=None, retain_graph=None, create_graph: bool = False,

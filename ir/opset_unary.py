@@ -199,7 +199,8 @@ UNARY = [
     ("sigmoid", lambda a: 1.0 / (1.0 + np.exp(-a)), "1.0 / (1.0 + math.exp(-a))",
      lambda F, x, y, g: g * y * (1.0 - y), "1 / (1 + e**-x)"),
     ("relu", lambda a: np.maximum(a, 0), "a if a > 0 or a != a else 0.0",
-     lambda F, x, y, g: F.where(F.isnan(y), y, g * (y > 0)),  # NaN in, NaN gradient
+     # NaN in, NaN gradient (MXNet): min(y, 0) is NaN only there (y >= 0 otherwise)
+     lambda F, x, y, g: g * (y > 0) + F.minimum_scalar(y, scalar=0.0),
      "max(x, 0), NaN kept"),
     ("softrelu", lambda a: np.where(a > 20.0, a, np.log1p(np.exp(a))),
      "a if a > 20.0 else math.log1p(math.exp(a))", lambda F, x, y, g: g * F.sigmoid(x),

@@ -16,6 +16,7 @@ import numpy as np
 
 from ember import name as _name
 from ember.base import MXNetError
+from ember.ndarray.ndarray import NDArray
 
 from .parameter import DeferredInitializationError, Parameter, ParameterDict
 
@@ -305,6 +306,7 @@ class HybridBlock(Block):
 
     def _clear_cached_op(self):
         self.__dict__.setdefault("_cached", {}).clear()
+        self.__dict__.pop("_all_params", None)
 
     def hybridize(self, active: bool = True, backend: str | None = None, **kwargs):
         """Compile this block: the next call traces ``hybrid_forward`` into a graph, runs the
@@ -375,17 +377,24 @@ class HybridBlock(Block):
             split_args,
             template_key,
         )
-        arrays, template = split_args(args)
-        if any(p._deferred_init for p in self.collect_params().values()):
-            self._deferred_infer_shape(*args)
-            for p in self.collect_params().values():
-                p._finish_deferred_init()
+        params = self.__dict__.get("_all_params")
+        if params is None:  # first call since (re)hybridizing: finish lazy shapes once
+            params = list(self.collect_params().values())
+            if any(p._deferred_init for p in params):
+                self._deferred_infer_shape(*args)
+                for p in params:
+                    p._finish_deferred_init()
+            self._all_params = params
+        if all(type(a) is NDArray for a in args):  # the common call: flat array arguments
+            arrays, tkey = args, ("tuple", ("#",) * len(args))
+        else:
+            arrays, template = split_args(args)
+            tkey = template_key(template)
         training = autograd.is_training()
         with_grad = autograd.is_recording() and (
-            any(p.grad_req != "null" for p in self.collect_params().values())
+            any(p.grad_req != "null" for p in params)
             or any(autograd._needs_grad(a) for a in arrays))
-        key = (template_key(template), tuple((a.shape, a.dtype) for a in arrays), training,
-               with_grad)
+        key = (tkey, tuple((a.shape, a.dtype) for a in arrays), training, with_grad)
         cached = self._cached.get(key)
         if cached is None:
             cached = CachedGraph(self.forward, args, training, with_grad,
