@@ -2,7 +2,13 @@
 
 ``import ember as mx`` and MXNet code runs unchanged.
 """
+import os as _os
 import sys as _sys
+
+# numba's OpenMP threads must sleep, not spin, between parallel kernels: spinning threads
+# fight OpenBLAS's over the cores and made convolution nets 2-3x slower (set before numba
+# loads libgomp; a user's own setting wins)
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
