@@ -132,23 +132,10 @@ def mark_variables(variables, gradients, grad_reqs="write"):
 
 # ---- the reverse sweep -------------------------------------------------------------------
 def _topo(heads):
-    """Tape nodes reachable from ``heads``, inputs before users (iterative DFS)."""
-    order, seen = [], set()
-    stack = [(h._node[0], False) for h in heads if h._node is not None]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        if node.inputs:
-            for x in node.inputs:
-                if x._node is not None and id(x._node[0]) not in seen:
-                    stack.append((x._node[0], False))
-    return order
+    """Tape nodes reachable from ``heads``, inputs before users."""
+    from ember.ir.graph import topo_order
+    return topo_order([h._node[0] for h in heads if h._node is not None],
+                      lambda n: [x._node[0] for x in n.inputs or () if x._node is not None])
 
 
 def _run(heads, head_grads, retain_graph, create_graph, train_mode):

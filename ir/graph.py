@@ -163,24 +163,31 @@ def make_fused(name: str, inputs: list[Value], body: Graph, loc: str | None = No
     return node
 
 
-def topo_nodes(outputs: list[Value]) -> list[Node]:
-    """The nodes ``outputs`` depend on, producers before users (iterative DFS)."""
-    order: list[Node] = []
+def topo_order(roots: list, parents) -> list:
+    """Everything reachable from ``roots`` through ``parents(x)``, parents before children
+    (iterative post-order DFS, so deep graphs do not hit Python's recursion limit)."""
+    order: list = []
     seen: set[int] = set()
-    stack = [(v.producer, False) for v in reversed(outputs) if v.producer is not None]
+    stack = [(r, False) for r in reversed(roots)]
     while stack:
-        node, done = stack.pop()
+        item, done = stack.pop()
         if done:
-            order.append(node)
+            order.append(item)
             continue
-        if id(node) in seen:
+        if id(item) in seen:
             continue
-        seen.add(id(node))
-        stack.append((node, True))
-        for v in reversed(node.inputs):
-            if v.producer is not None and id(v.producer) not in seen:
-                stack.append((v.producer, False))
+        seen.add(id(item))
+        stack.append((item, True))
+        for p in reversed(parents(item)):
+            if id(p) not in seen:
+                stack.append((p, False))
     return order
+
+
+def topo_nodes(outputs: list[Value]) -> list[Node]:
+    """The nodes ``outputs`` depend on, producers before users."""
+    return topo_order([v.producer for v in outputs if v.producer is not None],
+                      lambda n: [v.producer for v in n.inputs if v.producer is not None])
 
 
 class GraphBuilder:

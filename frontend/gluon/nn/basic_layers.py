@@ -8,33 +8,15 @@ from ember.base import MXNetError
 from ..block import Block, HybridBlock, _indent
 
 
-def _seq_repr(self):
-    body = "\n".join(f"  ({k}): {_indent(repr(b), 2)}" for k, b in self._children.items())
-    return f"{type(self).__name__}(\n{body}\n)"
-
-
-def _seq_getitem(self, key):
-    layers = list(self._children.values())[key]
-    if isinstance(layers, list):
-        net = type(self)(prefix=self._prefix)
-        with net.name_scope():
-            net.add(*layers)
-        return net
-    return layers
-
-
-class Sequential(Block):
-    """Stacks Blocks; ``forward`` feeds each child's output to the next."""
-
-    def __init__(self, prefix=None, params=None):
-        super().__init__(prefix=prefix, params=params)
+class _Stack:
+    """What Sequential and HybridSequential share: children run one after another."""
 
     def add(self, *blocks):
         """Append blocks to the stack."""
         for b in blocks:
             self.register_child(b)
 
-    def forward(self, x, *args):
+    def _run_children(self, x, *args):
         for block in self._children.values():
             x = block(x, *args)
             args = ()
@@ -42,11 +24,31 @@ class Sequential(Block):
                 x, *args = x
         return x
 
-    __repr__ = _seq_repr
-    __getitem__ = _seq_getitem
+    def __repr__(self):
+        body = "\n".join(f"  ({k}): {_indent(repr(b), 2)}" for k, b in self._children.items())
+        return f"{type(self).__name__}(\n{body}\n)"
+
+    def __getitem__(self, key):
+        layers = list(self._children.values())[key]
+        if isinstance(layers, list):
+            net = type(self)(prefix=self._prefix)
+            with net.name_scope():
+                net.add(*layers)
+            return net
+        return layers
 
     def __len__(self):
         return len(self._children)
+
+
+class Sequential(_Stack, Block):
+    """Stacks Blocks; ``forward`` feeds each child's output to the next."""
+
+    def __init__(self, prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+
+    def forward(self, x, *args):
+        return self._run_children(x, *args)
 
     def hybridize(self, active=True, **kwargs):
         if self._children and all(isinstance(c, HybridBlock) for c in self._children.values()):
@@ -56,30 +58,14 @@ class Sequential(Block):
         super().hybridize(active, **kwargs)
 
 
-class HybridSequential(HybridBlock):
+class HybridSequential(_Stack, HybridBlock):
     """Stacks HybridBlocks; the whole stack can be hybridized as one graph."""
 
     def __init__(self, prefix=None, params=None):
         super().__init__(prefix=prefix, params=params)
 
-    def add(self, *blocks):
-        """Append blocks to the stack."""
-        for b in blocks:
-            self.register_child(b)
-
     def hybrid_forward(self, F, x, *args):
-        for block in self._children.values():
-            x = block(x, *args)
-            args = ()
-            if isinstance(x, tuple | list):
-                x, *args = x
-        return x
-
-    __repr__ = _seq_repr
-    __getitem__ = _seq_getitem
-
-    def __len__(self):
-        return len(self._children)
+        return self._run_children(x, *args)
 
 
 class Dense(HybridBlock):
