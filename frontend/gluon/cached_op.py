@@ -82,13 +82,13 @@ def trace(fn, args, name: str, params_by_value: dict) -> tuple[Graph, list, obje
         with autograd.pause(autograd.is_training()):
             out = fn(*fill(template, ins))
     except NotImplementedForSymbol as e:
-        raise MXNetError(f"{name}: cannot compile: {e} Python control flow that depends on "
-                         "tensor values cannot be traced (run it without hybridize(), or use "
-                         "F.where)") from None
+        raise MXNetError(f"{name}: cannot compile{_user_line(e)}: {e} Python control flow "
+                         "that depends on tensor values cannot be traced (run it without "
+                         "hybridize(), or use F.where)") from None
     except TypeError as e:
         if "truth value" in str(e) or "len()" in str(e):
-            raise MXNetError(f"{name}: cannot compile: {e} (run it without hybridize(), or "
-                             "use F.where)") from None
+            raise MXNetError(f"{name}: cannot compile{_user_line(e)}: {e} (run it without "
+                             "hybridize(), or use F.where)") from None
         raise
     outs, structure = _flatten(out)
     nodes = topo_nodes([o._value for o in outs])
@@ -110,6 +110,19 @@ def trace(fn, args, name: str, params_by_value: dict) -> tuple[Graph, list, obje
             p._finish_deferred_init()
     graph = Graph(name, [s._value for s in ins], pvals, nodes, [o._value for o in outs])
     return graph, params, structure
+
+
+def _user_line(exc) -> str:
+    """`` at file.py:12`` for the innermost frame of ``exc`` outside ember, if any."""
+    import os
+    import traceback
+
+    from ember.symbol import _EMBER_DIRS
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if not os.path.abspath(frame.filename).startswith(_EMBER_DIRS):
+            where = f" at {os.path.basename(frame.filename)}:{frame.lineno}"
+    return where
 
 
 def block_params_by_value(block) -> dict:
