@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -149,8 +150,29 @@ class Block:
         """``with self.name_scope():`` children created inside get this block's prefix."""
         return self._scope
 
+    def _check_container_with_block(self):
+        """Warn about Blocks kept in a plain list/tuple/dict attribute: not registered."""
+        children = set(map(id, self._children.values()))
+
+        def hidden(data):
+            if isinstance(data, list | tuple):
+                return any(hidden(x) for x in data)
+            if isinstance(data, dict):
+                return any(hidden(x) for x in data.values())
+            return isinstance(data, Block) and id(data) not in children
+
+        for k, v in self.__dict__.items():
+            if isinstance(v, list | tuple | dict) and not k.startswith("__") \
+                    and k != "_children" and hidden(v):
+                warnings.warn(f'"{type(self).__name__}.{k}" is an unregistered container with '
+                              "Blocks. Note that Blocks inside the list, tuple or dict will not "
+                              "be registered automatically. Make sure to register them using "
+                              "register_child() or switching to nn.Sequential/"
+                              "nn.HybridSequential instead.", stacklevel=3)
+
     def collect_params(self, select: str | None = None) -> ParameterDict:
         """This block's and all descendants' parameters, optionally filtered by regex."""
+        self._check_container_with_block()
         ret = ParameterDict(self._params.prefix)
         if not select:
             ret.update(self.params)

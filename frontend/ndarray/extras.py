@@ -7,7 +7,7 @@ from ember.ir import EmberError, get_op
 
 from .ndarray import NDArray, invoke
 
-__all__ = ["moveaxis", "concatenate", "onehot_encode", "from_numpy", "from_dlpack",
+__all__ = ["reset_arrays", "moveaxis", "concatenate", "onehot_encode", "from_numpy", "from_dlpack",
            "to_dlpack_for_read", "to_dlpack_for_write", "split_v2", "histogram"]
 
 
@@ -116,3 +116,11 @@ def histogram(a: NDArray, bins=10, range=None):
     edges = bins._data if isinstance(bins, NDArray) else bins
     counts, edges = np.histogram(a._data, bins=edges, range=range)
     return NDArray(counts.astype(np.int64)), NDArray(edges.astype(a._data.dtype))
+
+
+def reset_arrays(*data, num_arrays: int | None = None) -> None:
+    """Set every given array to zero in place (MXNet's ``reset_arrays``, used by zero_grad)."""
+    if num_arrays is not None and num_arrays != len(data):
+        raise EmberError(f"reset_arrays: num_arrays={num_arrays} but {len(data)} arrays given")
+    for a in data:
+        a._data[...] = 0
