@@ -248,12 +248,8 @@ class Block:
     # ---- parameter files -------------------------------------------------------------------
     def save_parameters(self, filename: str, deduplicate: bool = False):
         """Write parameters by structural name (``0.weight``) in MXNet's .params format."""
-        from ember import ndarray as nd
-        params = self._collect_params_with_prefix()
-        if deduplicate:
-            inv = {id(v): k for k, v in reversed(list(params.items()))}
-            params = {k: v for k, v in params.items() if inv[id(v)] == k}
-        nd.save(filename, {k: v._reduce() for k, v in params.items()})
+        from . import block_io
+        block_io.save_parameters(self, filename, deduplicate)
 
     def save_params(self, filename: str):
         """Deprecated MXNet form: parameters by full name, without this block's prefix."""
@@ -263,36 +259,9 @@ class Block:
                         ignore_extra: bool = False, cast_dtype: bool = False,
                         dtype_source: str = "current"):
         """Read parameters saved by ``save_parameters`` (or by MXNet's)."""
-        from ember import ndarray as nd
-        loaded = nd.load(filename)
-        if isinstance(loaded, list):
-            raise MXNetError(f"{filename}: holds an unnamed list of arrays, not parameters")
-        params = self._collect_params_with_prefix()
-        if not loaded and not params:
-            return
-        if not any("." in k for k in loaded):
-            self.collect_params().load(filename, ctx, allow_missing, ignore_extra,
-                                       self.prefix, cast_dtype=cast_dtype,
-                                       dtype_source=dtype_source)
-            return
-        if not allow_missing:
-            have = {}
-            for k, v in params.items():
-                have.setdefault(id(v), []).append(k)
-            for k, v in params.items():
-                if not any(p in loaded for p in have[id(v)]):
-                    raise MXNetError(f"Parameter '{k}' is missing in file '{filename}', which "
-                                     f"contains parameters: {', '.join(sorted(loaded))}. Set "
-                                     "allow_missing=True to ignore missing parameters.")
-        for k, v in loaded.items():
-            if k not in params:
-                if not ignore_extra:
-                    raise MXNetError(f"Parameter '{k}' loaded from file '{filename}' is not "
-                                     f"present in ParameterDict, which contains parameters "
-                                     f"{', '.join(sorted(params))}. Set ignore_extra=True "
-                                     "to ignore.")
-                continue
-            params[k]._load_init(v, ctx, cast_dtype=cast_dtype, dtype_source=dtype_source)
+        from . import block_io
+        block_io.load_parameters(self, filename, ctx, allow_missing, ignore_extra, cast_dtype,
+                                 dtype_source)
 
     load_params = load_parameters
 

@@ -1,4 +1,4 @@
-"""``Block.save(prefix)`` / ``Block.load(prefix)``: structure map plus parameters (MXNet 1.9).
+"""Block files: ``save_parameters``/``load_parameters``, and ``Block.save``/``load`` (MXNet 1.9).
 
 ``<prefix>-model.json`` records, for every block in creation order, its original name,
 whether it was hybridized and the names its parent used for its children;
@@ -78,3 +78,49 @@ def load(block, prefix: str):
 
     visit(block, model)
     block.load_parameters(prefix + "-model.params")
+
+
+def save_parameters(block, filename: str, deduplicate: bool = False):
+    """Write parameters by structural name (``0.weight``) in MXNet's .params format."""
+    from ember import ndarray as nd
+    params = block._collect_params_with_prefix()
+    if deduplicate:
+        inv = {id(v): k for k, v in reversed(list(params.items()))}
+        params = {k: v for k, v in params.items() if inv[id(v)] == k}
+    nd.save(filename, {k: v._reduce() for k, v in params.items()})
+
+
+def load_parameters(block, filename: str, ctx=None, allow_missing: bool = False,
+                    ignore_extra: bool = False, cast_dtype: bool = False,
+                    dtype_source: str = "current"):
+    """Read parameters saved by ``save_parameters`` (or by MXNet's)."""
+    from ember import ndarray as nd
+    loaded = nd.load(filename)
+    if isinstance(loaded, list):
+        raise MXNetError(f"{filename}: holds an unnamed list of arrays, not parameters")
+    params = block._collect_params_with_prefix()
+    if not loaded and not params:
+        return
+    if not any("." in k for k in loaded):
+        block.collect_params().load(filename, ctx, allow_missing, ignore_extra,
+                                   block.prefix, cast_dtype=cast_dtype,
+                                   dtype_source=dtype_source)
+        return
+    if not allow_missing:
+        have = {}
+        for k, v in params.items():
+            have.setdefault(id(v), []).append(k)
+        for k, v in params.items():
+            if not any(p in loaded for p in have[id(v)]):
+                raise MXNetError(f"Parameter '{k}' is missing in file '{filename}', which "
+                                 f"contains parameters: {', '.join(sorted(loaded))}. Set "
+                                 "allow_missing=True to ignore missing parameters.")
+    for k, v in loaded.items():
+        if k not in params:
+            if not ignore_extra:
+                raise MXNetError(f"Parameter '{k}' loaded from file '{filename}' is not "
+                                 f"present in ParameterDict, which contains parameters "
+                                 f"{', '.join(sorted(params))}. Set ignore_extra=True "
+                                 "to ignore.")
+            continue
+        params[k]._load_init(v, ctx, cast_dtype=cast_dtype, dtype_source=dtype_source)
