@@ -135,7 +135,8 @@ def _topo(heads):
     """Tape nodes reachable from ``heads``, inputs before users."""
     from ember.ir.graph import topo_order
     return topo_order([h._node[0] for h in heads if h._node is not None],
-                      lambda n: [x._node[0] for x in n.inputs or () if x._node is not None])
+                      lambda n: [] if n.freed else
+                      [x._node[0] for x in n.inputs or () if x._node is not None])
 
 
 def _run(heads, head_grads, retain_graph, create_graph, train_mode):
@@ -162,6 +163,9 @@ def _run(heads, head_grads, retain_graph, create_graph, train_mode):
         if not _needs_grad(h):
             raise EmberError("cannot differentiate: the head is not in a recorded graph; "
                              "call attach_grad() on inputs and compute inside autograd.record()")
+        if h._node is not None and h._node[0].freed:
+            raise EmberError(f"{h._node[0].op.name}: this graph was freed by an earlier "
+                             "backward; pass retain_graph=True to differentiate it twice")
         if hg is None:
             hg = NDArray(np.ones_like(h._data), h._ctx)
         elif not isinstance(hg, NDArray):
@@ -173,9 +177,8 @@ def _run(heads, head_grads, retain_graph, create_graph, train_mode):
             ogs = [acc.pop((id(node), i), None) for i in range(len(node.out_data))]
             if all(g is None for g in ogs):
                 continue
-            if node.freed:
-                raise EmberError(f"{node.op.name}: this graph was freed by an earlier backward; "
-                                 "pass retain_graph=True to differentiate it twice")
+            if node.freed:  # history freed by an earlier backward: a constant now (MXNet)
+                continue
             ogs = [NDArray(np.zeros_like(d), node.out_ctx) if g is None else g
                    for g, d in zip(ogs, node.out_data)]
             outs = [NDArray(d, node.out_ctx, (node, i)) for i, d in enumerate(node.out_data)]
@@ -186,8 +189,8 @@ def _run(heads, head_grads, retain_graph, create_graph, train_mode):
                         raise EmberError(f"{node.op.name}: gradient rule gave shape {g.shape} "
                                          f"for an input of shape {x.shape}")
                     add(x, g)
-            if not retain_graph:
-                node.freed = True
+            if not retain_graph:  # release the saved arrays; the node stays as a marker
+                node.freed, node.inputs, node.out_data = True, None, []
     return leaves
 
 

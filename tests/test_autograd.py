@@ -96,3 +96,30 @@ def test_get_symbol_of_the_recorded_history():
     assert s.list_arguments() == ["var0", "var1"]
     out = s.eval(var0=nd.array([3.0]), var1=nd.array([2.0]))[0]
     np.testing.assert_allclose(out.asnumpy(), [12.0])
+
+
+def test_history_freed_by_backward_is_a_constant_afterwards():
+    b = nd.ones((3,))
+    b.attach_grad()
+    with autograd.record():
+        c = b + 1
+        (c * 2).sum().backward()
+    with autograd.record():
+        d = c * 3  # c's history was freed: it is a constant now, as in MXNet
+        loss = (d * b).sum()
+    loss.backward()
+    np.testing.assert_allclose(b.grad.asnumpy(), (c * 3).asnumpy())
+    with pytest.raises(mx.MXNetError, match="retain_graph"):
+        loss.backward()
+
+
+def test_cached_op_of_a_symbol():
+    sym = mx.sym.FullyConnected(num_hidden=3) * 2
+    op = nd.CachedOp(sym)
+    x, w, bias = nd.ones((2, 4)), nd.ones((3, 4)), nd.zeros((3,))
+    w.attach_grad()
+    with autograd.record():
+        y = op(x, w, bias)
+    y.backward()
+    np.testing.assert_allclose(y.asnumpy(), np.full((2, 3), 8.0))
+    np.testing.assert_allclose(w.grad.asnumpy(), np.full((3, 4), 4.0))

@@ -7,7 +7,7 @@ from ember.ir import EmberError, get_op
 
 from .ndarray import NDArray, invoke
 
-__all__ = ["reset_arrays", "moveaxis", "concatenate", "onehot_encode", "from_numpy", "from_dlpack",
+__all__ = ["CachedOp", "reset_arrays", "moveaxis", "concatenate", "onehot_encode", "from_numpy", "from_dlpack",
            "to_dlpack_for_read", "to_dlpack_for_write", "split_v2", "histogram"]
 
 
@@ -124,3 +124,31 @@ def reset_arrays(*data, num_arrays: int | None = None) -> None:
         raise EmberError(f"reset_arrays: num_arrays={num_arrays} but {len(data)} arrays given")
     for a in data:
         a._data[...] = 0
+
+
+class CachedOp:
+    """MXNet's ``mx.nd.CachedOp(sym)``: a Symbol compiled once, called on NDArrays.
+
+    The arguments are the symbol's inputs in ``list_inputs()`` order; inside
+    ``autograd.record()`` the call is one tape entry with a compiled backward.
+    """
+
+    def __init__(self, sym, flags=()):
+        from ember.compile import CompiledFunction
+        names = sym.list_inputs()
+        self._sym = sym
+
+        def run(*arrays):
+            return sym(**dict(zip(names, arrays)))
+        run.__name__ = f"cachedop_{sym.name}"
+        self._fn = CompiledFunction(run)
+
+    def __call__(self, *args, out=None):
+        res = self._fn(*args)
+        if out is not None:
+            targets = out if isinstance(out, list | tuple) else [out]
+            results = res if isinstance(res, list | tuple) else [res]
+            for t, r in zip(targets, results):
+                t._data[...] = r._data
+            return out
+        return res
