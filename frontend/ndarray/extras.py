@@ -7,8 +7,9 @@ from ember.ir import EmberError, get_op
 
 from .ndarray import NDArray, invoke
 
-__all__ = ["CachedOp", "reset_arrays", "moveaxis", "concatenate", "onehot_encode", "from_numpy", "from_dlpack",
-           "to_dlpack_for_read", "to_dlpack_for_write", "split_v2", "histogram"]
+__all__ = ["CachedOp", "reset_arrays", "moveaxis", "concatenate", "onehot_encode",
+           "from_numpy", "from_dlpack", "to_dlpack_for_read", "to_dlpack_for_write",
+           "split_v2", "histogram"]
 
 
 def moveaxis(tensor: NDArray, source, destination) -> NDArray:
