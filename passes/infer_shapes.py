@@ -15,6 +15,8 @@ parameter carries the refined type, which the front end reads back to run the in
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ember.ir.errors import EmberError
 from ember.ir.graph import Graph, Node, Value, clone_node
 from ember.ir.ops import OpKind
@@ -23,12 +25,19 @@ from ember.ir.shape_rules import unify
 from ember.ir.types import TensorType
 from ember.passes import register_pass
 
+_WEIGHT_HAS_DATA_RANK = ("convolution", "deconvolution")
+
 
 class _Types:
     """The current type of each value, refined in place; ``changed`` records progress."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, unknown_dtypes=None):
         self.graph = graph
+        # ids of the values whose dtype is not known yet (None: every dtype is known)
+        self.dtype_unknown: set[int] | None = None
+        if unknown_dtypes is not None:
+            self.dtype_unknown = {id(v) for v in unknown_dtypes}
+            self.dtype_unknown.update(id(o) for n in graph.nodes for o in n.outputs)
         self.of: dict[int, TensorType] = {}
         for v in graph.inputs + graph.params:
             self.of[id(v)] = v.type
@@ -66,7 +75,30 @@ class _Types:
             self.of[id(v)] = t
             self.changed = True
 
+    def visit_dtypes(self, node: Node) -> None:
+        """MXNet's ``ElemwiseType``: a leaf of unknown dtype takes a known input's dtype at
+        the same node; outputs are known once every input is (or the op fixes ``dtype``)."""
+        unknown = self.dtype_unknown
+        ref = next((v for v in node.inputs if id(v) not in unknown), None)
+        for v in node.inputs:
+            if id(v) in unknown and v.producer is None and ref is not None:
+                unknown.discard(id(v))
+                self.of[id(v)] = self.of[id(v)].with_dtype(self.of[id(ref)].dtype)
+                self.changed = True
+        fixed = node.attr_dict.get("dtype") not in (None, "None")
+        if any(id(o) in unknown for o in node.outputs) and \
+                (fixed or all(id(v) not in unknown for v in node.inputs)):
+            for o in node.outputs:
+                unknown.discard(id(o))
+                if self.of[id(o)].shape is None and (fixed or node.inputs):
+                    # the shape rule cannot run yet: the op's dtype, or its input's
+                    dt = node.attr_dict["dtype"] if fixed else self.of[id(node.inputs[0])].dtype
+                    self.of[id(o)] = self.of[id(o)].with_dtype(dt)
+            self.changed = True
+
     def visit(self, node: Node) -> None:
+        if self.dtype_unknown is not None:
+            self.visit_dtypes(node)
         if node.body is not None:
             body = node.body
             for v, p in zip(node.inputs, body.inputs + body.params):
@@ -80,6 +112,11 @@ class _Types:
                     if w is not v:
                         self.merge(v, self.of[id(w)], node, dtype=False)
         in_types = [self.of[id(v)] for v in node.inputs]
+        if node.op.name in _WEIGHT_HAS_DATA_RANK and len(in_types) > 1 \
+                and in_types[0].shape is not None and in_types[1].shape is None:
+            # a convolution's weight has its data's rank (MXNet's ConvolutionShape assumes
+            # it); the rule needs that rank to refine the weight of a symbol variable
+            in_types[1] = in_types[1].with_shape((None,) * len(in_types[0].shape))
         ranked = all(t.shape is not None for t in in_types)
         try:
             outs, refined = node.op.infer(in_types, node.attr_dict)
@@ -125,14 +162,22 @@ def _first_unknown(g: Graph) -> str | None:
 
 
 @register_pass("infer_shapes")
-def infer_shapes(graph: Graph, *, partial: bool = False) -> Graph:
+def infer_shapes(graph: Graph, *, partial: bool = False,
+                 unknown_dtypes: Sequence[Value] | None = None) -> Graph:
     """A copy of ``graph`` with every value's type as precise as the shape rules make it.
 
     Raises :class:`EmberError` naming the value and the op when a dim stays unknown, unless
     ``partial`` (MXNet's ``infer_shape_partial``), which returns what could be inferred.
     Parameters keep their order, so the new ``params[i]`` is the refined ``params[i]``.
+
+    ``unknown_dtypes`` (MXNet's ``infer_type``): inputs and parameters whose dtype is only a
+    placeholder. Dtypes then flow as well, even where shapes cannot: an unknown one takes
+    the dtype of a known input of the same op, and an op's outputs are known once all its
+    inputs are. ``meta["unknown_dtypes"]`` of the result lists the values (of the new graph)
+    whose dtype stayed unknown. Either way, a value whose type is not ``known`` in a
+    ``partial`` result is one whose shape could not be inferred.
     """
-    types = _Types(graph)
+    types = _Types(graph, unknown_dtypes)
     for _ in range(2 * len(graph.nodes) + 2):  # each round refines something, or stops
         types.changed = False
         for node in graph.nodes:
@@ -159,6 +204,10 @@ def infer_shapes(graph: Graph, *, partial: bool = False) -> Graph:
         nodes.append(c)
     out = Graph(graph.name, inputs, params, nodes, [vmap.get(id(v), v) for v in graph.outputs],
                 dict(graph.meta))
+    if types.dtype_unknown is not None:
+        vals = [*graph.inputs, *graph.params, *(o for n in graph.nodes for o in n.outputs)]
+        out.meta["unknown_dtypes"] = [vmap[id(v)] for v in vals
+                                      if id(v) in types.dtype_unknown]
     if not partial:
         msg = _first_unknown(out)
         if msg is not None:

@@ -75,7 +75,9 @@ def test_stop_gradient_and_out_grads():
     np.testing.assert_allclose(exe.grad_dict["x"].asnumpy(), [2.0, 1.0])
 
 
-def test_batchnorm_aux_states_update_in_training():
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_batchnorm_aux_states_update_in_training(backend, monkeypatch):
+    monkeypatch.setenv("EMBER_BACKEND", backend)
     data = mx.sym.var("data")
     bn = mx.sym.BatchNorm(data, name="bn", momentum=0.5, fix_gamma=False)
     exe = bn.simple_bind(mx.cpu(), data=(4, 2))
@@ -118,3 +120,27 @@ def test_debug_str_memory():
         return int(text.rsplit("Total ", 1)[1].split()[0])
     assert total(y) == 4 and total(y, grad_req="null") == 2
     assert total(mx.sym.stop_gradient(y)) == 2
+
+
+def test_backward_reuses_the_forward_run_dropout_mask():
+    """backward runs only the backward half: the dropout mask of forward is the one used."""
+    x = mx.sym.var("x")
+    y = mx.sym.Dropout(x, p=0.5, name="drop")
+    exe = y.simple_bind(mx.cpu(), x=(64,))
+    out = exe.forward(is_train=True, x=np.ones(64, np.float32))[0].asnumpy()
+    assert 0 < (out == 0).sum() < 64
+    exe.backward(mx.nd.ones((64,)))
+    np.testing.assert_allclose(exe.grad_dict["x"].asnumpy(), out)  # mask * 1/(1-p) each
+    assert (exe.forward(is_train=False)[0].asnumpy() == 1).all()
+
+
+def test_forward_runs_an_executable_of_the_default_backend(monkeypatch):
+    monkeypatch.setenv("EMBER_BACKEND", "reference")
+    exe = _net().simple_bind(mx.cpu(), x=(2, 4))
+    exe.forward(is_train=True)
+    exe.forward()
+    progs = exe._programs
+    assert sorted(progs) == [(False, False), (True, True)]
+    assert all(p.forward.backend == "reference" for p in progs.values())
+    assert progs[(True, True)].backward.backend == "reference"
+    assert progs[(False, False)].backward is None

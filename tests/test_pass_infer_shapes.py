@@ -146,3 +146,42 @@ def test_infer_shape_path_of_a_traced_model(g):
     assert all(v.type.known for v in out.inputs + out.params)
     assert all(o.type.known for n in out.nodes for o in n.outputs)
     assert [p.name_hint for p in out.params] == [p.name_hint for p in g.params]
+
+
+def test_unknown_dtypes_flow_without_shapes():
+    """MXNet's infer_type: a weight of unknown dtype takes its data's; outputs follow."""
+    g = parse_graph(textwrap.dedent("""\
+        graph g(%x: f16[*], %w: f32[*], %y: f32[*]) {
+          %0: f32[*] = fully_connected(%x, %w) {no_bias=True, num_hidden=4}
+          %1: f32[*] = relu(%0)
+          %2: f32[*] = elemwise_add(%y, %y)
+          return %1, %2
+        }
+        """))
+    out = infer_shapes(g, partial=True, unknown_dtypes=[g.inputs[1], g.inputs[2]])
+    assert print_graph(out) == textwrap.dedent("""\
+        graph g(%x: f16[*], %w: f16[*], %y: f32[*]) {
+          %0: f16[*] = fully_connected(%x, %w) {no_bias=True, num_hidden=4}
+          %1: f16[*] = relu(%0)
+          %2: f32[*] = elemwise_add(%y, %y)
+          return %1, %2
+        }
+        """)
+    unknown = out.meta["unknown_dtypes"]
+    assert [v is out.inputs[2] for v in unknown] == [True, False]
+    assert unknown[1] is out.nodes[2].outputs[0]
+    assert "unknown_dtypes" not in infer_shapes(g, partial=True).meta
+
+
+def test_convolution_weight_of_unknown_rank_takes_the_data_rank():
+    check("""\
+        graph g(%x: f32[1,3,8,8]) params(%w: f32[*]) {
+          %0: f32[*] = convolution(%x, %w) {kernel=(3, 3), no_bias=True, num_filter=4}
+          return %0
+        }
+        """, """\
+        graph g(%x: f32[1,3,8,8]) params(%w: f32[4,3,3,3]) {
+          %0: f32[1,4,6,6] = convolution(%x, %w) {kernel=(3, 3), no_bias=True, num_filter=4}
+          return %0
+        }
+        """)

@@ -104,6 +104,11 @@ def test_infer_type():
     arg, out, aux = net.infer_type_partial()
     assert arg == [None, np.float32, np.float32]
     assert net.infer_type() == (None, None, None)
+    half = mx.sym.FullyConnected(data, num_hidden=4, name="fc")
+    arg, out, _ = half.infer_type(data="float16")
+    assert arg == [np.float16] * 3 and out == [np.float16]
+    arg, out, _ = mx.sym.Cast(half, dtype="float64").infer_type(data="float16")
+    assert out == [np.float64]
 
 
 def test_attributes():

@@ -1,24 +1,27 @@
 """``Executor``: a Symbol bound to arrays (MXNet's ``bind``/``simple_bind`` result).
 
-Forward runs the graph node by node through the same kernels as ``ember.nd`` (the
-reference interpreter of the front end); when a gradient is wanted, the run is recorded
-on the autograd tape and ``backward`` walks it with the registry's gradient rules, so each
-op's one gradient rule serves ``nd``, Gluon and executors alike. Values are released after
-their last use when no backward pass needs them, which is what ``debug_str`` reports.
+The Symbol's graph (arguments as inputs, auxiliary states as parameters, ``is_train`` set on
+mode-dependent ops) goes through the pass pipeline and runs as an ``Executable`` on the
+default backend, compiled once per mode. When gradients are wanted, the ``autodiff`` pass
+makes one forward+backward graph with head-gradient inputs, and ``split_forward_backward``
+cuts it (as a hybridized block's CachedGraph does): ``forward`` runs the forward half and
+keeps its residuals, ``backward`` runs the rest, so forward work is not repeated and random
+ops are not redrawn. Ops that update auxiliary states (BatchNorm's running statistics)
+write into the bound arrays. ``debug_str`` reports the memory the forward pass holds.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ember import autograd
 from ember.base import MXNetError
 from ember.context import current_context
-from ember.ir.graph import Node
+from ember.ir.graph import Graph, Node
 from ember.ir.types import TensorType
-from ember.ndarray.ndarray import NDArray, invoke
+from ember.ndarray.ndarray import NDArray
 
 from . import infer as _infer
 from . import nodes as _n
+from .infer import SymbolGraph
 
 _NO_GRAD_OPS = ("stop_gradient",)
 
@@ -51,8 +54,57 @@ def _arrays(given, names: list[str], what: str) -> list:
     return given
 
 
+def _with_mode(is_train: bool):
+    """attrs of a node copy: ``is_train`` set for ops whose result depends on the mode."""
+    def attrs(node: Node) -> tuple:
+        if not node.op.mode:
+            return node.attrs
+        return tuple(sorted({**dict(node.attrs), "is_train": bool(is_train)}.items()))
+    return attrs
+
+
+class _Program:
+    """The compiled graph of one mode: ``forward`` alone, or the forward/backward split of
+    the joint graph from the ``autodiff`` pass (as a hybridized block's CachedGraph)."""
+
+    def __init__(self, sg: SymbolGraph, n_out: int, wrt: list[int] | None):
+        from ember.gluon.cached_op import FORWARD_PASSES, LOWERING_PASSES, default_backend
+        from ember.passes import run_pipeline
+        from ember.passes.autodiff import autodiff
+        from ember.passes.partition import split_forward_backward
+        from ember.runtime.executable import Executable
+        backend = default_backend()
+        graph = run_pipeline(sg.graph, FORWARD_PASSES)
+        self.backward = None
+        if wrt is None:
+            self.forward = Executable(run_pipeline(graph, LOWERING_PASSES), backend)
+            return
+        n_args = len(graph.inputs)
+        joint = autodiff(graph, wrt=[graph.inputs[i] for i in wrt], head_grads="input")
+        joint = run_pipeline(joint, FORWARD_PASSES, keep_stop_gradient=False)
+        fwd, bwd, _ = split_forward_backward(joint, n_out, joint.inputs[n_args:])
+        # a residual that is an argument is read from the bound array, not returned
+        position = {id(v): i for i, v in enumerate(fwd.inputs)}
+        kept, self.residual_src = list(fwd.outputs[:n_out]), []
+        for v in fwd.outputs[n_out:]:
+            if id(v) in position:
+                self.residual_src.append(("in", position[id(v)]))
+            else:
+                self.residual_src.append(("out", len(kept)))
+                kept.append(v)
+        fwd = Graph(fwd.name, fwd.inputs, fwd.params, fwd.nodes, kept, dict(fwd.meta))
+        self.forward = Executable(run_pipeline(fwd, LOWERING_PASSES), backend)
+        self.backward = Executable(run_pipeline(bwd, LOWERING_PASSES), backend)
+        self.wrt = wrt
+
+
 class Executor:
-    """Arrays bound to a Symbol's inputs; ``forward`` and ``backward`` run the graph."""
+    """Arrays bound to a Symbol's inputs; ``forward`` and ``backward`` run the graph.
+
+    Each mode's graph goes through the pass pipeline once and runs as an
+    :class:`~ember.runtime.executable.Executable`; with gradients, ``forward`` runs the
+    forward half of the ``autodiff`` joint graph and keeps its residuals for ``backward``.
+    """
 
     def __init__(self, symbol, ctx, args: list, grads: list, reqs: list[str], aux: list):
         self._symbol = symbol
@@ -65,13 +117,16 @@ class Executor:
         self._aux_names = [_n.node_name(v) for v in auxv]
         self.arg_arrays, self.grad_arrays, self.aux_arrays = args, grads, aux
         self._reqs = [r if g is not None else "null" for r, g in zip(reqs, grads)]
-        self._nodes = [it for it in _n.post_order(heads) if isinstance(it, Node)]
-        self._recorded = False
-        types = _infer.infer(heads, {id(v): TensorType(a.shape, a.dtype)
-                                     for v, a in zip(argv + auxv, args + aux)})
+        self._given = {id(v): TensorType(a.shape, a.dtype)
+                       for v, a in zip(argv + auxv, args + aux)}
+        sg = SymbolGraph(heads, self._given)
+        self._nodes = sg.nodes
+        types, _ = sg.typed()
         self.outputs = [NDArray(np.zeros(types[id(h)].shape, types[id(h)].dtype), self._ctx)
                         if types[id(h)].known else None for h in heads]
         self._types = types
+        self._programs: dict[tuple, _Program] = {}
+        self._saved = None  # (program, residuals) of the last forward(is_train=True)
 
     # ---- dictionaries ----------------------------------------------------------------------
     @property
@@ -116,31 +171,26 @@ class Executor:
             if src.shape != dst.shape:
                 raise MXNetError(f"forward: {k!r} has shape {src.shape}, bound as {dst.shape}")
             dst._data[...] = src
-        record = bool(is_train) and self._wants_grad()
-        env: dict[int, NDArray] = {}
-        for v, a in zip(self._arg_vars + self._aux_vars, self.arg_arrays + self.aux_arrays):
-            env[id(v)] = a
-        if record:
-            pairs = [(a, g, r) for a, g, r in zip(self.arg_arrays, self.grad_arrays, self._reqs)
-                     if r != "null"]
-            autograd.mark_variables([p[0] for p in pairs], [p[1] for p in pairs],
-                                    [p[2] for p in pairs])
-        last = self._last_use()
-        keep = {id(h) for h in self._heads} | {id(v) for v in self._arg_vars + self._aux_vars}
-        with autograd._scope(record, bool(is_train)):
-            for i, node in enumerate(self._nodes):
-                attrs = {k: v for k, v in node.attrs if k != "is_train"}
-                res = invoke(node.op, [env[id(v)] for v in node.inputs], attrs, ctx=self._ctx)
-                res = res if isinstance(res, list) else [res]
-                for v, r in zip(node.outputs, res):
-                    env[id(v)] = r
-                if not record:
-                    for v in node.inputs:
-                        if last.get(id(v)) == i and id(v) not in keep:
-                            env.pop(id(v), None)
-        self.outputs = [env[id(h)] for h in self._heads]
-        self._recorded = record
+        grad = bool(is_train) and self._wants_grad()
+        prog = self._program(bool(is_train), grad)
+        ins = [a._data for a in self.arg_arrays]
+        res = prog.forward.run(ins, [a._data for a in self.aux_arrays])
+        n = len(self._heads)
+        self.outputs = [NDArray(r, self._ctx) for r in res[:n]]
+        self._saved = None
+        if grad:
+            self._saved = (prog, [res[k] if src == "out" else ins[k]
+                                  for src, k in prog.residual_src])
         return self.outputs
+
+    def _program(self, is_train: bool, grad: bool) -> _Program:
+        key = (is_train, grad)
+        prog = self._programs.get(key)
+        if prog is None:
+            sg = SymbolGraph(self._heads, self._given, attrs=_with_mode(is_train))
+            wrt = [i for i, r in enumerate(self._reqs) if r != "null"] if grad else None
+            prog = self._programs[key] = _Program(sg, len(self._heads), wrt)
+        return prog
 
     def _last_use(self) -> dict[int, int]:
         last: dict[int, int] = {}
@@ -153,7 +203,7 @@ class Executor:
         """Gradients of the outputs (times ``out_grads``, ones by default) into grad_arrays."""
         if not any(r != "null" for r in self._reqs):
             return
-        if not self._recorded:
+        if self._saved is None:
             if not self._wants_grad():
                 for g, r in zip(self.grad_arrays, self._reqs):
                     if r == "write":
@@ -162,9 +212,19 @@ class Executor:
             raise MXNetError("backward: call forward(is_train=True) first")
         if out_grads is not None and not isinstance(out_grads, list | tuple):
             out_grads = [out_grads]
-        heads = [o for o in self.outputs]
-        autograd.backward(heads, out_grads, train_mode=is_train)
-        self._recorded = False
+        prog, residuals = self._saved
+        if out_grads is None:
+            heads = [np.ones(o.shape, o.dtype) for o in self.outputs]
+        else:
+            heads = [np.asarray(g._data if isinstance(g, NDArray) else g, dtype=o.dtype)
+                     .reshape(o.shape) for g, o in zip(out_grads, self.outputs)]
+        grads = prog.backward.run(residuals + heads, [a._data for a in self.aux_arrays])
+        for i, g in zip(prog.wrt, grads):
+            if self._reqs[i] == "add":
+                self.grad_arrays[i]._data += g
+            else:
+                self.grad_arrays[i]._data[...] = g
+        self._saved = None
 
     # ---- parameters and shapes ----------------------------------------------------------------
     def copy_params_from(self, arg_params: dict, aux_params: dict | None = None,

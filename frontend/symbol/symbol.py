@@ -248,13 +248,14 @@ class Symbol(_emit.Sym):
 
     def _dtype_report(self, args, kwargs):
         given = self._given(args, kwargs, lambda v, d: np.dtype(d).name)
-        types = _infer.infer(self._value_list(), {
-            k: TensorType(_n.declared(v)[0], given[k])
-            for k, v in ((id(v), v) for v in _n.variables(self._value_list())[0])
-            if k in given})
-        known = _infer.known_dtypes(self._value_list(), types, set(given))
-        return self._report(types, lambda t, v: np.dtype(t.dtype).type
-                            if id(v) in known else None)
+        ins = _n.variables(self._value_list())[0]
+        sg = _infer.SymbolGraph(self._value_list(), {
+            id(v): TensorType(_n.declared(v)[0], given[id(v)]) for v in ins if id(v) in given})
+        types, _ = sg.typed(unknown_dtypes=[v for v in ins if id(v) not in given
+                                            and _n.declared(v)[1] is None])
+        unknown = sg.unknown_dtype_ids()
+        return self._report(types, lambda t, v: None if id(v) in unknown
+                            else np.dtype(t.dtype).type)
 
     def infer_type_partial(self, *args, **kwargs):
         """(arg_types, out_types, aux_types) as NumPy types, None where unknown."""
