@@ -300,3 +300,39 @@ def test_fast_max_pool_backward_matches_argmax(nsp, kern, s, p, conv, ties):
     k, st_, pl, pr, out = _pool_geom(full_at, x.shape[2:])
     np.testing.assert_allclose(dx, _slow_max_pool_backward(g, x, k, st_, pl, pr, out),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("s,d,p,g,bias", [((1, 1), (1, 1), (2, 2), 1, True),
+                                          ((1, 1), (2, 1), (1, 0), 2, False),
+                                          ((2, 1), (1, 2), (0, 1), 1, True)])
+def test_numba_conv_kernels_by_chunks(monkeypatch, dtype, s, d, p, g, bias):
+    """The numba im2col (plain and wide), crop+bias and col2im kernels, one sample per chunk
+    and the whole batch in one chunk, against the einsum reference (float64)."""
+    from ember.ir import opset_conv
+    k = (3, 2)
+    x, w, b = _r(3, 2 * g, 9, 8).astype(dtype), _r(3 * g, 2, *k).astype(dtype), _r(3 * g)
+    geom = dict(kernel=k, stride=s, dilate=d, pad=p, num_group=g)
+    conv, bw, deconv = (get_op(n) for n in ("convolution", "convolution_backward_weight",
+                                            "deconvolution"))
+    exp = _slow_conv(x, w, k, s, d, p, g) + (b.reshape(1, -1, 1, 1) if bias else 0)
+    gy = _r(*exp.shape).astype(dtype)
+    xg = np.pad(x.astype(np.float64), [(0, 0), (0, 0)] + [(a, a) for a in p])
+    win = _slow_windows(xg, k, s, d, exp.shape[2:]).reshape((3, g, -1) + exp.shape[2:] + k)
+    exp_dw = np.einsum("ngfxy,ngcxyij->gfcij", gy.reshape((3, g, -1) + exp.shape[2:]),
+                       win).reshape(w.shape)
+    adj = tuple(n + 2 * pi - ((o - 1) * si + di * (ki - 1) + 1)
+                for n, o, si, di, ki, pi in zip(x.shape[2:], exp.shape[2:], s, d, k, p))
+    exp_dx = _slow_deconv(gy, w, k, s, d, p, g, x.shape[2:])
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for budget in (1, 1 << 19):
+        monkeypatch.setattr(opset_conv._chunks, "__defaults__", (budget,))
+        y = conv.compute([x, w, b.astype(dtype)] if bias else [x, w], normalize_attrs(
+            conv, dict(geom, num_filter=3 * g, no_bias=not bias)))
+        assert y.dtype == dtype and y.flags.c_contiguous
+        np.testing.assert_allclose(y, exp, **tol)
+        np.testing.assert_allclose(bw.compute([gy, x], normalize_attrs(bw, geom)), exp_dw,
+                                   **tol)
+        dx = deconv.compute([gy, w], normalize_attrs(deconv, dict(geom, num_filter=2 * g,
+                                                                  adj=adj)))
+        np.testing.assert_allclose(dx, exp_dx, **tol)
