@@ -2,7 +2,8 @@
 
 Files MXNet 1.9.1 exported (tests/data/mxnet_models/, made by make_mxnet_models.py) load into
 ember's SymbolBlock and give MXNet's saved outputs; ember's exports load back into ember and,
-when a MXNet 1.9.1 virtualenv exists at /tmp/mxvenv, into real MXNet with the same outputs.
+when an interpreter with MXNet 1.9.1 is given (EMBER_TEST_MXNET_PYTHON, default a
+throwaway virtualenv at /tmp/mxvenv), into real MXNet with the same outputs.
 """
 import json
 import os
@@ -19,7 +20,7 @@ from ember.gluon import SymbolBlock, nn
 from ember.gluon.export import ExportError
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mxnet_models")
-MXNET_PYTHON = "/tmp/mxvenv/bin/python"
+MXNET_PYTHON = os.environ.get("EMBER_TEST_MXNET_PYTHON", "/tmp/mxvenv/bin/python")
 
 
 def _mxnet_file(name):
@@ -325,7 +326,8 @@ _MX_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not os.path.exists(MXNET_PYTHON), reason="no MXNet 1.9.1 at /tmp/mxvenv")
+@pytest.mark.skipif(not os.path.exists(MXNET_PYTHON),
+                    reason="no MXNet 1.9.1 interpreter (EMBER_TEST_MXNET_PYTHON)")
 def test_real_mxnet_loads_ember_exports(tmp_path):
     cases, inputs, expected = {}, {}, {}
     for name in CASES:

@@ -9,7 +9,7 @@ import ember as mx
 from ember.base import MXNetError
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "symbol_json")
-MXPY = "/tmp/mxvenv/bin/python"
+MXPY = os.environ.get("EMBER_TEST_MXNET_PYTHON", "/tmp/mxvenv/bin/python")
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
