@@ -21,13 +21,13 @@ def _dt(dtype):
     return "float32" if dtype is None else np.dtype(dtype).name
 
 
-def _create(name, ctx, **attrs):
+def _create(op_name, ctx, **attrs):
     stype = attrs.pop("stype", None)
     if stype not in (None, "default"):
         from ember.base import MXNetError
-        raise MXNetError(f"{name}: storage type {stype!r} is not supported; ember stores "
+        raise MXNetError(f"{op_name}: storage type {stype!r} is not supported; ember stores "
                          "arrays densely")
-    op = get_op(name)
+    op = get_op(op_name)
     attrs.pop("name", None)
     out = attrs.pop("out", None)
     return invoke(op, [], normalize_attrs(op, attrs), out=out, ctx=ctx)
