@@ -17,6 +17,10 @@ from .block import Block, HybridBlock
 _LINE = "{:>20}  {:>42} {:>15}"
 
 
+
+class HybridizedSummaryError(MXNetError, AssertionError):
+    """summary() of a hybridized block (MXNet asserts; both kinds of handler catch it)."""
+
 def _flatten(args):
     """Nested lists/tuples -> (flat leaves, format to regroup them)."""
     if not isinstance(args, list | tuple):
@@ -77,7 +81,8 @@ def print_block_summary(block: Block, *inputs) -> None:
 
     def _register(blk):
         if isinstance(blk, HybridBlock) and blk._active:
-            raise MXNetError(f'"{blk.name}" must not be hybridized to print summary.')
+            raise HybridizedSummaryError(f'"{blk.name}" must not be hybridized to print '
+                                         'summary.')
         if not isinstance(blk, Sequential | HybridSequential):
             hooks.append(blk.register_forward_hook(_hook))
 
