@@ -168,6 +168,37 @@ class _Backward:
         return out
 
 
+def compile_split(graph: Graph, n_outputs: int, wrt: list, backend: str):
+    """Compile ``graph``'s forward and, apart, the backward for the Values ``wrt``.
+
+    One joint graph from ``autodiff`` (head gradients as inputs) is optimised, split by
+    ``split_forward_backward`` and lowered twice. Returns ``(forward, backward,
+    residual_src)``: the forward Executable returns the outputs followed by the residuals
+    the backward needs, except residuals that are forward inputs, which the caller passes
+    from its own arguments; ``residual_src[i]`` is ``("in", input index)`` or
+    ``("out", output index)``.
+    """
+    from ember.passes import run_pipeline
+    from ember.passes.autodiff import autodiff
+    from ember.passes.partition import split_forward_backward
+    from ember.runtime.executable import Executable
+    n_args = len(graph.inputs)
+    joint = autodiff(graph, wrt=wrt, head_grads="input")
+    joint = run_pipeline(joint, FORWARD_PASSES, keep_stop_gradient=False)
+    fwd, bwd, _ = split_forward_backward(joint, n_outputs, joint.inputs[n_args:])
+    position = {id(v): i for i, v in enumerate(fwd.inputs)}
+    kept, residual_src = list(fwd.outputs[:n_outputs]), []
+    for v in fwd.outputs[n_outputs:]:
+        if id(v) in position:
+            residual_src.append(("in", position[id(v)]))
+        else:
+            residual_src.append(("out", len(kept)))
+            kept.append(v)
+    fwd = Graph(fwd.name, fwd.inputs, fwd.params, fwd.nodes, kept, dict(fwd.meta))
+    return (Executable(run_pipeline(fwd, LOWERING_PASSES), backend),
+            Executable(run_pipeline(bwd, LOWERING_PASSES), backend), residual_src)
+
+
 class _Variant:
     """The forward+backward pair compiled for one set of inputs that need gradients.
 
@@ -180,27 +211,10 @@ class _Variant:
 
     def __init__(self, graph: Graph, n_outputs: int, wrt_inputs: list[int],
                  wrt_params: list[int], backend: str):
-        from ember.passes import run_pipeline
-        from ember.passes.autodiff import autodiff
-        from ember.passes.partition import split_forward_backward
-        from ember.runtime.executable import Executable
         n_args = len(graph.inputs)
         wrt = [graph.inputs[i] for i in wrt_inputs] + [graph.params[i] for i in wrt_params]
-        joint = autodiff(graph, wrt=wrt, head_grads="input")
-        joint = run_pipeline(joint, FORWARD_PASSES, keep_stop_gradient=False)
-        heads = joint.inputs[n_args:]
-        fwd, bwd, _ = split_forward_backward(joint, n_outputs, heads)
-        position = {id(v): i for i, v in enumerate(fwd.inputs)}
-        kept, self.residual_src = list(fwd.outputs[:n_outputs]), []
-        for v in fwd.outputs[n_outputs:]:
-            if id(v) in position:
-                self.residual_src.append(("in", position[id(v)]))
-            else:
-                self.residual_src.append(("out", len(kept)))
-                kept.append(v)
-        fwd = Graph(fwd.name, fwd.inputs, fwd.params, fwd.nodes, kept, dict(fwd.meta))
-        self.forward = Executable(run_pipeline(fwd, LOWERING_PASSES), backend)
-        self.backward = Executable(run_pipeline(bwd, LOWERING_PASSES), backend)
+        self.forward, self.backward, self.residual_src = compile_split(
+            graph, n_outputs, wrt, backend)
         # tape-entry input slot of each gradient: data inputs first, then the params
         self.grad_slots = list(wrt_inputs) + [n_args + i for i in wrt_params]
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ember.base import MXNetError
 from ember.context import current_context
-from ember.ir.graph import Graph, Node
+from ember.ir.graph import Node
 from ember.ir.types import TensorType
 from ember.ndarray.ndarray import NDArray
 
@@ -68,10 +68,13 @@ class _Program:
     the joint graph from the ``autodiff`` pass (as a hybridized block's CachedGraph)."""
 
     def __init__(self, sg: SymbolGraph, n_out: int, wrt: list[int] | None):
-        from ember.gluon.cached_op import FORWARD_PASSES, LOWERING_PASSES, default_backend
+        from ember.gluon.cached_op import (
+            FORWARD_PASSES,
+            LOWERING_PASSES,
+            compile_split,
+            default_backend,
+        )
         from ember.passes import run_pipeline
-        from ember.passes.autodiff import autodiff
-        from ember.passes.partition import split_forward_backward
         from ember.runtime.executable import Executable
         backend = default_backend()
         graph = run_pipeline(sg.graph, FORWARD_PASSES)
@@ -79,22 +82,9 @@ class _Program:
         if wrt is None:
             self.forward = Executable(run_pipeline(graph, LOWERING_PASSES), backend)
             return
-        n_args = len(graph.inputs)
-        joint = autodiff(graph, wrt=[graph.inputs[i] for i in wrt], head_grads="input")
-        joint = run_pipeline(joint, FORWARD_PASSES, keep_stop_gradient=False)
-        fwd, bwd, _ = split_forward_backward(joint, n_out, joint.inputs[n_args:])
         # a residual that is an argument is read from the bound array, not returned
-        position = {id(v): i for i, v in enumerate(fwd.inputs)}
-        kept, self.residual_src = list(fwd.outputs[:n_out]), []
-        for v in fwd.outputs[n_out:]:
-            if id(v) in position:
-                self.residual_src.append(("in", position[id(v)]))
-            else:
-                self.residual_src.append(("out", len(kept)))
-                kept.append(v)
-        fwd = Graph(fwd.name, fwd.inputs, fwd.params, fwd.nodes, kept, dict(fwd.meta))
-        self.forward = Executable(run_pipeline(fwd, LOWERING_PASSES), backend)
-        self.backward = Executable(run_pipeline(bwd, LOWERING_PASSES), backend)
+        self.forward, self.backward, self.residual_src = compile_split(
+            graph, n_out, [graph.inputs[i] for i in wrt], backend)
         self.wrt = wrt
 
 
