@@ -1,4 +1,4 @@
-"""Test settings: hypothesis profiles sized for a 2-core CI machine."""
+"""Test settings: hypothesis profiles sized for a 2-core CI machine; the real-MXNet peer."""
 import os
 
 from hypothesis import HealthCheck, settings
@@ -7,3 +7,9 @@ settings.register_profile("ci", max_examples=25, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Real MXNet 1.9.1 for the file round-trip tests: `make test` installs it in .venv-mxnet
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_REPO_MXNET = os.path.join(os.path.dirname(_HERE), ".venv-mxnet", "bin", "python")
+os.environ.setdefault("EMBER_TEST_MXNET_PYTHON",
+                      _REPO_MXNET if os.path.exists(_REPO_MXNET) else "/tmp/mxvenv/bin/python")
