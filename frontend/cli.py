@@ -1,7 +1,8 @@
 """The ``ember`` command: ``viz``, ``summary``, ``ir`` and ``demo`` (``ember CMD --help``).
 
 MODEL, for ``viz``, ``summary`` and ``ir``, is one of
-- an MXNet symbol JSON file (``net-symbol.json``; give ``--input-shape`` for shapes),
+- an MXNet symbol JSON file (``net-symbol.json``; give ``--input-shape`` for shapes; the
+  parameter shapes come from ``net-NNNN.params`` next to it, the latest epoch, or ``--params``),
 - an ember AOT package directory (``ember.export``; its shapes are in its manifest),
 - ``module:callable``, a HybridBlock or a function returning one, with ``--input-shape``.
 
@@ -31,6 +32,7 @@ class Model:
     symbol: object
     shapes: dict | None
     planned: object = None  # the package's graph.ir, already through plan_memory
+    params: dict | None = None  # parameter name -> shape, from a parameter file or manifest
 
 
 def _parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
@@ -81,8 +83,71 @@ def _block_of(spec: str):
     return obj
 
 
-def load_model(spec: str, input_shapes: list[str] | None = None) -> Model:
-    """Resolve MODEL (see the module docstring)."""
+def _param_shapes(symbol_file: Path, params_file: str | None) -> dict | None:
+    """Parameter shapes from ``params_file`` or, by default, the latest ``<stem>-NNNN.params``
+    next to ``<stem>-symbol.json`` (None when there is none)."""
+    from ember import ndarray as nd
+    if params_file is None:
+        stem = symbol_file.name.removesuffix(".json").removesuffix("-symbol")
+        found = sorted(symbol_file.parent.glob(f"{glob_escape(stem)}-[0-9][0-9][0-9][0-9].params"))
+        if not found:
+            return None
+        params_file = str(found[-1])
+    loaded = nd.load(params_file)
+    if not isinstance(loaded, dict):
+        raise UsageError(f"--params {params_file}: holds an unnamed list of arrays")
+    return {k.partition(":")[2] if k[:4] in ("arg:", "aux:") else k: v.shape
+            for k, v in loaded.items()}
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters made literal."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def param_counts(model: Model) -> dict[str, int]:
+    """Each op node's exact parameter count: the sizes of its weight arguments (auxiliary
+    states such as BatchNorm's running statistics are not counted, as in MXNet's table),
+    shapes from the parameter file or inferred from the input shapes. MXNetError naming
+    the weights whose shapes are unknown."""
+    import json
+    import math
+
+    from ember.base import MXNetError
+    from ember.viz import data_names
+    symbol, known = model.symbol, dict(model.params or {})
+    args = symbol.list_arguments()
+    data = set(model.shapes or ()) | set(data_names(symbol))
+    weights = set(args) - data if model.params is None else \
+        (set(args) - data) | (set(args) & set(known))
+    if model.shapes is not None:
+        given = {k: v for k, v in known.items() if k in args and k not in model.shapes}
+        arg_shapes, _, _ = symbol.infer_shape(**given, **model.shapes)
+        if arg_shapes is not None:
+            known.update(zip(args, arg_shapes))
+    nodes = json.loads(symbol.tojson())["nodes"]
+    counts, unknown = {}, []
+    for node in nodes:
+        if node["op"] == "null":
+            continue
+        counts[node["name"]] = 0
+        for src in (nodes[i[0]] for i in node["inputs"]):
+            if src["op"] != "null" or src["name"] not in weights:
+                continue
+            if src["name"] in known:
+                counts[node["name"]] += math.prod(known[src["name"]])
+            elif src["name"] not in unknown:
+                unknown.append(src["name"])
+    if unknown:
+        raise MXNetError(f"{model.name}: cannot count parameters, the shapes of "
+                         f"{', '.join(unknown)} are unknown; give the input shapes "
+                         "(--input-shape) or the parameter file (--params)")
+    return counts
+
+
+def load_model(spec: str, input_shapes: list[str] | None = None,
+               params_file: str | None = None) -> Model:
+    """Resolve MODEL (see the module docstring); ``params_file`` for a symbol JSON file."""
     import ember as mx
     from ember import autograd
     from ember.aot import read_manifest
@@ -97,13 +162,15 @@ def load_model(spec: str, input_shapes: list[str] | None = None) -> Model:
             raise UsageError("--input-shape does not apply to an AOT package: it was "
                              "compiled for " + ", ".join(f"{k}={v}" for k, v in shapes.items()))
         planned = parse_graph((path / "graph.ir").read_text())
-        return Model(manifest["name"], symbol, shapes, planned)
+        params = {p["name"]: tuple(p["shape"]) for p in manifest["params"]}
+        return Model(manifest["name"], symbol, shapes, planned, params)
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {spec}")
         symbol = mx.sym.load(str(path))
         name = path.stem.removesuffix("-symbol")
-        return Model(name, symbol, _shapes(input_shapes, data_names(symbol)))
+        return Model(name, symbol, _shapes(input_shapes, data_names(symbol)), None,
+                     _param_shapes(path, params_file))
     if ":" not in spec:
         raise UsageError(f"MODEL {spec!r} is not a symbol JSON file, a package directory "
                          "or module:callable")
@@ -117,7 +184,9 @@ def load_model(spec: str, input_shapes: list[str] | None = None) -> Model:
         symbol = block(*[mx.sym.var(n) for n in shapes])
     if isinstance(symbol, list | tuple):
         symbol = mx.sym.Group(list(symbol))
-    return Model(block.name, symbol, shapes)
+    return Model(block.name, symbol, shapes, None,
+                 {p.name: p.shape for p in block.collect_params().values()
+                  if p.shape and all(p.shape)})
 
 
 def pass_names(after: str | None, grad: bool = False) -> list[str]:
@@ -179,8 +248,10 @@ def _viz(args) -> int:
 
 def _summary(args) -> int:
     from ember.viz import print_summary
-    model = load_model(args.model, args.input_shape)
-    print_summary(model.symbol, shape=model.shapes, line_length=args.line_length)
+    model = load_model(args.model, args.input_shape, args.params)
+    counts = param_counts(model)
+    print_summary(model.symbol, shape=model.shapes, line_length=args.line_length,
+                  counts=counts)
     return 0
 
 
@@ -246,6 +317,9 @@ def _parser() -> argparse.ArgumentParser:
 
     summ = model_parser("summary", "print the layer table (mx.viz.print_summary)")
     summ.add_argument("--line-length", type=int, default=120, help="table width")
+    summ.add_argument("--params", metavar="FILE",
+                      help="parameter file of a symbol JSON MODEL (default: the latest "
+                           "NAME-NNNN.params next to NAME-symbol.json)")
     summ.set_defaults(fn=_summary)
 
     ir = model_parser("ir", "print the IR after compiler passes, with timings and memory")

@@ -58,8 +58,11 @@ def _layer_params(node: dict, pre_filter: int, out_key: str, shapes: dict | None
 
 
 def summary_text(symbol, shape: dict | None = None, line_length: int = 120,
-                 positions: Sequence[float] = (.44, .64, .74, 1.)) -> str:
-    """The text :func:`print_summary` prints."""
+                 positions: Sequence[float] = (.44, .64, .74, 1.),
+                 counts: dict[str, int] | None = None) -> str:
+    """The text :func:`print_summary` prints. ``counts`` (op node name -> parameter count)
+    replaces MXNet's counting rules, which guess from the inputs' first dims (``ember
+    summary`` passes the exact sizes of each layer's weights)."""
     from ember.symbol import Symbol
     if not isinstance(symbol, Symbol):
         raise TypeError("symbol must be Symbol")
@@ -107,7 +110,8 @@ def summary_text(symbol, shape: dict | None = None, line_length: int = 120,
         out_shape = []
         if shapes is not None and key_of(node) in shapes:
             out_shape = shapes[key_of(node)][1:]
-        n = _layer_params(node, pre_filter, key_of(node), shapes)
+        n = (_layer_params(node, pre_filter, key_of(node), shapes) if counts is None
+             else counts.get(node["name"], 0) if node["op"] != "null" else 0)
         row([f"{node['name']}({node['op']})", "x".join(str(d) for d in out_shape), n,
              previous[0] if previous else ""])
         for name in previous[1:]:
@@ -120,10 +124,12 @@ def summary_text(symbol, shape: dict | None = None, line_length: int = 120,
 
 
 def print_summary(symbol, shape: dict | None = None, line_length: int = 120,
-                  positions: Sequence[float] = (.44, .64, .74, 1.)) -> None:
+                  positions: Sequence[float] = (.44, .64, .74, 1.),
+                  counts: dict[str, int] | None = None) -> None:
     """Print each layer of ``symbol`` with its output shape (given input ``shape``, a dict
-    name -> tuple), parameter count and previous layer, then the total (MXNet's table)."""
-    print(summary_text(symbol, shape, line_length, positions), end="")
+    name -> tuple), parameter count and previous layer, then the total (MXNet's table;
+    ``counts``: see :func:`summary_text`)."""
+    print(summary_text(symbol, shape, line_length, positions, counts), end="")
 
 
 # ---- plot_network ---------------------------------------------------------------------------

@@ -69,12 +69,69 @@ def test_summary_numbers(capsys):
     assert main(["summary", CNN_JSON, "--input-shape", "data=4,1,8,8"]) == 0
     out = capsys.readouterr().out
     assert "cnn_batchnorm0_fwd(BatchNorm)" in out and "Total params: 159" in out
-    assert main(["summary", CNN_JSON]) == 0  # no shapes: MXNet's shapeless counts
-    assert "Total params: 7" in capsys.readouterr().out
+    assert main(["summary", CNN_JSON]) == 0  # no shapes: cnn-0000.params next to it has them
+    assert "Total params: 159" in capsys.readouterr().out
     # module:callable: 784*256 + 256 + 256*10 + 10
     assert main(["summary", "ember.demo:build_mlp", "--input-shape", "1,784"]) == 0
     out = capsys.readouterr().out
     assert "Total params: 203530" in out and "(FullyConnected)" in out
+
+
+def summary_rows(out: str) -> tuple[int, list[int]]:
+    counts = [int(line[76:88]) for line in out.splitlines()
+              if ")" in line[:52] and line[76:88].strip().isdigit()]
+    total = int(next(line for line in out.splitlines() if line.startswith("Total")).split()[2])
+    return total, counts
+
+
+@pytest.mark.parametrize("model,shape", [(MLP_JSON, "4,8"), (CNN_JSON, "4,1,8,8")])
+def test_summary_counts_equal_mxnets_where_its_rules_hold(model, shape, capsys, tmp_path):
+    # MXNet's print_summary (viz.summary_text) guesses counts from input dims; on these
+    # files its guesses are right, and ember summary's exact counts must be the same rows
+    from ember import viz
+    expected = summary_rows(viz.summary_text(mx.sym.load(model), {"data": tuple(
+        int(d) for d in shape.split(","))}))
+    assert main(["summary", model, "--input-shape", shape]) == 0
+    assert summary_rows(capsys.readouterr().out) == expected
+    lone = tmp_path / Path(model).name  # no parameter file beside it
+    shutil.copy(model, lone)
+    assert main(["summary", str(lone), "--input-shape", shape]) == 0
+    assert summary_rows(capsys.readouterr().out) == expected
+
+
+@pytest.fixture(scope="module")
+def demo_files(tmp_path_factory):
+    """The demo's MLP on image-shaped input (1, 1, 28, 28): its export pair and package."""
+    from ember.demo import build_mlp
+    net = build_mlp()
+    net.initialize()
+    net.hybridize()
+    x = mx.nd.array(np.ones((1, 1, 28, 28), np.float32))
+    net(x)
+    out = tmp_path_factory.mktemp("demo")
+    net.export(str(out / "mlp"))
+    mx.export(net, out / "mlp-aot", x)
+    sizes = sum(p.data().size for p in net.collect_params().values())
+    return out, sizes
+
+
+def test_summary_of_the_demo_files_counts_every_weight(demo_files, capsys, tmp_path):
+    # MXNet's rule counts a Dense on 4-D input as (channels + 1) * units: 3082, not 203530
+    out, sizes = demo_files
+    assert sizes == 784 * 256 + 256 + 256 * 10 + 10
+    for argv in (["summary", str(out / "mlp-symbol.json")],  # shapes from mlp-0000.params
+                 ["summary", str(out / "mlp-symbol.json"), "--input-shape", "1,1,28,28"],
+                 ["summary", str(out / "mlp-aot")]):
+        assert main(argv) == 0
+        assert summary_rows(capsys.readouterr().out) == (sizes, [0, 200960, 0, 2570])
+    lone = tmp_path / "mlp-symbol.json"
+    shutil.copy(out / "mlp-symbol.json", lone)
+    assert main(["summary", str(lone), "--params", str(out / "mlp-0000.params")]) == 0
+    assert summary_rows(capsys.readouterr().out)[0] == sizes
+    assert main(["summary", str(lone)]) == 1  # nothing to learn the weights' shapes from
+    err = capsys.readouterr().err
+    assert "cannot count parameters" in err and "_dense0_weight" in err
+    assert "Total params" not in capsys.readouterr().out
 
 
 def test_ir_after_every_pass(capsys):
