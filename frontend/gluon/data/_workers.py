@@ -1,26 +1,28 @@
-"""DataLoader workers: shared-memory batch transfer, the worker process pool, and the
-iterator that keeps ``prefetch`` batches in flight (threads or processes)."""
+"""DataLoader workers: the worker process pool and the iterator that keeps ``prefetch``
+batches in flight (threads or processes); batches travel through shared memory (``_shm``)."""
 from __future__ import annotations
 
-import glob
-import mmap
 import multiprocessing
 import os
 import pickle
 import queue
 import secrets
 import signal
-import tempfile
 import time
 import traceback
 import weakref
 from multiprocessing.pool import ThreadPool
 
-import numpy as np
-
 from ember.base import MXNetError
 from ember.context import cpu_pinned
 from ember.ndarray import NDArray
+
+from . import _forksafe, _shm
+from ._shm import _import, _release, _Segments, _shared_empty, _shm_dir  # noqa: F401
+
+
+class DataLoaderTimeout(MXNetError, multiprocessing.TimeoutError):
+    """A batch did not arrive in time (a ``multiprocessing.TimeoutError``, as in MXNet)."""
 
 
 def _as_in_context(data, ctx):
@@ -29,119 +31,6 @@ def _as_in_context(data, ctx):
     if isinstance(data, list | tuple):
         return [_as_in_context(d, ctx) for d in data]
     return data
-
-
-# ---- shared memory -----------------------------------------------------------------------
-def _shm_dir() -> str:
-    d = "/dev/shm"
-    return d if os.path.isdir(d) and os.access(d, os.W_OK) else tempfile.gettempdir()
-
-
-class _Segments:
-    """In a worker: the shared-memory files made for the batch being built."""
-
-    def __init__(self, directory: str, prefix: str):
-        self.directory, self.prefix = directory, prefix
-        self.count = 0
-        self.owned: dict[int, tuple[np.ndarray, str]] = {}
-
-    def empty(self, shape, dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if nbytes == 0 or dtype.hasobject:
-            return np.empty(shape, dtype)
-        self.count += 1
-        path = os.path.join(self.directory, f"{self.prefix}-{os.getpid()}-{self.count}")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, nbytes)
-            mm = mmap.mmap(fd, nbytes)
-        finally:
-            os.close(fd)
-        arr = np.frombuffer(mm, dtype=dtype).reshape(shape)
-        self.owned[id(arr)] = (arr, path)
-        return arr
-
-    def export(self, obj):
-        """``obj`` with each array replaced by a handle to a shared file holding it."""
-        if isinstance(obj, NDArray | np.ndarray):
-            arr = obj._data if isinstance(obj, NDArray) else obj
-            if arr.size == 0 or arr.dtype.hasobject:
-                return obj
-            path = self._path_of(arr)
-            if path is None:
-                shared = self.empty(arr.shape, arr.dtype)
-                shared[...] = arr
-                path = self.owned[id(shared)][1]
-            return _SharedArray(path, arr.shape, arr.dtype.str, isinstance(obj, NDArray))
-        if type(obj) in (list, tuple):
-            return type(obj)(self.export(o) for o in obj)
-        if type(obj) is dict:
-            return {k: self.export(v) for k, v in obj.items()}
-        return obj
-
-    def _path_of(self, arr):
-        base = arr
-        while base is not None and id(base) not in self.owned:
-            base = base.base if isinstance(base.base, np.ndarray) else None
-        if base is None or not arr.flags.c_contiguous or arr.nbytes != base.nbytes:
-            return None
-        if arr.__array_interface__["data"][0] != base.__array_interface__["data"][0]:
-            return None
-        return self.owned[id(base)][1]
-
-    def forget(self):
-        self.owned.clear()
-
-
-_SEGMENTS: _Segments | None = None  # set in worker processes only
-
-
-def _shared_empty(shape, dtype) -> np.ndarray:
-    return _SEGMENTS.empty(shape, dtype) if _SEGMENTS is not None else np.empty(shape, dtype)
-
-
-class _SharedArray:
-    """A handle to an array a worker left in a shared-memory file."""
-
-    __slots__ = ("path", "shape", "dtype", "is_nd")
-
-    def __init__(self, path, shape, dtype, is_nd):
-        self.path, self.shape, self.dtype, self.is_nd = path, shape, dtype, is_nd
-
-
-def _import(obj):
-    """Map the shared files of a worker's batch into arrays (and unlink the files)."""
-    if isinstance(obj, _SharedArray):
-        dtype = np.dtype(obj.dtype)
-        fd = os.open(obj.path, os.O_RDWR)
-        try:
-            mm = mmap.mmap(fd, int(np.prod(obj.shape, dtype=np.int64)) * dtype.itemsize)
-        finally:
-            os.close(fd)
-            os.unlink(obj.path)
-        arr = np.frombuffer(mm, dtype=dtype).reshape(obj.shape)
-        return NDArray(arr) if obj.is_nd else arr
-    if type(obj) in (list, tuple):
-        return type(obj)(_import(o) for o in obj)
-    if type(obj) is dict:
-        return {k: _import(v) for k, v in obj.items()}
-    return obj
-
-
-def _release(obj):
-    """Unlink the shared files of a batch nobody will read."""
-    if isinstance(obj, _SharedArray):
-        try:
-            os.unlink(obj.path)
-        except FileNotFoundError:
-            pass
-    elif type(obj) in (list, tuple):
-        for o in obj:
-            _release(o)
-    elif type(obj) is dict:
-        for o in obj.values():
-            _release(o)
 
 
 # ---- worker processes --------------------------------------------------------------------
@@ -167,25 +56,31 @@ class _WorkerError:
 
 def _worker_loop(dataset, batchify_fn, task_q, result_q, directory, prefix, worker_id, ppid):
     """Build the batches named in ``task_q`` until a None arrives or the parent is gone."""
-    global _SEGMENTS
+    _forksafe.after_fork_in_child()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    _SEGMENTS = segments = _Segments(directory, prefix)
+    dump = _forksafe.register_dump(_forksafe.stack_path(directory, prefix, worker_id))
+    segments = _Segments(directory, prefix)
+    _shm.set_segments(segments)
     while True:
         try:
             task = task_q.get(timeout=1.0)
         except queue.Empty:
-            if os.getppid() != ppid:
+            if os.getppid() != ppid:  # killed: nobody will read what is left
+                result_q.cancel_join_thread()
+                _shm.remove_files(directory, prefix)
+                _shm.drop_lock(directory, prefix, -1)
                 return
             continue
         if task is None:
+            if dump is not None:
+                dump.close()
             return
         tag, idx, samples = task
         try:
             batch = batchify_fn([dataset[i] for i in samples])
             msg = pickle.dumps((tag, idx, True, segments.export(batch)), protocol=-1)
         except Exception as e:
-            for _arr, path in segments.owned.values():
-                os.unlink(path)
+            segments.discard()
             err = _WorkerError(e, worker_id)
             try:
                 msg = pickle.dumps((tag, idx, False, err), protocol=-1)
@@ -197,7 +92,7 @@ def _worker_loop(dataset, batchify_fn, task_q, result_q, directory, prefix, work
         result_q.put(msg)
 
 
-def _shutdown_workers(workers, task_q, result_q, directory, prefix):
+def _shutdown_workers(workers, task_q, result_q, directory, prefix, lock_fd):
     """Stop the workers (politely, then by force) and remove every file they left."""
     for _ in workers:
         try:
@@ -217,11 +112,8 @@ def _shutdown_workers(workers, task_q, result_q, directory, prefix):
     for q in (task_q, result_q):
         q.cancel_join_thread()
         q.close()
-    for path in glob.glob(os.path.join(directory, prefix + "-*")):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    _shm.remove_files(directory, prefix)
+    _shm.drop_lock(directory, prefix, lock_fd)
 
 
 class _ProcessPool:
@@ -232,18 +124,23 @@ class _ProcessPool:
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
         self._task_q, self._result_q = ctx.Queue(), ctx.Queue()
         directory = _shm_dir()
-        prefix = f"ember-dataloader-{os.getpid()}-{secrets.token_hex(4)}"
+        _shm.sweep_stale(directory)  # files left by loaders whose processes were all killed
+        prefix = f"{_shm.PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        lock_fd = _shm.hold_lock(directory, prefix)
+        self.directory, self.prefix = directory, prefix
+        self._stacks = [_forksafe.stack_path(directory, prefix, i) for i in range(num_workers)]
         self._workers = []
-        for i in range(num_workers):
-            w = ctx.Process(target=_worker_loop, daemon=True,
-                            args=(dataset, batchify_fn, self._task_q, self._result_q,
-                                  directory, prefix, i, os.getpid()))
-            w.start()
-            self._workers.append(w)
+        with _forksafe.fork_guard():
+            for i in range(num_workers):
+                w = ctx.Process(target=_worker_loop, daemon=True,
+                                args=(dataset, batchify_fn, self._task_q, self._result_q,
+                                      directory, prefix, i, os.getpid()))
+                w.start()
+                self._workers.append(w)
         self._stash: dict[int, dict[int, tuple]] = {}
         self._next_tag = 0
-        self._shutdown = weakref.finalize(self, _shutdown_workers, self._workers,
-                                          self._task_q, self._result_q, directory, prefix)
+        self._shutdown = weakref.finalize(self, _shutdown_workers, self._workers, self._task_q,
+                                          self._result_q, directory, prefix, lock_fd)
 
     @property
     def alive(self) -> bool:
@@ -268,10 +165,9 @@ class _ProcessPool:
         while idx not in stash:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise multiprocessing.TimeoutError(
-                    f"Worker timed out after {timeout} seconds. This might be caused by a slow "
-                    "transform (increase `timeout`) or too little shared memory (reduce "
-                    "`num_workers` or `prefetch`).")
+                stacks = _forksafe.worker_stacks(self._workers, self._stacks)
+                raise DataLoaderTimeout(_forksafe.describe_late(
+                    f"batch {idx}", timeout, stacks, [w.pid for w in self._workers]))
             try:
                 raw = self._result_q.get(timeout=min(remaining, 0.5))
             except queue.Empty:
@@ -332,7 +228,7 @@ class _MultiWorkerIter:
             raise StopIteration
         try:
             if self._tag is None:
-                batch = self._pending.pop(self._rcvd).get(self._timeout)
+                batch = self._pool.get(self._pending.pop(self._rcvd), self._rcvd, self._timeout)
             else:
                 ok, payload = self._pool.fetch(self._tag, self._rcvd, self._timeout)
                 if not ok:
@@ -365,6 +261,17 @@ class _ThreadJobs:
 
     def apply_async(self, samples):
         return self.pool.apply_async(_thread_job, (self._dataset, self._batchify_fn, samples))
+
+    def get(self, result, idx: int, timeout: float):
+        """The batch of ``result`` (an ``apply_async`` result), or a timeout error saying what
+        each thread is doing."""
+        try:
+            return result.get(timeout)
+        except multiprocessing.TimeoutError:
+            threads = list(self.pool._pool)
+            stacks = _forksafe.thread_stacks(threads)
+            raise DataLoaderTimeout(_forksafe.describe_late(
+                f"batch {idx}", timeout, stacks, [None] * len(threads))) from None
 
     @property
     def alive(self) -> bool:

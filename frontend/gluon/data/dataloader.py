@@ -7,6 +7,8 @@ file in ``/dev/shm`` (``default_mp_batchify_fn`` stacks samples straight into it
 (path, shape, dtype), and the main process maps the file and unlinks it, so the NDArray it
 hands out is backed by that mapping without a copy. Batches are requested ``prefetch`` ahead
 and returned in order; an exception in a worker is raised again here with its traceback.
+Workers are forked only once ember's numba warm-up thread is done and under numba's compiler
+lock (``_forksafe``), and a late batch's error shows the line each worker is in.
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ class DataLoader:
     ``batchify_fn`` merges samples (default :func:`default_batchify_fn`). ``num_workers``
     worker processes (threads with ``thread_pool=True``) build batches, ``prefetch`` of them
     (default ``2 * num_workers``) in flight; a batch not ready after ``timeout`` seconds
-    raises ``multiprocessing.TimeoutError``. ``pin_memory`` copies batches to
+    raises ``multiprocessing.TimeoutError`` (also an ``MXNetError``) showing where each worker
+    is. ``pin_memory`` copies batches to
     ``cpu_pinned(pin_device_id)``. ``auto_reload`` (MXNet 1.9.1) starts the next epoch's
     prefetch as soon as an epoch ends; ``try_nopython`` (MXNet 2.x) is accepted for source
     compatibility: ember always runs the Python pipeline.
