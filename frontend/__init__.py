@@ -32,7 +32,7 @@ from . import initializer, lr_scheduler, metric, optimizer
 
 init = initializer
 from . import gluon, test_utils
-from . import io, module
+from . import io, module, recordio
 
 mod = module
 from . import model
