@@ -4,25 +4,39 @@ numba's ``cache=True`` stores compiled machine code next to a function's source 
 (``__pycache__/*.nbi|nbc``) and can only do so when the function comes from a real file. The
 backends generate source text, so this cache writes each module to
 ``$EMBER_CACHE_DIR`` (default ``$XDG_CACHE_HOME/ember/kernels``, i.e.
-``~/.cache/ember/kernels``) under a name derived from its key, and imports it from there: a
-second process finds both the module and numba's compiled code and compiles nothing
-(DESIGN.md s.6).
+``~/.cache/ember/kernels``) under a name derived from its key: a second process finds both
+the module and numba's compiled code and compiles nothing (DESIGN.md s.6).
 
 Key = SHA-256 of (kernel source, backend, numba version, host CPU name from llvmlite), so a
-numba upgrade or another CPU never reuses machine code built for something else. Files are
-written atomically (temporary file + ``os.replace``), carry a hash line that is checked
-before use, and an entry that cannot be read, fails its hash, or fails to import is rebuilt
-(with numba's files for it removed), never trusted.
+numba upgrade or another CPU never reuses machine code built for something else.
+
+Only ember's own files are ever loaded (docs/trust.md):
+
+- the directory (and its ``__pycache__``) is created 0700 and used only while it is owned by
+  this user and not group- or world-writable; otherwise kernels compile in memory, uncached,
+  with one warning;
+- a module is never imported from the file: the file must hold exactly the text ember
+  generates (hash line included), and that verified text, not the file, is compiled and run,
+  with ``__file__`` set so numba's cache locator finds the file; Python's ``.pyc`` files are
+  neither read nor written;
+- numba's index and data files of ember's kernels (``ember_kernels.*.nbi|nbc``) are sealed by
+  :mod:`ember.runtime.numba_seal`: written with a SHA-256 header, and read only when they
+  belong to this user, are not group/world-writable and match their seal. A damaged,
+  truncated or foreign file is deleted and the kernel recompiled (and cached again).
+
+Files are written atomically (temporary file + ``os.replace``); temporary files of a killed
+writer are removed by the next write of the same entry.
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
+import stat
 import sys
 import tempfile
 import threading
 import types
+import warnings
 from pathlib import Path
 
 import llvmlite.binding as llvm
@@ -30,8 +44,12 @@ import numba
 
 from ember.backends import codegen
 
+from . import numba_seal
+from .numba_seal import unsafe_reason
+
 _ENV = "EMBER_CACHE_DIR"
 _MAGIC = "# ember-kernel sha256="
+_MODULE_PREFIX = numba_seal.MODULE_PREFIX
 
 
 def default_dir() -> Path:
@@ -47,6 +65,20 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def prepare_dir(directory: Path) -> str | None:
+    """Create ``directory`` and its ``__pycache__`` 0700 if missing; the reason they may
+    not be used, or None. (OSError when they cannot be created.)"""
+    for d in (directory, directory / "__pycache__"):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.stat(d)
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{d} is not a directory"
+        reason = unsafe_reason(st)
+        if reason:
+            return f"{d} is {reason}"
+    return None
+
+
 class KernelCache:
     """Loads generated modules through files in a directory (``None``: :func:`default_dir`,
     looked up at each load so that ``EMBER_CACHE_DIR`` may change)."""
@@ -54,8 +86,10 @@ class KernelCache:
     def __init__(self, directory: str | os.PathLike | None = None):
         self._directory = None if directory is None else Path(directory)
         self._modules: dict[str, types.ModuleType] = {}
+        self._refused: dict[Path, str] = {}  # directories found unsafe (warned once each)
         self.rebuilt = 0   # entries found corrupt and written again (for tests and reports)
         self.written = 0   # entries written because they were missing
+        numba_seal.install()
 
     @property
     def directory(self) -> Path:
@@ -70,10 +104,23 @@ class KernelCache:
     def path(self, source: str, backend: str) -> Path:
         return self.directory / f"{backend}_{self.key(source, backend)}.py"
 
+    def _usable(self, directory: Path) -> bool:
+        """Whether ``directory`` may hold cache files (warns once when it may not)."""
+        if directory in self._refused:
+            return False
+        reason = prepare_dir(directory)
+        if reason is None:
+            return True
+        self._refused[directory] = reason
+        warnings.warn(f"ember kernel cache not used: {reason}; kernels are compiled in "
+                      f"memory, uncached (set {_ENV} to a private directory)",
+                      RuntimeWarning, stacklevel=3)
+        return False
+
     def load(self, source: str, backend: str) -> types.ModuleType:
         """The module of ``source`` (written to the cache first if missing or corrupt).
 
-        Falls back to an in-memory module when the directory cannot be written.
+        Falls back to an in-memory module when the directory cannot be written or trusted.
         """
         path = self.path(source, backend)
         mod = self._modules.get(str(path))
@@ -81,17 +128,14 @@ class KernelCache:
             return mod
         text = f"{_MAGIC}{_digest(source)}\n{source}"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._usable(path.parent):
+                return codegen._load_in_memory(source, backend)
             state = self._check(path, text)
             if state != "ok":
                 self._write(path, text, corrupt=state == "corrupt")
         except OSError:
             return codegen._load_in_memory(source, backend)
-        try:
-            mod = self._import(path)
-        except Exception:  # a file that does not import (truncated by a crash, edited...)
-            self._write(path, text, corrupt=True)
-            mod = self._import(path)
+        mod = self._exec(path, text)
         self._modules[str(path)] = mod
         return mod
 
@@ -99,28 +143,39 @@ class KernelCache:
 
     @staticmethod
     def _check(path: Path, text: str) -> str:
-        """'ok', 'missing' or 'corrupt' (unreadable, hash line wrong, content differs)."""
+        """'ok', 'missing' or 'corrupt' (unreadable, not ours, hash line wrong, differs)."""
         try:
-            found = path.read_text()
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             return "missing"
+        except OSError:
+            return "corrupt"
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or unsafe_reason(st):
+                return "corrupt"
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                found = f.read(len(text.encode()) + 1).decode()
         except (OSError, UnicodeDecodeError):
             return "corrupt"
+        finally:
+            os.close(fd)
         head, _, body = found.partition("\n")
         if found != text or head != _MAGIC + _digest(body):
             return "corrupt"
         return "ok"
 
     def _write(self, path: Path, text: str, corrupt: bool) -> None:
-        """Atomic write; a rebuilt entry also loses numba's compiled files for it."""
+        """Atomic write; a rebuilt entry also loses numba's compiled files for it, and a
+        killed writer's temporary files of this entry go."""
         if corrupt:
             self.rebuilt += 1
-            pycache = path.parent / "__pycache__"
-            if pycache.is_dir():
-                for f in pycache.glob(f"{path.stem}.*"):
-                    f.unlink(missing_ok=True)
+            numba_seal.remove_numba_files(path)
+            path.unlink(missing_ok=True)  # also a symlink or a foreign file
         else:
             self.written += 1
+        for stale in path.parent.glob(f".{path.stem}.*.tmp"):
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
@@ -131,11 +186,13 @@ class KernelCache:
             raise
 
     @staticmethod
-    def _import(path: Path) -> types.ModuleType:
-        name = f"ember_kernels.{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+    def _exec(path: Path, text: str) -> types.ModuleType:
+        """Run the verified ``text`` as the module of ``path``: compiled here, never imported
+        (so no ``.pyc`` is read or written); ``__file__`` lets numba find its cache."""
+        name = f"{_MODULE_PREFIX}{path.stem}"
+        mod = types.ModuleType(name)
+        mod.__file__ = str(path)
+        exec(compile(text, str(path), "exec", dont_inherit=True), mod.__dict__)
         sys.modules[name] = mod
         return mod
 

@@ -50,8 +50,9 @@ def test_entry_written_atomically_and_reused(tmp_path):
     c = KernelCache(tmp_path)
     mod = c.load(SOURCE, "cpu")
     assert mod.VALUE == 42 and c.written == 1
-    files = [p.name for p in tmp_path.iterdir()]
-    assert files == [c.path(SOURCE, "cpu").name]   # no temporary file left behind
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["__pycache__", c.path(SOURCE, "cpu").name]  # no temporary file left
+    assert not list((tmp_path / "__pycache__").iterdir())  # and no .pyc written
     assert c.load(SOURCE, "cpu") is mod
     again = KernelCache(tmp_path)
     assert again.load(SOURCE, "cpu").VALUE == 42 and again.written == again.rebuilt == 0
