@@ -9,6 +9,7 @@ the registry, with ``F = ember.nd``: the rule's own ops are recorded when
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -16,7 +17,10 @@ import numpy as np
 from ember.ir import EmberError
 
 
-class _State:
+class _State(threading.local):
+    """Recording and training mode, per thread (as MXNet keeps them): a new thread starts
+    with both off, and ``record()`` in one thread is not seen by another."""
+
     recording = False
     training = False
 

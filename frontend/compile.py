@@ -8,8 +8,15 @@ are traced too, and the compiled graph updates parameters and optimizer states i
 when it runs. Inside ``autograd.record()`` a compiled function of arrays is one tape entry
 whose backward is the compiled backward graph, exactly like a hybridized block.
 
-Python-side optimizer state (learning rate, update count) is read when the step is traced:
-a new learning rate, or a scheduler, needs a new trace (``f.clear()``).
+Python-side optimizer state is baked into the graph when the step is traced: the learning
+rate (after the ``lr_scheduler``), weight decay, hyperparameters and, for Adam-like
+optimizers, the step count. Before each run a compiled step does the optimizer's
+bookkeeping as ``trainer.step`` would (it counts the updates, then reads the values at the
+new count, exactly when an eager update reads them); where they differ from what the graph
+baked in, the count is undone and the step traced again.
+
+The compiled signatures are kept in a :class:`SignatureCache` (at most
+``$EMBER_MAX_VARIANTS``, least recently used dropped).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import numpy as np
 
 from ember import autograd
 from ember.base import MXNetError
+from ember.gluon.cached_op import SignatureCache
 from ember.ndarray.ndarray import NDArray
 
 
@@ -69,13 +77,32 @@ class _Step:
                 raise MXNetError(f"{name}: the traced step reads {v.name_hint!r}, which is "
                                  "neither an argument, a parameter nor an array it captured")
             leaves.append(v)
-        self.updates = state.updates
-        self.fingerprint = state.fingerprint
-        self.traced_fingerprint = tuple(state.before)
-        self._traced_now = True  # the trace itself ran the optimizer's bookkeeping
+        self.updates, self.reads, self.rescales = state.updates, state.reads, state.rescales
         graph = Graph(name, [s._value for s in ins], leaves, nodes, out_values)
         self.graph = run_pipeline(graph, FORWARD_PASSES + LOWERING_PASSES)
         self.exe = Executable(self.graph, backend)
+
+    def advance(self) -> bool:
+        """Do the optimizers' bookkeeping of one more step (``rescale_grad``, update
+        counts), as the traced ``trainer.step`` did; True if every update then reads what
+        the graph baked in, else undo it (False: the step must be traced again)."""
+        if not self.updates:
+            return True
+        saved = [(opt, dict(opt._index_update_count), opt.num_update, opt.rescale_grad)
+                 for opt, _ in self.rescales]
+        for opt, rescale in self.rescales:
+            opt.rescale_grad = rescale
+        reads = []
+        for opt, indices in self.updates:
+            opt._count(indices)
+            reads.append(opt._traced_reads(indices))
+        if reads == self.reads:
+            return True
+        for opt, counts, num_update, rescale in saved:
+            opt._index_update_count.clear()
+            opt._index_update_count.update(counts)
+            opt.num_update, opt.rescale_grad = num_update, rescale
+        return False
 
     def __call__(self, args):
         from ember.gluon.cached_op import _unflatten, split_args
@@ -87,11 +114,6 @@ class _Step:
         for p, new in zip(self.written, res[self.n_outputs:]):
             for d in p.list_data():
                 np.copyto(d._data, new)
-        if self._traced_now:
-            self._traced_now = False
-        else:
-            for opt, indices in self.updates:  # the optimizer's counts, as if step() ran
-                opt._update_count(indices)
         outs = [NDArray(np.asarray(r), ctx) for r in res[:self.n_outputs]]
         return _unflatten(outs, self.structure)
 
@@ -103,7 +125,7 @@ class CompiledFunction:
         functools.update_wrapper(self, fn)
         self._fn = fn
         self._backend = backend
-        self._cache: dict = {}
+        self._cache = SignatureCache()
 
     def __call__(self, *args):
         from ember.gluon.cached_op import CachedGraph, default_backend, split_args, template_key
@@ -112,17 +134,19 @@ class CompiledFunction:
         with_grad = autograd.is_recording()
         key = (template_key(template), tuple((a.shape, a.dtype) for a in arrays),
                autograd.is_training(), with_grad)
-        cached = self._cache.get(key)
-        if isinstance(cached, _Step) and cached.fingerprint() != cached.traced_fingerprint:
+        cached = self._cache.lookup(key)
+        if isinstance(cached, _Step) and not cached.advance():
             cached = None  # the learning rate or step count the graph baked in has moved on
         if cached is None:
             backend = self._backend or default_backend()
-            if with_grad:  # differentiated from outside: one tape entry, like hybridize
-                cached = CachedGraph(self._fn, args, key[2], True, backend,
-                                     self._fn.__name__, _BY_VALUE)
-            else:
-                cached = _Step(self._fn, args, key[2], backend, self._fn.__name__)
-            self._cache[key] = cached
+
+            def make():
+                if with_grad:  # differentiated from outside: one tape entry, like hybridize
+                    return CachedGraph(self._fn, args, key[2], True, backend,
+                                       self._fn.__name__, _BY_VALUE)
+                return _Step(self._fn, args, key[2], backend, self._fn.__name__)
+            self._cache.pop(key, None)
+            cached = self._cache.build(key, make)
         if isinstance(cached, CachedGraph):
             return cached(args, arrays[0].context if arrays else None)
         return cached(args)

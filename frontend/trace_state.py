@@ -34,7 +34,8 @@ class TraceState:
         self.captured: dict = {}        # id(NDArray) -> (NDArray, Symbol)
         self.written: dict = {}         # id(Parameter) -> Parameter whose value changed
         self.updates: list = []         # (optimizer, indices) counted by the traced step
-        self.before: list = []          # each optimizer's state before the traced step
+        self.reads: list = []           # what each of those updates read once counted
+        self.rescales: list = []        # (optimizer, rescale_grad the step set)
         self._prev = None
 
     def __enter__(self):
@@ -81,27 +82,14 @@ class TraceState:
 
     # ---- optimizers ------------------------------------------------------------------------
     def count_updates(self, optimizer, index):
-        """Remember that the step counted updates of ``index`` (replayed after each run),
-        and the optimizer state the trace reads, as it was before this step."""
+        """Remember that the step counted updates of ``index`` (a compiled step replays the
+        count before each run), what the update reads once counted (learning rate, step
+        count...: baked into the graph) and the ``rescale_grad`` the step set."""
+        index = list(index) if isinstance(index, list | tuple) else [index]
         if all(opt is not optimizer for opt, _ in self.updates):
-            self.before.append(self._state_of(optimizer))
-        self.updates.append((optimizer, list(index) if isinstance(index, list | tuple)
-                             else [index]))
-
-    @staticmethod
-    def _state_of(opt) -> tuple:
-        return (id(opt), opt.learning_rate, opt.num_update if opt.uses_step_count else None)
-
-    def fingerprint(self) -> tuple:
-        """The Python-side optimizer state now, to compare with ``before`` (what the
-        traced graph baked in): learning rates, and the step count where an update reads
-        it. A difference means the step must be traced again."""
-        seen, out = set(), []
-        for opt, _ in self.updates:
-            if id(opt) not in seen:
-                seen.add(id(opt))
-                out.append(self._state_of(opt))
-        return tuple(out)
+            self.rescales.append((optimizer, optimizer.rescale_grad))
+        self.updates.append((optimizer, index))
+        self.reads.append(optimizer._traced_reads(index))
 
     # ---- backward ----------------------------------------------------------------------------
     def backward(self, head, head_grad=None):

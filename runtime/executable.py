@@ -6,11 +6,17 @@ signature, so the call path is an argument check and one call. The runtime may n
 the passes (DESIGN.md s.1), so :meth:`Executable.from_graph` takes the passes to run as
 callables (``ember.passes.run_pipeline`` partially applied, or single pass functions),
 chosen by the front end.
+
+A compiled program owns one arena (its intermediates' buffers), so two runs at once would
+write each other's intermediates: ``run`` holds the Executable's lock (outputs are fresh
+arrays, so nothing of a run is shared once it returns). Threads calling different
+Executables do not wait for each other.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -41,7 +47,7 @@ class Executable:
     """``graph`` compiled by ``backend``; ``run(inputs, params)`` executes it."""
 
     __slots__ = ("graph", "backend", "input_types", "param_types", "param_names",
-                 "output_types", "_fn", "_n_in", "_n_params")
+                 "output_types", "_fn", "_n_in", "_n_params", "_lock")
 
     def __init__(self, graph: Graph, backend: str = "reference"):
         self.graph = graph
@@ -53,6 +59,7 @@ class Executable:
         self.output_types: tuple[TensorType, ...] = tuple(v.type for v in graph.outputs)
         self._n_in, self._n_params = len(graph.inputs), len(graph.params)
         self._fn = _load_backend(backend).compile(graph)
+        self._lock = threading.Lock()
 
     @classmethod
     def from_graph(cls, graph: Graph, passes: Sequence[Callable[[Graph], Graph]] = (),
@@ -76,7 +83,8 @@ class Executable:
             raise EmberError(f"{self.graph.name}: expected {self._n_in} inputs and "
                              f"{self._n_params} parameters, got {len(inputs)} and "
                              f"{len(params)}")
-        return self._fn(inputs, params)
+        with self._lock:  # one run at a time over the arena
+            return self._fn(inputs, params)
 
     def __repr__(self) -> str:
         ins = ", ".join(str(t) for t in self.input_types)

@@ -19,6 +19,7 @@ from ember import name as _name
 from ember.base import MXNetError
 from ember.ndarray.ndarray import NDArray
 
+from .cached_op import SignatureCache
 from .parameter import DeferredInitializationError, Parameter, ParameterDict
 
 
@@ -288,7 +289,7 @@ class HybridBlock(Block):
         super().__init__(prefix, params)
         self._active = False
         self._flags: dict = {}
-        self._cached: dict = {}
+        self._cached = SignatureCache()
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
@@ -296,7 +297,7 @@ class HybridBlock(Block):
             self._clear_cached_op()
 
     def _clear_cached_op(self):
-        self.__dict__.setdefault("_cached", {}).clear()
+        self.__dict__.setdefault("_cached", SignatureCache()).clear()
         self.__dict__.pop("_all_params", None)
 
     def hybridize(self, active: bool = True, backend: str | None = None, **kwargs):
@@ -370,12 +371,15 @@ class HybridBlock(Block):
         )
         params = self.__dict__.get("_all_params")
         if params is None:  # first call since (re)hybridizing: finish lazy shapes once
-            params = list(self.collect_params().values())
-            if any(p._deferred_init for p in params):
-                self._deferred_infer_shape(*args)
-                for p in params:
-                    p._finish_deferred_init()
-            self._all_params = params
+            with self._cached.lock:  # (once, even when threads make the first call together)
+                params = self.__dict__.get("_all_params")
+                if params is None:
+                    params = list(self.collect_params().values())
+                    if any(p._deferred_init for p in params):
+                        self._deferred_infer_shape(*args)
+                        for p in params:
+                            p._finish_deferred_init()
+                    self._all_params = params
         if all(type(a) is NDArray for a in args):  # the common call: flat array arguments
             arrays, tkey = args, ("tuple", ("#",) * len(args))
         else:
@@ -386,12 +390,12 @@ class HybridBlock(Block):
             any(p.grad_req != "null" for p in params)
             or any(autograd._needs_grad(a) for a in arrays))
         key = (tkey, tuple((a.shape, a.dtype) for a in arrays), training, with_grad)
-        cached = self._cached.get(key)
-        if cached is None:
-            cached = CachedGraph(self.forward, args, training, with_grad,
-                                 self._flags.get("backend") or default_backend(), self.name,
-                                 block_params_by_value(self))
-            self._cached[key] = cached
+        cached = self._cached.lookup(key)
+        if cached is None:  # (compiled once; the least recently used signature may go)
+            cached = self._cached.build(key, lambda: CachedGraph(
+                self.forward, args, training, with_grad,
+                self._flags.get("backend") or default_backend(), self.name,
+                block_params_by_value(self)))
         return cached(args, arrays[0].context)
 
     def _deferred_infer_shape(self, *args):

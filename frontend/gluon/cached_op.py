@@ -9,6 +9,8 @@ pass, split off by ``split_forward_backward``) runs when the tape reaches the en
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 
 from ember import autograd
 from ember.base import MXNetError, NotImplementedForSymbol
@@ -22,6 +24,62 @@ LOWERING_PASSES = ["fuse", "plan_memory"]       # on each graph that is compiled
 def default_backend() -> str:
     """``$EMBER_BACKEND`` (``cpu`` or ``reference``), ``cpu`` when unset."""
     return os.environ.get("EMBER_BACKEND", "cpu")
+
+
+DEFAULT_MAX_VARIANTS = 32
+
+
+def max_variants() -> int:
+    """``$EMBER_MAX_VARIANTS``: compiled signatures a block or compiled function keeps
+    (default 32); the least recently used one is dropped past it."""
+    raw = os.environ.get("EMBER_MAX_VARIANTS", "")
+    if not raw:
+        return DEFAULT_MAX_VARIANTS
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise MXNetError(f"EMBER_MAX_VARIANTS must be a positive integer, got {raw!r}")
+    return n
+
+
+class SignatureCache(OrderedDict):
+    """Compiled programs by input signature, least recently used first (an LRU bounded by
+    :func:`max_variants`: each program holds its graph, kernels and arena, so a block called
+    with a thousand batch sizes must not keep a thousand).
+
+    ``lookup`` is the lock-free hit path; ``build`` compiles a miss under the cache's lock,
+    so threads meeting a new signature together compile it once.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.RLock()
+
+    def __reduce__(self):  # a copied or pickled block compiles again
+        return SignatureCache, ()
+
+    def lookup(self, key):
+        """The program for ``key`` (now the most recently used), or None."""
+        try:
+            self.move_to_end(key)
+        except KeyError:
+            return None
+        return self.get(key)
+
+    def build(self, key, make):
+        """The program for ``key``, made by ``make()`` if missing; evicts past the bound."""
+        with self.lock:
+            found = self.lookup(key)
+            if found is not None:
+                return found
+            made = make()
+            self[key] = made
+            limit = max_variants()
+            while len(self) > limit:
+                self.popitem(last=False)
+            return made
 
 
 class _Slot:

@@ -20,6 +20,10 @@ from ember.ndarray.ndarray import NDArray
 
 __all__ = ["Optimizer", "Updater", "create", "get_updater", "register"]
 
+# set by the step itself (its count; trainer.step's 1/batch_size), so a compiled step replays
+# them instead of comparing them
+_REPLAYED = ("num_update", "rescale_grad")
+
 
 class Optimizer:
     """Base class of all optimizers (see the module docstring for the lr/wd rules)."""
@@ -138,14 +142,30 @@ class Optimizer:
     def _update_count(self, index):
         """Count one more update of ``index`` (an index or a list of them)."""
         from ember import trace_state
+        self._count(index)
         trace = trace_state.current()
-        if trace is not None:  # a compiled step replays this after each run
+        if trace is not None:  # a compiled step replays the count before each run
             trace.count_updates(self, index)
+
+    def _count(self, index):
+        counts = self._index_update_count
         for idx in index if isinstance(index, list | tuple) else [index]:
-            if idx not in self._index_update_count:
-                self._index_update_count[idx] = self.begin_num_update
-            self._index_update_count[idx] += 1
-            self.num_update = max(self._index_update_count[idx], self.num_update)
+            if idx not in counts:
+                counts[idx] = self.begin_num_update
+            counts[idx] += 1
+            self.num_update = max(counts[idx], self.num_update)
+
+    def _traced_reads(self, indices: list) -> tuple:
+        """What an update of ``indices``, once counted, reads from the Python side and a
+        compiled step bakes into its graph: learning rates (``lr_scheduler`` at the new
+        ``num_update``, ``lr_mult``) and weight decays, the update counts where the update
+        reads them (Adam's t), and the other scalar hyperparameters. ``ember.compile``
+        compares them step by step and traces again when they differ."""
+        ts = tuple(self._index_update_count[i] for i in indices) \
+            if self.uses_step_count else None
+        hyper = tuple((k, v) for k, v in vars(self).items()
+                      if type(v) in (int, float, bool) and k not in _REPLAYED)
+        return tuple(self._get_lrs(indices)), tuple(self._get_wds(indices)), ts, hyper
 
     def _mults(self, indices, base, attr, table):
         out = [base] * len(indices)
