@@ -185,6 +185,10 @@ def _run(heads, head_grads, retain_graph, create_graph, train_mode):
                 continue
             ogs = [NDArray(np.zeros_like(d), node.out_ctx) if g is None else g
                    for g, d in zip(ogs, node.out_data)]
+            if node.op.grad is None:  # (MXNet's words)
+                raise EmberError(f"Operator {node.op.name} is non-differentiable because it "
+                                 "didn't register FGradient attribute (it was applied inside "
+                                 "autograd.record() to an array that needs a gradient)")
             outs = [NDArray(d, node.out_ctx, (node, i)) for i, d in enumerate(node.out_data)]
             grads = node.op.grad(nd, node.inputs, outs, ogs, node.attrs)
             for x, g in zip(node.inputs, grads):

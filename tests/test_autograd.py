@@ -123,3 +123,12 @@ def test_cached_op_of_a_symbol():
     y.backward()
     np.testing.assert_allclose(y.asnumpy(), np.full((2, 3), 8.0))
     np.testing.assert_allclose(w.grad.asnumpy(), np.full((3, 4), 4.0))
+
+
+def test_backward_through_an_op_without_gradient_is_a_clear_error():
+    w = nd.ones((3,))
+    w.attach_grad()
+    with autograd.record():
+        loss = (nd.sgd_update(w, nd.ones((3,)), lr=0.1) * 2).sum()
+    with pytest.raises(mx.MXNetError, match="sgd_update is non-differentiable"):
+        loss.backward()

@@ -296,6 +296,7 @@ class CachedGraph:
         self.graph = graph
         self.backward = None
         self._variants: dict[tuple, _Variant] = {}
+        self._lock = threading.Lock()
         self._wrt_params = [i for i, p in enumerate(self.params) if p.grad_req != "null"]
         self._bwd_name = f"{name}_backward"
         if not with_grad:
@@ -308,9 +309,12 @@ class CachedGraph:
     def _variant(self, mask: tuple) -> _Variant:
         v = self._variants.get(mask)
         if v is None:
-            wrt_inputs = [i for i, m in enumerate(mask) if m]
-            v = self._variants[mask] = _Variant(self.graph, self.n_outputs, wrt_inputs,
-                                                self._wrt_params, self.backend)
+            with self._lock:  # (compiled once when threads meet it together)
+                v = self._variants.get(mask)
+                if v is None:
+                    wrt_inputs = [i for i, m in enumerate(mask) if m]
+                    v = self._variants[mask] = _Variant(
+                        self.graph, self.n_outputs, wrt_inputs, self._wrt_params, self.backend)
         return v
 
     def _param_data(self, ctx) -> list:
