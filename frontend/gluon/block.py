@@ -318,6 +318,19 @@ class HybridBlock(Block):
         self._clear_cached_op()
         super().cast(dtype)
 
+    def __call__(self, *args):
+        # Gluon 2 style: a subclass that defines forward(self, x) instead of hybrid_forward
+        # is traced and compiled too once hybridized (HybridBlock.forward does it otherwise)
+        if self._active and type(self).forward is not HybridBlock.forward and args \
+                and all(type(a) is NDArray for a in args):
+            for hook in list(self._forward_pre_hooks.values()):
+                hook(self, args)
+            out = self._call_cached_op(*args)
+            for hook in list(self._forward_hooks.values()):
+                hook(self, args, out)
+            return out
+        return super().__call__(*args)
+
     def hybrid_forward(self, F, x, *args, **kwargs):
         """Override: the computation, written with ``F.<op>`` (F = ember.nd or ember.sym)."""
         raise MXNetError(f"{type(self).__name__} must define hybrid_forward()")
@@ -406,8 +419,9 @@ class HybridBlock(Block):
         from .cached_op import fill, split_args
         arrays, template = split_args(args)
         ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(arrays)]
+        from .parameter import parameters_as_symbols
         try:
-            with autograd.pause(autograd.is_training()):
+            with autograd.pause(autograd.is_training()), parameters_as_symbols():
                 self.forward(*fill(template, ins))
         except MXNetError as e:
             raise MXNetError(f"{self.name}: cannot infer parameter shapes from inputs "

@@ -136,8 +136,9 @@ def trace(fn, args, name: str, params_by_value: dict) -> tuple[Graph, list, obje
     from ember import symbol as sym
     arrays, template = split_args(args)
     ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(arrays)]
+    from .parameter import parameters_as_symbols
     try:
-        with autograd.pause(autograd.is_training()):
+        with autograd.pause(autograd.is_training()), parameters_as_symbols():
             out = fn(*fill(template, ins))
     except NotImplementedForSymbol as e:
         raise MXNetError(f"{name}: cannot compile{_user_line(e)}: {e} Python control flow "

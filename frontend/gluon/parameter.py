@@ -7,8 +7,10 @@ runs the initializer, exactly when MXNet would. Reading ``data()`` before that r
 """
 from __future__ import annotations
 
+import threading
 import warnings
 import weakref
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -20,6 +22,22 @@ from ember.ndarray.ndarray import NDArray
 
 # id(var Value) -> Parameter, for tracers that meet a parameter's Value in a graph
 _BY_VALUE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+_SYMBOLIC = threading.local()
+
+
+@contextmanager
+def parameters_as_symbols():
+    """While a HybridBlock is traced, ``param.data()`` is the parameter's Symbol: a Gluon-2
+    style ``forward(self, x)`` that reads ``self.weight.data()`` traces into a graph input
+    (never a constant holding today's values)."""
+    prev = getattr(_SYMBOLIC, "on", False)
+    _SYMBOLIC.on = True
+    try:
+        yield
+    finally:
+        _SYMBOLIC.on = prev
 
 
 class DeferredInitializationError(MXNetError):
@@ -200,6 +218,9 @@ class Parameter:
 
     # ---- access ---------------------------------------------------------------------------
     def _check_and_get(self, arr_list, ctx, kind: str | None = None):
+        if getattr(_SYMBOLIC, "on", False) and kind is None \
+                and (self._data is not None or self._deferred_init):
+            return [self.var()] if ctx is list else self.var()
         trace = _trace.current()
         if trace is not None:  # inside @ember.compile: the traced values
             kind = kind or ("grad" if arr_list is not None and arr_list is self._grad
