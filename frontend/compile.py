@@ -13,7 +13,9 @@ rate (after the ``lr_scheduler``), weight decay, hyperparameters and, for Adam-l
 optimizers, the step count. Before each run a compiled step does the optimizer's
 bookkeeping as ``trainer.step`` would (it counts the updates, then reads the values at the
 new count, exactly when an eager update reads them); where they differ from what the graph
-baked in, the count is undone and the step traced again.
+baked in, the count is undone and the step traced again (so a schedule that changes the
+rate at every update, or an optimizer that reads its step count, traces every step: the
+update ops take these values as attributes, not as tensors).
 
 The compiled signatures are kept in a :class:`SignatureCache` (at most
 ``$EMBER_MAX_VARIANTS``, least recently used dropped).
