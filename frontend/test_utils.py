@@ -411,3 +411,4 @@ from ember._gradcheck import (  # noqa: E402,F401
     check_symbolic_forward,
     numeric_grad,
 )
+from ember.test_utils_more import *  # noqa: E402,F401,F403  (the rest of MXNet's names)
