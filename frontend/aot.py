@@ -13,10 +13,18 @@ A package is a directory that runs a model without its Python code and without t
 ``export`` traces a block or function on example inputs in predict mode, runs the pass
 pipeline through ``plan_memory``, compiles it once (which also warms the kernel cache) and
 writes everything into a temporary directory renamed into place, so a failed export leaves
-nothing behind. ``load`` checks the manifest (format version, every hash, every file),
-parses ``graph.ir``, puts the package's kernel sources into the kernel cache and compiles
-the graph, whose kernels then come from there (TVM's ``export_library``/``load_module``
-and torch.export's archive are the models; the format is ember's own).
+nothing behind. Replacing a package (``overwrite=True``) renames the old one aside
+(``.NAME.PID-HEX.old``), the new one in, then deletes the old: a process killed between the
+two renames leaves the complete old package aside, which ``load`` uses while the path is
+missing and the next export puts back or deletes; temporary directories of killed exports
+are removed by the next export into the same folder (old or new, never neither, no litter).
+
+``load`` treats the package as data (docs/trust.md; :mod:`ember.aot_read` does the checks):
+manifest paths confined to the package, every hash, ``graph.ir`` parsed, verified and
+planned again, ``params.npz`` read without pickle and checked against the graph; the kernels
+are generated again from the graph by this ember, never imported from the package (TVM's
+``export_library``/``load_module`` and torch.export's archive are the models; the format is
+ember's own).
 """
 from __future__ import annotations
 
@@ -26,7 +34,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,22 +42,17 @@ import numpy as np
 from ember import autograd
 from ember.base import MXNetError
 from ember.ir.graph import Graph
-from ember.ir.printer import parse_graph, print_graph
+from ember.ir.printer import print_graph
+from ember.ndarray.utils import pid_alive
 
-FORMAT = "ember-aot"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+from .aot_read import FORMAT, FORMAT_VERSION, MANIFEST, read_graph, read_manifest, read_params
+from .aot_read import sha256 as _sha256
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "Package", "export", "load",
+           "read_manifest"]
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _signature(values, names=None) -> list[dict]:
     """Name, shape and dtype of each value (``names`` overrides the values' name hints)."""
     names = names or [v.name_hint or f"output{i}" for i, v in enumerate(values)]
@@ -182,6 +184,7 @@ def export(model, directory: str | os.PathLike, example_inputs, *,
     from ember.symbol.json_io import to_json
 
     directory = Path(directory)
+    _tidy(directory)
     if directory.exists() and not overwrite:
         raise MXNetError(f"export: {directory} exists (pass overwrite=True to replace it)")
     backend = backend or default_backend()
@@ -200,8 +203,8 @@ def export(model, directory: str | os.PathLike, example_inputs, *,
     exe.run([a.asnumpy() for a in arrays], values)  # numba compiles now: loads are warm
 
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp",
-                                dir=directory.parent))
+    tmp = _fresh(directory, ".tmp")
+    tmp.mkdir(mode=0o755)
     try:
         files = {"graph.ir": print_graph(graph), "symbol.json": to_json(traced.outputs)}
         for src in sources:
@@ -223,98 +226,104 @@ def export(model, directory: str | os.PathLike, example_inputs, *,
             "files": {rel: _sha256(tmp / rel) for rel in sorted([*files, "params.npz"])},
         }
         (tmp / MANIFEST).write_text(_dump_json(manifest))
-        if directory.exists():  # overwrite: move the old one aside, then swap
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old",
-                                        dir=directory.parent))
-            os.replace(directory, old / "pkg")
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
+        _fsync_tree(tmp)
+        _swap_in(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
 
 
-# ---- load -----------------------------------------------------------------------------------
-def read_manifest(directory: str | os.PathLike, verify: bool = True) -> dict:
-    """The manifest of the package in ``directory``, checked: its format version is one this
-    ember reads, and (``verify``) every file it lists exists with the SHA-256 it records."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise MXNetError(f"no ember AOT package at {directory}: not a directory")
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise MXNetError(f"{directory} is not an ember AOT package: {MANIFEST} is missing")
+# ---- crash safety ---------------------------------------------------------------------------
+def _ours(directory: Path, suffix: str) -> list[tuple[Path, int]]:
+    """(path, writer pid) of this package's temporary (``.tmp``) or aside (``.old``) entries."""
+    pat = re.compile(rf"\.{re.escape(directory.name)}\.(\d+)-[0-9a-f]+\{suffix}")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MXNetError(f"{path}: unreadable manifest ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise MXNetError(f"{path}: not an ember AOT manifest")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise MXNetError(f"{path}: bad format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise MXNetError(f"{directory}: package format version {version} is newer than this "
-                         f"ember reads (up to {FORMAT_VERSION}; ember "
-                         f"{manifest.get('ember_version', '?')} wrote it): upgrade ember")
-    for key in ("files", "inputs", "outputs", "params", "backend"):
-        if key not in manifest:
-            raise MXNetError(f"{path}: the manifest has no {key!r} entry")
-    if verify:
-        for rel, digest in manifest["files"].items():
-            f = directory / rel
-            if not f.is_file():
-                raise MXNetError(f"{directory}: the package is missing {rel}")
-            if _sha256(f) != digest:
-                raise MXNetError(f"{directory}: {rel} does not match its SHA-256 in "
-                                 f"{MANIFEST}; the package was modified or damaged")
-    for rel in ("graph.ir", "params.npz"):
-        if rel not in manifest["files"]:
-            raise MXNetError(f"{path}: the manifest does not list {rel}")
-    return manifest
+        names = os.listdir(directory.parent)
+    except OSError:
+        return []
+    return [(directory.parent / n, int(m.group(1))) for n in names
+            if (m := pat.fullmatch(n))]
 
 
+def _aside(directory: Path) -> Path | None:
+    """The old package a killed ``export(overwrite=True)`` left aside, if the path is gone."""
+    if directory.exists():
+        return None
+    found = sorted((p for p, _ in _ours(directory, ".old") if (p / MANIFEST).is_file()),
+                   key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def _tidy(directory: Path) -> None:
+    """Put back an old package left aside by a killed export; remove dead writers' litter."""
+    old = _aside(directory)
+    if old is not None:
+        os.replace(old, directory)
+    for suffix in (".tmp", ".old"):
+        for p, pid in _ours(directory, suffix):
+            if not pid_alive(pid):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _fresh(directory: Path, suffix: str) -> Path:
+    return directory.parent / f".{directory.name}.{os.getpid()}-{os.urandom(6).hex()}{suffix}"
+
+
+def _swap_in(tmp: Path, directory: Path) -> None:
+    """Rename ``tmp`` to ``directory``, the old package (if any) aside first."""
+    if not directory.exists():
+        os.replace(tmp, directory)
+        return
+    old = _fresh(directory, ".old")
+    os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush the package's files (and folders) before it is renamed into place."""
+    for folder, _, names in os.walk(root):
+        for n in [*names, "."]:
+            fd = os.open(os.path.join(folder, n), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+# ---- load -----------------------------------------------------------------------------------
 class Package:
     """A loaded AOT package: call it with the example inputs' shapes and dtypes.
 
-    ``graph`` is the parsed optimised graph, ``manifest`` the checked manifest,
-    ``kernels_regenerated`` how many kernels the backend generated that the package did not
-    hold (0 unless this ember's code generator differs from the exporting one).
+    ``graph`` is the parsed, verified and planned graph, ``manifest`` the checked manifest,
+    ``kernels_regenerated`` how many of the kernels this ember generated for the graph the
+    package's ``kernels/`` did not hold (0 unless the exporting ember's code generator
+    differs). The package's kernel sources are only compared, never run.
     """
 
     def __init__(self, directory: str | os.PathLike):
-        from ember.backends import codegen
         from ember.runtime.executable import Executable
         self.directory = Path(directory)
+        if (old := _aside(self.directory)) is not None:  # a killed export(overwrite=True)
+            self.directory = old
         self.manifest = m = read_manifest(self.directory)
-        try:
-            self.graph = parse_graph((self.directory / "graph.ir").read_text())
-        except MXNetError as e:
-            raise MXNetError(f"{self.directory}/graph.ir: {e}") from None
-        with np.load(self.directory / "params.npz", allow_pickle=False) as npz:
-            stored = {k: npz[k] for k in npz.files}
-        self.param_names = [p["name"] for p in m["params"]]
-        lacking = [n for n in self.param_names if n not in stored]
-        if lacking or len(self.param_names) != len(self.graph.params):
-            raise MXNetError(f"{self.directory}: params.npz lacks {', '.join(lacking)}"
-                             if lacking else f"{self.directory}: the manifest lists "
-                             f"{len(self.param_names)} parameters, graph.ir has "
-                             f"{len(self.graph.params)}")
+        self.graph = read_graph(self.directory)
+        self.param_names = [p.get("name") if isinstance(p, dict) else p for p in m["params"]]
         hints = [v.name_hint for v in self.graph.params]
         if hints != self.param_names:
             raise MXNetError(f"{self.directory}: graph.ir's parameters {hints} are not the "
                              f"manifest's {self.param_names}")
-        self.params = [stored[n] for n in self.param_names]
-        ours = [(self.directory / rel).read_text() for rel in m.get("kernels", [])]
-        backend = m["backend"]
-        for src in ours:  # into the kernel cache: the backend finds them there
-            codegen.load_module(src, backend)
-        with _recording_kernels() as asked:
-            self.executable = Executable(self.graph, backend)
-        self.kernels_regenerated = len(set(asked) - set(ours))
+        for what, values in (("inputs", self.graph.inputs), ("outputs", self.graph.outputs)):
+            if m[what] != _signature(values, [d.get("name") for d in m[what]]
+                                     if isinstance(m[what], list) and
+                                     all(isinstance(d, dict) for d in m[what]) else None):
+                raise MXNetError(f"{self.directory}: the manifest's {what} are not graph.ir's")
+        self.params = read_params(self.directory, self.graph, self.param_names)
+        shipped = {(self.directory / rel).read_text(errors="replace") for rel in m["kernels"]}
+        with _recording_kernels() as generated:  # this ember's code generator, from the graph
+            self.executable = Executable(self.graph, m["backend"])
+        self.kernels_regenerated = len(set(generated) - shipped)
         self._structure = _structure_py(m.get("output_structure"))
 
     @property

@@ -1,6 +1,7 @@
 """ember.export / ember.load: AOT packages round-trip in a fresh process, and refuse damage."""
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -222,3 +223,110 @@ def test_reference_backend_package(tmp_path):
     pkg = mx.load(mx.export(net, tmp_path / "ref", x, backend="reference"))
     assert pkg.manifest["backend"] == "reference" and pkg.manifest["kernels"] == []
     np.testing.assert_allclose(pkg(x).asnumpy(), net(x).asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---- the package is data: nothing in it runs, nothing outside it is read -----------------------
+def rehash(pkg: Path, **changes) -> dict:
+    """What anyone who can edit a package can do: update the manifest and its hashes."""
+    from ember.aot_read import sha256
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest.update(changes)
+    manifest["files"] = {rel: sha256(pkg / rel) if (pkg / rel).is_file() else digest
+                         for rel, digest in manifest["files"].items()}
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_shipped_kernel_sources_are_never_run(package, tmp_path):
+    net, x = built("mlp")
+    pkg = copy_of(package, tmp_path)
+    marker = tmp_path / "pwned"
+    evil = f"open({str(marker)!r}, 'w').close()\n"
+    kernels = json.loads((pkg / "manifest.json").read_text())["kernels"]
+    for rel in kernels:
+        (pkg / rel).write_text(evil + (pkg / rel).read_text().replace("+", "-"))
+    rehash(pkg)
+    loaded = mx.load(pkg)
+    np.testing.assert_allclose(loaded(x).asnumpy(), net(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    assert not marker.exists()
+    assert loaded.kernels_regenerated == len(kernels)  # none of the shipped ones was used
+
+
+@pytest.mark.parametrize("rel", ["../outside.py", "/tmp/outside.py", "kernels/../../o.py",
+                                 "kernels\\..\\o.py", "C:/o.py", ""])
+def test_manifest_paths_stay_inside_the_package(package, tmp_path, rel):
+    pkg = copy_of(package, tmp_path)
+    marker = tmp_path / "pwned"
+    (tmp_path / "outside.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["kernels"].append(rel)  # listed as a kernel, hashed or not
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MXNetError, match="one of its 'files'"):
+        mx.load(pkg)
+    manifest["files"][rel] = "0" * 64
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MXNetError, match="outside the package|not a path inside"):
+        mx.load(pkg)
+    assert not marker.exists()
+
+
+def test_symbolic_links_are_refused(package, tmp_path):
+    pkg = copy_of(package, tmp_path)
+    rel = json.loads((pkg / "manifest.json").read_text())["kernels"][0]
+    outside = tmp_path / "outside.py"
+    outside.write_text((pkg / rel).read_text())
+    (pkg / rel).unlink()
+    (pkg / rel).symlink_to(outside)  # same bytes, same hash: still refused
+    with pytest.raises(MXNetError, match="symbolic link"):
+        mx.load(pkg)
+    pkg = copy_of(package, tmp_path / "b")
+    shutil_move = (pkg / "kernels").rename(tmp_path / "kernels")
+    (pkg / "kernels").symlink_to(shutil_move)
+    with pytest.raises(MXNetError, match="symbolic link"):
+        mx.load(pkg)
+
+
+def npz_bytes(**arrays) -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_hostile_params_archives_give_mxnet_errors(package, tmp_path):
+    good = (package / "params.npz").read_bytes()
+    names = [p["name"] for p in json.loads((package / "manifest.json").read_text())["params"]]
+    with np.load(package / "params.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    huge_header = npz_bytes(**arrays).replace(b"'shape': (32, 20)", b"'shape': (9999999999,")
+    cases = {
+        "truncated": good[:len(good) // 2],
+        "empty": b"",
+        "pickled objects": npz_bytes(**{**arrays, names[0]: np.array([{"a": 1}],
+                                                                       dtype=object)}),
+        "declared too big": huge_header,
+        "wrong shape": npz_bytes(**{**arrays, names[0]: arrays[names[0]][:3]}),
+        "missing": npz_bytes(**{k: v for k, v in arrays.items() if k != names[0]}),
+    }
+    assert huge_header != npz_bytes(**arrays)
+    for what, data in cases.items():
+        pkg = copy_of(package, tmp_path / what.replace(" ", "_"))
+        (pkg / "params.npz").write_bytes(data)
+        rehash(pkg)
+        with pytest.raises(MXNetError, match="params.npz") as e:
+            mx.load(pkg)
+        assert type(e.value).__name__ in ("MXNetError", "EmberError"), what
+
+
+def test_graph_ir_is_verified_and_its_memory_plan_is_not_trusted(package, tmp_path):
+    net, x = built("mlp")
+    pkg = copy_of(package, tmp_path)
+    text = (pkg / "graph.ir").read_text()
+    (pkg / "graph.ir").write_text(re.sub(r"@arena\+\d+", "@arena+0", text))  # all aliased
+    rehash(pkg)
+    np.testing.assert_allclose(mx.load(pkg)(x).asnumpy(), net(x).asnumpy(), rtol=1e-5,
+                               atol=1e-6)
+    (pkg / "graph.ir").write_text(text.replace("f32[3,32]", "f32[3,33]", 1))  # types lie
+    rehash(pkg)
+    with pytest.raises(MXNetError, match="graph.ir"):
+        mx.load(pkg)

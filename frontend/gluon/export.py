@@ -9,15 +9,28 @@ and parameter names are MXNet's (``dense0_fwd``, ``dense0_weight``), and each IR
 under its ``OpDef.mxnet_name``. An op with no MXNet equivalent cannot be written into a file
 MXNet could read: every such node is named in one error.
 
-Both files are written to temporary names in the target folder and renamed into place only
-when both are complete, so a failing export leaves neither a half-written file nor a
-temporary one behind (an earlier export under the same path stays as it was).
+Crash safety. MXNet's two file names are fixed, so the pair cannot be replaced by one atomic
+rename; a commit record makes it all-or-nothing for every reader that goes through ember:
+
+1. both files are written (and flushed to disk) under temporary names;
+2. a journal ``.NAME-symbol.json.journal`` naming the two renames is written atomically:
+   from this moment the export counts as done;
+3. the two renames run, then the journal is deleted.
+
+:func:`recover`, run by the next export and by ``SymbolBlock.imports`` before they read,
+finishes the renames of a journal left by a killed export. So a kill before step 2 leaves
+the old pair (and temporary files, removed by the next export), a kill after it leaves the
+new pair once anything of ember reads it: old or new, never a mix. (A program that reads
+the files without ember, real MXNet, may see the new parameters with the old JSON after a
+kill between the two renames; it then reports parameters missing or of the wrong shape
+unless both models have the same parameter names and shapes.)
 """
 from __future__ import annotations
 
 import ast
+import json
 import os
-import secrets
+import re
 
 from ember import autograd
 from ember.base import MXNetError
@@ -102,9 +115,22 @@ def param_arrays(heads: list[Value], params) -> dict:
     return out
 
 
-def _temp_name(path: str) -> str:
-    folder, base = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
+def _journal(symbol_file: str) -> str:
+    folder, base = os.path.split(os.path.abspath(symbol_file))
+    return os.path.join(folder, f".{base}.journal")
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _write_text(path: str, text: str) -> None:
@@ -114,24 +140,82 @@ def _write_text(path: str, text: str) -> None:
         os.fsync(f.fileno())
 
 
+def _finish(journal: str, symbol_file: str) -> None:
+    """Do the renames ``journal`` records (those not done yet), then delete it. Only our
+    own temporary files of this export's pair, in its folder, are ever renamed."""
+    folder, symbol_base = os.path.split(os.path.abspath(symbol_file))
+    prefix = re.escape(symbol_base.removesuffix("-symbol.json"))
+    try:
+        with open(journal, encoding="utf-8") as f:
+            moves = json.load(f)["moves"]
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        moves = []  # never half-written (renamed into place): not ours; drop it
+    for tmp, final in moves if isinstance(moves, list) else []:
+        ok = isinstance(tmp, str) and isinstance(final, str) and \
+            (final == symbol_base or re.fullmatch(rf"{prefix}-\d{{4}}\.params", final)) and \
+            re.fullmatch(rf"\.{re.escape(final)}\.\d+-[0-9a-f]{{12}}\.tmp", tmp)
+        if ok and os.path.exists(os.path.join(folder, tmp)):
+            try:
+                os.replace(os.path.join(folder, tmp), os.path.join(folder, final))
+            except FileNotFoundError:  # another process finished it meanwhile
+                pass
+    _fsync_dir(folder)
+    try:
+        os.unlink(journal)
+    except FileNotFoundError:
+        pass
+
+
+def recover(symbol_file: str) -> None:
+    """Finish an export of ``symbol_file``'s pair that a killed process committed but did
+    not complete (see the module docstring); MXNetError if that cannot be done."""
+    journal = _journal(symbol_file)
+    if not os.path.exists(journal):
+        return
+    try:
+        _finish(journal, symbol_file)
+    except OSError as e:
+        raise ExportError(f"{symbol_file}: an interrupted export left {journal}, and "
+                          f"finishing it failed ({e.strerror or e}); the files may not "
+                          "belong together") from e
+
+
 def write_files(symbol_file: str, json_text: str, params_file: str, arrays: dict) -> None:
-    """Write both files atomically: temporary names first, renamed once both are complete."""
-    from ember import ndarray as nd
-    tmp_json, tmp_params = _temp_name(symbol_file), _temp_name(params_file)
+    """Write both files: temporary names first, a journal, then the renames (see the module
+    docstring for what a crash at any point leaves)."""
+    from ember.ndarray.utils import remove_stale_temps, temp_name, write_new
+    journal = _journal(symbol_file)
+    recover(symbol_file)
+    for f in (symbol_file, params_file, journal):
+        remove_stale_temps(f)
+    tmp_json, tmp_params = temp_name(symbol_file), temp_name(params_file)
+    tmp_journal = temp_name(journal)
+    committed = False
     try:
         _write_text(tmp_json, json_text)
-        nd.save(tmp_params, arrays)
-        os.replace(tmp_params, params_file)
-        os.replace(tmp_json, symbol_file)
+        write_new(tmp_params, arrays)
+        moves = [[os.path.basename(tmp_params), os.path.basename(params_file)],
+                 [os.path.basename(tmp_json), os.path.basename(symbol_file)]]
+        _write_text(tmp_journal, json.dumps({"moves": moves}))
+        os.replace(tmp_journal, journal)
+        committed = True
+        _fsync_dir(os.path.dirname(os.path.abspath(symbol_file)))
+        _finish(journal, symbol_file)
     except BaseException as e:
-        for tmp in (tmp_json, tmp_params):
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        if not committed:
+            for tmp in (tmp_json, tmp_params, tmp_journal):
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
         if isinstance(e, OSError):
             raise ExportError(f"cannot export to {symbol_file!r} / {params_file!r}: "
                               f"{e.strerror or e}") from e
+        if isinstance(e, MXNetError) and not isinstance(e, ExportError):
+            raise ExportError(f"cannot export to {symbol_file!r} / {params_file!r}: "
+                              f"{e}") from e
         raise
 
 
@@ -150,4 +234,4 @@ def export(block, path: str, epoch: int = 0, remove_amp_cast: bool = True) -> tu
     return symbol_file, params_file
 
 
-__all__ = ["export", "export_graph", "ExportError", "last_call_args"]
+__all__ = ["export", "export_graph", "ExportError", "last_call_args", "recover"]

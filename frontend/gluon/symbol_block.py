@@ -151,9 +151,13 @@ class SymbolBlock(HybridBlock):
         """A SymbolBlock from ``HybridBlock.export``'s files (MXNet's or ember's).
 
         Unknown operators in the file are all reported in one MXNetError naming each node.
-        Parameters take the saved dtypes.
+        Parameters take the saved dtypes. An export of this pair that a killed process
+        committed is finished first (``gluon.export.recover``), so the two files match.
         """
         from ember import symbol
+
+        from .export import recover
+        recover(symbol_file)
         sym = symbol.load(symbol_file)
         if isinstance(input_names, str):
             input_names = [input_names]

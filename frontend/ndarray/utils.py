@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 
 import numpy as np
@@ -32,7 +33,8 @@ from ember.context import Context
 
 from .ndarray import NDArray
 
-__all__ = ["save", "load", "load_frombuffer"]
+__all__ = ["save", "load", "load_frombuffer", "temp_name", "remove_stale_temps", "pid_alive",
+           "write_new"]
 
 _LIST_MAGIC = 0x112
 _V1, _V2, _V3 = 0xF993FAC8, 0xF993FAC9, 0xF993FACA
@@ -274,29 +276,58 @@ def _write_file(f, arrays, names) -> None:
     f.write(_u64(len(encoded)) + b"".join(_u64(len(k)) + k for k in encoded))
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a writer whose temporary files are still in use)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, under another user
+        return True
+    return True
+
+
+def temp_name(path: str | os.PathLike) -> str:
+    """A fresh temporary name next to ``path``: ``.BASE.PID-HEX.tmp`` (the writer's pid lets
+    :func:`remove_stale_temps` tell a killed writer's litter from a live one's files)."""
+    folder, base = os.path.split(os.path.abspath(os.fspath(path)))
+    return os.path.join(folder, f".{base}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
+
+
+def remove_stale_temps(path: str | os.PathLike) -> None:
+    """Delete temporary files of :func:`temp_name`'s pattern for ``path`` whose writer is
+    dead (left by a process killed while saving)."""
+    folder, base = os.path.split(os.path.abspath(os.fspath(path)))
+    pat = re.compile(rf"\.{re.escape(base)}\.(\d+)-[0-9a-f]{{12}}\.tmp")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for n in names:
+        m = pat.fullmatch(n)
+        if m and not pid_alive(int(m.group(1))):
+            try:
+                os.unlink(os.path.join(folder, n))
+            except OSError:
+                pass
+
+
 def save(fname: str | os.PathLike, data) -> None:
     """Save an NDArray, a list of them or a dict str -> NDArray in MXNet's file format.
 
     The bytes are those ``mx.nd.save`` writes for the same arrays. The file is written to a
     temporary name in the same directory and renamed into place, so a failure leaves any
-    earlier file untouched and no partial file behind.
+    earlier file untouched and no partial file behind (temporary files of a killed earlier
+    save are removed).
     """
     if not isinstance(fname, str | os.PathLike):
         raise TypeError("fname required to be a string")
-    arrays, names = _items(data)
+    _items(data)  # type errors before the disk is touched
     path = os.fspath(fname)
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
+    remove_stale_temps(path)
+    tmp = temp_name(path)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                     0o666)
-    except OSError as e:
-        raise MXNetError(f"cannot save NDArray file {path!r}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_file(f, arrays, names)
-            f.flush()
-            os.fsync(f.fileno())
+        write_new(tmp, data)
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -308,3 +339,15 @@ def save(fname: str | os.PathLike, data) -> None:
         if isinstance(e, OSError):
             raise MXNetError(f"cannot save NDArray file {path!r}: {e.strerror or e}") from e
         raise
+
+
+def write_new(path: str, data) -> None:
+    """Write ``data`` (as :func:`save` takes it) to the new file ``path`` (it must not
+    exist) and flush it to disk; no rename: callers that need atomicity rename it."""
+    arrays, names = _items(data)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                 0o666)
+    with os.fdopen(fd, "wb") as f:
+        _write_file(f, arrays, names)
+        f.flush()
+        os.fsync(f.fileno())
