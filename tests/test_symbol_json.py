@@ -93,3 +93,81 @@ def test_ember_json_loads_in_mxnet(name, tmp_path):
     args, aux, outs = json.loads(res.stdout.strip().splitlines()[-1])
     assert args == meta["arguments"] and aux == meta["aux"]
     assert outs == meta["out_shapes"]
+
+
+# ---- attributes MXNet requires (num_args of variadic ops) ----------------------------------
+_VARIADIC = ("Concat", "stack", "add_n", "ElementWiseSum")
+
+
+def _zoo_json(name):
+    from ember.gluon.model_zoo import vision
+    return vision.get_model(name)(mx.sym.var("data")).tojson()
+
+
+def _check_num_args(doc):
+    found = 0
+    for n in doc["nodes"]:
+        if n["op"] in _VARIADIC:
+            assert n["attrs"]["num_args"] == str(len(n["inputs"])), n
+            found += 1
+    return found
+
+
+@pytest.mark.parametrize("name", ["densenet121", "squeezenet1.1", "inceptionv3"])
+def test_zoo_json_has_num_args_and_round_trips(name):
+    text = _zoo_json(name)
+    assert _check_num_args(json.loads(text)) > 0
+    back = mx.sym.load_json(text)
+    assert back.tojson() == text
+    assert back.infer_shape(data=(1, 3, 299, 299))[1] == [(1, 1000)]
+
+
+class _Inceptionish(mx.gluon.HybridBlock):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.branches = mx.gluon.contrib.nn.HybridConcurrent(axis=1)
+            for k in (1, 3, 5):
+                self.branches.add(mx.gluon.nn.Conv2D(2, k, padding=k // 2))
+
+    def hybrid_forward(self, F, x):
+        y = self.branches(x)  # Concat of 3
+        return F.stack(F.add_n(y, y, F.relu(y), y), y, axis=1)  # add_n of 4, stack of 2
+
+
+def test_export_writes_num_args_and_imports_back(tmp_path):
+    import numpy as np
+    net = _Inceptionish(prefix="inc_")
+    net.initialize()
+    net.hybridize()
+    x = mx.nd.array(np.random.default_rng(0).standard_normal((2, 3, 6, 6)))
+    ref = net(x).asnumpy()
+    sym_file, params_file = net.export(str(tmp_path / "inc"))
+    with open(sym_file) as f:
+        doc = json.load(f)
+    counts = {n["op"]: int(n["attrs"]["num_args"]) for n in doc["nodes"] if n["op"] in _VARIADIC}
+    assert counts == {"Concat": 3, "add_n": 4, "stack": 2}
+    assert _check_num_args(doc) == 3
+    back = mx.gluon.SymbolBlock.imports(sym_file, ["data"], params_file)
+    np.testing.assert_allclose(back(x).asnumpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_arange_and_full_write_what_mxnet_requires():
+    doc = json.loads(mx.sym.Group([mx.sym.arange(0, 5), mx.sym.full((2,), 0)]).tojson())
+    attrs = {n["op"]: n["attrs"] for n in doc["nodes"]}
+    assert attrs["_arange"]["start"] == "0" and attrs["_full"]["value"] == "0"
+
+
+@pytest.mark.skipif(not os.path.exists(MXPY), reason="real MXNet venv not present")
+def test_mxnet_loads_exported_densenet_squeezenet_inception(tmp_path):
+    names = ["densenet121", "squeezenet1.1", "inceptionv3"]
+    for name in names:
+        (tmp_path / f"{name}.json").write_text(_zoo_json(name))
+    code = ("import json, sys, mxnet as mx\n"
+            f"for name in {names!r}:\n"
+            f"    s = mx.sym.load({str(tmp_path)!r} + '/' + name + '.json')\n"
+            "    print(json.dumps(s.infer_shape(data=(1, 3, 299, 299))[1]))\n")
+    res = subprocess.run([MXPY, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [json.loads(line) for line in res.stdout.strip().splitlines()[-3:]] == \
+        [[[1, 1000]]] * 3

@@ -21,10 +21,12 @@ import re
 
 from ember import util as _util
 from ember.base import MXNetError
+from ember.ir.errors import fmt_shapes
 from ember.ir.graph import Node, Value, make_node
 from ember.ir.ops import get_op, has_op, parse_attr
 from ember.ir.types import TensorType
 
+from . import json_check as _jc
 from . import nodes as _n
 
 MXNET_VERSION = 10901
@@ -34,6 +36,16 @@ _IRRELEVANT = frozenset({"workspace", "cudnn_tune", "cudnn_off", "num_args", "ct
                          "min_calib_range", "max_calib_range"})
 # MXNet ops with hidden outputs that ember does not materialise
 _MX_OUTPUTS = {"BatchNorm": 3}
+# MXNet 1.9.1's variadic ops: their ``num_args`` (key_var_num_args) must be in the file, and
+# MXNet refuses a node without it ("Required parameter num_args ... is not presented")
+_MX_NUM_ARGS = frozenset({
+    "Concat", "concat", "Crop", "ElementWiseSum", "add_n", "UpSampling", "stack", "khatri_rao",
+    "_rnn_param_concat", "_contrib_quantized_concat", "_npi_concatenate", "_npi_stack",
+    "_npi_vstack", "_npi_hstack", "_npi_dstack", "_npi_column_stack", "_npi_einsum",
+    "_npi_rnn_param_concat"})
+# parameters MXNet 1.9.1 requires where ember's op has a default (written even when equal)
+_MX_REQUIRED = {"_arange": ("start",), "_linspace": ("start",), "_full": ("value",),
+                "_slice_assign": ("begin", "end"), "_slice_assign_scalar": ("begin", "end")}
 _DTYPES = {0: "float32", 1: "float64", 2: "float16", 3: "uint8", 4: "int32", 5: "int8",
            6: "int64", 7: "bool", 8: "int16", 9: "uint16", 10: "uint32", 11: "uint64",
            12: "bfloat16"}
@@ -46,11 +58,16 @@ def _attr_text(v) -> str:
 
 
 def op_attr_strings(node: Node) -> dict[str, str]:
-    """The node's parameters that differ from its op's defaults, as MXNet strings."""
+    """The node's parameters that differ from its op's defaults, and those MXNet requires
+    (``num_args`` of variadic ops: the input count), as MXNet strings."""
     defaults = node.op.attrs
-    return {k: _attr_text(v) for k, v in node.attrs
-            if k != "is_train" and (k not in defaults or defaults[k] != v
-                                    or type(defaults[k]) is not type(v))}
+    required = _MX_REQUIRED.get(op_name(node), ())
+    out = {k: _attr_text(v) for k, v in node.attrs
+           if k != "is_train" and (k not in defaults or defaults[k] != v
+                                   or type(defaults[k]) is not type(v) or k in required)}
+    if op_name(node) in _MX_NUM_ARGS:
+        out["num_args"] = str(len(node.inputs))
+    return out
 
 
 def op_name(node: Node) -> str:
@@ -103,7 +120,7 @@ def _user_key(k: str) -> bool:
     return k.startswith("__") and k.endswith("__")
 
 
-def _check(doc: dict) -> None:
+def _check(doc: dict, src: str) -> None:
     """Every unknown op and unsupported attribute of the file, in one error."""
     problems = []
     for n in doc["nodes"]:
@@ -119,15 +136,21 @@ def _check(doc: dict) -> None:
                 problems.append(f"operator {op!r} (node {n['name']!r}) has no "
                                 f"attribute {k!r}")
     if problems:
-        raise MXNetError("cannot load this symbol file: " + "; ".join(problems))
+        raise MXNetError(f"cannot load {src}: " + "; ".join(problems))
 
 
-def _variable(n: dict, attrs: dict, np_shape: bool) -> Value:
+def _variable(n: dict, attrs: dict, np_shape: bool, what: str) -> Value:
     from .symbol import var
     user = dict(attrs)
     shape = parse_attr(user.pop("__shape__")) if "__shape__" in user else None
     code = user.pop("__dtype__", None)
-    dtype = _DTYPES.get(int(code)) if code is not None else None
+    if shape is not None and not (isinstance(shape, tuple) and all(
+            isinstance(d, int) and not isinstance(d, bool) for d in shape)):
+        raise MXNetError(f"{what}: __shape__={attrs['__shape__']!r} is not a shape tuple")
+    dtype = _DTYPES.get(int(code)) if code is not None and code.strip().isdigit() else None
+    if code is not None and dtype is None:
+        raise MXNetError(f"{what}: __dtype__={code!r} is not one of MXNet's dtype codes "
+                         f"{sorted(_DTYPES)}")
     if shape is not None:
         shape = tuple(None if d < 0 or (d == 0 and not np_shape) else d for d in shape)
     v = var(n["name"], dtype=dtype)._value
@@ -138,46 +161,64 @@ def _variable(n: dict, attrs: dict, np_shape: bool) -> Value:
     return v
 
 
-def load_json(json_str: str):
-    """The Symbol described by MXNet JSON text (see the module docstring)."""
+def load_json(json_str: str, source: str | None = None):
+    """The Symbol described by MXNet JSON text (see the module docstring); a damaged or
+    foreign document raises MXNetError naming ``source`` (a file name), the node and the
+    fault (:mod:`.json_check`)."""
     from .symbol import Symbol
-    try:
-        doc = json.loads(json_str)
-    except json.JSONDecodeError as e:
-        raise MXNetError(f"not a symbol JSON document: {e}") from None
-    if not isinstance(doc, dict) or "nodes" not in doc or "heads" not in doc:
-        raise MXNetError("not a symbol JSON document: 'nodes' and 'heads' are required")
-    _check(doc)
+    src = _jc.where(source)
+    doc = _jc.parse(json_str, src)
+    _check(doc, src)
     np_shape = bool((doc.get("attrs", {}).get("is_np_shape") or [0, 0])[1])
     outs: list[list[Value]] = []
-    for n in doc["nodes"]:
+    nodes = doc["nodes"]
+    for i, n in enumerate(nodes):
+        what = f"{src}: node {i} ({n['name']!r}, {n['op']})"
         attrs = {k: str(v) for k, v in (n.get("attrs", n.get("param", {})) or {}).items()}
         old_user = {f"__{k}__" if not _user_key(k) else k: str(v)
                     for k, v in (n.get("attr") or {}).items()}
         if n["op"] == "null":
-            outs.append([_variable(n, {**attrs, **old_user}, np_shape)])
+            outs.append([_variable(n, {**attrs, **old_user}, np_shape, what)])
             continue
         op = get_op(n["op"])
-        params = {k: parse_attr(v) for k, v in attrs.items() if k in op.attrs}
+        params = {k: _jc.coerce(op, k, v, what) for k, v in attrs.items() if k in op.attrs}
         user = {**{k: v for k, v in attrs.items() if _user_key(k)}, **old_user}
-        inputs = [outs[e[0]][e[1]] for e in n["inputs"]]
+        inputs = [_jc.resolve(outs, e, nodes, what) for e in n["inputs"]]
+        if n["op"] in _MX_NUM_ARGS and "num_args" in attrs \
+                and parse_attr(attrs["num_args"]) != len(inputs):
+            raise MXNetError(f"{what}: num_args={attrs['num_args']!r} but the node has "
+                             f"{len(inputs)} inputs")
         if op.mode:
             params["is_train"] = False
-        try:
-            node = make_node(op, inputs, params, name=n["name"])
-        except MXNetError as e:
-            raise MXNetError(f"cannot load node {n['name']!r} ({n['op']}): {e}") from None
+        node = _make(op, inputs, params, n["name"], what)
         if user:
             _n.user_attrs(node).update(user)
         outs.append(node.outputs)
-    heads = [outs[h[0]][h[1]] for h in doc["heads"]]
+    heads = [_jc.resolve(outs, h, nodes, f"{src}: head", "head") for h in doc["heads"]]
     return Symbol(heads[0]) if len(heads) == 1 else Symbol._group(heads)
+
+
+def _make(op, inputs, params, name, what):
+    """``make_node``, any failure of the op's rule on these attributes an MXNetError."""
+    try:
+        return make_node(op, inputs, params, name=name)
+    except MXNetError as e:
+        raise MXNetError(f"cannot load {what}: {e}") from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError,
+            OverflowError) as e:
+        shapes = fmt_shapes([v.type.shape for v in inputs])
+        raise MXNetError(f"cannot load {what}: its attributes {params} do not fit the op "
+                         f"(inputs {shapes or 'none'}): {type(e).__name__}: {e}") from e
 
 
 def load(fname: str):
     """The Symbol saved in the JSON file ``fname``."""
-    with open(fname) as f:
-        return load_json(f.read())
+    try:
+        with open(fname, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise MXNetError(f"cannot read symbol file {fname!r}: {e.strerror or e}") from None
+    return load_json(text, fname)
 
 
 def debug_text(heads: list[Value]) -> str:
