@@ -412,3 +412,4 @@ from ember._gradcheck import (  # noqa: E402,F401
     numeric_grad,
 )
 from ember.test_utils_more import *  # noqa: E402,F401,F403  (the rest of MXNet's names)
+from ember.test_utils_more import __getattr__  # noqa: E402,F401  (scipy.stats as ``ss``)

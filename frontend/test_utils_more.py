@@ -31,10 +31,16 @@ from ember.base import MXNetError
 from ember.context import cpu
 from ember.symbol.symbol import Symbol  # noqa: F401
 
-try:
-    import scipy.stats as ss
-except ImportError:  # pragma: no cover - scipy is a test dependency
-    ss = None
+
+def __getattr__(name):
+    # ``ss`` (scipy.stats) as in MXNet's module, imported on first use: it takes seconds
+    if name == "ss":
+        try:
+            import scipy.stats as stats
+        except ImportError:
+            return None
+        return stats
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def getenv(name: str):

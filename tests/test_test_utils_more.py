@@ -16,6 +16,8 @@ def test_star_import_exposes_mxnet_module_names():
                  "new_sym_matrix_with_real_eigvals_nd", "getenv", "setenv", "OrderedDict"]:
         assert name in ns, name
     assert ns["sys"].version_info.major == 3 and ns["mx"] is mx
+    from ember import test_utils
+    assert test_utils.ss.norm.cdf(0.0) == 0.5     # scipy.stats, imported on first use
 
 
 def test_check_consistency_compares_outputs_and_gradients():
