@@ -33,6 +33,8 @@ from . import initializer, lr_scheduler, metric, optimizer
 init = initializer
 from . import gluon, test_utils
 from . import io, module, recordio
+from . import image
+img = image
 
 mod = module
 from . import model
