@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import math
 import types
 from collections.abc import Callable, Sequence
 
@@ -28,6 +29,8 @@ FLOAT_DTYPES = ("float32", "float64")
 # float64 series): their templates run in float64 too, or float32 results drift off them
 _F64_OPS = {"erf", "erfinv", "gamma", "gammaln", "digamma", "cbrt", "rcbrt", "power",
             "power_scalar", "rpower_scalar", "hypot"}
+# power_scalar exponents computed by multiplication (LLVM turns pow(x, 2) into x * x itself)
+_SMALL_POWERS = (3.0, 4.0)
 # broadcasting ops that only copy their first input: their template is the identity
 _IDENTITY = {"broadcast_to", "broadcast_like", "broadcast_axis"}
 
@@ -129,7 +132,10 @@ class ConstPool:
         return name
 
     def source(self) -> str:
-        return "".join(f"{n} = np.{dt}({v!r})\n" for (dt, v), n in self.items.items())
+        # repr(inf) and repr(nan) are not Python literals: those go through float('inf')
+        return "".join(f"{n} = np.{dt}({v!r})\n" if math.isfinite(v) else
+                       f"{n} = np.{dt}(float({str(v)!r}))\n"
+                       for (dt, v), n in self.items.items())
 
 
 def compute_dtype(node: Node) -> str:
@@ -148,6 +154,9 @@ def scalar_expr(node: Node, args: Sequence[str], pool: ConstPool,
     function that computes the whole op (``sigmoid``).
     """
     dt = compute_dtype(node)
+    n = node.attr_dict.get("scalar") if node.op.name == "power_scalar" else None
+    if n in _SMALL_POWERS:  # x ** 3 as x * x * x (exact in inf and NaN; pow is a libm call)
+        return "(" + " * ".join([args[0]] * int(n)) + ")"
     whole = (funcs or {}).get(dt, {}).get("op:" + node.op.name)
     if whole is not None:  # the backend has the whole op as one function
         return f"{whole}({', '.join(args)})"

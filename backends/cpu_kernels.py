@@ -9,8 +9,9 @@ Broadcasting is by index arithmetic: the backend collapses the iteration space (
 dims that every input broadcasts alike merge, as NumPy's iterator coalesces them) and passes
 each input reshaped to the collapsed rank with 1 on its broadcast dims; the loop indexes
 those dims with 0. ``fastmath`` keeps IEEE NaN/inf semantics (templates test ``a != a``):
-only contraction into FMA and approximate-function lowering (``afn``, which lets numba use
-SVML's vector exp/tanh when Intel's runtime is installed) are allowed.
+only contraction into FMA is allowed. Not ``afn``: with it LLVM expands ``pow(x, 2.5)`` into
+``x * x * sqrt(x)``, NaN at -inf where C's pow (and NumPy) give inf; float32 exp/tanh
+vectorise through ``cpu_math`` without it.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ember.ir.graph import Node, Value
 from . import cpu_math
 from .codegen import ConstPool, scalar_body
 
-FASTMATH = "{'contract', 'afn'}"
+FASTMATH = "{'contract'}"
 _HEADER = "import math\n\nimport numpy as np\nfrom numba import njit, prange\n\n"
 # float32 exp/tanh by cpu_math's vectorisable polynomials instead of scalar expf/tanhf calls
 FUNCS = {"float32": {"exp": "exp32", "tanh": "tanh32", "op:sigmoid": "sigmoid32"}}
@@ -130,11 +131,13 @@ def reduce_source(kind: str, parallel: bool) -> str:
     """``kernel(x, out)``: ``out[p, q] = reduce(x[p, :, q])`` for x (P, R, Q), out (P, Q).
 
     Sums accumulate in float64 (NumPy's pairwise float32 sum is that accurate; a float32
-    running sum over thousands of terms is not). ``max``/``min`` propagate NaN, as NumPy.
+    running sum over thousands of terms is not). A mean rounds the sum to the output's dtype
+    before dividing, as NumPy's float32 mean does: a float32 sum that overflows is inf in both.
+    ``max``/``min`` propagate NaN, as NumPy.
     """
     acc0 = _REDUCE_INIT[kind]
     step = _REDUCE_STEP[kind]
-    scale = " / R" if kind == "mean" else ""
+    mean = kind == "mean"
     wide = kind in ("sum", "mean")
     lines = ["    P, R, Q = x.shape",
              f"    for p in {'prange' if parallel else 'range'}(P):"]
@@ -144,14 +147,16 @@ def reduce_source(kind: str, parallel: bool) -> str:
                   "            s = 0.0",
                   "            for r in range(R):",
                   "                s += x[p, r, 0]",
-                  f"            out[p, 0] = s{scale}",
+                  "            out[p, 0] = s",
+                  *(["            out[p, 0] /= R"] if mean else []),
                   "            continue",
                   "        acc = np.zeros(Q, np.float64)",
                   "        for r in range(R):",
                   "            for q in range(Q):",
                   "                acc[q] += x[p, r, q]",
                   "        for q in range(Q):",
-                  f"            out[p, q] = acc[q]{scale}"]
+                  "            out[p, q] = acc[q]",
+                  *(["            out[p, q] /= R"] if mean else [])]
     else:
         lines += ["        for q in range(Q):",
                   f"            acc = {acc0}",

@@ -87,7 +87,7 @@ _ACT = {"relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp
 
 
 _ACT_TEMPLATE = (
-    "(a if a > 0.0 else 0.0) if act_type == 'relu' else "
+    "(a if not a <= 0.0 else 0.0) if act_type == 'relu' else "
     "(1.0 / (1.0 + math.exp(-a)) if act_type == 'sigmoid' else "
     "(math.tanh(a) if act_type == 'tanh' else "
     "(max(a, 0.0) + math.log1p(math.exp(-abs(a))) if act_type == 'softrelu' else "
@@ -98,13 +98,15 @@ def _activation(ins, at):
     fn = _ACT.get(at["act_type"])
     if fn is None:
         raise ValueError(f"unknown act_type {at['act_type']!r}; one of {', '.join(_ACT)}")
-    return np.asarray(fn(ins[0])).astype(ins[0].dtype, copy=False)
+    with np.errstate(all="ignore"):  # exp overflows to inf as in MXNet, silently
+        return np.asarray(fn(ins[0])).astype(ins[0].dtype, copy=False)
 
 
 def _activation_grad(F, ins, outs, ograds, at):
     x, g, t = ins[0], ograds[0], at["act_type"]
-    if t == "relu":
-        return [g * (x > 0)]
+    if t == "relu":  # NaN in, NaN gradient (MXNet's relu_grad), as the relu op's rule
+        y = outs[0]
+        return [g * (y > 0) + F.minimum_scalar(y, scalar=0.0)]
     if t == "sigmoid":
         return [g * F.sigmoid(x) * (1 - F.sigmoid(x))]
     if t == "tanh":

@@ -198,7 +198,7 @@ UNARY = [
      lambda F, x, y, g: g * (math.pi / 180.0), "degrees to radians"),
     ("sigmoid", lambda a: 1.0 / (1.0 + np.exp(-a)), "1.0 / (1.0 + math.exp(-a))",
      lambda F, x, y, g: g * y * (1.0 - y), "1 / (1 + e**-x)"),
-    ("relu", lambda a: np.maximum(a, 0), "a if a > 0 or a != a else 0.0",
+    ("relu", lambda a: np.maximum(a, 0), "a if not a <= 0.0 else 0.0",
      # NaN in, NaN gradient (MXNet): min(y, 0) is NaN only there (y >= 0 otherwise)
      lambda F, x, y, g: g * (y > 0) + F.minimum_scalar(y, scalar=0.0),
      "max(x, 0), NaN kept"),
