@@ -411,5 +411,6 @@ from ember._gradcheck import (  # noqa: E402,F401
     check_symbolic_forward,
     numeric_grad,
 )
-from ember.test_utils_more import *  # noqa: E402,F401,F403  (the rest of MXNet's names)
+from ember.test_utils_data import *  # noqa: E402,F401,F403  (the rest of MXNet's names)
+from ember.test_utils_more import *  # noqa: E402,F401,F403
 from ember.test_utils_more import __getattr__  # noqa: E402,F401  (scipy.stats as ``ss``)

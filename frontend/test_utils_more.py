@@ -3,9 +3,8 @@
 MXNet's tests do ``from mxnet.test_utils import *`` and then use what that module happened to
 import (``sys``, ``os``, ``np``, ``logging``, ...) as well as its helpers: symbol consistency
 checks across contexts and dtypes (``check_consistency``), statistics checks of samplers
-(``mean_check``/``var_check``), matrix builders for linalg tests, ``DummyIter``. Helpers that
-fetch data from the network (``download``, ``get_mnist``...) never download in ember: they
-read local files (``root=``/``path=``) or raise an error that says so.
+(``mean_check``/``var_check``), matrix builders for linalg tests. The data helpers
+(``DummyIter``, ``download``, ``get_mnist``...) are in ``test_utils_data``.
 """
 from __future__ import annotations
 
@@ -27,7 +26,6 @@ import numpy as np
 import numpy.testing as npt
 
 import ember.ndarray as _nd
-from ember.base import MXNetError
 from ember.context import cpu
 from ember.symbol.symbol import Symbol  # noqa: F401
 
@@ -269,25 +267,6 @@ def check_consistency(sym, ctx_list, scale=1.0, grad_req="write", arg_params=Non
     return gt
 
 
-class DummyIter:
-    """Yields the first batch of ``real_iter`` forever (for speed tests without I/O)."""
-
-    def __init__(self, real_iter):
-        self.real_iter = real_iter
-        self.provide_data = real_iter.provide_data
-        self.provide_label = real_iter.provide_label
-        self.batch_size = real_iter.batch_size
-        self.the_batch = next(iter(real_iter))
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return self.the_batch
-
-    next = __next__
-
-
 def mean_check(generator, mu, sigma, nsamples=1000000) -> bool:
     """Whether the sample mean of ``generator(nsamples)`` is within 3 standard errors of
     ``mu`` (``sigma`` the distribution's standard deviation)."""
@@ -356,77 +335,6 @@ def is_aarch64_run() -> bool:
 
 def has_tvm_ops() -> bool:
     return False
-
-
-def get_im2rec_path(home_env="MXNET_HOME"):
-    """MXNet's im2rec tool is not part of ember: use ``ember.recordio`` to write .rec files."""
-    raise MXNetError("ember has no im2rec.py; write RecordIO files with mx.recordio "
-                     "(MXIndexedRecordIO + pack_img)")
-
-
-def _no_download(what: str):
-    raise MXNetError(f"{what}: ember never downloads at run time; put the files in a local "
-                     "directory and read them from there (e.g. gluon.data.vision.MNIST(root=))")
-
-
-def download(url, fname=None, dirname=None, overwrite=False, retries=5):
-    """Refuses: ember never downloads (returns the local path when the file is there)."""
-    path = os.path.join(dirname or ".", fname or url.split("/")[-1])
-    if os.path.exists(path) and not overwrite:
-        return path
-    _no_download(f"download({url!r})")
-
-
-def download_model(model_name, dst_dir="./", meta_info=None):
-    _no_download(f"download_model({model_name!r})")
-
-
-def get_mnist(path="data"):
-    """MNIST from local IDX files under ``path`` as MXNet's dict of arrays."""
-    from ember.gluon.data.vision import MNIST
-    out = {}
-    for split, train in (("train", True), ("test", False)):
-        ds = MNIST(root=path, train=train)
-        out[f"{split}_data"] = (ds._data.asnumpy().reshape(-1, 1, 28, 28)
-                                .astype(np.float32) / 255)
-        out[f"{split}_label"] = np.asarray(ds._label, dtype=np.float32)
-    return out
-
-
-def get_mnist_pkl(path="data"):
-    _no_download("get_mnist_pkl")
-
-
-def get_mnist_ubyte(path="data"):
-    """MNIST's IDX files must already be under ``path`` (never downloaded)."""
-    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-             "t10k-labels-idx1-ubyte"]
-    missing = [n for n in names if not os.path.exists(os.path.join(path, n))]
-    if missing:
-        _no_download(f"get_mnist_ubyte: {missing} not in {path!r}")
-
-
-def get_cifar10(path="data"):
-    _no_download("get_cifar10")
-
-
-def get_mnist_iterator(batch_size, input_shape, num_parts=1, part_index=0, path="data"):
-    """(train, val) NDArrayIters over local MNIST files under ``path``."""
-    from ember.io import NDArrayIter
-    d = get_mnist(path)
-    shape = (-1, *input_shape)
-    train = NDArrayIter(d["train_data"].reshape(shape), d["train_label"], batch_size,
-                        shuffle=True)
-    val = NDArrayIter(d["test_data"].reshape(shape), d["test_label"], batch_size)
-    return train, val
-
-
-def get_zip_data(data_dir, url, data_origin_name):
-    _no_download(f"get_zip_data({url!r})")
-
-
-def get_bz2_data(data_dir, data_name, url, data_origin_name):
-    _no_download(f"get_bz2_data({url!r})")
 
 
 def check_gluon_hybridize_consistency(net_builder, data_l, numpy_func=None, test_grad=True,
