@@ -211,7 +211,7 @@ def test_corrupted_file_raises_naming_file(tmp_path, offset, value, message):
 
 def test_huge_declared_size_is_refused_without_allocating():
     rec = struct.pack("<Iii3q3i", 0xF993FAC9, 0, 3, 1 << 30, 1 << 30, 1 << 20, 1, 0, 0)
-    with pytest.raises(MXNetError, match="<buffer>.*truncated"):
+    with pytest.raises(MXNetError, match="<buffer>.*(truncated|impossible shape)"):
         mx.nd.load_frombuffer(list_file([rec]))
 
 

@@ -90,10 +90,31 @@ def save_parameters(block, filename: str, deduplicate: bool = False):
     nd.save(filename, {k: v._reduce() for k, v in params.items()})
 
 
+def _check_all(params: dict, loaded: dict, filename: str, cast_dtype: bool) -> None:
+    """Every array fits its parameter (rank, known dims, dtype unless cast): checked for all
+    before any is assigned, so a mismatch leaves the block as it was."""
+    import numpy as np
+    for k, arr in loaded.items():
+        p = params.get(k)
+        if p is None:
+            continue
+        if p.shape and (len(p.shape) != len(arr.shape) or
+                        any(s > 0 and s != d for s, d in zip(p.shape, arr.shape))):
+            raise MXNetError(f"Failed loading Parameter '{k}' from {filename!r}: shape "
+                             f"incompatible expected {p.shape} vs saved {arr.shape}; "
+                             "nothing was loaded")
+        if not cast_dtype and np.dtype(p.dtype) != np.dtype(arr.dtype):
+            raise MXNetError(f"Failed loading Parameter '{k}' from {filename!r}: dtype "
+                             f"incompatible expected {np.dtype(p.dtype).name} vs saved "
+                             f"{np.dtype(arr.dtype).name}. Set cast_dtype=True to cast the "
+                             "dtype of saved params; nothing was loaded")
+
+
 def load_parameters(block, filename: str, ctx=None, allow_missing: bool = False,
                     ignore_extra: bool = False, cast_dtype: bool = False,
                     dtype_source: str = "current"):
-    """Read parameters saved by ``save_parameters`` (or by MXNet's)."""
+    """Read parameters saved by ``save_parameters`` (or by MXNet's). Names, shapes and dtypes
+    are all checked before any parameter is assigned."""
     from ember import ndarray as nd
     loaded = nd.load(filename)
     if isinstance(loaded, list):
@@ -101,10 +122,19 @@ def load_parameters(block, filename: str, ctx=None, allow_missing: bool = False,
     params = block._collect_params_with_prefix()
     if not loaded and not params:
         return
-    if not any("." in k for k in loaded):
-        block.collect_params().load(filename, ctx, allow_missing, ignore_extra,
-                                   block.prefix, cast_dtype=cast_dtype,
-                                   dtype_source=dtype_source)
+    if not any("." in k for k in loaded):  # MXNet's full names (``dense0_weight``)
+        pdict = block.collect_params()
+        full = {block.prefix + (k[4:] if k.startswith(("arg:", "aux:")) else k): v
+                for k, v in loaded.items()}
+        extra = [k[len(block.prefix):] for k in full if k not in pdict.keys()]
+        if extra and not ignore_extra:
+            raise MXNetError(f"Parameter '{extra[0]}' loaded from file: {filename} is not "
+                             f"present in ParameterDict, choices are: "
+                             f"{', '.join(pdict.keys())}. Set ignore_extra to True to "
+                             "ignore.")
+        _check_all(dict(pdict.items()), full, filename, cast_dtype)
+        pdict.load_dict(loaded, ctx, allow_missing, ignore_extra, block.prefix, filename,
+                        cast_dtype=cast_dtype, dtype_source=dtype_source)
         return
     if not allow_missing:
         have = {}
@@ -115,12 +145,12 @@ def load_parameters(block, filename: str, ctx=None, allow_missing: bool = False,
                 raise MXNetError(f"Parameter '{k}' is missing in file '{filename}', which "
                                  f"contains parameters: {', '.join(sorted(loaded))}. Set "
                                  "allow_missing=True to ignore missing parameters.")
+    extra = [k for k in loaded if k not in params]
+    if extra and not ignore_extra:
+        raise MXNetError(f"Parameter '{extra[0]}' loaded from file '{filename}' is not "
+                         f"present in ParameterDict, which contains parameters "
+                         f"{', '.join(sorted(params))}. Set ignore_extra=True to ignore.")
+    _check_all(params, loaded, filename, cast_dtype)
     for k, v in loaded.items():
-        if k not in params:
-            if not ignore_extra:
-                raise MXNetError(f"Parameter '{k}' loaded from file '{filename}' is not "
-                                 f"present in ParameterDict, which contains parameters "
-                                 f"{', '.join(sorted(params))}. Set ignore_extra=True "
-                                 "to ignore.")
-            continue
-        params[k]._load_init(v, ctx, cast_dtype=cast_dtype, dtype_source=dtype_source)
+        if k in params:
+            params[k]._load_init(v, ctx, cast_dtype=cast_dtype, dtype_source=dtype_source)

@@ -9,8 +9,9 @@ since the last step is stale (``_fresh_grad`` on its data array, set by ember's 
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
+import pickle
 
 import numpy as np
 
@@ -184,27 +185,73 @@ class Trainer:
 
     # ---- states ---------------------------------------------------------------------------
     def save_states(self, fname: str):
-        """Write the optimizer and its states (momentum...) to ``fname`` (atomically)."""
+        """Write the optimizer and its states (momentum...) to ``fname``: atomically, so a
+        failure (a full disk) raises MXNetError and leaves an earlier file as it was."""
+        from ember.ndarray.utils import remove_stale_temps, temp_name
         data = self._updaters[0].get_states(dump_optimizer=True) if self._updaters else \
             opt.get_updater(self._optimizer).get_states(dump_optimizer=True)
-        folder = os.path.dirname(os.path.abspath(fname))
-        fd, tmp = tempfile.mkstemp(prefix=".trainer-", dir=folder)
+        remove_stale_temps(fname)
+        tmp = temp_name(fname)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "xb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, fname)
-        except BaseException:
+        except BaseException as e:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(e, OSError):
+                raise MXNetError(f"cannot save trainer states to {fname!r}: "
+                                 f"{e.strerror or e}") from e
             raise
 
     def load_states(self, fname: str):
-        """Read states written by :meth:`save_states`; Parameters' lr_mult/wd_mult stay."""
-        with open(fname, "rb") as f:
-            states = f.read()
+        """Read states written by :meth:`save_states` (or MXNet's); Parameters'
+        lr_mult/wd_mult stay. The file is a pickle, as MXNet's is, read by an unpickler that
+        only builds optimizers, learning-rate schedulers, NDArrays and plain containers
+        (docs/trust.md); anything else, or a damaged file, raises MXNetError."""
+        states = pickle.dumps(_load_states_file(fname))  # only allowed classes inside
         for updater in self._updaters:
             updater.set_states(states)
             updater.optimizer = self._updaters[0].optimizer
         if self._updaters:
             self._optimizer = self._updaters[0].optimizer
         self._optimizer.param_dict = dict(enumerate(self._params))
+
+
+class _StatesUnpickler(pickle.Unpickler):
+    """Builds only what a states file holds: classes already imported (never imports a
+    module) that are Optimizers, LRSchedulers, NDArray or plain containers."""
+
+    _PLAIN = {("builtins", n) for n in ("bytearray", "set", "frozenset", "complex", "slice",
+                                        "range")} | {("collections", "OrderedDict"),
+                                                     ("copyreg", "_reconstructor")}
+
+    def find_class(self, module: str, name: str):
+        import sys
+
+        from ember.lr_scheduler import LRScheduler
+        from ember.ndarray.ndarray import NDArray
+        if module == "mxnet" or module.startswith("mxnet."):  # MXNet's files name its modules
+            module = "ember" + module[len("mxnet"):]
+        obj = getattr(sys.modules.get(module), name, None) if "." not in name else None
+        if (module, name) in self._PLAIN and obj is not None:
+            return obj
+        if isinstance(obj, type) and (obj is NDArray or issubclass(obj, (
+                opt.Optimizer, LRScheduler))):
+            return obj
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a states file")
+
+
+def _load_states_file(fname: str):
+    try:
+        with open(fname, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise MXNetError(f"cannot load trainer states {fname!r}: {e.strerror or e}") from e
+    try:
+        return _StatesUnpickler(io.BytesIO(data)).load()
+    except Exception as e:  # noqa: BLE001 - any failure of a damaged or foreign file
+        raise MXNetError(f"cannot load trainer states {fname!r}: not a states file or "
+                         f"damaged ({type(e).__name__}: {e})") from None

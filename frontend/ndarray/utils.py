@@ -22,6 +22,7 @@ whose magic word is the ndim, followed by u32 dims. Sparse arrays are read as de
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import secrets
@@ -44,6 +45,10 @@ _BFLOAT16 = 12  # no NumPy dtype: read as float32 (exact)
 _FLAG_OF = {np.dtype(v): k for k, v in _FLAGS.items()}
 _NUM_AUX = {0: 0, 1: 1, 2: 2}  # dense, row_sparse (indices), csr (indptr, indices)
 _MAX_NDIM = 32  # MXNet's limit; a larger ndim in a file is corruption
+# A sparse record is read as a dense array, which may be larger than the file: up to this
+# many times the file's size (a density of 1/1024), so that a few crafted bytes cannot ask
+# for gigabytes (a 108-byte row_sparse record of shape (5e9, 5) would want 93 GiB).
+DENSIFY_RATIO = 1024
 
 
 class _Corrupt(Exception):
@@ -82,6 +87,8 @@ class _Reader:
             if -1 in dims and all(d >= -1 for d in dims):
                 return None  # unknown dims: MXNet's shape_is_none
             raise _Corrupt(f"{what} has a negative dimension {dims}")
+        if math.prod(d for d in dims if d) >= 1 << 58:  # NumPy cannot even describe it
+            raise _Corrupt(f"{what} has an impossible shape {dims}")
         return dims
 
     def array(self, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -139,6 +146,12 @@ def _read_array(r: _Reader, i: int):
         if aux_shape is None or sshape is None:
             raise _Corrupt(f"{what} has an unknown sparse storage shape")
         aux.append((_dtype(aux_flag, what), aux_shape))
+    if stype:
+        dense = math.prod(shape) * dtype.itemsize
+        if dense > DENSIFY_RATIO * r.size + (1 << 20):
+            raise _Corrupt(f"{what}: a {['', 'row_sparse', 'csr'][stype]} array of shape "
+                           f"{shape} would take {dense} bytes dense, more than "
+                           f"{DENSIFY_RATIO} times the file's {r.size} bytes")
     data = r.array(dtype, shape if not stype else sshape, f"{what} data")
     aux_data = [r.array(t, s, f"{what} aux data {k}") for k, (t, s) in enumerate(aux)]
     if flag == _BFLOAT16:
@@ -151,21 +164,24 @@ def _read_array(r: _Reader, i: int):
 
 
 def _densify(stype: int, shape, data, aux, what: str) -> np.ndarray:
-    """A row_sparse or csr record as a dense array."""
+    """A row_sparse or csr record as a dense array (its indices checked first)."""
     dense = np.zeros(shape, dtype=data.dtype)
     try:
         if stype == 1:
             rows = aux[0].astype(np.int64)
-            if data.shape != (len(rows),) + tuple(shape[1:]) or (rows >= shape[0]).any():
+            if rows.ndim != 1 or data.shape != (len(rows),) + tuple(shape[1:]) or \
+                    (rows < 0).any() or (rows >= shape[0]).any():
                 raise ValueError
             dense[rows] = data
         else:
             indptr, cols = aux[0].astype(np.int64), aux[1].astype(np.int64)
-            if len(shape) != 2 or len(indptr) != shape[0] + 1 or indptr[-1] != len(cols):
+            if len(shape) != 2 or indptr.shape != (shape[0] + 1,) or cols.ndim != 1 or \
+                    indptr[0] != 0 or indptr[-1] != len(cols) or (np.diff(indptr) < 0).any() \
+                    or data.shape != cols.shape or (cols < 0).any() or (cols >= shape[1]).any():
                 raise ValueError
             rows = np.repeat(np.arange(shape[0]), np.diff(indptr))
             dense[rows, cols] = data
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, TypeError):
         raise _Corrupt(f"{what}: inconsistent {['', 'row_sparse', 'csr'][stype]} "
                        f"indices for shape {shape}") from None
     return dense
