@@ -127,6 +127,46 @@ def test_imresize_other_methods():
     assert picks == [random.randint(0, 4) for _ in range(50)]
 
 
+# uint8 results of OpenCV 5.1's cv2.resize for GOLD_SRC, where ember agrees bit for bit
+GOLD_SRC = (np.arange(20).reshape(4, 5, 1) * 37 % 251).astype(np.uint8)
+GOLD = {
+    (1, 3, 3): [[43, 63, 125], [164, 101, 78], [76, 138, 172]],
+    (3, 3, 3): [[61, 70, 117], [167, 126, 84], [84, 144, 165]],
+    (3, 7, 6): [[0, 22, 44, 74, 104, 126, 148], [93, 115, 112, 41, 71, 93, 115],
+                [185, 207, 179, 8, 38, 60, 82], [119, 141, 163, 193, 223, 144, 16],
+                [86, 108, 130, 160, 190, 161, 109], [53, 75, 97, 127, 157, 179, 201]],
+    (4, 7, 6): [[0, 0, 39, 86, 114, 136, 151], [91, 134, 108, 16, 24, 96, 135],
+                [186, 244, 182, 30, 43, 79, 56], [138, 169, 172, 171, 221, 129, 0],
+                [68, 85, 124, 185, 231, 174, 94], [49, 71, 99, 115, 135, 184, 223]],
+}
+
+
+@pytest.mark.parametrize("key", sorted(GOLD))
+def test_imresize_matches_opencv_values(key):
+    interp, w, h = key
+    out = mx.image.imresize(mx.nd.array(GOLD_SRC, dtype="uint8"), w, h, interp=interp)
+    np.testing.assert_array_equal(out.asnumpy()[:, :, 0], GOLD[key])
+
+
+def test_imresize_bicubic_formula():
+    """Keys' cubic with OpenCV's A = -0.75, half-pixel centres, edge-clamped taps."""
+    src = RNG.random((1, 6, 1)).astype(np.float32)
+    out = mx.image.imresize(mx.nd.array(src), 15, 1, interp=2).asnumpy()[0, :, 0]
+
+    def kernel(t, A=-0.75):
+        t = abs(t)
+        if t <= 1:
+            return (A + 2) * t ** 3 - (A + 3) * t ** 2 + 1
+        return A * t ** 3 - 5 * A * t ** 2 + 8 * A * t - 4 * A if t < 2 else 0.0
+    ref = []
+    for dx in range(15):
+        f = (dx + 0.5) * 6 / 15 - 0.5
+        x0 = int(np.floor(f))
+        ref.append(sum(kernel(f - k) * src[0, min(max(k, 0), 5), 0]
+                       for k in range(x0 - 1, x0 + 3)))
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
 def test_copy_make_border():
     src = _img(4, 5)
     x = mx.nd.array(src, dtype="uint8")
