@@ -236,6 +236,8 @@ class _StatesUnpickler(pickle.Unpickler):
         if module == "mxnet" or module.startswith("mxnet."):  # MXNet's files name its modules
             module = "ember" + module[len("mxnet"):]
         obj = getattr(sys.modules.get(module), name, None) if "." not in name else None
+        if obj is None and module.startswith("ember.optimizer"):  # MXNet keeps all in one
+            obj = opt.Optimizer.opt_registry.get(name.lower())
         if (module, name) in self._PLAIN and obj is not None:
             return obj
         if isinstance(obj, type) and (obj is NDArray or issubclass(obj, (
