@@ -13,6 +13,10 @@ class ShapeError(EmberError, ValueError):
     """Shapes of an op's inputs do not fit its rule."""
 
 
+class DTypeError(EmberError, TypeError):
+    """Inputs of an op that must share one dtype do not (MXNet's type inconsistency)."""
+
+
 class AttrError(EmberError, TypeError):
     """An op got an unknown or ill-typed attribute or argument."""
 

@@ -41,7 +41,7 @@ from .conv_kernels import (  # noqa: F401  (opset_pool and tests use these throu
     _windows,
 )
 from .ops import REQUIRED, OpKind, defop
-from .shape_rules import fail, unify_dim
+from .shape_rules import fail, same_dtype, unify_dim
 from .types import TensorType
 
 
@@ -96,6 +96,7 @@ def _params_refine(op, in_types, at, w_shape, nf):
 
 def _conv_infer(in_types, at):
     op, x = "convolution", in_types[0]
+    same_dtype(op, in_types, names=("data", "weight", "bias"), ref=1)
     nsp = _check(op, at, x.ndim, in_types)
     k, s, d, p = _geom(at, nsp)
     g, nf = at["num_group"], at["num_filter"]
@@ -232,6 +233,7 @@ def _deconv(ins, at):
 
 def _deconv_infer(in_types, at):
     op, x = "deconvolution", in_types[0]
+    same_dtype(op, in_types, names=("data", "weight", "bias"), ref=1)
     nsp = _check(op, at, x.ndim, in_types)
     k, s, d, p, adj = _deconv_geom(at, x.shape[2:])
     g, nf = at["num_group"], at["num_filter"]

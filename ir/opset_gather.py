@@ -12,7 +12,7 @@ import numpy as np
 
 from .ops import REQUIRED, OpKind
 from .opset_reduce import defop
-from .shape_rules import fail, normalize_axis, unify
+from .shape_rules import fail, normalize_axis, same_dtype, unify
 from .types import TensorType
 
 INJ, O = OpKind.INJECTIVE, OpKind.OPAQUE
@@ -147,6 +147,7 @@ def _where(ins, at):
 
 def _where_infer(in_types, at):
     c, x, y = in_types
+    same_dtype("where", in_types, which=(1, 2), names=("condition", "x", "y"))
     shape = unify(x.shape, y.shape, "where", in_types)
     if c.ndim == len(shape):
         shape = unify(shape, c.shape, "where", in_types)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import OpKind, defop
-from .shape_rules import fail, unify_dim
+from .shape_rules import fail, same_dtype, unify_dim
 from .types import TensorType
 
 _T = {"transpose_a": False, "transpose_b": False, "forward_stype": None}
@@ -51,6 +51,7 @@ def _dot(ins, at):
 
 def _dot_infer(in_types, at):
     a, b = in_types
+    same_dtype("dot", in_types)
     if a.ndim == 0 or b.ndim == 0:
         fail("dot", "scalar tensor is not supported", in_types)
     if a.ndim == 1 and b.ndim == 1:
@@ -129,6 +130,7 @@ def _batch_dot(ins, at):
 def _batch_dot_infer(in_types, at):
     a, b = in_types
     op = "batch_dot"
+    same_dtype(op, in_types)
     if a.ndim < 3 or a.ndim != b.ndim:
         fail(op, "only N-D x N-D arrays (N >= 3) are supported", in_types)
     ta, tb = at["transpose_a"], at["transpose_b"]

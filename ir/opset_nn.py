@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from . import rng
+from . import shape_rules as sr
 from .ops import REQUIRED, OpKind, defop, get_op, normalize_attrs
 from .shape_rules import elemwise, fail, normalize_axis, refine_vector, unify, unify_dim
 from .types import TensorType
@@ -39,6 +40,7 @@ def _fc_infer(in_types, at):
     if len(in_types) != (2 if at["no_bias"] else 3):
         fail(op, f"expected {2 if at['no_bias'] else 3} inputs (no_bias={at['no_bias']})",
              in_types)
+    sr.same_dtype(op, in_types, names=("data", "weight", "bias"), ref=1)
     x, w = in_types[0], in_types[1]
     if x.ndim == 0:
         fail(op, "data must have at least one dim", in_types)
@@ -171,6 +173,7 @@ def _leaky_relu_infer(in_types, at):
         return [x], [x]
     if len(in_types) != 2:
         fail("leaky_relu", "act_type='prelu' needs a gamma input", in_types)
+    sr.same_dtype("leaky_relu", in_types, names=("data", "gamma"), ref=1)
     gamma = in_types[1]
     if gamma.ndim == 1 and gamma.shape[0] == 1:
         return [x], list(in_types)
@@ -217,10 +220,10 @@ def _length_mask(x, length, axis):
     return pos < np.expand_dims(length, axis)
 
 
-def _softmax_kernel(sign, log):
+def _softmax_kernel(name, sign, log):
     def compute(ins, at):
         x = ins[0]
-        axis = at["axis"] % x.ndim
+        axis = sr.kernel_axis(at["axis"], x, name)
         t = at["temperature"] or 1.0
         z = x.astype(np.float64) * (sign / t)
         mask = _length_mask(x, ins[1], axis) if at["use_length"] else None
@@ -235,12 +238,14 @@ def _softmax_kernel(sign, log):
     return compute
 
 
-def _softmax_infer(in_types, at):
-    x = in_types[0]
-    normalize_axis(at["axis"], x.ndim, "softmax", in_types)
-    if at["use_length"] != (len(in_types) == 2):
-        fail("softmax", "a length input goes with use_length=True", in_types)
-    return [TensorType(x.shape, at["dtype"] or x.dtype)], list(in_types)
+def _softmax_rule(name):
+    def infer(in_types, at):
+        x = in_types[0]
+        normalize_axis(at["axis"], x.ndim, name, in_types)
+        if at["use_length"] != (len(in_types) == 2):
+            fail(name, "a length input goes with use_length=True", in_types)
+        return [TensorType(x.shape, at["dtype"] or x.dtype)], list(in_types)
+    return infer
 
 
 def _softmax_grad(sign, log):
@@ -260,7 +265,8 @@ _SM = {"axis": -1, "temperature": None, "dtype": None, "use_length": False}
 for _name, _mx, _sign, _log in (("softmax", "softmax", 1.0, False),
                                 ("log_softmax", "log_softmax", 1.0, True),
                                 ("softmin", "softmin", -1.0, False)):
-    defop(_name, O, _softmax_kernel(_sign, _log), _softmax_infer, inputs=("data", "length?"),
+    defop(_name, O, _softmax_kernel(_name, _sign, _log), _softmax_rule(_name),
+          inputs=("data", "length?"),
           attrs=dict(_SM), grad=_softmax_grad(_sign, _log), mxnet_name=_mx,
           doc=f"{_name} along ``axis`` (numerically stable; ``temperature`` divides data).")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import OpKind, defop
-from .shape_rules import fail, normalize_axis, refine_vector, unify_dim
+from .shape_rules import fail, kernel_axis, normalize_axis, refine_vector, same_dtype, unify_dim
 
 OE, E, O = OpKind.OUT_EWISE, OpKind.ELEMWISE, OpKind.OPAQUE
 
@@ -19,6 +19,17 @@ def _bshape(ndim, axis, c):
     return tuple(c if i == axis else 1 for i in range(ndim))
 
 
+def _param_dtypes(op, in_types):
+    """gamma, beta (and moving statistics) share one dtype: the data's, or float32 for
+    float16 data (MXNet's BatchNormType / LayerNormType)."""
+    names = ("data", "gamma", "beta", "moving_mean", "moving_var")
+    same_dtype(op, in_types, which=range(1, len(in_types)), names=names)
+    x = in_types[0]
+    if len(in_types) > 1 and in_types[1].dtype != x.dtype and \
+            (x.dtype, in_types[1].dtype) != ("float16", "float32"):
+        same_dtype(op, in_types, names=names, ref=1)
+
+
 def _moments(x, axes):
     xf = x.astype(np.float64)
     mean = xf.mean(axis=axes, keepdims=True)
@@ -27,7 +38,7 @@ def _moments(x, axes):
 
 def _batch_norm(ins, at):
     x, gamma, beta, mm, mv = ins
-    ax = at["axis"] % x.ndim
+    ax = kernel_axis(at["axis"], x, "batch_norm")
     axes = tuple(i for i in range(x.ndim) if i != ax)
     bs = _bshape(x.ndim, ax, x.shape[ax])
     if at.get("is_train", False) and not at["use_global_stats"]:
@@ -51,6 +62,7 @@ def _batch_norm_infer(in_types, at):
     op = "batch_norm"
     if len(in_types) != 5:
         fail(op, "expects data, gamma, beta, moving_mean, moving_var", in_types)
+    _param_dtypes(op, in_types)
     ax = normalize_axis(at["axis"], x.ndim, op, in_types)
     c = x.shape[ax]
     for t in in_types[1:]:
@@ -109,7 +121,7 @@ defop("batch_norm", O, _batch_norm, _batch_norm_infer,
 
 def _layer_norm(ins, at):
     x, gamma, beta = ins
-    ax = at["axis"] % x.ndim
+    ax = kernel_axis(at["axis"], x, "layer_norm")
     xf, mean, var = _moments(x, (ax,))
     std = np.sqrt(var + at["eps"])
     bs = _bshape(x.ndim, ax, x.shape[ax])
@@ -121,6 +133,7 @@ def _layer_norm(ins, at):
 
 def _layer_norm_infer(in_types, at):
     x, op = in_types[0], "layer_norm"
+    _param_dtypes(op, in_types)
     ax = normalize_axis(at["axis"], x.ndim, op, in_types)
     c = x.shape[ax]
     for t in in_types[1:]:
@@ -164,6 +177,7 @@ def _group_norm(ins, at):
 
 def _group_norm_infer(in_types, at):
     x, op, ng = in_types[0], "group_norm", at["num_groups"]
+    _param_dtypes(op, in_types)
     if x.ndim < 3:
         fail(op, "data must be at least 3-D (N, C, ...)", in_types)
     if x.shape[1] is not None and x.shape[1] % ng:
@@ -200,6 +214,7 @@ def _instance_norm(ins, at):
 
 def _instance_norm_infer(in_types, at):
     x, op = in_types[0], "instance_norm"
+    _param_dtypes(op, in_types)
     if x.ndim < 3:
         fail(op, "data must be at least 3-D (N, C, ...)", in_types)
     c = x.shape[1]

@@ -10,7 +10,7 @@ import numpy as np
 
 from .ops import REQUIRED, OpKind
 from .opset_reduce import defop
-from .shape_rules import fail, normalize_axis, unify, unify_dim
+from .shape_rules import fail, normalize_axis, same_dtype, unify, unify_dim
 from .types import TensorType
 
 INJ = OpKind.INJECTIVE
@@ -261,6 +261,7 @@ defop("swapaxes", INJ,
 def _concat_infer(in_types, at):
     if not in_types:
         fail("concat", "needs at least one input", in_types)
+    same_dtype("concat", in_types)
     nd = in_types[0].ndim
     ax = normalize_axis(at["dim"], nd, "concat", in_types)
     other = list(in_types[0].shape)
@@ -305,6 +306,7 @@ defop("concat", INJ,
 def _stack_infer(in_types, at):
     if not in_types:
         fail("stack", "needs at least one input", in_types)
+    same_dtype("stack", in_types)
     shape = in_types[0].shape
     for t in in_types[1:]:
         shape = unify(shape, t.shape, "stack", in_types)

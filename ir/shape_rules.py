@@ -3,6 +3,12 @@
 A rule is ``infer(in_types, attrs) -> (out_types, refined_in_types)``. Dims may be ``None``
 (unknown); rules propagate what they know in both directions, which is how
 ``infer_shapes`` learns a lazy parameter's shape from its consumer (MXNet's InferShape).
+
+dtypes are never converted implicitly (MXNet's ``ElemwiseType``): inputs that an op computes
+with together (both operands of ``add``, a Dense layer's data, weight and bias) must share
+one dtype, or :func:`same_dtype` raises a :class:`DTypeError` naming the op, the dtypes and
+the shapes; index inputs (``take``'s indices, labels, lengths) are not checked. Eager calls
+run the rule only when their inputs' dtypes differ, so the check costs nothing otherwise.
 """
 from __future__ import annotations
 
@@ -10,13 +16,37 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ShapeError, fmt_shapes
+from .errors import DTypeError, ShapeError, fmt_shapes
 from .types import Dim, TensorType
 
 
 def fail(op: str, msg: str, in_types: Sequence[TensorType]):
     """Raise a ShapeError naming the op and the input shapes."""
     raise ShapeError(f"{op}: {msg} (input shapes {fmt_shapes([t.shape for t in in_types])})")
+
+
+def same_dtype(op: str, in_types: Sequence[TensorType], which: Sequence[int] | None = None,
+               names: Sequence[str] | None = None, ref: int | None = None) -> None:
+    """Raise a DTypeError unless the inputs at ``which`` (default: all) share one dtype.
+
+    ``names`` label the inputs in the message (default lhs/rhs or input k); ``ref`` is the
+    input whose dtype the others should be converted to (a layer's weight; default the
+    first checked input, whose dtype the result of a binary op has, as in MXNet).
+    """
+    idx = range(len(in_types)) if which is None else which
+    idx = [i for i in idx if i < len(in_types)]
+    if len({in_types[i].dtype for i in idx}) <= 1:
+        return
+    if names is None:
+        names = ("lhs", "rhs") if len(in_types) == 2 else \
+            tuple(f"input {k}" for k in range(len(in_types)))
+    want = in_types[idx[0] if ref is None else ref].dtype
+    odd = [names[i] for i in idx if in_types[i].dtype != want]
+    got = ", ".join(f"{names[i]} {in_types[i].dtype}" for i in idx)
+    raise DTypeError(
+        f"{op}: inputs must share one dtype, got {got} (input shapes "
+        f"{fmt_shapes([t.shape for t in in_types])}); ember, like MXNet, never converts "
+        f"them implicitly: convert the {' and '.join(odd)} with .astype('{want}')")
 
 
 def unify_dim(a: Dim, b: Dim, op: str = "", in_types=()) -> Dim:
@@ -57,8 +87,11 @@ def broadcast(a: tuple, b: tuple, op: str = "", in_types=()) -> tuple:
 
 
 def elemwise(op: str, n_out: int = 1, dtype: str | None = None):
-    """Rule of an op whose inputs and outputs all share one shape (and the first dtype)."""
+    """Rule of an op whose inputs and outputs all share one shape and one dtype (``dtype``:
+    the outputs' dtype instead)."""
     def infer(in_types, attrs):
+        if len(in_types) > 1:
+            same_dtype(op, in_types)
         shape = in_types[0].shape
         for t in in_types[1:]:
             shape = unify(shape, t.shape, op, in_types)
@@ -68,9 +101,11 @@ def elemwise(op: str, n_out: int = 1, dtype: str | None = None):
 
 
 def broadcasting(op: str, dtype: str | None = None):
-    """Rule of a binary op with NumPy broadcasting."""
+    """Rule of a binary op with NumPy broadcasting (both operands of one dtype)."""
     def infer(in_types, attrs):
         a, b = in_types
+        if a.dtype != b.dtype:
+            same_dtype(op, in_types)
         shape = broadcast(a.shape, b.shape, op, in_types)
         return [TensorType(shape, dtype or a.dtype)], list(in_types)
     return infer
@@ -102,6 +137,15 @@ def normalize_axis(axis: int, ndim: int, op: str, in_types=()) -> int:
     if not -ndim <= axis < max(ndim, 1):
         fail(op, f"axis {axis} is out of range for rank {ndim}", in_types)
     return axis % max(ndim, 1)
+
+
+def kernel_axis(axis: int, x: np.ndarray, op: str) -> int:
+    """``axis`` of array ``x`` in [0, ndim), for a NumPy kernel: eager calls run kernels
+    without the rule, so one out of range raises the rule's error here, never wraps."""
+    nd = x.ndim
+    if -nd <= axis < nd:
+        return axis % nd
+    return normalize_axis(axis, nd, op, [TensorType(x.shape, x.dtype.name)])
 
 
 def refine_vector(t: TensorType, n: Dim, op: str, in_types=()) -> TensorType:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ember.ir.errors import EmberError
+from ember.ir.errors import DTypeError, EmberError
 from ember.ir.graph import Graph, Node, Value, clone_node
 from ember.ir.ops import OpKind
 from ember.ir.printer import Namer, format_node
@@ -112,6 +112,14 @@ class _Types:
                     if w is not v:
                         self.merge(v, self.of[id(w)], node, dtype=False)
         in_types = [self.of[id(v)] for v in node.inputs]
+        unknown = self.dtype_unknown
+        if unknown and any(id(v) in unknown for v in node.inputs):
+            # a dtype not known yet is a placeholder: the rule sees a known input's instead
+            dt = next((t.dtype for v, t in zip(node.inputs, in_types) if id(v) not in unknown),
+                      None)
+            if dt is not None:
+                in_types = [t.with_dtype(dt) if id(v) in unknown else t
+                            for v, t in zip(node.inputs, in_types)]
         if node.op.name in _WEIGHT_HAS_DATA_RANK and len(in_types) > 1 \
                 and in_types[0].shape is not None and in_types[1].shape is None:
             # a convolution's weight has its data's rank (MXNet's ConvolutionShape assumes
@@ -121,7 +129,7 @@ class _Types:
         try:
             outs, refined = node.op.infer(in_types, node.attr_dict)
         except EmberError as e:
-            if ranked:
+            if ranked or isinstance(e, DTypeError):  # dtypes need no shapes to disagree
                 self.fail(node, str(e))
             return  # a rule that needs every input's rank: wait until the ranks are known
         except (TypeError, AttributeError, IndexError, ValueError):

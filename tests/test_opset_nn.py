@@ -129,6 +129,30 @@ def test_softmax_grad(name):
     check_grad(lambda a: getattr(mx.nd, name)(a, axis=0, temperature=2.0), [_r(3, 2)])
 
 
+@pytest.mark.parametrize("axis", [2, 5, -3])
+def test_axis_out_of_range_raises_eager_and_hybridized(axis):
+    """An axis beyond the rank wrapped silently in the eager kernels (axis % ndim)."""
+    x, p = mx.nd.ones((2, 3)), mx.nd.ones(3)
+    calls = {"softmax": lambda F, a: F.softmax(a, axis=axis),
+             "log_softmax": lambda F, a: F.log_softmax(a, axis=axis),
+             "softmin": lambda F, a: F.softmin(a, axis=axis),
+             "batch_norm": lambda F, a: F.BatchNorm(a, p, p, p, p, axis=axis),
+             "layer_norm": lambda F, a: F.LayerNorm(a, p, p, axis=axis)}
+    for name, call in calls.items():
+        msg = f"{name}: axis {axis} is out of range for rank 2"
+        with pytest.raises(mx.base.MXNetError, match=msg):
+            call(mx.nd, x)
+
+        class Net(mx.gluon.HybridBlock):
+            def hybrid_forward(self, F, a):
+                return call(F, a)
+        if name in ("softmax", "log_softmax", "softmin"):   # the others read p eagerly
+            net = Net()
+            net.hybridize()
+            with pytest.raises(mx.base.MXNetError, match=msg):
+                net(x)
+
+
 def test_softmax_stable_and_length():
     big = np.array([[1000.0, 0.0, -1000.0]], np.float32)
     np.testing.assert_allclose(mx.nd.softmax(mx.nd.array(big)).asnumpy(), [[1, 0, 0]])

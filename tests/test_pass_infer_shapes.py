@@ -150,14 +150,15 @@ def test_infer_shape_path_of_a_traced_model(g):
 
 def test_unknown_dtypes_flow_without_shapes():
     """MXNet's infer_type: a weight of unknown dtype takes its data's; outputs follow."""
-    g = parse_graph(textwrap.dedent("""\
+    text = textwrap.dedent("""\
         graph g(%x: f16[*], %w: f32[*], %y: f32[*]) {
           %0: f32[*] = fully_connected(%x, %w) {no_bias=True, num_hidden=4}
           %1: f32[*] = relu(%0)
           %2: f32[*] = elemwise_add(%y, %y)
           return %1, %2
         }
-        """))
+        """)
+    g = parse_graph(text)
     out = infer_shapes(g, partial=True, unknown_dtypes=[g.inputs[1], g.inputs[2]])
     assert print_graph(out) == textwrap.dedent("""\
         graph g(%x: f16[*], %w: f16[*], %y: f32[*]) {
@@ -170,7 +171,11 @@ def test_unknown_dtypes_flow_without_shapes():
     unknown = out.meta["unknown_dtypes"]
     assert [v is out.inputs[2] for v in unknown] == [True, False]
     assert unknown[1] is out.nodes[2].outputs[0]
-    assert "unknown_dtypes" not in infer_shapes(g, partial=True).meta
+    assert "unknown_dtypes" not in infer_shapes(parse_graph(text.replace("f16", "f32")),
+                                                partial=True).meta
+    with pytest.raises(EmberError, match="fully_connected: inputs must share one dtype, "
+                                         "got data float16, weight float32"):
+        infer_shapes(g, partial=True)  # declared dtypes that disagree: MXNet's infer_type error
 
 
 def test_convolution_weight_of_unknown_rank_takes_the_data_rank():

@@ -12,7 +12,7 @@ import numpy as np
 from ember import autograd as _ag
 from ember.context import Context, current_context
 from ember.ir import EmberError, ShapeError
-from ember.ir.errors import fmt_shapes
+from ember.ir.errors import DTypeError, fmt_shapes
 from ember.ir.types import TensorType
 
 py_slice = slice
@@ -178,6 +178,12 @@ class NDArray:
 def invoke(op, inputs, attrs: dict, out=None, ctx=None):
     """Run ``op`` eagerly: the single path of ``nd.*``, NDArray methods and operators."""
     datas = [x._data for x in inputs]
+    if len(datas) > 1:
+        dt = datas[0].dtype
+        for d in datas:
+            if d.dtype != dt:  # mixed dtypes: the op's rule says whether it takes them
+                _check_dtypes(op, datas, attrs)
+                break
     if op.mode:
         attrs = {**attrs, "is_train": _ag._STATE.training}
     try:
@@ -198,6 +204,24 @@ def invoke(op, inputs, attrs: dict, out=None, ctx=None):
     if out is not None:
         return _write_out(op, outs, out)
     return outs[0] if len(outs) == 1 else outs
+
+
+_DTYPES_OK: set = set()  # (op, input dtypes) whose rule accepts the mix (index inputs)
+
+
+def _check_dtypes(op, datas, attrs):
+    """Raise the rule's DTypeError when ``op`` may not mix its inputs' dtypes (MXNet never
+    converts them: uint8 data into a float32 Dense is an error, not 200 * 3 mod 256)."""
+    key = (op.name, tuple(d.dtype.name for d in datas))
+    if key in _DTYPES_OK:
+        return
+    try:
+        op.infer([TensorType(d.shape, d.dtype) for d in datas], attrs)
+    except DTypeError:
+        raise
+    except Exception:  # a shape complaint: the kernel reports it in its own words
+        return
+    _DTYPES_OK.add(key)
 
 
 def _own(r, datas):
