@@ -321,8 +321,13 @@ class Package:
                 raise MXNetError(f"{self.directory}: the manifest's {what} are not graph.ir's")
         self.params = read_params(self.directory, self.graph, self.param_names)
         shipped = {(self.directory / rel).read_text(errors="replace") for rel in m["kernels"]}
-        with _recording_kernels() as generated:  # this ember's code generator, from the graph
-            self.executable = Executable(self.graph, m["backend"])
+        try:
+            with _recording_kernels() as generated:  # this ember's code generator
+                self.executable = Executable(self.graph, m["backend"])
+        except MemoryError:
+            raise MXNetError(f"{self.directory}: graph.ir needs "
+                             f"{self.graph.meta.get('arena_bytes', '?')} bytes of working "
+                             "memory, more than this machine can give") from None
         self.kernels_regenerated = len(set(generated) - shipped)
         self._structure = _structure_py(m.get("output_structure"))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from ember.base import MXNetError
 
@@ -31,16 +30,22 @@ def save(block, prefix: str):
             visit(child, mdl)
 
     visit(block, model)
+    from ember.ndarray.utils import remove_stale_temps, temp_name
     path = prefix + "-model.json"
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".json", dir=folder)
+    remove_stale_temps(path)
+    tmp = temp_name(path)
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "x") as f:
             json.dump(model, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise MXNetError(f"cannot save model structure {path!r}: "
+                             f"{e.strerror or e}") from e
         raise
     block.save_parameters(prefix + "-model.params")
 
