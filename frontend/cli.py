@@ -151,17 +151,18 @@ def load_model(spec: str, input_shapes: list[str] | None = None,
     import ember as mx
     from ember import autograd
     from ember.aot import read_manifest
+    from ember.aot_read import member
     from ember.ir.printer import parse_graph
     from ember.viz import data_names
     path = Path(spec)
     if path.is_dir():
         manifest = read_manifest(path)
-        symbol = mx.sym.load(str(path / "symbol.json"))
+        symbol = mx.sym.load(str(member(path, "symbol.json")))
         shapes = {i["name"]: tuple(i["shape"]) for i in manifest["inputs"]}
         if input_shapes:
             raise UsageError("--input-shape does not apply to an AOT package: it was "
                              "compiled for " + ", ".join(f"{k}={v}" for k, v in shapes.items()))
-        planned = parse_graph((path / "graph.ir").read_text())
+        planned = parse_graph(member(path, "graph.ir").read_text())
         params = {p["name"]: tuple(p["shape"]) for p in manifest["params"]}
         return Model(manifest["name"], symbol, shapes, planned, params)
     if path.suffix == ".json" or path.is_file():
