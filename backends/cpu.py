@@ -146,7 +146,17 @@ class _Program(OpSteps):
         for v in placed:
             name, off = v.mem
             ends[name] = max(ends.get(name, 0), off + v.type.nbytes)
-        bufs = {name: np.empty(max(end, 1) + 64, np.uint8) for name, end in ends.items()}
+        try:
+            bufs = {name: np.empty(max(end, 1) + 64, np.uint8) for name, end in ends.items()}
+        except (MemoryError, ValueError) as e:  # more than this machine can give
+            big = max(placed, key=lambda v: v.type.nbytes)
+            made = f"made by {big.producer.name or big.producer.op.name} ({big.producer.op.name})" \
+                if big.producer is not None else "an input"
+            raise EmberError(
+                f"{graph.name}: cannot allocate the compiled program's arena of "
+                f"{sum(ends.values()):,} bytes ({type(e).__name__}: {e}); its largest value is "
+                f"{fmt_shapes([big.type.shape])} {big.type.dtype} ({big.type.nbytes:,} bytes), "
+                f"{made}. Use smaller shapes (batch size).") from None
         views = {}
         for v in placed:
             name, off = v.mem

@@ -49,8 +49,11 @@ class _Step:
         from ember.passes import run_pipeline
         from ember.runtime.executable import Executable
         from ember.trace_state import TraceState
+        from ember.util import np_shape
         arrays, template = split_args(args)
-        ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(arrays)]
+        with np_shape(True):  # a dim of 0 (an empty batch) is 0 here, not unknown
+            ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype)
+                   for i, a in enumerate(arrays)]
         state = TraceState(name, ins)
         with state, autograd.pause(training):
             out = fn(*fill(template, ins))

@@ -8,6 +8,8 @@ gives shape ``(1,)``. Gradients are dots of the same kind, so they differentiate
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .ops import OpKind, defop
@@ -30,10 +32,10 @@ def _dot_2d(x, trans, left: bool):
     """The 2-D matrix (already transposed) that ``x`` stands for in ``dot``."""
     if x.ndim == 1:
         return x.reshape(1, -1) if left else x.reshape(-1, 1)
-    if left != trans:
-        m = x.reshape(-1, x.shape[-1])
+    if left != trans:  # sizes spelt out: -1 is ambiguous when a dim is 0
+        m = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
     else:
-        m = x.reshape(x.shape[0], -1)
+        m = x.reshape(x.shape[0], math.prod(x.shape[1:]))
     return m.T if trans else m
 
 

@@ -28,7 +28,7 @@ def _prod(dims):
 # ---- FullyConnected ----------------------------------------------------------------------
 def _fc(ins, at):
     x, w = ins[0], ins[1]
-    x2 = x.reshape(x.shape[0], -1) if at["flatten"] else x
+    x2 = x.reshape(x.shape[0], math.prod(x.shape[1:])) if at["flatten"] else x  # 0 rows too
     out = np.matmul(x2, w.T)
     if not at["no_bias"]:
         out += ins[2]
@@ -64,7 +64,9 @@ def _fc_grad(F, ins, outs, ograds, at):
     if x.ndim == 2:
         x2, g2 = x, g
     else:
-        x2 = F.reshape(x, shape=(x.shape[0], -1) if at["flatten"] else (-1, x.shape[-1]))
+        rows = _prod(x.shape[1:]) if at["flatten"] else _prod(x.shape[:-1])  # no -1: 0 rows
+        x2 = F.reshape(x, shape=(x.shape[0], -1 if rows is None else rows) if at["flatten"]
+                       else (-1 if rows is None else rows, x.shape[-1]))
         g2 = g if at["flatten"] else F.reshape(g, shape=(-1, at["num_hidden"]))
     dx = F.dot(g2, w)
     if x.ndim != 2:

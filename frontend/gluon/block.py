@@ -16,7 +16,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ember import name as _name
-from ember.base import MXNetError
+from ember.base import MXNetError, name_block_in_error
 from ember.ndarray.ndarray import NDArray
 
 from .cached_op import SignatureCache
@@ -237,7 +237,11 @@ class Block:
     def __call__(self, *args):
         for hook in list(self._forward_pre_hooks.values()):
             hook(self, args)
-        out = self.forward(*args)
+        try:
+            out = self.forward(*args)
+        except MXNetError as e:  # name the block (free when nothing is raised)
+            name_block_in_error(e, self)
+            raise
         for hook in list(self._forward_hooks.values()):
             hook(self, args, out)
         return out
@@ -325,7 +329,11 @@ class HybridBlock(Block):
                 and all(type(a) is NDArray for a in args):
             for hook in list(self._forward_pre_hooks.values()):
                 hook(self, args)
-            out = self._call_cached_op(*args)
+            try:
+                out = self._call_cached_op(*args)
+            except MXNetError as e:
+                name_block_in_error(e, self)
+                raise
             for hook in list(self._forward_hooks.values()):
                 hook(self, args, out)
             return out

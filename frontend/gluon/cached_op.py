@@ -16,6 +16,7 @@ from ember import autograd
 from ember.base import MXNetError, NotImplementedForSymbol
 from ember.ir.graph import Graph, topo_nodes
 from ember.ndarray.ndarray import NDArray
+from ember.util import np_shape
 
 FORWARD_PASSES = ["infer_shapes", "simplify"]   # on the traced graph
 LOWERING_PASSES = ["fuse", "plan_memory"]       # on each graph that is compiled
@@ -135,7 +136,8 @@ def trace(fn, args, name: str, params_by_value: dict) -> tuple[Graph, list, obje
     """
     from ember import symbol as sym
     arrays, template = split_args(args)
-    ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(arrays)]
+    with np_shape(True):  # the arrays' shapes as they are: a batch of 0 rows is 0, not unknown
+        ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype) for i, a in enumerate(arrays)]
     from .parameter import parameters_as_symbols
     try:
         with autograd.pause(autograd.is_training()), parameters_as_symbols():

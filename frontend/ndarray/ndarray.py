@@ -289,8 +289,57 @@ def array(source_array, ctx: Context | None = None, dtype=None) -> NDArray:
     dt = _dtype_of(source_array, dtype)
     if isinstance(source_array, NDArray):
         source_array = source_array._data
-    data = np.array(source_array, dtype=dt, copy=True)
+    try:
+        data = np.array(source_array, dtype=dt, copy=True)
+    except (ValueError, TypeError) as e:
+        raise EmberError(f"nd.array: {_bad_source(source_array, dt, e)}") from None
+    if data.dtype.kind not in "biuf":
+        raise EmberError(f"nd.array: an NDArray holds numbers or booleans, not {data.dtype} "
+                         f"({_show(source_array)})")
     return NDArray(data, ctx)
+
+
+def _show(x, limit: int = 50) -> str:
+    s = repr(x)
+    return s if len(s) <= limit else s[:limit - 3] + "..."
+
+
+def _bad_source(src, dtype, exc) -> str:
+    """Why ``src`` makes no array: the first ragged row or non-numeric item, by position."""
+    def walk(x, where):
+        if isinstance(x, str | bytes) or not isinstance(x, list | tuple | np.ndarray):
+            return None
+        lens = [len(y) if isinstance(y, list | tuple | np.ndarray) and not isinstance(y, str)
+                else None for y in x]
+        for i, n in enumerate(lens):
+            if n != lens[0]:
+                size = lambda k: "a scalar" if lens[k] is None else f"length {lens[k]}"  # noqa
+                return (f"the nested sequence is ragged: item {where}[{i}] has {size(i)} but "
+                        f"item {where}[0] has {size(0)}; an NDArray needs every row of one "
+                        "length (pad them, or make one array per row)")
+        for i, y in enumerate(x):
+            found = walk(y, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+
+    def first_bad(x, where):
+        if isinstance(x, list | tuple):
+            for i, y in enumerate(x):
+                found = first_bad(y, f"{where}[{i}]")
+                if found:
+                    return found
+            return None
+        try:
+            np.array(x, dtype=dtype)
+            return None
+        except (ValueError, TypeError):
+            return f"{'item ' + where if where else 'the source'} {_show(x)} is not a real number"
+
+    reason = walk(src, "") or first_bad(src, "")
+    if reason:
+        return f"cannot make a {np.dtype(dtype).name} array: {reason}"
+    return f"cannot make a {np.dtype(dtype).name} array from {_show(src)}: {exc}"
 
 
 def empty(shape, ctx: Context | None = None, dtype=None, stype=None) -> NDArray:

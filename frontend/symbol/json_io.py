@@ -11,8 +11,10 @@ The layout, as MXNet 1.9.1 writes it::
 ``inputs`` entries are ``[node, output index, version]`` (version 1 marks a variable an op
 updates in place); ``node_row_ptr[i]`` is the first output slot of node ``i``. Ops are named
 with ``OpDef.mxnet_name``; attributes are strings, and only those differing from the op's
-defaults are written, as MXNet writes only what the user gave. Files of MXNet 0.8 (``param``
-and ``attr`` instead of ``attrs``, two-element inputs) are read too.
+defaults are written, as MXNet writes only what the user gave, plus what MXNet requires:
+``num_args`` of variadic ops (Concat, stack, add_n) and the few parameters MXNet has no default
+for. Files of MXNet 0.8 (``param`` and ``attr`` instead of ``attrs``, two-element inputs) are
+read too; a damaged document is refused by :mod:`.json_check` with one MXNetError.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from ember.ir.types import TensorType
 
 from . import json_check as _jc
 from . import nodes as _n
+from .compose import unknown_dims
 
 MXNET_VERSION = 10901
 # MXNet parameters that tune kernels or select libraries and change no result: dropped on
@@ -54,6 +57,9 @@ _DTYPES = {0: "float32", 1: "float64", 2: "float16", 3: "uint8", 4: "int32", 5: 
 def _attr_text(v) -> str:
     if isinstance(v, bool):
         return "True" if v else "False"
+    if isinstance(v, tuple) and None in v:  # an unknown dim of a shape: 0 (legacy) or -1
+        unknown = -1 if _util.is_np_shape() else 0
+        return str(tuple(unknown if d is None else d for d in v))
     return str(v)
 
 
@@ -190,6 +196,7 @@ def load_json(json_str: str, source: str | None = None):
                              f"{len(inputs)} inputs")
         if op.mode:
             params["is_train"] = False
+        params = unknown_dims(op, len(inputs), params, np_shape)
         node = _make(op, inputs, params, n["name"], what)
         if user:
             _n.user_attrs(node).update(user)

@@ -14,16 +14,17 @@ import numpy as np
 
 from ember import autograd as _ag
 from ember import util as _util
-from ember.base import MXNetError, NotImplementedForSymbol
+from ember.base import MXNetError
 from ember.ir import TensorType
 from ember.ir import emit as _emit
 from ember.ir.graph import Node, Value
 
 from . import infer as _infer
 from . import nodes as _n
+from .novalue import NoValues, no_truth
 
 
-class Symbol(_emit.Sym):
+class Symbol(_emit.Sym, NoValues):
     """A symbolic tensor (one IR Value) or a group of them (MXNet's multi-output Symbol)."""
 
     __slots__ = ("_heads",)
@@ -59,7 +60,7 @@ class Symbol(_emit.Sym):
         return f"<Symbol group [{', '.join(names)}]>"
 
     def __bool__(self):
-        raise NotImplementedForSymbol(self.__bool__, "bool")
+        raise no_truth(self)
 
     __nonzero__ = __bool__
 
