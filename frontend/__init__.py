@@ -18,7 +18,7 @@ from .context import Context, cpu, cpu_pinned, current_context, gpu, num_gpus
 
 from . import autograd, ndarray, random
 from . import name, runtime, util
-from .util import np_shape
+from .util import is_np_array, is_np_shape, np_shape, set_np_shape, use_np, use_np_shape
 
 nd = ndarray
 _sys.modules[__name__ + ".nd"] = ndarray
@@ -27,6 +27,7 @@ from . import symbol
 
 sym = symbol
 _sys.modules[__name__ + ".sym"] = symbol
+from . import operator
 
 from . import initializer, lr_scheduler, metric, optimizer
 

@@ -66,6 +66,7 @@ class OpDef:
     random: bool = False   # draws from ember's random state
     mutates: tuple[int, ...] | Callable[[dict], tuple[int, ...]] = ()  # inputs updated in place
     visible_outputs: int | Callable[[dict], int] | None = None  # None: all are visible
+    open_attrs: bool = False  # takes further keyword attributes too, kept as text (Custom)
     doc: str = ""
 
     @property
@@ -169,6 +170,9 @@ def normalize_attrs(op: OpDef, given: dict) -> dict:
     attrs = {}
     for k, v in given.items():
         if k not in op.attrs:
+            if op.open_attrs:  # MXNet passes such arguments to the op as strings
+                attrs[k] = v if isinstance(v, str) else str(v)
+                continue
             if not op.attrs:  # MXNet ignores keyword arguments of parameter-less ops
                 continue
             raise AttrError(f"{op.name}: unknown argument {k!r}; it takes "

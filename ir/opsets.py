@@ -2,6 +2,7 @@
 from . import (  # noqa: F401
     opset_conv,
     opset_ctc,
+    opset_custom,
     opset_elemwise,
     opset_gather,
     opset_index,

@@ -301,7 +301,7 @@ class Parser:
             op = get_op(opname)
             is_train = attrs.pop("is_train", None) if op.mode else None
             unknown = sorted(set(attrs) - set(op.attrs))
-            if unknown:  # stricter than calls from Python: the text must be exact
+            if unknown and not op.open_attrs:  # stricter than Python calls: the text is exact
                 line.fail(f"{op.name} takes no attribute {', '.join(unknown)}")
             attrs = normalize_attrs(op, attrs)
             if op.mode:
