@@ -118,6 +118,9 @@ def test_imresize_other_methods():
     assert mx.image.imresize(mx.nd.array(src), 6, 4, interp=2, out=out) is out
     with pytest.raises(MXNetError, match="interpolation"):
         mx.image.imresize(mx.nd.array(src), 6, 4, interp=7)
+    with pytest.raises(MXNetError, match="float16"):
+        mx.image.imresize(mx.nd.array(src, dtype="float16"), 6, 4)
+    assert mx.image.imresize(mx.nd.array(src, dtype="float64"), 6, 4).dtype == np.float64
     assert mx.image.image._get_interp_method(9, (5, 5, 10, 10)) == 2
     assert mx.image.image._get_interp_method(9, (5, 5, 2, 2)) == 3
     assert mx.image.image._get_interp_method(9, (5, 5, 10, 2)) == 1
@@ -462,6 +465,18 @@ def test_det_augmenters_and_iter(tmp_path):
     drawn = next(mx.image.ImageDetIter(1, (3, 8, 8), imglist=imglist, path_root=str(tmp_path))
                  .draw_next(color=(255, 0, 0)))
     assert drawn.dtype == np.uint8 and (drawn[1, 1:4] == [0, 0, 255]).all()
+
+
+def test_mxnet_alias_reaches_image():
+    code = ("from ember import mxnet_alias; mxnet_alias.activate()\n"
+            "import mxnet.image, mxnet as mx, ember\n"
+            "from mxnet.image import det\n"
+            "assert mxnet.image is ember.image and mx.img is ember.image\n"
+            "assert det is ember.image.detection\n"
+            "assert mx.image.image.ImageIter is mx.image.ImageIter")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
 
 
 # ---- against real MXNet 1.9.1 --------------------------------------------------------------
