@@ -53,6 +53,12 @@ string_types = (str,)
 py_str = str
 _Null = None
 
+
+def _as_list(obj) -> list | tuple:
+    """``obj`` itself when it is a list or tuple, else ``[obj]`` (MXNet's helper)."""
+    return obj if isinstance(obj, list | tuple) else [obj]
+
+
 __all__ = ["MXNetError", "EmberError", "ShapeError", "AttrError", "TracedValueError",
            "name_block_in_error", "integer_types",
            "numeric_types", "string_types", "numbers"]

@@ -428,3 +428,15 @@ def test_operator_listings():
     args = mx.operator.get_operator_arguments("Activation")
     assert args.names[0] == "data" and "act_type" in args.names
     assert args.narg == len(args.names) == len(args.types)
+
+
+def test_names_mxnet_operator_tests_import():
+    """MXNet's test_operator.py: `from mxnet.operator import *` brings only the API, and the
+    names it takes from mxnet.base and mxnet exist."""
+    from ember.base import _as_list
+    namespace = {}
+    exec("from ember.operator import *", namespace)
+    assert {"CustomOp", "CustomOpProp", "register", "NumpyOp"} <= set(namespace)
+    assert "np" not in namespace and "nd" not in namespace
+    assert _as_list(1) == [1] and _as_list((1, 2)) == (1, 2)
+    assert mx.use_np_shape and mx.is_np_shape() is False
