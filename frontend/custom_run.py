@@ -16,8 +16,6 @@ outputs and tape entry are gone. So ``backward`` always runs on the instance tha
 """
 from __future__ import annotations
 
-import itertools
-import secrets
 import threading
 import weakref
 from collections import OrderedDict
@@ -37,13 +35,6 @@ _NOT_KWARGS = ("op_type", "_uid", "is_train")
 # MXNet's dtype codes, which create_operator receives
 _DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "uint8": 3, "int32": 4, "int8": 5,
                 "int64": 6, "bool": 7, "int16": 8, "uint16": 9, "uint32": 10, "uint64": 11}
-_UID_PREFIX = secrets.token_hex(4)  # unique across processes (AOT packages carry the uid)
-_counter = itertools.count()
-
-
-def new_uid() -> str:
-    """A fresh ``_uid`` for one Custom node or eager call."""
-    return f"{_UID_PREFIX}.{next(_counter)}"
 
 
 def resolve(attrs: dict) -> UserOp:

@@ -24,6 +24,7 @@ from ember.base import MXNetError
 from ember.ir import all_names, get_op
 from ember.ir.emit import Sym
 from ember.ir.ops import REQUIRED
+from ember.ir.opset_custom import new_uid
 from ember.name import current as _current_names
 from ember.ndarray.ndarray import NDArray, invoke
 from ember.symbol.nodes import item_of, user_attrs
@@ -172,7 +173,7 @@ def nd_custom(*args, out=None, name=None, attr=None, ctx=None, **kwargs):
     if missing:
         raise MXNetError(f"Custom(op_type={attrs['op_type']!r}): input "
                          f"{', '.join(map(repr, missing))} is missing")
-    uid = attrs["_uid"] = _run.new_uid()
+    uid = attrs["_uid"] = new_uid()
     res = invoke(get_op("Custom"), [inputs[n] for n in user.args + user.aux], attrs, out=out,
                  ctx=ctx)
     outs = res if isinstance(res, list | tuple) else [res]
@@ -188,7 +189,7 @@ def sym_custom(*args, name=None, attr=None, **kwargs):
     node_name = _current_names().get(name, "custom")
     tensors = [inputs[n] if n in inputs else _sym.var(f"{node_name}_{n}")
                for n in user.args + user.aux]
-    attrs["_uid"] = _run.new_uid()
+    attrs["_uid"] = new_uid()
     res = _sym.apply(get_op("Custom"), tensors, attrs, name=node_name)
     if isinstance(res, list):
         res = _sym.Symbol._group([s._value for s in res])

@@ -29,6 +29,8 @@ which has no gradient of its own (as in MXNet).
 """
 from __future__ import annotations
 
+import itertools
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +39,13 @@ from .ops import REQUIRED, OpKind, defop
 
 RESOLVER: Callable[[dict], Any] | None = None  # attrs -> the user's op (set by the front end)
 _HIDDEN = ("is_train",)
+_UID_PREFIX = secrets.token_hex(4)  # unique across processes (AOT packages carry uids)
+_uids = itertools.count()
+
+
+def new_uid() -> str:
+    """A fresh ``_uid`` for one Custom node or eager call."""
+    return f"{_UID_PREFIX}.{next(_uids)}"
 
 
 def resolve(attrs: dict):

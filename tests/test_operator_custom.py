@@ -368,6 +368,23 @@ def test_ir_text_round_trips_open_attributes():
     assert printer.print_graph(printer.parse_graph(text)) == text
 
 
+def test_symbol_json_round_trip_keeps_arguments_and_not_instance_keys():
+    data = mx.sym.var("data")
+    out = mx.sym.Custom(data=mx.sym.Custom(data=data, name="a", op_type="t_scale", scale=2),
+                        name="b", op_type="t_scale", scale=2)
+    text = out.tojson()
+    assert '"scale": "2"' in text and "_uid" not in text
+    back = mx.sym.load_json(text)
+    assert back.list_auxiliary_states() == ["a_count", "b_count"]
+    ex = back.simple_bind(mx.cpu(), data=(1, 2))
+    ex.arg_dict["data"][:] = [[1.0, -2.0]]
+    ex.forward(is_train=True)
+    ex.backward()
+    np.testing.assert_allclose(ex.outputs[0].asnumpy(), [[8.0, 128.0]])
+    # d/dx 2 (2 x^2)^2 = 32 x^3; each node's backward ran on its own saved input
+    np.testing.assert_allclose(ex.grad_dict["data"].asnumpy(), [[32.0, -256.0]])
+
+
 # ---- errors ---------------------------------------------------------------------------------
 def test_unregistered_op_type_is_a_clear_error():
     with pytest.raises(MXNetError, match="cannot find custom operator 'no_such_op'"):

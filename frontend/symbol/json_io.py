@@ -26,6 +26,7 @@ from ember.base import MXNetError
 from ember.ir.errors import fmt_shapes
 from ember.ir.graph import Node, Value, make_node
 from ember.ir.ops import get_op, has_op, parse_attr
+from ember.ir.opset_custom import new_uid
 from ember.ir.types import TensorType
 
 from . import json_check as _jc
@@ -37,6 +38,8 @@ MXNET_VERSION = 10901
 # load when an ember op does not declare them.
 _IRRELEVANT = frozenset({"workspace", "cudnn_tune", "cudnn_off", "num_args", "ctx",
                          "min_calib_range", "max_calib_range"})
+# attributes that are ember's own state of a node, not parameters (Custom's instance key)
+_NODE_STATE = ("is_train", "_uid")
 # MXNet ops with hidden outputs that ember does not materialise
 _MX_OUTPUTS = {"BatchNorm": 3}
 # MXNet 1.9.1's variadic ops: their ``num_args`` (key_var_num_args) must be in the file, and
@@ -69,7 +72,7 @@ def op_attr_strings(node: Node) -> dict[str, str]:
     defaults = node.op.attrs
     required = _MX_REQUIRED.get(op_name(node), ())
     out = {k: _attr_text(v) for k, v in node.attrs
-           if k != "is_train" and (k not in defaults or defaults[k] != v
+           if k not in _NODE_STATE and (k not in defaults or defaults[k] != v
                                    or type(defaults[k]) is not type(v) or k in required)}
     if op_name(node) in _MX_NUM_ARGS:
         out["num_args"] = str(len(node.inputs))
@@ -136,6 +139,8 @@ def _check(doc: dict, src: str) -> None:
         if not has_op(op):
             problems.append(f"unknown operator {op!r} (node {n['name']!r})")
             continue
+        if get_op(op).open_attrs:  # Custom: any keyword argument goes to the user's prop
+            continue
         known = get_op(op).attrs
         for k in n.get("attrs", n.get("param", {})) or {}:
             if k not in known and k not in _IRRELEVANT and not _user_key(k):
@@ -187,7 +192,11 @@ def load_json(json_str: str, source: str | None = None):
             outs.append([_variable(n, {**attrs, **old_user}, np_shape, what)])
             continue
         op = get_op(n["op"])
-        params = {k: _jc.coerce(op, k, v, what) for k, v in attrs.items() if k in op.attrs}
+        if op.open_attrs:  # Custom: the user's arguments, as strings; a fresh instance key
+            params = {k: v for k, v in attrs.items() if not _user_key(k)}
+            params["_uid"] = new_uid()
+        else:
+            params = {k: _jc.coerce(op, k, v, what) for k, v in attrs.items() if k in op.attrs}
         user = {**{k: v for k, v in attrs.items() if _user_key(k)}, **old_user}
         inputs = [_jc.resolve(outs, e, nodes, what) for e in n["inputs"]]
         if n["op"] in _MX_NUM_ARGS and "num_args" in attrs \
