@@ -163,7 +163,7 @@ def _traced(args, kwargs) -> bool:
     return any(isinstance(a, Sym) for a in (*args, *kwargs.values()))
 
 
-def nd_custom(*args, out=None, name=None, attr=None, ctx=None, **kwargs):
+def nd_custom(*args, out=None, name=None, attr=None, **kwargs):
     """``mx.nd.Custom(*inputs, op_type=..., **kwargs)``: run a registered Python operator."""
     if _traced(args, kwargs):  # nd.Custom on traced values (@ember.compile, Gluon 2 forward)
         from ember.ndarray.register import _traced_call
@@ -174,8 +174,7 @@ def nd_custom(*args, out=None, name=None, attr=None, ctx=None, **kwargs):
         raise MXNetError(f"Custom(op_type={attrs['op_type']!r}): input "
                          f"{', '.join(map(repr, missing))} is missing")
     uid = attrs["_uid"] = new_uid()
-    res = invoke(get_op("Custom"), [inputs[n] for n in user.args + user.aux], attrs, out=out,
-                 ctx=ctx)
+    res = invoke(get_op("Custom"), [inputs[n] for n in user.args + user.aux], attrs, out=out)
     outs = res if isinstance(res, list | tuple) else [res]
     _run.release_when_gone(uid, outs if out is None else [])
     return res

@@ -251,6 +251,22 @@ def test_no_input_op_made_from_string_arguments():
     np.testing.assert_array_equal(x.asnumpy(), np.ones((3, 2)))
 
 
+def test_every_keyword_but_op_type_name_out_reaches_the_prop():
+    got = {}
+
+    @mx.operator.register("t_kwargs")
+    class KwProp(mx.operator.CustomOpProp):
+        def __init__(self, ctx, flag, shape):
+            super().__init__()
+            got.update(ctx=ctx, flag=flag, shape=shape)
+
+        def create_operator(self, ctx, shapes, dtypes):
+            return Sigmoid()
+
+    nd.Custom(nd.zeros((1,)), op_type="t_kwargs", name="k", ctx="gpu", flag=True, shape=(2, 3))
+    assert got == {"ctx": "gpu", "flag": "True", "shape": "(2, 3)"}
+
+
 @pytest.mark.parametrize("req,want", [("write", [5, 5]), ("add", [6, 6]), ("null", [1, 1])])
 def test_assign_follows_req(req, want):
     dst = nd.ones((2,))
