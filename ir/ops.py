@@ -67,6 +67,7 @@ class OpDef:
     mutates: tuple[int, ...] | Callable[[dict], tuple[int, ...]] = ()  # inputs updated in place
     visible_outputs: int | Callable[[dict], int] | None = None  # None: all are visible
     open_attrs: bool = False  # takes further keyword attributes too, kept as text (Custom)
+    output_names: Callable[[dict], list[str]] | None = None  # MXNet's FListOutputNames
     doc: str = ""
 
     @property

@@ -115,6 +115,7 @@ def _aux_inputs(at):
 _ATTRS = {"op_type": REQUIRED, "_uid": ""}
 defop("Custom", OpKind.OPAQUE, _custom, _custom_infer, inputs=("*data",), attrs=dict(_ATTRS),
       open_attrs=True, grad=_custom_grad, num_outputs=_n_outputs, mutates=_aux_inputs,
+      output_names=lambda at: resolve(at).outputs,
       mode=True, random=True, mxnet_name="Custom",
       doc="A user operator registered with mx.operator.register(op_type): its inputs are "
           "the prop's arguments, then its auxiliary states; other keyword arguments go to "

@@ -215,6 +215,9 @@ def test_multiple_outputs_with_their_own_dtypes():
         loss = (s * 3).astype("float32").sum() + d.sum()
     loss.backward()
     assert s.dtype == np.float64 and d.dtype == np.float32
+    pair = mx.sym.Custom(mx.sym.var("x"), name="st", op_type="t_split")
+    assert pair.list_outputs() == ["st_sum", "st_double"]  # named by the prop, as in MXNet
+    assert pair["st_double"].list_outputs() == ["st_double"]
     np.testing.assert_allclose(s.asnumpy(), x.sum(1), rtol=1e-5)
     np.testing.assert_allclose(a.grad.asnumpy(), np.full((3, 4), 5.0), rtol=1e-6)
 

@@ -90,6 +90,9 @@ def output_name(v: Value) -> str:
     if v.producer is None:
         return node_name(v)
     base = node_name(v.producer)
+    named = v.producer.op.output_names
+    if named is not None:  # the op names its outputs (a Custom op's list_outputs)
+        return f"{base}_{named(v.producer.attr_dict)[v.index]}"
     return f"{base}_output" if n_visible(v.producer) == 1 else f"{base}_output{v.index}"
 
 
