@@ -5,9 +5,10 @@ nodes forward, running each op's shape rule on what is known of its inputs, then
 in reverse order so that what a consumer learns about its inputs (the refined input types
 every rule returns) reaches the producers of those inputs; repeat until nothing changes.
 Types only ever get more precise (an unknown dim becomes known, an unknown rank a rank), so
-the iteration reaches a fixed point. Two facts the rules cannot express run beside them:
+the iteration reaches a fixed point. Facts the rules cannot express run beside them:
 an ELEMWISE op's inputs and outputs share one shape (so a known output shape flows back to
-its inputs), and a fused node's values have its body's types.
+its inputs), fully_connected's data has its output's first dim (MXNet's
+FullyConnectedShape), and a fused node's values have its body's types.
 
 This is how a lazy Gluon parameter learns its shape: the traced graph has a Dense weight
 typed ``f32[256,?]``; fully_connected's rule refines it from the data, and the new graph's
@@ -26,6 +27,7 @@ from ember.ir.types import TensorType
 from ember.passes import register_pass
 
 _WEIGHT_HAS_DATA_RANK = ("convolution", "deconvolution")
+_BATCH_FROM_OUTPUT = ("fully_connected",)
 
 
 class _Types:
@@ -140,6 +142,24 @@ class _Types:
             self.merge(v, t, node)
         for o, t in zip(node.outputs, outs):
             self.merge(o, t, node)
+        if node.op.name in _BATCH_FROM_OUTPUT:
+            x, y = self.of[id(node.inputs[0])], self.of[id(node.outputs[0])]
+            if x.shape and y.shape and x.shape[0] is None and y.shape[0] is not None:
+                # e.g. a recurrent cell's begin state, zeros of unknown batch size
+                self.merge(node.inputs[0], x.with_shape((y.shape[0],) + x.shape[1:]), node)
+
+
+def _init_shape(node: Node, types: _Types) -> dict:
+    """nnvm's InitShape: an op without inputs (zeros, ones, full, random draws) whose
+    ``shape`` attribute has unknown dims (MXNet's legacy 0, e.g. a recurrent cell's begin
+    state) takes the shape inferred for its output; ``clone_node``'s changes, or none."""
+    shape = None if node.inputs else node.attr_dict.get("shape")
+    if not isinstance(shape, tuple) or None not in shape:
+        return {}
+    out = types.of[id(node.outputs[0])]
+    if not out.known:
+        return {}
+    return {"attrs": tuple(sorted({**node.attr_dict, "shape": out.shape}.items()))}
 
 
 def _first_unknown(g: Graph) -> str | None:
@@ -207,7 +227,7 @@ def infer_shapes(graph: Graph, *, partial: bool = False,
     nodes = []
     for n in graph.nodes:
         c = clone_node(n, [vmap.get(id(v), v) for v in n.inputs],
-                       [types.of[id(o)] for o in n.outputs])
+                       [types.of[id(o)] for o in n.outputs], **_init_shape(n, types))
         vmap.update((id(o), co) for o, co in zip(n.outputs, c.outputs))
         nodes.append(c)
     out = Graph(graph.name, inputs, params, nodes, [vmap.get(id(v), v) for v in graph.outputs],

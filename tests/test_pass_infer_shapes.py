@@ -190,3 +190,35 @@ def test_convolution_weight_of_unknown_rank_takes_the_data_rank():
           return %0
         }
         """)
+
+
+def test_zeros_of_unknown_batch_takes_it_from_its_consumers():
+    # a recurrent cell's begin state, zeros((0, 3)) in MXNet's legacy shapes: fully_connected
+    # gives its data the output's first dim (MXNet's FullyConnectedShape), the elementwise add
+    # gives that output the batch, and the zeros' shape attribute is written (nnvm's InitShape)
+    out = check("""\
+        graph cell(%x: f32[4,2]) params(%wi: f32[3,2], %wh: f32[3,3]) {
+          %0: f32[*] = zeros() {shape=(None, 3)}
+          %1: f32[*] = fully_connected(%x, %wi) {no_bias=True, num_hidden=3}
+          %2: f32[*] = fully_connected(%0, %wh) {no_bias=True, num_hidden=3}
+          %3: f32[*] = elemwise_add(%1, %2)
+          return %3
+        }
+        """, """\
+        graph cell(%x: f32[4,2]) params(%wi: f32[3,2], %wh: f32[3,3]) {
+          %0: f32[4,3] = zeros() {shape=(4, 3)}
+          %1: f32[4,3] = fully_connected(%x, %wi) {no_bias=True, num_hidden=3}
+          %2: f32[4,3] = fully_connected(%0, %wh) {no_bias=True, num_hidden=3}
+          %3: f32[4,3] = elemwise_add(%1, %2)
+          return %3
+        }
+        """)
+    assert out.nodes[0].attr_dict["shape"] == (4, 3)
+    # nothing gives the batch: the unknown dim is an error naming the op
+    with pytest.raises(EmberError, match="zeros"):
+        infer_shapes(parse_graph(textwrap.dedent("""\
+            graph g() {
+              %0: f32[*] = zeros() {shape=(None, 3)}
+              return %0
+            }
+            """)))

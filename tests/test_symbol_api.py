@@ -1,5 +1,6 @@
 """MXNet 1.x's symbol API: composition, names, graph queries, inference, copies."""
 import copy
+import json
 import pickle
 
 import numpy as np
@@ -140,3 +141,23 @@ def test_gluon_style_trace_keeps_given_inputs():
     w = mx.sym.var("w", shape=(4, None))
     y = mx.sym.FullyConnected(x, w, num_hidden=4, no_bias=True)
     assert y.list_arguments() == ["x", "w"] and w.shape == (4, 3)
+
+
+def test_zero_dims_of_created_arrays_are_unknown_in_legacy_shapes():
+    # MXNet's legacy shape semantics: zeros((0, 3)) has an unknown first dim, inferred from
+    # the graph (an RNN cell's begin state); with np_shape it is a real empty array
+    z = mx.sym.zeros(shape=(0, 3), name="z")
+    y = mx.sym.elemwise_add(mx.sym.var("x"), z)
+    assert y.infer_shape(x=(4, 3))[1] == [(4, 3)]
+    got = y.eval(x=mx.nd.array(np.arange(6.0).reshape(2, 3)))[0]
+    np.testing.assert_array_equal(got.asnumpy(), np.arange(6).reshape(2, 3))
+    doc = json.loads(z.tojson())
+    assert doc["nodes"][0]["attrs"]["shape"] == "(0, 3)"  # as MXNet writes it
+    again = mx.sym.load_json(y.tojson())
+    assert again.infer_shape(x=(5, 3))[1] == [(5, 3)]
+    with pytest.raises(MXNetError, match="zeros"):
+        mx.sym.zeros(shape=(0, 3)).eval()
+    with mx.util.np_shape(True):
+        empty = mx.sym.zeros(shape=(0, 3))
+        assert empty.infer_shape()[1] == [(0, 3)]
+        assert json.loads(empty.tojson())["nodes"][0]["attrs"]["shape"] == "(0, 3)"

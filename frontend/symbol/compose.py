@@ -8,6 +8,7 @@ length when ``use_length``).
 """
 from __future__ import annotations
 
+from ember import util as _util
 from ember.ir.emit import make_parser
 from ember.ir.ops import parse_attr
 from ember.name import current as current_names
@@ -52,6 +53,22 @@ def fill_inputs(op, name: str, args: tuple, kwargs: dict, hidden: dict | None = 
         kwargs[inp] = var(f"{name}_{inp}", attr=dict(hidden or {}))
 
 
+def unknown_dims(op, n_inputs: int, attrs: dict, np_shape: bool) -> dict:
+    """``attrs`` with each unknown dim in the ``shape`` of an op without tensor inputs
+    (zeros, ones, full, random draws) made None: -1, and 0 unless ``np_shape``.
+
+    MXNet's legacy shape semantics: 0 is an unknown dim, and nnvm's InitShape lets graph
+    inference fill it (a recurrent cell's ``begin_state`` is ``zeros(shape=(0, hidden))``,
+    whose batch size the first step's elementwise ops give). ``infer_shapes`` writes the
+    inferred shape back into the attribute.
+    """
+    shape = attrs.get("shape")
+    if n_inputs or not isinstance(shape, tuple):
+        return attrs
+    dims = tuple(None if d == -1 or (d == 0 and not np_shape) else d for d in shape)
+    return attrs if dims == shape else {**attrs, "shape": dims}
+
+
 def make_function(op, name=None):
     parse = make_parser(op, tensor_type=Symbol)
     fname = name or op.name
@@ -64,6 +81,7 @@ def make_function(op, name=None):
         if not op.variadic:
             fill_inputs(op, node_name, args, kwargs, hidden)
         tensors, attrs = parse(args, kwargs)
+        attrs = unknown_dims(op, len(tensors), attrs, _util.is_np_shape())
         for i, t in enumerate(tensors):  # MXNet's default initializers of some inputs
             init = _DEFAULT_INIT.get((op.name, i))
             if init and isinstance(t, Symbol) and t._value_list()[0].producer is None:
