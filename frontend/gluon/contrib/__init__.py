@@ -1,2 +1,7 @@
-"""``mx.gluon.contrib``: MXNet's contributed Gluon layers (the ``nn`` subset ember has)."""
-from . import nn  # noqa: F401
+"""``mx.gluon.contrib``: MXNet 1.9.1's contributed Gluon layers, cells, samplers, datasets
+and the Estimator training loop."""
+from . import nn
+from . import rnn
+from . import cnn
+from . import data
+from . import estimator

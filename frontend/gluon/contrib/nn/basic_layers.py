@@ -1,16 +1,18 @@
 """MXNet 1.9.1's ``gluon.contrib.nn`` layers: Concurrent / HybridConcurrent feed one input to
 every child and concatenate the outputs; PixelShuffle{1,2,3}D move channel blocks into the
-spatial axes (sub-pixel convolution, Shi et al. 2016). SparseEmbedding and SyncBatchNorm
-are not here: ember stores arrays densely and runs on one device per step."""
+spatial axes (sub-pixel convolution, Shi et al. 2016); SparseEmbedding (dense gradients in
+ember) and SyncBatchNorm (one process: BatchNorm with MXNet's SyncBatchNorm signature)."""
 from __future__ import annotations
+
+import warnings
 
 from ember import ndarray as nd
 
-from ...block import HybridBlock
-from ...nn import HybridSequential, Identity, Sequential
+from ...block import Block, HybridBlock
+from ...nn import BatchNorm, HybridSequential, Identity, Sequential
 
-__all__ = ["Concurrent", "HybridConcurrent", "Identity", "PixelShuffle1D", "PixelShuffle2D",
-           "PixelShuffle3D"]
+__all__ = ["Concurrent", "HybridConcurrent", "Identity", "SparseEmbedding", "SyncBatchNorm",
+           "PixelShuffle1D", "PixelShuffle2D", "PixelShuffle3D"]
 
 
 class Concurrent(Sequential):
@@ -34,6 +36,91 @@ class HybridConcurrent(HybridSequential):
 
     def hybrid_forward(self, F, x):
         return F.concat(*[block(x) for block in self._children.values()], dim=self.axis)
+
+
+_SPARSE_WARNED = []
+
+
+class SparseEmbedding(Block):
+    """Turns non-negative integer indices into rows of a ``(input_dim, output_dim)`` weight.
+
+    MXNet stores this layer's weight and gradient as ``row_sparse`` arrays for distributed
+    training with huge vocabularies. ember stores arrays densely: the weight and its
+    gradient here are ordinary dense arrays (the gradient's untouched rows are zero, the
+    same numbers MXNet's sparse gradient holds), and any optimizer can update them. The
+    first SparseEmbedding made in a process warns once that storage is dense.
+
+    Inputs: ``data`` of shape ``(x1, ..., xk)``; output ``(x1, ..., xk, output_dim)``.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, dtype="float32",
+                 weight_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        if not _SPARSE_WARNED:
+            _SPARSE_WARNED.append(True)
+            warnings.warn("SparseEmbedding: ember stores arrays densely; the weight and its "
+                          "gradient are dense arrays (same values as MXNet's row_sparse ones)",
+                          UserWarning, stacklevel=2)
+        self._kwargs = {"input_dim": input_dim, "output_dim": output_dim, "dtype": dtype,
+                        "sparse_grad": True}
+        self.weight = self.params.get("weight", shape=(input_dim, output_dim),
+                                      init=weight_initializer, dtype=dtype)
+
+    def forward(self, x):
+        return nd.Embedding(x, self.weight.data(x.context), name="fwd", **self._kwargs)
+
+    def __repr__(self):
+        k = self._kwargs
+        return (f"{type(self).__name__}({k['input_dim']} -> {k['output_dim']}, "
+                f"{k['dtype']})")
+
+
+class SyncBatchNorm(BatchNorm):
+    """Cross-device synchronised batch normalisation (Zhang et al., "Context Encoding for
+    Semantic Segmentation", CVPR 2018), with MXNet 1.9.1's signature.
+
+    ember runs one device per process, so on one process this is ``nn.BatchNorm`` over
+    axis 1 (the batch statistics of the whole local batch): same parameters (``gamma``,
+    ``beta``, ``running_mean``, ``running_var``), same numbers, same saved files. The
+    synchronisation of batch statistics across processes comes with the MPI
+    (``dist_sync``) work; ``num_devices`` is recorded but has no effect yet.
+
+    Parameters: ``in_channels`` (0: inferred at the first forward), ``num_devices``
+    (default: the number of visible GPUs, at least 1, with MXNet's warning), ``momentum``,
+    ``epsilon``, ``center``, ``scale``, ``use_global_stats`` and the four initializers.
+    """
+
+    def __init__(self, in_channels: int = 0, num_devices: int | None = None,
+                 momentum: float = 0.9, epsilon: float = 1e-5, center: bool = True,
+                 scale: bool = True, use_global_stats: bool = False,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 running_mean_initializer="zeros", running_variance_initializer="ones",
+                 **kwargs):
+        super().__init__(axis=1, momentum=momentum, epsilon=epsilon, center=center,
+                         scale=scale, use_global_stats=use_global_stats,
+                         beta_initializer=beta_initializer,
+                         gamma_initializer=gamma_initializer,
+                         running_mean_initializer=running_mean_initializer,
+                         running_variance_initializer=running_variance_initializer,
+                         in_channels=in_channels, **kwargs)
+        if num_devices is None:
+            num_devices = self._get_num_devices()
+        self.num_devices = int(num_devices)
+
+    def _get_num_devices(self) -> int:
+        from ember import context
+        warnings.warn("Caution using SyncBatchNorm: if not using all the GPUs, please "
+                      "mannually set num_devices", UserWarning, stacklevel=3)
+        return max(context.num_gpus(), 1)
+
+    def __repr__(self):
+        k = self._kwargs
+        shown = {"eps": k["eps"], "momentum": k["momentum"], "fix_gamma": k["fix_gamma"],
+                 "use_global_stats": k["use_global_stats"], "ndev": self.num_devices,
+                 "key": self.prefix}
+        in_channels = self.gamma.shape[0]
+        body = ", ".join(f"{n}={v!r}" for n, v in shown.items())
+        return f"{type(self).__name__}({body}, in_channels={in_channels or None})"
 
 
 def _factors(factor, n: int) -> tuple:
