@@ -1,6 +1,8 @@
 """Tests for ember.gluon.rnn: cells against NumPy gate equations, layers against cells."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from opcheck import check_grad
@@ -152,78 +154,6 @@ def test_sequential_residual_dropout_cells():
     np.testing.assert_allclose(out_imp.asnumpy(), out_hyb.asnumpy(), rtol=1e-5, atol=1e-6)
 
 
-def _cells_from_layer(layer, mode, hidden, num_layers, bidirectional):
-    """A SequentialRNNCell with the layer's parameters, to unroll by hand."""
-    make = {"lstm": rnn.LSTMCell, "gru": rnn.GRUCell}[mode]
-    stack = rnn.SequentialRNNCell()
-    lp = {k[len(layer.prefix):]: v for k, v in layer.collect_params().items()}
-    for i in range(num_layers):
-        dirs = []
-        for j in "lr"[:2 if bidirectional else 1]:
-            cell = make(hidden)
-            cell.initialize()
-            for g in ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias"):
-                p = getattr(cell, g)
-                p.shape = lp[f"{j}{i}_{g}"].shape
-                p._finish_deferred_init()
-                p.set_data(lp[f"{j}{i}_{g}"].data())
-            dirs.append(cell)
-        stack.add(rnn.BidirectionalCell(*dirs) if bidirectional else dirs[0])
-    return stack
-
-
-@pytest.mark.parametrize("mode,num_layers,bidirectional",
-                         [("lstm", 1, False), ("lstm", 2, True), ("gru", 2, False),
-                          ("gru", 1, True)])
-def test_layer_against_cells(mode, num_layers, bidirectional):
-    hidden, n, t, c = 3, 2, 4, 5
-    cls = {"lstm": rnn.LSTM, "gru": rnn.GRU}[mode]
-    layer = cls(hidden, num_layers=num_layers, bidirectional=bidirectional)
-    layer.initialize(mx.init.Uniform(0.5))
-    x = mx.nd.array(RNG.standard_normal((t, n, c)))
-    out, states = layer(x, layer.begin_state(batch_size=n))
-    d = 2 if bidirectional else 1
-    assert out.shape == (t, n, d * hidden)
-    assert [s.shape for s in states] == [(num_layers * d, n, hidden)] * len(states)
-    assert len(states) == (2 if mode == "lstm" else 1)
-    cells = _cells_from_layer(layer, mode, hidden, num_layers, bidirectional)
-    ref, ref_states = cells.unroll(t, x, layout="TNC", merge_outputs=True)
-    np.testing.assert_allclose(out.asnumpy(), ref.asnumpy(), rtol=1e-5, atol=1e-6)
-    # cells order states per layer (h, c per direction); the layer stacks them by kind
-    nk = len(states)
-    for k in range(nk):
-        np.testing.assert_allclose(states[k].asnumpy(),
-                                   np.stack([s.asnumpy() for s in ref_states[k::nk]]),
-                                   rtol=1e-5, atol=1e-6)
-    # NTC layout gives the transposed result; no states in -> outputs only
-    layer_ntc = cls(hidden, num_layers=num_layers, bidirectional=bidirectional,
-                    layout="NTC", params=layer.collect_params())
-    out_ntc = layer_ntc(mx.nd.array(x.asnumpy().transpose(1, 0, 2)))
-    np.testing.assert_allclose(out_ntc.asnumpy(), out.asnumpy().transpose(1, 0, 2),
-                               rtol=1e-5, atol=1e-6)
-
-
-def test_lstm_parameter_names_and_errors():
-    layer = rnn.LSTM(8, num_layers=2, prefix="lstm0_")
-    assert list(layer.collect_params()) == [
-        "lstm0_l0_i2h_weight", "lstm0_l0_h2h_weight", "lstm0_l0_i2h_bias",
-        "lstm0_l0_h2h_bias", "lstm0_l1_i2h_weight", "lstm0_l1_h2h_weight",
-        "lstm0_l1_i2h_bias", "lstm0_l1_h2h_bias"]
-    assert layer.l0_i2h_weight.shape == (32, 0) and layer.l1_i2h_weight.shape == (32, 8)
-    bi = rnn.GRU(4, bidirectional=True, input_size=3, prefix="gru0_")
-    assert "gru0_r0_h2h_bias" in bi.collect_params()
-    layer.initialize()
-    out = layer(mx.nd.ones((5, 2, 3)))
-    assert out.shape == (5, 2, 8) and layer.l0_i2h_weight.shape == (32, 3)
-    assert repr(layer) == "LSTM(3 -> 8, TNC, num_layers=2)"
-    with pytest.raises(ValueError):
-        layer(mx.nd.ones((5, 2, 3)), [mx.nd.zeros((2, 2, 7)), mx.nd.zeros((2, 2, 8))])
-    with pytest.raises(mx.base.MXNetError):
-        rnn.LSTM(8, layout="CTN")
-    with pytest.raises(mx.base.MXNetError):
-        rnn.BidirectionalCell(rnn.RNNCell(2), rnn.RNNCell(2))(mx.nd.ones((1, 2)), [])
-
-
 def test_lstm_cell_gradients():
     cell = rnn.LSTMCell(3, input_size=2)
     x = RNG.standard_normal((2, 2, 2))
@@ -240,70 +170,6 @@ def test_lstm_cell_gradients():
         return mx.nd.stack(*outs, states[1], axis=0)
 
     check_grad(fn, [x, h0, c0, *w], rtol=1e-4, atol=1e-6)
-
-
-def test_lstm_layer_gradient_and_hybridize():
-    layer = rnn.LSTM(3, num_layers=2, bidirectional=True, input_size=2, prefix="lstmg_")
-    layer.initialize(mx.init.Uniform(0.5))
-    x = mx.nd.array(RNG.standard_normal((3, 2, 2)))
-    x.attach_grad()
-    with mx.autograd.record():
-        out = layer(x)
-    out.backward()
-    grads = {k: v.grad().asnumpy().copy() for k, v in layer.collect_params().items()}
-    assert all(np.abs(g).sum() > 0 for g in grads.values())
-    xg = x.grad.asnumpy().copy()
-    layer.hybridize()
-    x2 = x.copy()
-    x2.attach_grad()
-    with mx.autograd.record():
-        out2 = layer(x2)
-    out2.backward()
-    np.testing.assert_allclose(out2.asnumpy(), out.asnumpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(x2.grad.asnumpy(), xg, rtol=1e-4, atol=1e-6)
-    for k, v in layer.collect_params().items():
-        np.testing.assert_allclose(v.grad().asnumpy(), grads[k], rtol=1e-4, atol=1e-6)
-    out3, states = layer(x, layer.begin_state(batch_size=2))
-    np.testing.assert_allclose(out3.asnumpy(), out.asnumpy(), rtol=1e-5, atol=1e-6)
-    assert [s.shape for s in states] == [(4, 2, 3), (4, 2, 3)]
-
-
-def test_sequence_length_layer_matches_bidirectional_cell():
-    x = mx.nd.array(RNG.standard_normal((4, 2, 2)))
-    vl = mx.nd.array([2, 4])
-    layer = rnn.LSTM(3, bidirectional=True, use_sequence_length=True, input_size=2)
-    layer.initialize(mx.init.Uniform(0.5))
-    out, states = layer(x, layer.begin_state(batch_size=2), vl)
-    cells = _cells_from_layer(layer, "lstm", 3, 1, True)[0]
-    ref, ref_states = cells.unroll(4, x, layout="TNC", merge_outputs=True, valid_length=vl)
-    np.testing.assert_allclose(out.asnumpy(), ref.asnumpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out.asnumpy()[2:, 0], 0)
-    np.testing.assert_allclose(states[0].asnumpy(),
-                               np.stack([ref_states[0].asnumpy(), ref_states[2].asnumpy()]),
-                               rtol=1e-5, atol=1e-6)
-    # backward direction of sequence 0 starts at its last valid step: equals a 2-step run
-    short, _ = cells.unroll(2, x[:2, :1], layout="TNC", merge_outputs=True)
-    np.testing.assert_allclose(out.asnumpy()[:2, :1], short.asnumpy(), rtol=1e-5, atol=1e-6)
-
-
-def test_lstm_projection_and_clip():
-    x = RNG.standard_normal((3, 2, 2))
-    layer = rnn.LSTM(4, projection_size=2, state_clip_min=-0.2, state_clip_max=0.2,
-                     input_size=2, prefix="lstmp_")
-    layer.initialize(mx.init.Uniform(0.5))
-    assert layer.l0_h2r_weight.shape == (2, 4) and layer.l0_h2h_weight.shape == (16, 2)
-    out, (h, c) = layer(mx.nd.array(x), layer.begin_state(batch_size=2))
-    p = {k[len("lstmp_l0_"):]: v.data().asnumpy().astype(np.float64)
-         for k, v in layer.collect_params().items()}
-    hh, cc = np.zeros((2, 2)), np.zeros((2, 4))
-    for t in range(3):
-        g = x[t] @ p["i2h_weight"].T + p["i2h_bias"] + hh @ p["h2h_weight"].T + p["h2h_bias"]
-        i, f, n, o = np.split(g, 4, axis=1)
-        cc = np.clip(_sig(f) * cc + _sig(i) * np.tanh(n), -0.2, 0.2)
-        hh = (_sig(o) * np.tanh(cc)) @ p["h2r_weight"].T
-        np.testing.assert_allclose(out.asnumpy()[t], hh, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(c.asnumpy()[0], cc, rtol=1e-5, atol=1e-6)
-    assert h.shape == (1, 2, 2)
 
 
 def test_symbolic_layer_and_training_dropout():
@@ -339,3 +205,135 @@ def test_hybridized_cell_unroll_and_package():
     np.testing.assert_allclose(got.asnumpy(), ref.asnumpy(), rtol=1e-5, atol=1e-6)
     assert repr(cell) == "GRUCell(4 -> 15)" and states[0].shape == (2, 5)
     assert [s.shape for s in cell.begin_state(batch_size=7)] == [(7, 5)]
+
+
+def _unroll_names(cell, n=2, **kwargs):
+    """Output and state names of ``cell`` unrolled over Symbol steps ``rnn_t<i>_data``."""
+    with mx.name.NameManager():  # fresh counters for auto-named nodes (elemwise_add0...)
+        outs, states = cell.unroll(n, [mx.sym.var(f"rnn_t{i}_data") for i in range(n)],
+                                   **kwargs)
+    outs = mx.sym.Group(outs if isinstance(outs, list) else [outs])
+    return outs.list_outputs(), mx.sym.Group(states).list_outputs() if states else []
+
+
+def test_unrolled_names_match_mxnet():
+    # every list below is what MXNet 1.9.1 gives for the same calls
+    for make in (rnn.RNNCell, rnn.LSTMCell, rnn.GRUCell):
+        outs, _ = _unroll_names(make(4, prefix="rnn_"))
+        assert outs == ["rnn_t0_out_output", "rnn_t1_out_output"]
+    assert _unroll_names(rnn.LSTMCell(4, prefix="rnn_"))[1] == \
+        ["rnn_t1_out_output", "rnn_t1_state_output"]
+    with mx.name.NameManager():
+        lstm = rnn.LSTMCell(4, prefix="rnn_").unroll(1, [mx.sym.var("rnn_t0_data")])[0][0]
+    assert lstm.get_internals().list_outputs() == [
+        "rnn_t0_data", "rnn_i2h_weight", "rnn_i2h_bias", "rnn_t0_i2h_output",
+        "rnn_begin_state_0_output", "rnn_h2h_weight", "rnn_h2h_bias", "rnn_t0_h2h_output",
+        "rnn_t0_plus0_output", "rnn_t0_slice_output0", "rnn_t0_slice_output1",
+        "rnn_t0_slice_output2", "rnn_t0_slice_output3", "rnn_t0_o_output", "rnn_t0_f_output",
+        "rnn_begin_state_1_output", "rnn_t0_mul0_output", "rnn_t0_i_output",
+        "rnn_t0_c_output", "rnn_t0_mul1_output", "rnn_t0_state_output",
+        "rnn_t0_activation0_output", "rnn_t0_out_output"]
+    assert _unroll_names(rnn.ResidualCell(rnn.GRUCell(4, prefix="rnn_"))) == \
+        (["elemwise_add0_output", "elemwise_add1_output"], ["rnn_t1_out_output"])
+    assert _unroll_names(rnn.ZoneoutCell(rnn.RNNCell(4, prefix="rnn_"), 0.5, 0.5)) == \
+        (["rnn_zoneoutwhere0_output"] * 2, ["rnn_zoneoutwhere1_output"])
+    assert _unroll_names(rnn.DropoutCell(0.5, prefix="drop_")) == \
+        (["drop_t0_fwd_output", "drop_t1_fwd_output"], [])
+    bi = rnn.BidirectionalCell(rnn.LSTMCell(4, prefix="l_"), rnn.LSTMCell(4, prefix="r_"))
+    states = ["l_t1_out_output", "l_t1_state_output", "r_t1_out_output", "r_t1_state_output"]
+    assert _unroll_names(bi) == (["bi_t0_output", "bi_t1_output"], states)
+    assert _unroll_names(bi, merge_outputs=True) == (["bi_out_output"], states)
+    stack = rnn.HybridSequentialRNNCell(prefix="h_")
+    with stack.name_scope():
+        stack.add(rnn.RNNCell(4))
+        stack.add(rnn.ZoneoutCell(rnn.LSTMCell(4), 0.1, 0.1))
+    assert _unroll_names(stack) == (
+        ["h_h_lstm0_zoneoutwhere0_output"] * 2,
+        ["h_rnn0_t1_out_output", "h_h_lstm0_zoneoutwhere1_output",
+         "h_h_lstm0_zoneoutwhere2_output"])
+
+
+class _Unrolled(mx.gluon.HybridBlock):
+    """A block unrolling ``cell`` without begin states (they are zeros((0, hidden)))."""
+
+    def __init__(self, cell, length, **kwargs):
+        super().__init__()
+        self.length, self.kwargs = length, kwargs
+        with self.name_scope():
+            self.cell = cell
+
+    def hybrid_forward(self, F, x, *valid_length):
+        outs, states = self.cell.unroll(self.length, x, merge_outputs=True, layout="NTC",
+                                        valid_length=valid_length[0] if valid_length else None,
+                                        **self.kwargs)
+        return outs, states[0]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: rnn.RNNCell(3), lambda: rnn.LSTMCell(3), lambda: rnn.GRUCell(3),
+    lambda: rnn.BidirectionalCell(rnn.LSTMCell(3), rnn.GRUCell(3)),
+    lambda: rnn.ResidualCell(rnn.GRUCell(2))])
+def test_hybridized_unroll_without_begin_state_compiles_on_first_call(make):
+    x = mx.nd.array(RNG.standard_normal((4, 3, 2)))
+    vl = mx.nd.array([3, 1, 2, 3])
+    net = _Unrolled(make(), 3)
+    net.initialize(mx.init.Uniform(0.5))
+    ref_out, ref_state = net(x)  # eager
+    ref_masked = net(x, vl)
+    net.hybridize()
+    out, state = net(x)  # the first call traces, infers the batch of the zeros, compiles
+    assert out.shape == ref_out.shape and out.shape[:2] == (4, 3)
+    np.testing.assert_allclose(out.asnumpy(), ref_out.asnumpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.asnumpy(), ref_state.asnumpy(), rtol=1e-5, atol=1e-6)
+    for got, want in zip(net(x, vl), ref_masked):
+        np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_unrolled_cell_against_numpy_export_and_import(tmp_path):
+    x = RNG.standard_normal((2, 3, 4))
+    net = _Unrolled(rnn.RNNCell(5), 3)
+    net.initialize(mx.init.Uniform(0.5))
+    net.hybridize()
+    out, _ = net(mx.nd.array(x))
+    h = np.zeros((2, 5))
+    for t in range(3):
+        h = np_rnn(x[:, t], h, *_weights(net.cell))
+        np.testing.assert_allclose(out.asnumpy()[:, t], h, rtol=1e-5, atol=1e-6)
+    net.export(str(tmp_path / "cell"))
+    doc = json.loads((tmp_path / "cell-symbol.json").read_text())
+    assert [n["attrs"]["shape"] for n in doc["nodes"] if n["op"] == "_zeros"] == ["(0, 5)"]
+    loaded = mx.gluon.SymbolBlock.imports(str(tmp_path / "cell-symbol.json"), ["data"],
+                                          str(tmp_path / "cell-0000.params"))
+    got, _ = loaded(mx.nd.array(x))  # eager: the zeros' batch comes from the graph's inference
+    np.testing.assert_allclose(got.asnumpy(), out.asnumpy(), rtol=1e-5, atol=1e-6)
+    loaded.hybridize()
+    got, _ = loaded(mx.nd.array(x))
+    np.testing.assert_allclose(got.asnumpy(), out.asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_unroll_symbol_of_unknown_shape_and_forget_bias_through_module():
+    stack = rnn.SequentialRNNCell()
+    stack.add(rnn.LSTMCell(4, i2h_bias_initializer=mx.init.LSTMBias(2.0), prefix="l0_"))
+    stack.add(rnn.LSTMCell(4, prefix="l1_"))
+    out, _ = stack.unroll(2, mx.sym.var("data"), merge_outputs=True)  # length from the call
+    assert out.infer_shape(data=(3, 2, 5))[1] == [(3, 2, 4)]
+    mod = mx.mod.Module(out, label_names=None)
+    mod.bind(data_shapes=[("data", (3, 2, 5))])
+    mod.init_params()
+    np.testing.assert_array_equal(mod.get_params()[0]["l0_i2h_bias"].asnumpy(),
+                                  np.repeat([0.0, 2.0, 0.0, 0.0], 4))
+
+
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
+def test_valid_length_unroll_merges_outputs_by_default(layout):
+    x = mx.nd.array(RNG.standard_normal((3, 2, 4) if layout == "NTC" else (2, 3, 4)))
+    vl = mx.nd.array([1, 2, 2])
+    for cell in (rnn.GRUCell(3), rnn.BidirectionalCell(rnn.GRUCell(3), rnn.GRUCell(3))):
+        cell.initialize()
+        outs, _ = cell.unroll(2, x, layout=layout, valid_length=vl)
+        assert isinstance(outs, mx.nd.NDArray)  # MXNet's SequenceMask gives one tensor
+        assert outs.shape[layout.find("N")] == 3 and outs.shape[layout.find("T")] == 2
+        first_padded = outs[0, 1] if layout == "NTC" else outs[1, 0]
+        np.testing.assert_array_equal(first_padded.asnumpy(), 0)
+        listed, _ = cell.unroll(2, x, layout=layout, valid_length=vl, merge_outputs=False)
+        assert isinstance(listed, list) and len(listed) == 2

@@ -7,6 +7,7 @@ runs the initializer, exactly when MXNet would. Reading ``data()`` before that r
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import warnings
 import weakref
@@ -335,9 +336,14 @@ class Parameter:
         if self._var is None:
             shape = None if self.shape is None else tuple(d if d > 0 else None
                                                           for d in self.shape)
-            self._var = symbol.var(self.name, shape=shape, dtype=self.dtype)
+            # its initializer as the variable's __init__ attribute, as MXNet's var() does
+            # (Module.init_params honours it: an LSTM cell's forget-gate bias)
+            self._var = symbol.var(self.name, shape=shape, dtype=self.dtype, init=self.init)
             _BY_VALUE[id(self._var._value)] = self
         return self._var
+
+
+_CONSTANT_IDS = itertools.count()
 
 
 class Constant(Parameter):
@@ -353,7 +359,10 @@ class Constant(Parameter):
             def _init_weight(self, _, arr):
                 arr[:] = value
 
-        _Init.__name__ = f"Constant_{name}"
+        # registered under a name of its own, which the __init__ attribute of this
+        # parameter's Symbol variable names (MXNet aliases it as Constant_<id>)
+        _Init.__name__ = f"Constant_{name}_{next(_CONSTANT_IDS)}"
+        initializer.alias(_Init.__name__)(_Init)
         super().__init__(name, grad_req="null", shape=value.shape, dtype=value.dtype,
                          init=_Init(), differentiable=False)
 

@@ -71,6 +71,8 @@ def evaluate(heads: list[Value], env: dict[int, object]) -> list:
     from ember.symbol import Symbol, apply
     from ember.symbol import nodes as _n
     vals = dict(env)
+    types = None
+    tracing = any(isinstance(x, Symbol) for x in env.values())
     for item in _n.post_order(heads):
         if isinstance(item, Value):
             if id(item) not in vals:
@@ -78,14 +80,35 @@ def evaluate(heads: list[Value], env: dict[int, object]) -> list:
             continue
         ins = [vals[id(v)] if id(v) in vals else _hidden(item, v) for v in item.inputs]
         attrs = {k: v for k, v in item.attrs if k != "is_train"}  # the caller's mode rules
-        if any(isinstance(x, Symbol) for x in ins):
+        if (tracing and not ins) or any(isinstance(x, Symbol) for x in ins):
             res = apply(item.op, ins, attrs, name=_n.node_name(item))
+        elif not ins and None in (attrs.get("shape") or ()):
+            # zeros((0, h)) of a recurrent begin state: the graph's inference gives the shape
+            types = _infer_types(heads, env) if types is None else types
+            attrs["shape"] = _known_shape(types[id(item.outputs[0])], item)
+            res = invoke(item.op, ins, attrs, ctx=None)
         else:
             res = invoke(item.op, ins, attrs, ctx=None)
         res = res if isinstance(res, list) else [res]
         for o, r in zip(item.outputs, res):
             vals[id(o)] = r
     return [vals[id(h)] if id(h) in vals else _hidden(None, h) for h in heads]
+
+
+def _infer_types(heads: list[Value], env: dict[int, object]) -> dict:
+    """The types ``infer_shapes`` gives the graph's values for the NDArrays of ``env``."""
+    from ember.ir.types import TensorType
+    from ember.symbol.infer import infer
+    return infer(heads, {k: TensorType(a.shape, np.dtype(a.dtype).name)
+                         for k, a in env.items()})
+
+
+def _known_shape(t, node) -> tuple:
+    from ember.symbol import nodes as _n
+    if not t.known:
+        raise MXNetError(f"SymbolBlock: cannot infer the unknown dims (0) of the shape of "
+                         f"node {_n.node_name(node)!r} ({node.op.name}) from the inputs: {t}")
+    return t.shape
 
 
 def _hidden(node, v: Value):

@@ -56,9 +56,15 @@ def _format_sequence(length, inputs, layout, merge, in_layout=None):
         if F is ndarray:
             batch_size = inputs.shape[batch_axis]
         if merge is False:
-            steps = inputs.shape[in_axis]
-            if length is not None and length != steps:
+            shape = inputs.shape  # a Symbol's may be unknown: then ``length`` steps
+            steps = shape[in_axis] if shape is not None and len(shape) > in_axis else None
+            if length is not None and steps not in (None, length):
                 raise MXNetError(f"unroll: length {length} but inputs have {steps} steps")
+            if steps is None:
+                if length is None:
+                    raise MXNetError("unroll: give length (the inputs' number of steps "
+                                     "is not known)")
+                steps = length
             inputs = _as_list(F.split(inputs, axis=in_axis, num_outputs=steps,
                                       squeeze_axis=True))
     else:
@@ -164,9 +170,9 @@ class RecurrentCell(Block):
             outputs.append(output)
             if valid_length is not None:
                 all_states.append(states)
-        if valid_length is not None:
+        if valid_length is not None:  # masked outputs are one tensor, as MXNet's SequenceMask
             states = _last_states(F, all_states, valid_length)
-            outputs = _mask_steps(F, outputs, valid_length)
+            outputs = _merge(F, _mask_steps(F, outputs, valid_length), axis)
         outputs, _, _, _ = _format_sequence(length, outputs, layout, merge_outputs)
         return outputs, states
 
@@ -255,7 +261,9 @@ class RNNCell(_GatedCell):
 
     def hybrid_forward(self, F, inputs, states, i2h_weight, h2h_weight, i2h_bias, h2h_bias):
         i2h, h2h = self._affine(F, inputs, states, i2h_weight, i2h_bias, h2h_weight, h2h_bias)
-        out = self._get_activation(F, i2h + h2h, self._activation)
+        t = f"t{self._counter}_"
+        out = self._get_activation(F, F.elemwise_add(i2h, h2h, name=t + "plus0"),
+                                   self._activation, name=t + "out")
         return out, [out]
 
 
@@ -279,14 +287,20 @@ class LSTMCell(_GatedCell):
 
     def hybrid_forward(self, F, inputs, states, i2h_weight, h2h_weight, i2h_bias, h2h_bias):
         i2h, h2h = self._affine(F, inputs, states, i2h_weight, i2h_bias, h2h_weight, h2h_bias)
-        gi, gf, gc, go = _as_list(F.SliceChannel(i2h + h2h, num_outputs=4, axis=1))
+        t = f"t{self._counter}_"
+        gates = F.elemwise_add(i2h, h2h, name=t + "plus0")
+        gi, gf, gc, go = _as_list(F.SliceChannel(gates, num_outputs=4, axis=1, name=t + "slice"))
         act, ract = self._activation, self._recurrent_activation
-        in_gate = self._get_activation(F, gi, ract)
-        forget_gate = self._get_activation(F, gf, ract)
-        in_transform = self._get_activation(F, gc, act)
-        out_gate = self._get_activation(F, go, ract)
-        next_c = forget_gate * states[1] + in_gate * in_transform
-        next_h = out_gate * self._get_activation(F, next_c, act)
+        in_gate = self._get_activation(F, gi, ract, name=t + "i")
+        forget_gate = self._get_activation(F, gf, ract, name=t + "f")
+        in_transform = self._get_activation(F, gc, act, name=t + "c")
+        out_gate = self._get_activation(F, go, ract, name=t + "o")
+        next_c = F.elemwise_add(F.elemwise_mul(forget_gate, states[1], name=t + "mul0"),
+                                F.elemwise_mul(in_gate, in_transform, name=t + "mul1"),
+                                name=t + "state")
+        next_h = F.elemwise_mul(out_gate,
+                                self._get_activation(F, next_c, act, name=t + "activation0"),
+                                name=t + "out")
         return next_h, [next_h, next_c]
 
 
@@ -310,10 +324,22 @@ class GRUCell(_GatedCell):
 
     def hybrid_forward(self, F, inputs, states, i2h_weight, h2h_weight, i2h_bias, h2h_bias):
         i2h, h2h = self._affine(F, inputs, states, i2h_weight, i2h_bias, h2h_weight, h2h_bias)
-        i2h_r, i2h_z, i2h_n = _as_list(F.SliceChannel(i2h, num_outputs=3, axis=1))
-        h2h_r, h2h_z, h2h_n = _as_list(F.SliceChannel(h2h, num_outputs=3, axis=1))
-        reset_gate = self._get_activation(F, i2h_r + h2h_r, self._recurrent_activation)
-        update_gate = self._get_activation(F, i2h_z + h2h_z, self._recurrent_activation)
-        cand = self._get_activation(F, i2h_n + reset_gate * h2h_n, self._activation)
-        next_h = (F.ones_like(update_gate) - update_gate) * cand + update_gate * states[0]
+        t = f"t{self._counter}_"
+        i2h_r, i2h_z, i2h_n = _as_list(F.SliceChannel(i2h, num_outputs=3, axis=1,
+                                                      name=t + "i2h_slice"))
+        h2h_r, h2h_z, h2h_n = _as_list(F.SliceChannel(h2h, num_outputs=3, axis=1,
+                                                      name=t + "h2h_slice"))
+        ract = self._recurrent_activation
+        reset_gate = self._get_activation(F, F.elemwise_add(i2h_r, h2h_r, name=t + "plus0"),
+                                          ract, name=t + "r_act")
+        update_gate = self._get_activation(F, F.elemwise_add(i2h_z, h2h_z, name=t + "plus1"),
+                                           ract, name=t + "z_act")
+        reset_h2h = F.elemwise_mul(reset_gate, h2h_n, name=t + "mul0")
+        cand = self._get_activation(F, F.elemwise_add(i2h_n, reset_h2h, name=t + "plus2"),
+                                    self._activation, name=t + "h_act")
+        ones = F.ones_like(update_gate, name=t + "ones_like0")
+        keep = F.elemwise_sub(ones, update_gate, name=t + "minus0")
+        next_h = F.elemwise_add(F.elemwise_mul(keep, cand, name=t + "mul1"),
+                                F.elemwise_mul(update_gate, states[0], name=t + "mul20"),
+                                name=t + "out")
         return next_h, [next_h]

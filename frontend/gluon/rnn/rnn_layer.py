@@ -8,12 +8,17 @@ fuse and differentiate every step.
 """
 from __future__ import annotations
 
+import re
+
 from ember import ndarray, symbol
 from ember.base import MXNetError
 from ember.ndarray.ndarray import NDArray
 
 from ..block import HybridBlock
 from .rnn_cell import _as_list, _last_states, _make_state, _mask_steps, _reverse_sequences
+
+# a layer's parameter names: direction, layer, what (``r1_h2h_bias``)
+_PARAM_KEY = re.compile(r"([lr])(\d+)_((?:i2h|h2h|h2r)_(?:weight|bias))\Z")
 
 
 class _RNNLayer(HybridBlock):
@@ -42,6 +47,10 @@ class _RNNLayer(HybridBlock):
         self._use_sequence_length = use_sequence_length
         self.skip_states = None
         self._gates = {"rnn_relu": 1, "rnn_tanh": 1, "lstm": 4, "gru": 3}[mode]
+        self._inits = {"i2h_weight_initializer": i2h_weight_initializer,
+                       "h2h_weight_initializer": h2h_weight_initializer,
+                       "i2h_bias_initializer": i2h_bias_initializer,
+                       "h2h_bias_initializer": h2h_bias_initializer}
         ng, ni, nh = self._gates, input_size, hidden_size
         nr = self._projection_size or nh
         for i in range(num_layers):
@@ -76,6 +85,52 @@ class _RNNLayer(HybridBlock):
         shape = self.l0_i2h_weight.shape
         mapping = f"{shape[1] if shape[1] else None} -> {shape[0] // self._gates}"
         return (s + ")").format(mapping=mapping)
+
+    def _collect_params_with_prefix(self, prefix: str = "") -> dict:
+        """Parameters under the names MXNet's files use (``save_parameters``): those of
+        the cell stack ``_unfuse`` builds, ``_unfused.<layer>.i2h_weight``, with
+        ``l_cell.``/``r_cell.`` before the name when bidirectional."""
+        if prefix:
+            prefix += "."
+        ret = {}
+        for key, p in self._reg_params.items():
+            m = _PARAM_KEY.match(key)
+            if m is None:
+                ret[prefix + key] = p
+                continue
+            d, layer, name = m.groups()
+            cell = f"{d}_cell." if self._dir == 2 else ""
+            ret[f"{prefix}_unfused.{layer}.{cell}{name}"] = p
+        for name, child in self._children.items():
+            ret.update(child._collect_params_with_prefix(prefix + name))
+        return ret
+
+    def _unfuse(self):
+        """The same network as a stack of recurrent cells sharing this layer's parameters
+        (``l0_`` cells, bidirectional ``l0_``/``r0_`` pairs, DropoutCells between layers)."""
+        if self._projection_size:
+            raise MXNetError(f"{self.name}: _unfuse does not support a projection layer")
+        if self._lstm_state_clip_min is not None or self._lstm_state_clip_max is not None:
+            raise MXNetError(f"{self.name}: _unfuse does not support state clipping")
+        from .rnn_cell import GRUCell, LSTMCell, RNNCell
+        from .rnn_wrappers import BidirectionalCell, DropoutCell, HybridSequentialRNNCell
+        make = {"rnn_relu": lambda **kw: RNNCell(activation="relu", **kw),
+                "rnn_tanh": lambda **kw: RNNCell(activation="tanh", **kw),
+                "lstm": LSTMCell, "gru": GRUCell}[self._mode]
+        stack = HybridSequentialRNNCell(prefix=self.prefix, params=self.params)
+        with stack.name_scope():
+            ni = self._input_size
+            for i in range(self._num_layers):
+                kw = {"hidden_size": self._hidden_size, "input_size": ni, **self._inits}
+                if self._dir == 2:
+                    stack.add(BidirectionalCell(make(prefix=f"l{i}_", **kw),
+                                                make(prefix=f"r{i}_", **kw)))
+                else:
+                    stack.add(make(prefix=f"l{i}_", **kw))
+                if self._dropout > 0 and i != self._num_layers - 1:
+                    stack.add(DropoutCell(self._dropout))
+                ni = self._hidden_size * self._dir
+        return stack
 
     def state_info(self, batch_size: int = 0) -> list:
         """Shapes of the begin states: ``(num_layers * directions, N, hidden)`` each."""

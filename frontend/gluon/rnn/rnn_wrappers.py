@@ -264,16 +264,24 @@ class BidirectionalCell(HybridRecurrentCell):
         l_cell, r_cell = self._children.values()
         nl = len(l_cell.state_info(batch_size))
         l_outputs, l_states = l_cell.unroll(length, inputs=inputs, begin_state=states[:nl],
-                                            layout=layout, merge_outputs=False,
+                                            layout=layout, merge_outputs=merge_outputs,
                                             valid_length=valid_length)
         r_outputs, r_states = r_cell.unroll(length, inputs=reversed_inputs,
                                             begin_state=states[nl:], layout=layout,
                                             merge_outputs=False, valid_length=valid_length)
         r_outputs = _reverse_sequences(F, r_outputs, valid_length)
-        outputs = [F.concat(lo, ro, dim=1, name=f"{self._output_prefix}t{i}")
-                   for i, (lo, ro) in enumerate(zip(l_outputs, r_outputs))]
-        if valid_length is not None:
-            outputs = _mask_steps(F, outputs, valid_length)
+        if merge_outputs is None:  # what the forward cell gave
+            merge_outputs = isinstance(l_outputs, _TENSORS)
+        l_outputs, _, _, _ = _format_sequence(length, l_outputs, layout, merge_outputs)
+        r_outputs, _, _, _ = _format_sequence(length, r_outputs, layout, merge_outputs)
+        prefix = self._output_prefix
         if merge_outputs:
-            outputs = _merge(F, outputs, axis)
+            outputs = F.concat(l_outputs, r_outputs, dim=2, name=f"{prefix}out")
+        else:
+            outputs = [F.concat(lo, ro, dim=1, name=f"{prefix}t{i}")
+                       for i, (lo, ro) in enumerate(zip(l_outputs, r_outputs))]
+        if valid_length is not None:
+            steps, _, _, _ = _format_sequence(length, outputs, layout, False)
+            outputs = _mask_steps(F, steps, valid_length)
+            outputs = _merge(F, outputs, axis) if merge_outputs else outputs
         return outputs, l_states + r_states
