@@ -2,6 +2,9 @@
 VariationalDropoutCell, dynamic_unroll, deformable convolutions, IntervalSampler and the
 WikiText datasets, each checked against NumPy (the Estimator is in
 test_gluon_contrib_estimator.py)."""
+import json
+import os
+import subprocess
 import warnings
 import zipfile
 
@@ -325,3 +328,95 @@ def test_wikitext_reads_local_files(tmp_path, monkeypatch):
     with pytest.raises(MXNetError, match="(?s)wiki.test.tokens.*does not download"):
         WikiText2(root=str(tmp_path / "none"), segment="test")
     assert contrib.data.text.WikiText103 is not None
+
+
+# ---- against real MXNet 1.9.1 ------------------------------------------------------------------
+MXNET_PYTHON = os.environ.get("EMBER_TEST_MXNET_PYTHON", "")
+# (constructor, input shape, state shapes or None, run under autograd.record)
+_CASES = {
+    "convlstm": ("contrib.rnn.Conv2DLSTMCell((3, 6, 5), 4, 3, 3, i2h_pad=(1, 0))",
+                 (2, 3, 6, 5), [(2, 4, 6, 3)] * 2, False),
+    "convgru": ("contrib.rnn.Conv1DGRUCell((3, 9), 5, 3, 5, i2h_dilate=2, h2h_dilate=2)",
+                (2, 3, 9), [(2, 5, 5)], False),
+    "conv3drnn": ("contrib.rnn.Conv3DRNNCell((2, 4, 4, 3), 3, 1, 3, activation='relu')",
+                  (1, 2, 4, 4, 3), [(1, 3, 4, 4, 3)], False),
+    "lstmp": ("contrib.rnn.LSTMPCell(6, 3)", (2, 4), [(2, 3), (2, 6)], False),
+    "deform": ("contrib.cnn.DeformableConvolution(4, (3, 3), padding=1, num_deformable_group=2,"
+               " offset_weight_initializer=mx.init.Uniform(0.3),"
+               " offset_bias_initializer=mx.init.Uniform(1.5))", (2, 4, 5, 6), None, False),
+    "mdeform": ("contrib.cnn.ModulatedDeformableConvolution(3, (2, 3), strides=(2, 1),"
+                " dilation=(1, 2), offset_weight_initializer=mx.init.Uniform(0.3),"
+                " offset_bias_initializer=mx.init.Uniform(1.5))", (1, 2, 6, 7), None, False),
+    "syncbn": ("contrib.nn.SyncBatchNorm(in_channels=3, num_devices=1)", (4, 3, 2, 2), None,
+               True),
+}
+_MX_SCRIPT = """
+import json, sys
+import numpy as np
+import mxnet as mx
+from mxnet.gluon import contrib
+cases, inputs = json.load(open(sys.argv[1])), np.load(sys.argv[2])
+res = {}
+for name, (make, _, states, record) in cases.items():
+    mx.random.seed(1)
+    block = eval(make)
+    block.initialize(mx.init.Uniform(0.5))
+    args = [mx.nd.array(inputs[name + "/x"])]
+    if states:
+        args.append([mx.nd.array(inputs[f"{name}/s{i}"]) for i in range(len(states))])
+    if record:   # the statistics before the step (its parameters have known shapes)
+        block.save_parameters(f"{sys.argv[3]}/{name}.params")
+    with mx.autograd.record(train_mode=record):
+        out = block(*args)
+    outs = [out[0]] + list(out[1]) if states else [out]
+    if record:   # MXNet updates the running statistics in the backward pass
+        out.backward()
+        outs.append(block.running_mean.data())
+    else:        # after the first forward: deferred shapes are known
+        block.save_parameters(f"{sys.argv[3]}/{name}.params")
+    for i, o in enumerate(outs):
+        res[f"{name}/{i}"] = o.asnumpy()
+np.savez(f"{sys.argv[3]}/out.npz", **res)
+text = open(f"{sys.argv[3]}/wiki.train.tokens").read()
+counter = mx.contrib.text.utils.count_tokens_from_str(text)
+vocab = mx.contrib.text.vocab.Vocabulary(counter=counter, reserved_tokens=["<eos>"])
+json.dump(vocab.idx_to_token, open(f"{sys.argv[3]}/vocab.json", "w"))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists(MXNET_PYTHON),
+                    reason="no MXNet 1.9.1 interpreter (EMBER_TEST_MXNET_PYTHON)")
+def test_same_numbers_and_parameter_files_as_real_mxnet(tmp_path):
+    inputs = {}
+    for name, (_, shape, states, _) in _CASES.items():
+        inputs[f"{name}/x"] = RNG.standard_normal(shape).astype(np.float32)
+        for i, s in enumerate(states or []):
+            inputs[f"{name}/s{i}"] = RNG.standard_normal(s).astype(np.float32) * 0.5
+    (tmp_path / "cases.json").write_text(json.dumps(_CASES))
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    (tmp_path / "run.py").write_text(_MX_SCRIPT)
+    (tmp_path / "wiki.train.tokens").write_text(" = Tie = \n\n b a <unk> c d d a b e\n z y\n")
+    proc = subprocess.run([MXNET_PYTHON, str(tmp_path / "run.py"), str(tmp_path / "cases.json"),
+                           str(tmp_path / "inputs.npz"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    want = np.load(tmp_path / "out.npz")
+    for name, (make, _, states, record) in _CASES.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            block = eval(make, {"contrib": contrib, "mx": mx})
+        block.load_parameters(str(tmp_path / f"{name}.params"))   # MXNet's names and shapes
+        args = [mx.nd.array(inputs[f"{name}/x"])]
+        if states:
+            args.append([mx.nd.array(inputs[f"{name}/s{i}"]) for i in range(len(states))])
+        with mx.autograd.record(train_mode=record):
+            out = block(*args)
+        outs = [out[0]] + list(out[1]) if states else [out]
+        if record:
+            out.backward()
+            outs.append(block.running_mean.data())
+        for i, o in enumerate(outs):
+            np.testing.assert_allclose(o.asnumpy(), want[f"{name}/{i}"], rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{name} output {i}")
+    vocab = WikiText2(root=str(tmp_path)).vocabulary        # MXNet's token order, ties too
+    assert vocab.idx_to_token == json.loads((tmp_path / "vocab.json").read_text())

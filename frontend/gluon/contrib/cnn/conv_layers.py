@@ -14,6 +14,8 @@ the last row/column; v2 samples positions within one pixel of it, zero outside.
 """
 from __future__ import annotations
 
+import numbers
+
 from ember.base import MXNetError
 
 from ...block import HybridBlock
@@ -23,7 +25,7 @@ __all__ = ["DeformableConvolution", "ModulatedDeformableConvolution"]
 
 
 def _pair(name: str, v) -> tuple:
-    v = (int(v),) * 2 if isinstance(v, int) else tuple(int(x) for x in v)
+    v = (int(v),) * 2 if isinstance(v, numbers.Integral) else tuple(int(x) for x in v)
     if len(v) != 2:
         raise MXNetError(f"deformable convolution: {name} must be an int or a pair, got {v}")
     return v

@@ -12,6 +12,8 @@ so a begin state of unknown batch size learns it from the input. Channels-last l
 """
 from __future__ import annotations
 
+import numbers
+
 from ember.base import MXNetError
 
 from ...rnn.rnn_cell import HybridRecurrentCell, _as_list
@@ -30,8 +32,8 @@ def _conv_out_size(dims, kernels, pads, dilates) -> tuple:
 
 
 def _tuple(name: str, spec, dims: int) -> tuple:
-    if isinstance(spec, int):
-        return (spec,) * dims
+    if isinstance(spec, numbers.Integral):
+        return (int(spec),) * dims
     spec = tuple(int(s) for s in spec)
     if len(spec) != dims:
         raise MXNetError(f"For {dims}D convolution, the convolution settings can only be "
@@ -43,6 +45,7 @@ class _BaseConvRNNCell(HybridRecurrentCell):
     """Parameters, shapes and the two convolutions shared by the conv RNN/LSTM/GRU cells."""
 
     _gate_names: tuple = ("",)
+    _num_states = 1
 
     def __init__(self, input_shape, hidden_channels, i2h_kernel, h2h_kernel, i2h_pad,
                  i2h_dilate, h2h_dilate, i2h_weight_initializer, h2h_weight_initializer,
@@ -104,8 +107,6 @@ class _BaseConvRNNCell(HybridRecurrentCell):
     def state_info(self, batch_size=0):
         return [{"shape": (batch_size,) + self._state_shape, "__layout__": self._conv_layout}
                 for _ in range(self._num_states)]
-
-    _num_states = 1
 
     def __repr__(self):
         shape = self.i2h_weight.shape
