@@ -27,6 +27,7 @@ from . import symbol
 
 sym = symbol
 _sys.modules[__name__ + ".sym"] = symbol
+from . import contrib
 from . import operator
 
 from . import initializer, lr_scheduler, metric, optimizer

@@ -25,10 +25,34 @@ _EXACT = {np.dtype(t): 0 for t in (np.bool_, np.int8, np.uint8, np.int16, np.uin
 
 
 def _callable(sym, who: str):
+    from ember.symbol import Symbol
+    if isinstance(sym, Symbol):
+        return _symbol_callable(sym)
     if hasattr(sym, "list_arguments") or not callable(sym):
-        raise MXNetError(f"{who}: MXNet Symbols and executors need ember.sym, which arrives with "
-                         "the compiler; pass a Python callable taking NDArrays instead")
+        raise MXNetError(f"{who}: pass an ember.sym Symbol or a Python callable taking NDArrays, "
+                         f"not {type(sym).__name__}")
     return sym
+
+
+def _symbol_callable(sym):
+    """A Symbol as a function of its arguments (by position or name), run eagerly node by
+    node as SymbolBlock does, so autograd records it like any NDArray code."""
+    from ember.gluon.symbol_block import evaluate
+    from ember.symbol import nodes as _n
+    heads, names = sym._value_list(), sym.list_arguments()
+    variables: dict[str, list] = {}
+    for v in _n.variables(heads)[0]:
+        variables.setdefault(_n.node_name(v), []).append(v)
+
+    def fn(*xs, **kw):
+        given = {**dict(zip(names, xs)), **kw}
+        missing = [n for n in variables if n not in given]
+        if missing:
+            raise MXNetError(f"no values for the symbol's arguments {missing}")
+        return evaluate(heads, {id(v): given[n] for n, vs in variables.items() for v in vs})
+    fn.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+    return fn
 
 
 def _bind(fn, location, dtype, ctx):
@@ -59,17 +83,19 @@ def _nd(values, ctx):
     return [array(v, ctx=ctx, dtype=v.dtype) for v in values]
 
 
-def _finite_differences(call, values, eps, train, ctx, weight=None) -> list:
-    """Central differences of ``sum(output0 * weight)`` w.r.t. every float input."""
+def _finite_differences(call, values, eps, train, ctx, weight=None, wrt=None) -> list:
+    """Central differences of ``sum(output0 * weight)`` w.r.t. every float input (or only
+    the inputs whose indices are in ``wrt``; the others get zeros)."""
     def f():
         with autograd.train_mode() if train else autograd.predict_mode():
             out = call(_nd(values, ctx))[0].asnumpy().astype(np.float64)
         return (out if weight is None else out * weight).sum()
     grads = []
-    for v in values:
+    for k, v in enumerate(values):
         g = np.zeros(v.shape, dtype=v.dtype)
         flat, gflat = v.reshape(-1), g.reshape(-1)
-        for i in range(flat.size if v.dtype.kind == "f" else 0):
+        wanted = v.dtype.kind == "f" and (wrt is None or k in wrt)
+        for i in range(flat.size if wanted else 0):
             old = flat[i]
             flat[i] = old + eps / 2.0
             plus = f()
@@ -158,7 +184,8 @@ def check_numeric_gradient(sym, location, aux_states=None, numeric_eps=None, rto
         assert eps >= 1e-5, "finite differences need eps >= 1e-5 below float64"
     _, orig, bufs = _backward(call, names, values, reqs, ctx,
                               lambda outs: [array(proj, ctx=ctx, dtype=outs[0].dtype)])
-    fd = _finite_differences(call, values, eps, use_forward_train, ctx, proj.astype(np.float64))
+    fd = _finite_differences(call, values, eps, use_forward_train, ctx, proj.astype(np.float64),
+                             wrt={names.index(k) for k in reqs})
     expected = {k: fd[names.index(k)] for k in reqs}
     _compare_grads(expected, bufs, orig, reqs, rtol, atol, "NUMERICAL")
 

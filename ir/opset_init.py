@@ -1,13 +1,11 @@
-"""Creation and random ops: zeros, ones, full, arange, linspace, eye, random draws, shuffle.
+"""Creation ops: zeros, ones, full, arange, linspace, eye, zeros_like, ones_like.
 
-Random ops draw from :mod:`ember.ir.rng`, which ``ember.random.seed`` reseeds, so a seed
-reproduces a run (MXNet's ``mx.random.seed``).
+The random samplers live in :mod:`ember.ir.opset_random`.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import rng
 from .ops import REQUIRED, OpKind, defop
 from .shape_rules import elemwise
 from .types import TensorType
@@ -65,47 +63,3 @@ defop("zeros_like", OpKind.ELEMWISE, lambda ins, at: np.zeros_like(ins[0]),
 defop("ones_like", OpKind.ELEMWISE, lambda ins, at: np.ones_like(ins[0]),
       elemwise("ones_like"), mxnet_name="ones_like", template="1.0",
       grad=lambda F, i, o, g, at: [None])
-
-
-# ---- random draws ------------------------------------------------------------------------
-def _draw(fn):
-    def compute(ins, at):
-        return np.asarray(fn(rng.generator(), at)).astype(at["dtype"], copy=False)
-    return compute
-
-
-_RAND = {"shape": (1,), **_F32}
-defop("random_uniform", O,
-      _draw(lambda g, at: g.uniform(at["low"], at["high"], at["shape"])), _fixed, inputs=(),
-      attrs={"low": 0.0, "high": 1.0, **_RAND}, random=True,
-      aliases=("_random_uniform", "uniform"), mxnet_name="_random_uniform")
-defop("random_normal", O,
-      _draw(lambda g, at: g.normal(at["loc"], at["scale"], at["shape"])), _fixed, inputs=(),
-      attrs={"loc": 0.0, "scale": 1.0, **_RAND}, random=True,
-      aliases=("_random_normal", "normal"), mxnet_name="_random_normal")
-defop("random_randint", O,
-      _draw(lambda g, at: g.integers(at["low"], at["high"], at["shape"])), _fixed, inputs=(),
-      attrs={"low": REQUIRED, "high": REQUIRED, "shape": (1,), "dtype": "int32"}, random=True,
-      aliases=("_random_randint",), mxnet_name="_random_randint")
-defop("random_exponential", O,
-      _draw(lambda g, at: g.exponential(1.0 / at["lam"], at["shape"])), _fixed, inputs=(),
-      attrs={"lam": 1.0, **_RAND}, random=True, aliases=("_random_exponential",),
-      mxnet_name="_random_exponential")
-defop("random_gamma", O,
-      _draw(lambda g, at: g.gamma(at["alpha"], at["beta"], at["shape"])), _fixed, inputs=(),
-      attrs={"alpha": 1.0, "beta": 1.0, **_RAND}, random=True, aliases=("_random_gamma",),
-      mxnet_name="_random_gamma")
-defop("random_poisson", O,
-      _draw(lambda g, at: g.poisson(at["lam"], at["shape"])), _fixed, inputs=(),
-      attrs={"lam": 1.0, **_RAND}, random=True, aliases=("_random_poisson",),
-      mxnet_name="_random_poisson")
-
-
-def _shuffle(ins, at):
-    out = ins[0].copy()
-    rng.generator().shuffle(out, axis=0)
-    return out
-
-
-defop("shuffle", O, _shuffle, elemwise("shuffle"), random=True, aliases=("_shuffle",),
-      mxnet_name="_shuffle", doc="A copy of the array with its first axis permuted.")

@@ -13,6 +13,8 @@ from . import (  # noqa: F401
     opset_norm,
     opset_optim,
     opset_pool,
+    opset_random,
+    opset_random_pdf,
     opset_reduce,
     opset_shape,
     opset_slice,

@@ -1,4 +1,5 @@
-"""``mx.nd.contrib``: the contrib functions ember has (isnan, isinf, isfinite, adamw)."""
+"""``mx.nd.contrib``: the contrib functions ember has (isnan, isinf, isfinite, adamw,
+ctc_loss, rand_zipfian)."""
 from __future__ import annotations
 
 
@@ -18,3 +19,26 @@ adamw_update = _op_fn("adamw_update")
 mp_adamw_update = _op_fn("mp_adamw_update")
 CTCLoss = _op_fn("CTCLoss")
 ctc_loss = _op_fn("ctc_loss")
+
+
+def zipfian_candidates(F, true_classes, num_sampled: int, range_max: int, **placement):
+    """Candidate classes from the log-uniform (Zipfian) distribution over [0, range_max),
+    P(c) = log((c + 2) / (c + 1)) / log(range_max + 1), drawn with replacement, and the
+    expected counts of ``true_classes`` and of the candidates in ``num_sampled`` draws.
+    ``F`` is ``ember.nd`` or ``ember.sym``: one formula for both namespaces."""
+    import math
+    log_range = math.log(range_max + 1)
+    u = F.random.uniform(0.0, log_range, shape=(num_sampled,), dtype="float64", **placement)
+    sampled = F.cast(F.exp(u) - 1.0, dtype="int64") % range_max  # exp(u) - 1 is log-uniform
+
+    def expected_count(classes):
+        c = F.cast(classes, dtype="float64")
+        return F.log((c + 2.0) / (c + 1.0)) / log_range * num_sampled
+    return sampled, expected_count(true_classes), expected_count(sampled)
+
+
+def rand_zipfian(true_classes, num_sampled: int, range_max: int, ctx=None):
+    """(sampled classes int64, expected count of each true class, expected count of each
+    sampled class), for sampled softmax (MXNet's ``nd.contrib.rand_zipfian``)."""
+    from ember import ndarray as nd
+    return zipfian_candidates(nd, true_classes, num_sampled, range_max, ctx=ctx)
