@@ -174,7 +174,8 @@ def scalar_body(nodes: Sequence[Node], leaves: dict[Value, str], pool: ConstPool
     """Straight-line statements computing ``nodes`` from scalars named in ``leaves``.
 
     Returns the lines and the variable of every value (leaves included). An input whose
-    precision differs from the node's compute dtype is converted first (``np.float64(x)``).
+    precision differs from the node's compute dtype is converted first (``np.float64(x)``),
+    and a result computed in another precision than its value's dtype is converted to it.
     """
     var = dict(leaves)
     lines = []
@@ -187,7 +188,11 @@ def scalar_body(nodes: Sequence[Node], leaves: dict[Value, str], pool: ConstPool
                 name = f"np.{dt}({name})"
             args.append(name)
         out = f"t{k}"
-        lines.append(f"{indent}{out} = {scalar_expr(node, args, pool, funcs)}")
+        expr = scalar_expr(node, args, pool, funcs)
+        want = node.outputs[0].type.dtype
+        if want != dt:  # a float64 op in a float32 chain: rounded as eager rounds its result
+            expr = f"np.{want}({expr})"
+        lines.append(f"{indent}{out} = {expr}")
         var[node.outputs[0]] = out
     return lines, var
 

@@ -53,7 +53,9 @@ def _power(a, b):
 
 
 def _ln(F, v):
-    return math.log(v) if isinstance(v, numbers.Number) else F.log(v)
+    if isinstance(v, numbers.Number):  # NumPy's log, not Python's ValueError, at v <= 0
+        return math.log(v) if v > 0 else (-math.inf if v == 0 else math.nan)
+    return F.log(v)
 
 
 _ones = (lambda F, a, b, y, g: g)

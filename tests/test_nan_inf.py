@@ -15,12 +15,13 @@ import pytest
 import ember as mx
 from ember import autograd
 from ember.backends import cpu, reference
-from ember.backends.codegen import template_of
+from ember.backends.codegen import is_scalar_node, template_of
 from ember.gluon import nn
 from ember.ir.fused import make_fused_node
 from ember.ir.graph import Graph, GraphBuilder
 from ember.ir.ops import all_ops
 from ember.ir.types import TensorType
+from ember.passes import run_pipeline
 from ember.runtime import cache
 
 cache.install()
@@ -97,6 +98,63 @@ def test_every_template_op_is_covered():
     want = {n for n, op in all_ops().items() if template_of(op) is not None} - COPIES
     assert have == want and len(have) > 90
     assert {a for _, _, a in template_cases()} == {1, 2}
+
+
+def _gradient_run(cases, dtype):
+    """Compiled and eager (reference) gradients of ``op(x_k)`` for each case, on SPECIAL.
+
+    The backward graph's elementwise nodes become ONE generated kernel (what the fuse pass
+    would make of one op's backward), so a sweep compiles a few kernels, not hundreds."""
+    v = np.array(SPECIAL, dtype)
+    b = GraphBuilder("grads")
+    xs = [b.input(TensorType(v.shape, dtype), f"x{k}") for k in range(len(cases))]
+    outs = [b.emit(name, [x], **at)[0] for (name, at), x in zip(cases, xs)]
+    joint = run_pipeline(b.build(outs), ["infer_shapes", "autodiff", "infer_shapes",
+                                         "simplify"], head_grads="input")
+    loops = [n for n in joint.nodes if is_scalar_node(n)]
+    made = {id(o) for n in loops for o in n.outputs}
+    node, replaced = make_fused_node(loops, [o for o in joint.outputs if id(o) in made],
+                                     "elemwise", "fused_grads")
+    outer = {id(r): o for r, o in zip(replaced, node.outputs)}
+    rest = [n for n in joint.nodes if not is_scalar_node(n)]   # zeros for constant ops
+    g = Graph("grads", joint.inputs, [], rest + [node],
+              [outer.get(id(o), o) for o in joint.outputs], {})
+    fn = cpu.compile(g)
+    assert fn.report.get("elementwise") == 1 and not any("fallback" in k for k in fn.report)
+    heads = [np.full(v.shape, 0.75, h.type.dtype) for h in joint.inputs[len(cases):]]
+    ins = [v] * len(cases) + heads
+    got = fn([a.copy() for a in ins], [])
+    with np.errstate(all="ignore"):
+        want = reference.run_graph(joint, [a.copy() for a in ins], [])
+    n = len(cases)
+    for (name, at), gg, ww in zip(cases, got[n:], want[n:]):
+        assert_same(gg, ww, RTOL[dtype], f"gradient of {name} {at} {dtype}", [v])
+
+
+def _unary_cases(every_setting):
+    cases = [(name, at) for name, at, arity in template_cases()
+             if arity == 1 and name != "digamma"]   # digamma has no gradient (no trigamma)
+    if every_setting:
+        return cases
+    firsts = {name: at for name, at in reversed(cases)}
+    extra = [("power_scalar", {"scalar": s}) for s in (0.0, -1.0, 0.5, 3.0)]
+    extra += [("rpower_scalar", {"scalar": s}) for s in (0.0, -1.0)]
+    return list(firsts.items()) + extra + [("activation", at) for at in ATTRS["activation"]]
+
+
+def test_gradients_of_unary_templates_agree_with_eager():
+    """Every unary op (first attribute setting), float32: the backward graph compiled."""
+    cases = _unary_cases(False)
+    for k in range(0, len(cases), 30):
+        _gradient_run(cases[k:k + 30], "float32")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradients_of_every_unary_template_setting_agree_with_eager(dtype):
+    cases = _unary_cases(True)
+    for k in range(0, len(cases), 30):
+        _gradient_run(cases[k:k + 30], dtype)
 
 
 EPILOGUES = [("relu", {}), ("activation", {"act_type": "relu"}),
@@ -202,6 +260,28 @@ def test_relu_gradient_of_nan_is_nan(op):
         y.backward()
         np.testing.assert_array_equal(y.asnumpy(), [NAN, 2.0, 0.0, 0.0, INF, 0.0])
         np.testing.assert_array_equal(x.grad.asnumpy(), [NAN, 1.0, 0.0, 0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("base", [0.0, -1.0, 2.0])
+def test_gradient_of_scalar_to_the_x_at_nonpositive_bases(base):
+    """d(s ** x)/dx = s ** x * log(s): NumPy's log (-inf at 0, NaN below), not a Python
+    ValueError from math.log, eagerly and hybridized."""
+    xs = np.array([-1.0, 0.0, 0.5, 2.0, NAN, INF], np.float32)
+    with np.errstate(all="ignore"):
+        want = (np.float32(base) ** xs) * np.float32(np.log(np.float64(base)))
+    for hybridize in (False, True):
+        class Net(nn.HybridBlock):
+            def hybrid_forward(self, F, x):
+                return base ** x
+        net = Net()
+        if hybridize:
+            net.hybridize()
+        x = mx.nd.array(xs)
+        x.attach_grad()
+        with autograd.record():
+            y = net(x)
+        y.backward()
+        assert_same(x.grad.asnumpy(), want.astype(np.float32), 1e-6, f"{base} ** x")
 
 
 def test_one_nan_sample_poisons_hybridized_training_as_eager():
