@@ -20,13 +20,13 @@ def _bshape(ndim, axis, c):
 
 
 def _param_dtypes(op, in_types):
-    """gamma, beta (and moving statistics) share one dtype: the data's, or float32 for
-    float16 data (MXNet's BatchNormType / LayerNormType)."""
+    """gamma, beta (and moving statistics) share the data's dtype; BatchNorm's are float32
+    for float16 data (MXNet's BatchNormType: statistics accumulate in float32)."""
     names = ("data", "gamma", "beta", "moving_mean", "moving_var")
     same_dtype(op, in_types, which=range(1, len(in_types)), names=names)
     x = in_types[0]
-    if len(in_types) > 1 and in_types[1].dtype != x.dtype and \
-            (x.dtype, in_types[1].dtype) != ("float16", "float32"):
+    if len(in_types) > 1 and in_types[1].dtype != x.dtype and not (
+            op == "batch_norm" and (x.dtype, in_types[1].dtype) == ("float16", "float32")):
         same_dtype(op, in_types, names=names, ref=1)
 
 
@@ -93,6 +93,9 @@ def _norm_dx(F, x, gs, axes, eps, mean=None, var=None):
 def _batch_norm_grad(F, ins, outs, ograds, at):
     x, gamma = ins[0], ins[1]
     g = ograds[0]
+    low = x.dtype != gamma.dtype   # float16 data, float32 parameters: work in float32
+    if low:
+        x, g = F.cast(x, dtype="float32"), F.cast(g, dtype="float32")
     ax = at["axis"] % x.ndim
     axes = tuple(i for i in range(x.ndim) if i != ax)
     bs = _bshape(x.ndim, ax, -1)
@@ -105,6 +108,7 @@ def _batch_norm_grad(F, ins, outs, ograds, at):
                             F.reshape(ins[4], shape=bs))
     dgamma = F.zeros_like(gamma) if at["fix_gamma"] else \
         F.sum(g * xhat, axis=ax, exclude=True)
+    dx = F.cast(dx, dtype="float16") if low else dx
     return [dx, dgamma, F.sum(g, axis=ax, exclude=True), None, None]
 
 

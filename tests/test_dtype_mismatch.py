@@ -111,6 +111,7 @@ def test_layer_ops_refuse_mixed_dtypes():
                                kernel=(1, 1), num_filter=1, no_bias=True),
         lambda: nd.BatchNorm(f64, *[nd.ones(3)] * 4),
         lambda: nd.LayerNorm(f32, nd.ones(3), nd.ones(3, dtype="float64")),
+        lambda: nd.LayerNorm(f32.astype("float16"), nd.ones(3), nd.ones(3)),  # BatchNorm's
         lambda: nd.LeakyReLU(f32, nd.ones(3, dtype="float64"), act_type="prelu"),
     ]
     for fn in cases:
@@ -147,3 +148,37 @@ def test_index_inputs_scalars_and_float16_norms_keep_working():
     net.initialize()
     net.hybridize()
     assert net(h).dtype == np.float16 and net.gamma.data().dtype == np.float32
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_float16_batchnorm_trains_with_float32_parameters(hybridize):
+    """ember's own gradient rule mixed float16 data with float32 gamma (a DTypeError)."""
+    x = np.random.default_rng(0).standard_normal((4, 3, 2)).astype("float32")
+    grads = {}
+    for dt in ("float32", "float16"):
+        net = nn.BatchNorm(in_channels=3, center=True, scale=True)
+        net.initialize(mx.init.Constant(0.5))
+        net.cast(dt)
+        if hybridize:
+            net.hybridize()
+        xa = nd.array(x, dtype=dt)
+        xa.attach_grad()
+        with mx.autograd.record():
+            y = net(xa) * nd.array(np.arange(24).reshape(4, 3, 2), dtype=dt)
+        y.backward()
+        assert y.dtype == np.dtype(dt) and xa.grad.dtype == np.dtype(dt)
+        assert net.gamma.grad().dtype == np.float32
+        grads[dt] = (xa.grad.asnumpy(), net.gamma.grad().asnumpy())
+    np.testing.assert_allclose(grads["float16"][0], grads["float32"][0], rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(grads["float16"][1], grads["float32"][1], rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("cell", [mx.gluon.rnn.LSTMCell, mx.gluon.rnn.GRUCell,
+                                  mx.gluon.rnn.RNNCell])
+def test_rnn_cell_begin_state_takes_the_inputs_dtype(cell):
+    """unroll's default zero states were float32 whatever the cell's dtype."""
+    net = cell(4, input_size=5)
+    net.initialize()
+    net.cast("float64")
+    out, states = net.unroll(3, nd.ones((2, 3, 5), dtype="float64"), merge_outputs=True)
+    assert out.dtype == np.float64 and all(s.dtype == np.float64 for s in states)

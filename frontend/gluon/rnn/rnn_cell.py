@@ -31,11 +31,13 @@ def _cells_begin_state(cells, **kwargs):
 
 def _get_begin_state(cell, F, begin_state, inputs, batch_size):
     if begin_state is None:
+        first = inputs[0] if isinstance(inputs, list | tuple) else inputs
+        dtype = first.dtype   # a float64 cell's states are float64
         if F is ndarray:
-            ctx = inputs.context if isinstance(inputs, NDArray) else inputs[0].context
-            begin_state = cell.begin_state(func=F.zeros, batch_size=batch_size, ctx=ctx)
+            begin_state = cell.begin_state(func=F.zeros, batch_size=batch_size,
+                                           ctx=first.context, dtype=dtype)
         else:
-            begin_state = cell.begin_state(func=F.zeros, batch_size=batch_size)
+            begin_state = cell.begin_state(func=F.zeros, batch_size=batch_size, dtype=dtype)
     return begin_state
 
 
