@@ -4,8 +4,8 @@ element of parameter arrays, ``_sample_multinomial``, ``_sample_unique_zipfian``
 
 Every sampler draws from :mod:`ember.ir.rng` when it runs (``random=True``), so it is never
 constant-folded, merged by CSE or fused, and the same kernel runs eagerly and inside compiled
-graphs: ``ember.random.seed`` reproduces both. As in MXNet, samplers pass no gradient to
-their inputs, except the log-likelihood output of ``_sample_multinomial`` (REINFORCE).
+graphs: ``ember.random.seed`` reproduces both. As in MXNet, samplers give their inputs zero
+gradients, except through the log-likelihood output of ``_sample_multinomial`` (REINFORCE).
 Sample counts (Poisson, negative binomial) come back as floats, like MXNet's.
 """
 from __future__ import annotations
@@ -93,6 +93,11 @@ def _draw(op: str, dist: str, params, size: tuple) -> np.ndarray:
     return np.asarray(draw(rng.generator(), *params, size))
 
 
+def _zero_grads(F, ins, outs, g, at):
+    """MXNet's MakeZeroGradNodes: the inputs of a sampler get zero gradients."""
+    return [F.zeros_like(x) for x in ins]
+
+
 def _scalar_op(dist: str, names, defaults):
     op = f"random_{dist}"
 
@@ -125,7 +130,7 @@ def _like_op(dist: str, names, defaults):
         return [TensorType(in_types[0].shape, out_dtype(in_types[0], at))], list(in_types)
     defop(op, O, compute, infer, random=True,
           attrs={**dict(zip(names, defaults)), "dtype": None},
-          grad=lambda F, i, o, g, at: [None], aliases=(f"_random_{dist}_like",),
+          grad=_zero_grads, aliases=(f"_random_{dist}_like",),
           mxnet_name=f"_random_{dist}_like",
           doc=f"Samples of the {dist} distribution in the shape (and, unless ``dtype`` is "
               "given, the dtype) of ``data``.")
@@ -151,7 +156,7 @@ def _sample_op(dist: str, inputs):
         out = TensorType(shape + _tup(at["shape"]), _dtype(op, at["dtype"]))
         return [out], [t.with_shape(shape) for t in in_types]
     defop(op, O, compute, infer, inputs=inputs, random=True,
-          attrs={"shape": (), "dtype": "float32"}, grad=lambda F, i, o, g, at: [None] * len(i),
+          attrs={"shape": (), "dtype": "float32"}, grad=_zero_grads,
           aliases=(f"_sample_{dist}",), mxnet_name=f"_sample_{dist}",
           doc=f"For each element of the {'/'.join(inputs)} arrays, ``shape`` samples of the "
               f"{dist} distribution it parameterises (output shape: parameters' + shape).")
@@ -233,7 +238,7 @@ def _multinomial(ins, at):
 
 def _multinomial_grad(F, ins, outs, g, at):
     if not at["get_prob"]:
-        return [None]
+        return _zero_grads(F, ins, outs, g, at)
     return [F.sample_multinomial_backward(g[1], ins[0], outs[0])]
 
 

@@ -85,6 +85,16 @@ def test_array_parameters_sample_one_distribution_per_element(name):
             _moments_ok(x.asnumpy()[i, j], mean, var)
 
 
+def test_samplers_give_their_parameters_zero_gradients():
+    mu = mx.nd.array([1.0, 2.0])
+    mu.attach_grad()
+    mu.grad[:] = 7.0  # MXNet writes zeros (grad_req write), it does not leave old values
+    with mx.autograd.record():
+        y = mx.nd.random.normal(mu, mx.nd.ones(2)) + mx.nd.random.uniform_like(mu)
+        y.backward()
+    assert mu.grad.asnumpy().tolist() == [0.0, 0.0]
+
+
 def test_sample_ops_shapes_dtypes_and_names():
     mu, sigma = mx.nd.array([0.0, 10.0]), mx.nd.array([1.0, 2.0])
     assert mx.nd.sample_normal(mu, sigma).shape == (2,)
@@ -347,6 +357,12 @@ def test_compiled_functions_draw_fresh_numbers_each_call():
     mx.random.seed(3)
     want = [mx.nd.random.uniform(shape=(3,)).asnumpy() for _ in range(2)]
     np.testing.assert_array_equal(got, want)
+
+    @mx.compile
+    def pick(p):
+        return mx.nd.random.multinomial(p, shape=4)  # one output, as nd's default says
+
+    assert pick(mx.nd.array([0.0, 1.0])).asnumpy().tolist() == [1, 1, 1, 1]
 
 
 # ---- test_utils on Symbols ---------------------------------------------------------------

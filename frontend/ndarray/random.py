@@ -145,6 +145,8 @@ def _trace_aware(name: str, fn):
         from ember.symbol import random as sym_random
         kw.pop("out", None)
         kw.pop("ctx", None)
+        if name == "multinomial" and len(args) < 3:  # nd's default, not sym's
+            kw.setdefault("get_prob", False)
 
         def cap(v):
             return trace.capture(v) if isinstance(v, NDArray) else v
