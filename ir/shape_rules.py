@@ -31,7 +31,8 @@ def same_dtype(op: str, in_types: Sequence[TensorType], which: Sequence[int] | N
 
     ``names`` label the inputs in the message (default lhs/rhs or input k); ``ref`` is the
     input whose dtype the others should be converted to (a layer's weight; default the
-    first checked input, whose dtype the result of a binary op has, as in MXNet).
+    first checked input, whose dtype the result of a binary op has, as in MXNet), unless
+    that is an integer type and another is a float type: then the message says the float.
     """
     idx = range(len(in_types)) if which is None else which
     idx = [i for i in idx if i < len(in_types)]
@@ -41,6 +42,9 @@ def same_dtype(op: str, in_types: Sequence[TensorType], which: Sequence[int] | N
         names = ("lhs", "rhs") if len(in_types) == 2 else \
             tuple(f"input {k}" for k in range(len(in_types)))
     want = in_types[idx[0] if ref is None else ref].dtype
+    floats = [in_types[i].dtype for i in idx if np.dtype(in_types[i].dtype).kind == "f"]
+    if np.dtype(want).kind != "f" and floats:  # uint8 images - float32 mean: never to uint8
+        want = floats[0]
     odd = [names[i] for i in idx if in_types[i].dtype != want]
     got = ", ".join(f"{names[i]} {in_types[i].dtype}" for i in idx)
     raise DTypeError(

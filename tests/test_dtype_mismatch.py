@@ -77,6 +77,14 @@ def test_issue_example_float32_plus_float64():
         nd.ones(2) + nd.ones(2, dtype="float64")
 
 
+def test_the_advice_never_converts_floats_to_integers():
+    img, mean = nd.ones((2, 2, 3), dtype="uint8"), nd.array([0.5, 0.4, 0.3])
+    with pytest.raises(DTypeError, match=r"convert the lhs with \.astype\('float32'\)"):
+        img - mean
+    with pytest.raises(DTypeError, match=r"convert the rhs with \.astype\('float64'\)"):
+        nd.ones(3, dtype="float64") * nd.ones(3, dtype="int32")
+
+
 @pytest.mark.parametrize("lhs,rhs", PAIRS)
 def test_traced_graphs_refuse_mixed_dtypes(lhs, rhs):
     for name in BINARY:

@@ -8,14 +8,17 @@ out as 0), the compiled reductions and softmax, a hybridized Dense against an ea
 (values and gradients), and relu's gradient, which is NaN where its input is (MXNet's).
 """
 import math
+import platform
+import re
 
 import numpy as np
 import pytest
 
 import ember as mx
 from ember import autograd
-from ember.backends import cpu, reference
+from ember.backends import codegen, cpu, reference
 from ember.backends.codegen import is_scalar_node, template_of
+from ember.backends.cpu_kernels import ewise_source
 from ember.gluon import nn
 from ember.ir.fused import make_fused_node
 from ember.ir.graph import Graph, GraphBuilder
@@ -155,6 +158,34 @@ def test_gradients_of_every_unary_template_setting_agree_with_eager(dtype):
     cases = _unary_cases(True)
     for k in range(0, len(cases), 30):
         _gradient_run(cases[k:k + 30], dtype)
+
+
+_PACKED = re.compile(r"\bv?(max|min|cmp\w*|and|andn|or|xor|blendv|blendm\w*|add|mul|sub|div|"
+                     r"fn?m(add|sub)\w*)p[sd]\s[^\n]*%[xyz]mm")
+
+
+def _packed_arithmetic(name, dtype="float32", **at):
+    """SIMD arithmetic instructions (``vmaxps %ymm...``) in one op's generated loop."""
+    b = GraphBuilder("vec")
+    x = b.input(TensorType((4096,), dtype), "x")
+    (y,) = b.emit(name, [x], **at)
+    src = ewise_source([y.producer], [x], [[False]], [y], 1, False)
+    k = codegen._load_in_memory(src, "vec").kernel   # compiled here: its assembly is kept
+    k(np.ones(4096, dtype), np.empty(4096, dtype))
+    return len(_PACKED.findall("\n".join(k.inspect_asm().values())))
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="reads x86 assembly")
+def test_nan_propagating_templates_still_vectorise():
+    """``a if not a <= 0 else 0`` and friends compile to compares and blends on vectors."""
+    for name, at in [("relu", {}), ("activation", {"act_type": "relu"}),
+                     ("maximum_scalar", {"scalar": 0.0}), ("minimum_scalar", {"scalar": 1.0}),
+                     ("clip", {"a_min": -1.0, "a_max": 1.0}), ("sign", {}), ("abs", {}),
+                     ("sigmoid", {}), ("tanh", {}), ("exp", {}),
+                     ("power_scalar", {"scalar": 3.0})]:
+        assert _packed_arithmetic(name, **at) >= 6, name
+    assert _packed_arithmetic("softrelu") < 6   # libm log1p per element: the check can fail
 
 
 EPILOGUES = [("relu", {}), ("activation", {"act_type": "relu"}),
