@@ -151,6 +151,8 @@ def test_axis_out_of_range_raises_eager_and_hybridized(axis):
             net.hybridize()
             with pytest.raises(mx.base.MXNetError, match=msg):
                 net(x)
+            with pytest.raises(mx.base.MXNetError, match=msg):
+                call(mx.sym, mx.sym.var("a")).infer_shape(a=(2, 3))
 
 
 def test_softmax_stable_and_length():
