@@ -146,8 +146,15 @@ def _expand(p: np.ndarray, ndim: int) -> np.ndarray:
     return p.reshape(p.shape + (1,) * (ndim - p.ndim))
 
 
+def _types(ins) -> list[TensorType]:
+    return [TensorType(a.shape, a.dtype.name) for a in ins]
+
+
 def _compute(dist):
+    infer = _infer(dist)
+
     def compute(ins, at):
+        infer(_types(ins), at)  # eager calls get the shape rule's checks too
         x = ins[0].astype(np.float64)
         ps = [_expand(p.astype(np.float64), x.ndim) for p in ins[1:]]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -199,6 +206,7 @@ def _dirichlet_alpha(a: np.ndarray, ndim: int) -> np.ndarray:
 
 
 def _dirichlet(ins, at):
+    _dirichlet_infer(_types(ins), at)
     x = ins[0].astype(np.float64)
     a = _dirichlet_alpha(ins[1].astype(np.float64), x.ndim)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

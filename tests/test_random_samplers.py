@@ -249,6 +249,8 @@ def test_densities_match_scipy(name):
     fn = getattr(mx.nd.random, f"pdf_{name}")
     np.testing.assert_allclose(fn(*arrays).asnumpy(), want, rtol=1e-10)
     np.testing.assert_allclose(fn(*arrays, is_log=True).asnumpy(), np.log(want), rtol=1e-10)
+    with pytest.raises(MXNetError, match=f"random_pdf_{name}"):  # (2, 3) is not (1,)
+        fn(arrays[0], *[mx.nd.ones(1, dtype="float64") for _ in params])
     got32 = getattr(mx.nd, f"random_pdf_{name}")(*[a.astype("float32") for a in arrays])
     assert got32.dtype == np.float32 and got32.shape == x.shape
     np.testing.assert_allclose(got32.asnumpy(), want, rtol=1e-4)
