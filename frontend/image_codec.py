@@ -16,6 +16,11 @@ from .base import MXNetError
 EXTRA_HINT = "image decoding needs Pillow: pip install 'ember[image]' (or pip install Pillow)"
 
 
+def require() -> None:
+    """Raise the MXNetError naming the extra unless Pillow is installed."""
+    _pil()
+
+
 def _pil():
     try:
         from PIL import Image

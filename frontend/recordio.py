@@ -142,51 +142,57 @@ class MXRecordIO:
         self._need_open()
         return self.handle.tell()
 
-    def _read_part(self) -> tuple[int, bytes] | None:
-        head = self.handle.read(8)
-        if not head:
-            return None
-        if len(head) < 8:
-            raise RecordIOError(f"{self.uri!r}: truncated record header at byte "
-                                f"{self.handle.tell() - len(head)}")
-        magic, lrec = struct.unpack("<II", head)
-        if magic != _MAGIC:
-            raise RecordIOError(f"{self.uri!r}: invalid RecordIO magic 0x{magic:08x} at byte "
-                                f"{self.handle.tell() - 8} (not a RecordIO file, or damaged)")
-        cflag, length = lrec >> 29, lrec & _LEN_MASK
-        padded = length + (-length % 4)
-        body = self.handle.read(padded)
-        if len(body) < padded:
-            raise RecordIOError(f"{self.uri!r}: record truncated ({len(body)} of {padded} "
-                                f"bytes)")
-        return cflag, body[:length]
-
     def read(self) -> bytes | None:
         """The next record, or ``None`` at the end of the file."""
         self._need_open()
         if self.writable:
             raise RecordIOError(f"{self.uri!r} was opened for writing")
         self._check_pid(allow_reset=True)
-        first = self._read_part()
-        if first is None:
-            return None
-        cflag, data = first
-        if cflag == 0:
-            return data
-        if cflag != 1:
-            raise RecordIOError(f"{self.uri!r}: record continuation (cflag {cflag}) "
-                                "without its start")
-        parts = [data]
-        while True:
-            nxt = self._read_part()
-            if nxt is None:
-                raise RecordIOError(f"{self.uri!r}: multi-part record truncated at the end")
-            cflag, data = nxt
-            if cflag not in (2, 3):
-                raise RecordIOError(f"{self.uri!r}: unexpected cflag {cflag} inside a record")
-            parts.append(data)
-            if cflag == 3:
-                return _MAGIC_BYTES.join(parts)
+        return read_record(self.handle, self.uri)
+
+
+def _read_part(f, uri: str) -> tuple[int, bytes] | None:
+    pos = f.tell()
+    head = f.read(8)
+    if not head:
+        return None
+    if len(head) < 8:
+        raise RecordIOError(f"{uri!r}: truncated record header at byte {pos}")
+    magic, lrec = struct.unpack("<II", head)
+    if magic != _MAGIC:
+        raise RecordIOError(f"{uri!r}: invalid RecordIO magic 0x{magic:08x} at byte {pos} "
+                            "(not a RecordIO file, a wrong .idx, or damaged)")
+    cflag, length = lrec >> 29, lrec & _LEN_MASK
+    padded = length + (-length % 4)
+    body = f.read(padded)
+    if len(body) < padded:
+        raise RecordIOError(f"{uri!r}: record at byte {pos} truncated ({len(body)} of "
+                            f"{padded} bytes)")
+    return cflag, body[:length]
+
+
+def read_record(f, uri: str = "<recordio>") -> bytes | None:
+    """One logical record at the position of the binary file ``f`` (``None`` at its end),
+    its parts joined with the magic words the writer took out."""
+    first = _read_part(f, uri)
+    if first is None:
+        return None
+    cflag, data = first
+    if cflag == 0:
+        return data
+    if cflag != 1:
+        raise RecordIOError(f"{uri!r}: record continuation (cflag {cflag}) without its start")
+    parts = [data]
+    while True:
+        nxt = _read_part(f, uri)
+        if nxt is None:
+            raise RecordIOError(f"{uri!r}: a split record is truncated at the end of the file")
+        cflag, data = nxt
+        if cflag not in (2, 3):
+            raise RecordIOError(f"{uri!r}: unexpected cflag {cflag} inside a split record")
+        parts.append(data)
+        if cflag == 3:
+            return _MAGIC_BYTES.join(parts)
 
 
 class MXIndexedRecordIO(MXRecordIO):

@@ -1,19 +1,16 @@
 """Datasets: indexable collections of samples, and their lazy views (``mx.gluon.data``).
 
-Also the reader of MXNet's RecordIO files that ``RecordFileDataset`` wraps (dmlc-core's
-``recordio.cc`` format: per record a little-endian magic word 0xced7230a, a word holding a
-3-bit continuation flag and a 29-bit length, the payload padded to 4 bytes; a payload that
-contains the magic word at an aligned offset is split there into flagged parts).
+``RecordFileDataset`` reads MXNet's RecordIO files through ``ember.recordio``.
 """
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from collections.abc import Callable
 
 from ember.base import MXNetError
 from ember.ndarray import NDArray
+from ember.recordio import read_record
 
 __all__ = ["Dataset", "SimpleDataset", "ArrayDataset", "RecordFileDataset"]
 
@@ -164,38 +161,6 @@ class ArrayDataset(Dataset):
 
 
 # ---- RecordIO --------------------------------------------------------------------------
-_MAGIC = 0xCED7230A
-_MAGIC_BYTES = struct.pack("<I", _MAGIC)
-_LEN_MASK = (1 << 29) - 1
-
-
-def read_record(f, path: str = "<recordio>") -> bytes | None:
-    """Read one logical record at ``f``'s position (None at end of file), joining parts."""
-    out = bytearray()
-    while True:
-        pos = f.tell()
-        head = f.read(8)
-        if not head:
-            if out:
-                raise MXNetError(f"{path}: record at offset {pos} ends inside a split record")
-            return None
-        if len(head) != 8:
-            raise MXNetError(f"{path}: truncated record header at offset {pos}")
-        magic, lrec = struct.unpack("<II", head)
-        if magic != _MAGIC:
-            raise MXNetError(f"{path}: invalid RecordIO magic 0x{magic:08x} at offset {pos} "
-                             f"(expected 0x{_MAGIC:08x}); not a RecordIO file or a wrong .idx")
-        cflag, length = lrec >> 29, lrec & _LEN_MASK
-        padded = (length + 3) & ~3
-        payload = f.read(padded)
-        if len(payload) != padded:
-            raise MXNetError(f"{path}: truncated record payload at offset {pos}")
-        out += payload[:length]
-        if cflag in (0, 3):
-            return bytes(out)
-        out += _MAGIC_BYTES  # the writer split the payload at this magic word
-
-
 class RecordFileDataset(Dataset):
     """The raw records (bytes) of a RecordIO ``.rec`` file, in the order of its ``.idx``.
 

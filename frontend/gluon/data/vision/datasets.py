@@ -15,12 +15,14 @@ import warnings
 
 import numpy as np
 
+from ember import image_codec, recordio
 from ember.base import MXNetError
 from ember.ndarray import NDArray
 
-from ..dataset import Dataset, _DownloadedDataset
+from ..dataset import Dataset, RecordFileDataset, _DownloadedDataset
 
-__all__ = ["MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "ImageFolderDataset"]
+__all__ = ["MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "ImageFolderDataset",
+           "ImageRecordDataset"]
 
 # Debian ships datasets under /usr/share/datasets/<name> (dataset-fashion-mnist); there is no
 # MNIST or CIFAR package.
@@ -165,7 +167,7 @@ class CIFAR10(_DownloadedDataset):
 
     def _read_py(self, raw: bytes, name: str):
         try:
-            d = pickle.loads(raw, encoding="bytes")
+            d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
             data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             label = np.asarray(d[self._py_key], dtype=np.int32)
         except Exception as e:
@@ -243,6 +245,24 @@ class CIFAR100(CIFAR10):
         super().__init__(root, train, transform)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Reads CIFAR's python batches (dicts of lists and NumPy arrays) and nothing else: the
+    only callables a batch may name are NumPy's array reconstruction, so a crafted file can
+    not make this run code (docs/trust.md)."""
+
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
+                ("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+        if module.startswith("numpy.core."):  # NumPy 1's name of numpy._core
+            module = "numpy._core." + module[len("numpy.core."):]
+        return super().find_class(module, name)
+
+
 # ---- image folders ---------------------------------------------------------------------------
 class ImageFolderDataset(Dataset):
     """Images in one sub-folder per class (``root/car/0001.jpg``): samples ``(image, label)``
@@ -251,11 +271,7 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, root: str, flag: int = 1, transform=None):
-        try:
-            import PIL.Image  # noqa: F401
-        except ImportError:
-            raise MXNetError("ImageFolderDataset needs Pillow to decode images and it is not "
-                             "installed: `pip install Pillow`") from None
+        image_codec.require()
         self._root = os.path.expanduser(root)
         self._flag, self._transform = flag, transform
         self._exts = [".jpg", ".jpeg", ".png"]
@@ -278,15 +294,33 @@ class ImageFolderDataset(Dataset):
                 self.items.append((filename, label))
 
     def __getitem__(self, idx):
-        from PIL import Image
         filename, label = self.items[idx]
         with open(filename, "rb") as f:
-            img = Image.open(io.BytesIO(f.read()))
-            img = np.asarray(img.convert("L" if self._flag == 0 else "RGB"), dtype=np.uint8)
-        img = NDArray(np.ascontiguousarray(img.reshape(img.shape[0], img.shape[1], -1)))
+            img = NDArray(image_codec.decode(f.read(), flag=1 if self._flag else 0))
         if self._transform is not None:
             return self._transform(img, label)
         return img, label
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+class ImageRecordDataset(RecordFileDataset):
+    """Images in a RecordIO file (what MXNet's ``im2rec`` writes): samples ``(image,
+    label)`` with the image decoded to a uint8 HWC NDArray (``flag`` 1: RGB, 0: gray) and the
+    label from the record's header (a float, or an array for a vector label)."""
+
+    def __init__(self, filename: str, flag: int = 1, transform=None):
+        image_codec.require()
+        super().__init__(filename)
+        self._flag, self._transform = flag, transform
+
+    def __getitem__(self, idx):
+        header, img = recordio.unpack(super().__getitem__(idx))
+        try:
+            img = NDArray(image_codec.decode(img, flag=1 if self._flag else 0))
+        except MXNetError as e:
+            raise MXNetError(f"{self.filename}: record {self.keys[idx]}: {e}") from None
+        if self._transform is not None:
+            return self._transform(img, header.label)
+        return img, header.label
