@@ -4,19 +4,20 @@
 Each file is split into tokens on spaces and newlines; every non-empty line gets an
 ``<eos>`` token; the token stream is indexed with a vocabulary (built from the file's token
 counts unless ``vocab=`` is given: ``<unk>``, ``<eos>``, then tokens by falling count, ties
-alphabetical, as MXNet's ``contrib.text.vocab.Vocabulary``) and cut into ``seq_len`` rows of
-data and next-token labels.
+alphabetical; ``mx.contrib.text.vocab.Vocabulary``, the one implementation) and cut into
+``seq_len`` rows of data and next-token labels.
 """
 from __future__ import annotations
 
 import collections
 import os
-import re
 import zipfile
 
 import numpy as np
 
 from ember.base import MXNetError
+from ember.contrib.text.utils import count_tokens_from_str
+from ember.contrib.text.vocab import Vocabulary
 from ember.ndarray import NDArray
 
 from ...data.dataset import _DownloadedDataset
@@ -27,80 +28,6 @@ __all__ = ["WikiText2", "WikiText103"]
 EOS_TOKEN = "<eos>"
 _SEGMENTS = {"train": "wiki.train.tokens", "validation": "wiki.valid.tokens",
              "test": "wiki.test.tokens"}
-
-
-def count_tokens_from_str(source: str, token_delim: str = " ", seq_delim: str = "\n",
-                          to_lower: bool = False, counter=None) -> collections.Counter:
-    """Token counts of ``source`` split on ``token_delim`` and ``seq_delim`` (MXNet's
-    ``contrib.text.utils.count_tokens_from_str``)."""
-    tokens = [t for t in re.split(f"{re.escape(token_delim)}|{re.escape(seq_delim)}", source)
-              if t]
-    if to_lower:
-        tokens = [t.lower() for t in tokens]
-    counter = collections.Counter() if counter is None else counter
-    counter.update(tokens)
-    return counter
-
-
-class Vocabulary:
-    """Token <-> index map: ``unknown_token`` at 0, then ``reserved_tokens``, then the
-    counter's tokens by falling frequency (ties in alphabetical order), keeping those seen
-    at least ``min_freq`` times and at most ``most_freq_count`` of them."""
-
-    def __init__(self, counter=None, most_freq_count: int | None = None, min_freq: int = 1,
-                 unknown_token: str = "<unk>", reserved_tokens=None):
-        reserved = list(reserved_tokens or [])
-        if unknown_token in reserved or len(set(reserved)) != len(reserved):
-            raise MXNetError("Vocabulary: reserved_tokens must be distinct and must not "
-                             "contain the unknown token")
-        self._unknown_token = unknown_token
-        self._reserved_tokens = reserved or None
-        self._idx_to_token = [unknown_token] + reserved
-        if counter:
-            special = set(self._idx_to_token)
-            ranked = sorted(sorted(counter.items()), key=lambda kv: kv[1], reverse=True)
-            kept = [t for t, c in ranked if c >= min_freq and t not in special]
-            self._idx_to_token += kept[:most_freq_count]
-        self._token_to_idx = {t: i for i, t in enumerate(self._idx_to_token)}
-
-    def __len__(self) -> int:
-        return len(self._idx_to_token)
-
-    def __contains__(self, token) -> bool:
-        return token in self._token_to_idx
-
-    @property
-    def idx_to_token(self) -> list:
-        return self._idx_to_token
-
-    @property
-    def token_to_idx(self) -> dict:
-        return self._token_to_idx
-
-    @property
-    def unknown_token(self) -> str:
-        return self._unknown_token
-
-    @property
-    def reserved_tokens(self):
-        return self._reserved_tokens
-
-    def to_indices(self, tokens):
-        """Index of each token (0, the unknown token's, for tokens not in the vocabulary)."""
-        if isinstance(tokens, str):
-            return self._token_to_idx.get(tokens, 0)
-        get = self._token_to_idx.get
-        return [get(t, 0) for t in tokens]
-
-    def to_tokens(self, indices):
-        """Token of each index; an index out of range raises MXNetError."""
-        single = isinstance(indices, int)
-        out = []
-        for i in ([indices] if single else indices):
-            if not 0 <= i < len(self._idx_to_token):
-                raise MXNetError(f"Token index {i} in the provided `indices` is invalid.")
-            out.append(self._idx_to_token[i])
-        return out[0] if single else out
 
 
 class _WikiText(_DownloadedDataset):
