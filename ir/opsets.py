@@ -1,5 +1,9 @@
 """Imports every opset module so that each registers its ops (done once, lazily)."""
 from . import (  # noqa: F401
+    opset_contrib,
+    opset_contrib_box,
+    opset_contrib_multibox,
+    opset_contrib_roi,
     opset_conv,
     opset_ctc,
     opset_custom,

@@ -1,6 +1,11 @@
-"""``mx.nd.contrib``: the contrib functions ember has (isnan, isinf, isfinite, adamw,
-ctc_loss, rand_zipfian)."""
+"""``mx.nd.contrib``: every registry op MXNet names ``_contrib_X`` as ``X`` (box_nms,
+BilinearResize2D, ROIAlign, MultiBoxPrior, ...; generated from the registry, as
+``mx.sym.contrib``), and isnan, isinf, isfinite, rand_zipfian."""
 from __future__ import annotations
+
+from ember.ir import all_names as _all_names
+
+from .register import make_function as _make_function
 
 
 def _op_fn(name):
@@ -12,13 +17,18 @@ def _op_fn(name):
     return fn
 
 
+def _fill() -> None:
+    """``X`` for every op answering to ``_contrib_X`` (real module attributes, so
+    ``'box_encode' in nd.contrib.__dict__`` holds, as GluonCV tests)."""
+    for name, op in _all_names().items():
+        if name.startswith("_contrib_"):
+            globals().setdefault(name[len("_contrib_"):], _make_function(op, name))
+
+
+_fill()
 isnan = _op_fn("isnan")
 isinf = _op_fn("isinf")
 isfinite = _op_fn("isfinite")
-adamw_update = _op_fn("adamw_update")
-mp_adamw_update = _op_fn("mp_adamw_update")
-CTCLoss = _op_fn("CTCLoss")
-ctc_loss = _op_fn("ctc_loss")
 
 
 def zipfian_candidates(F, true_classes, num_sampled: int, range_max: int, **placement):
