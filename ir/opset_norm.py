@@ -123,6 +123,28 @@ defop("batch_norm", O, _batch_norm, _batch_norm_infer,
           "statistics in place. With output_mean_var it also returns mean and inverse std.")
 
 
+def _as_batch_norm(at) -> dict:
+    """A SyncBatchNorm's attributes as batch_norm's (channels on axis 1, as MXNet's)."""
+    bn = {k: v for k, v in at.items() if k not in ("ndev", "key")}
+    bn.update(axis=1, cudnn_off=False, min_calib_range=None, max_calib_range=None)
+    return bn
+
+
+defop("_contrib_SyncBatchNorm", O, lambda ins, at: _batch_norm(ins, _as_batch_norm(at)),
+      lambda in_types, at: _batch_norm_infer(in_types, _as_batch_norm(at)),
+      inputs=("data", "gamma", "beta", "moving_mean", "moving_var"),
+      attrs={"eps": 1e-3, "momentum": 0.9, "fix_gamma": True, "use_global_stats": False,
+             "output_mean_var": False, "ndev": 1, "key": ""},
+      num_outputs=lambda at: 3 if at["output_mean_var"] else 1, mode=True, mutates=(3, 4),
+      grad=lambda F, ins, outs, ograds, at: _batch_norm_grad(F, ins, outs, ograds,
+                                                             _as_batch_norm(at)),
+      aliases=("SyncBatchNorm",), mxnet_name="_contrib_SyncBatchNorm",
+      doc="MXNet's SyncBatchNorm: batch normalisation over axis 1 whose statistics MXNet "
+          "synchronises across the ``ndev`` devices of one process. ember runs one device per "
+          "process, so it is batch_norm; gluon.contrib.nn.SyncBatchNorm synchronises across "
+          "processes when training is distributed.")
+
+
 def _layer_norm(ins, at):
     x, gamma, beta = ins
     ax = kernel_axis(at["axis"], x, "layer_norm")
