@@ -46,3 +46,4 @@ from . import numpy
 np = numpy
 from .aot import export, load
 from . import viz
+from . import onnx
