@@ -246,6 +246,33 @@ def test_glove_and_fasttext_read_local_files(tmp_path, monkeypatch):
     np.testing.assert_allclose(fv.idx_to_vec.asnumpy()[2], table[1], rtol=1e-6)
 
 
+def test_gluon_book_use_embedding_layer_and_nearest_tokens(tmp_path):
+    """The Gluon book's pattern: a vocabulary from a corpus, GloVe vectors for it set into an
+    nn.Embedding, and nearest tokens by cosine similarity (checked against NumPy)."""
+    words = ["king", "queen", "man", "woman", "apple", "pear"]
+    table = RNG.standard_normal((6, 50)).astype(np.float32)
+    _write(tmp_path / "glove" / "glove.6B.50d.txt", zip(words, table))
+    counter = text.utils.count_tokens_from_str("man woman man king apple fig fig fig\n")
+    vocab = text.vocab.Vocabulary(counter, min_freq=1, reserved_tokens=["<pad>"])
+    glove = text.embedding.create("glove", pretrained_file_name="glove.6B.50d.txt",
+                                  embedding_root=str(tmp_path), vocabulary=vocab)
+    layer = mx.gluon.nn.Embedding(len(glove), glove.vec_len)
+    layer.initialize()
+    layer.weight.set_data(glove.idx_to_vec)
+    ids = vocab.to_indices(["king", "fig", "<pad>", "queen"])
+    want = np.array([table[0], np.zeros(50), np.zeros(50), np.zeros(50)])
+    np.testing.assert_allclose(layer(nd.array(ids)).asnumpy(), want, rtol=1e-6)
+    full = text.embedding.GloVe("glove.6B.50d.txt", embedding_root=str(tmp_path))
+    w, x = full.idx_to_vec, full.get_vecs_by_tokens("man")
+    cos = nd.dot(w, x) / (nd.sqrt(nd.sum(w * w, axis=1) + 1e-9) * nd.sqrt(nd.sum(x * x)))
+    topk = nd.topk(cos, k=3, ret_typ="indices").asnumpy().astype("int32")
+    wn = w.asnumpy()
+    ref = wn @ table[2] / (np.sqrt((wn * wn).sum(1) + 1e-9) * np.linalg.norm(table[2]))
+    assert [full.idx_to_token[i] for i in topk] == \
+        [full.idx_to_token[i] for i in np.argsort(-ref, kind="stable")[:3]]
+    assert full.idx_to_token[topk[0]] == "man"
+
+
 def test_pretrained_file_from_the_archive_mxnet_downloads(tmp_path):
     root = tmp_path / "emb"
     (root / "glove").mkdir(parents=True)
