@@ -52,6 +52,7 @@ numeric_types = (float, int, np.generic)
 string_types = (str,)
 py_str = str
 _Null = None
+mx_real_t = np.float32  # MXNet's default real type (mxnet.base.mx_real_t)
 
 
 def _as_list(obj) -> list | tuple:

@@ -13,6 +13,10 @@ class ShapeError(EmberError, ValueError):
     """Shapes of an op's inputs do not fit its rule."""
 
 
+class DimConflict(ShapeError):
+    """Two known values of one dim disagree: no later inference can reconcile them."""
+
+
 class DTypeError(EmberError, TypeError):
     """Inputs of an op that must share one dtype do not (MXNet's type inconsistency)."""
 

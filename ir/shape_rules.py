@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import DTypeError, ShapeError, fmt_shapes
+from .errors import DimConflict, DTypeError, ShapeError, fmt_shapes
 from .types import Dim, TensorType
 
 
@@ -59,7 +59,8 @@ def unify_dim(a: Dim, b: Dim, op: str = "", in_types=()) -> Dim:
         return b
     if b is None or a == b:
         return a
-    fail(op, f"dims {a} and {b} disagree", in_types)
+    raise DimConflict(f"{op}: dims {a} and {b} disagree (input shapes "
+                      f"{fmt_shapes([t.shape for t in in_types])})")
 
 
 def unify(a: tuple, b: tuple, op: str = "", in_types=()) -> tuple:

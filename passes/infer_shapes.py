@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ember.ir.errors import DTypeError, EmberError
+from ember.ir.errors import DimConflict, DTypeError, EmberError
 from ember.ir.graph import Graph, Node, Value, clone_node
 from ember.ir.ops import OpKind
 from ember.ir.printer import Namer, format_node
@@ -131,7 +131,8 @@ class _Types:
         try:
             outs, refined = node.op.infer(in_types, node.attr_dict)
         except EmberError as e:
-            if ranked or isinstance(e, DTypeError):  # dtypes need no shapes to disagree
+            if ranked or isinstance(e, DTypeError | DimConflict):
+                # dtypes need no shapes to disagree, nor do two known values of one dim
                 self.fail(node, str(e))
             return  # a rule that needs every input's rank: wait until the ranks are known
         except (TypeError, AttributeError, IndexError, ValueError):

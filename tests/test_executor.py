@@ -98,8 +98,11 @@ def test_eval_bind_errors_and_copy_params():
     np.testing.assert_allclose(res.asnumpy(), [[2.0], [3.0]])
     with pytest.raises(MXNetError):
         b.bind(mx.cpu(), [])
-    with pytest.raises(MXNetError):
-        mx.sym.var("p").__add__(mx.sym.var("q")).simple_bind(mx.cpu(), p=(2,))
+    with pytest.raises(MXNetError):  # q's shape cannot be inferred through broadcasting
+        mx.sym.broadcast_add(mx.sym.var("p"), mx.sym.var("q")).simple_bind(mx.cpu(), p=(2,))
+    # while MXNet's Symbol + Symbol is the same-shape elemwise_add: q is (2,) too
+    exe = (mx.sym.var("p") + mx.sym.var("q")).simple_bind(mx.cpu(), p=(2,))
+    assert exe.arg_dict["q"].shape == (2,)
     exe = _net().simple_bind(mx.cpu(), x=(1, 2))
     exe.copy_params_from({"fc_bias": mx.nd.ones((3,))})
     np.testing.assert_allclose(exe.arg_dict["fc_bias"].asnumpy(), 1.0)

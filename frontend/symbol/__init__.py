@@ -45,7 +45,7 @@ def _bind_ufuncs():
 
 
 _bind_ufuncs()
-from . import contrib, random  # noqa: E402,F401
+from . import _internal, contrib, random  # noqa: E402,F401
 
 
 def _user_loc():

@@ -21,6 +21,8 @@ _OPTIONAL = {
     "bias": lambda at: not at("no_bias"),
     "gamma": lambda at: at("act_type") == "prelu",
     "length": lambda at: bool(at("use_length")),
+    "state_cell": lambda at: at("mode") == "lstm",  # the fused RNN's
+    "sequence_length": lambda at: bool(at("use_sequence_length")),
 }
 
 

@@ -235,8 +235,13 @@ class Symbol(_emit.Sym, NoValues):
                 [conv(types[id(v)], v) for v in aux])
 
     def infer_shape_partial(self, *args, **kwargs):
-        """(arg_shapes, out_shapes, aux_shapes), unknown dims as 0 and unknown shapes ()."""
+        """(arg_shapes, out_shapes, aux_shapes): unknown dims 0 and unknown shapes ``()``, or
+        under ``mx.np_shape(True)`` unknown dims -1 and unknown shapes None (MXNet's two
+        conventions)."""
         types = self._shape_types(args, kwargs)
+        if _util.is_np_shape():
+            return self._report(types, lambda t, v: None if t.shape is None else
+                                tuple(-1 if d is None else d for d in t.shape))
         return self._report(types, lambda t, v: _from_dims(t.shape))
 
     def infer_shape(self, *args, **kwargs):
@@ -418,6 +423,32 @@ for _k in list(_emit.OPERATORS):
 for _m in ("__neg__", "__abs__", "reshape", "astype"):
     setattr(Symbol, _m, _named(getattr(_emit.Sym, _m)))
 Symbol.__hash__ = _emit.Sym.__hash__
+
+
+def _tracing() -> bool:
+    """Whether Symbols are standing for arrays (a hybridized block or ``@ember.compile``
+    being traced), rather than being built with MXNet's symbol API."""
+    from ember import trace_state
+    from ember.gluon import parameter
+    return trace_state.current() is not None or getattr(parameter._SYMBOLIC, "on", False)
+
+
+def _elementwise(method, op_name: str):
+    """MXNet's ``Symbol + Symbol`` is the same-shape ``_Plus`` (elemwise_add), whose shape
+    rule also gives each operand the other's shape (``infer_shape`` of ``(0, 10) + (12, 0)``
+    is (12, 10) for both); traced code keeps NDArray's broadcasting ``+``."""
+    def wrapped(self, other):
+        if isinstance(other, Symbol) and not _tracing():
+            from ember import symbol
+            return getattr(symbol, op_name)(self, other)
+        return method(self, other)
+    wrapped.__name__ = method.__name__
+    return wrapped
+
+
+for _m, _op in (("__add__", "_Plus"), ("__sub__", "_Minus"), ("__mul__", "_Mul"),
+                ("__truediv__", "_Div")):
+    setattr(Symbol, _m, _elementwise(getattr(Symbol, _m), _op))
 
 
 def _bind_fluent(namespace):

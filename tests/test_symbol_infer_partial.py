@@ -1,0 +1,62 @@
+"""Symbol.infer_shape_partial's two reporting conventions, MXNet's same-shape Symbol
+arithmetic, and shape conflicts reported while other inputs are still unknown."""
+import numpy as np
+import pytest
+
+import ember as mx
+
+
+def test_legacy_reports_unknown_dims_as_0_and_unknown_shapes_as_empty():
+    ret = mx.sym.sin(mx.sym.var("data"))
+    assert ret.infer_shape_partial() == ([()], [()], [])
+    z = mx.sym.dot(mx.sym.var("x"), mx.sym.var("y"))
+    assert z.infer_shape_partial(x=(0, 3, 4), y=(4, 5))[1] == [(0, 3, 5)]
+
+
+def test_np_shape_reports_unknown_dims_as_minus_1_and_unknown_shapes_as_none():
+    with mx.np_shape(True):
+        ret = mx.sym.sin(mx.sym.var("data"))
+        assert ret.infer_shape_partial() == ([None], [None], [])
+        z = mx.sym.dot(mx.sym.var("x"), mx.sym.var("y"))
+        assert z.infer_shape_partial(x=(-1, 3, 4), y=(4, 5))[1] == [(-1, 3, 5)]
+        # a 0 is a real (empty) dim here
+        assert z.infer_shape_partial(x=(0, 3, 4), y=(4, 5))[1] == [(0, 3, 5)]
+
+
+def test_symbol_arithmetic_is_same_shape_and_infers_both_operands():
+    a = mx.sym.Variable("a", shape=(0, 10))
+    b = mx.sym.Variable("b", shape=(12, 0))
+    for c in (a + b, a - b, a * b, a / b):
+        args, outs, _ = c.infer_shape()
+        assert args == [(12, 10), (12, 10)] and outs == [(12, 10)]
+    assert (a + b).tojson().count('"elemwise_add"') == 1
+    # explicit broadcasting stays available
+    args, outs, _ = mx.sym.broadcast_add(mx.sym.var("p"), mx.sym.var("q")).infer_shape(
+        p=(3, 1), q=(1, 4))
+    assert outs == [(3, 4)]
+
+
+def test_traced_arithmetic_still_broadcasts():
+    class Net(mx.gluon.HybridBlock):
+        def hybrid_forward(self, F, x, y):
+            return x + y
+
+    net = Net()
+    net.hybridize()
+    out = net(mx.nd.ones((3, 1)), mx.nd.ones((1, 4)))
+    assert out.shape == (3, 4)
+
+
+def test_known_dims_that_disagree_raise_while_other_inputs_are_unknown():
+    data = mx.sym.var("data")
+    out = mx.sym.FullyConnected(data, name="fc1", num_hidden=1000)  # fc1_bias unknown
+    for infer in (out.infer_shape, out.infer_shape_partial):
+        with pytest.raises(mx.base.MXNetError, match="1000"):
+            infer(data=(100, 100), fc1_weight=(1, 100))
+
+
+def test_mx_real_t_and_infer_type():
+    assert mx.base.mx_real_t is np.float32
+    out = mx.sym.FullyConnected(mx.sym.var("data"), name="fc1", num_hidden=4)
+    arg, out_t, _ = out.infer_type(data=mx.base.mx_real_t)
+    assert arg == [np.float32] * 3 and out_t == [np.float32]
