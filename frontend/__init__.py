@@ -34,6 +34,9 @@ from . import initializer, lr_scheduler, metric, optimizer
 
 init = initializer
 from . import gluon, test_utils
+from . import kvstore, distributed
+
+kv = kvstore
 from . import io, module, recordio
 from . import image
 img = image

@@ -1,4 +1,5 @@
-"""The ``ember`` command: ``viz``, ``summary``, ``ir`` and ``demo`` (``ember CMD --help``).
+"""The ``ember`` command: ``viz``, ``summary``, ``ir``, ``demo`` and ``launch`` (``ember CMD
+--help``).
 
 MODEL, for ``viz``, ``summary`` and ``ir``, is one of
 - an MXNet symbol JSON file (``net-symbol.json``; give ``--input-shape`` for shapes; the
@@ -286,6 +287,12 @@ def _demo(args) -> int:
     return toy(args.steps, args.lr, args.seed)
 
 
+def _launch(args) -> int:
+    """Run a training script on -n ranks through MPI (ember.kvstore.launch)."""
+    from ember.kvstore.launch import launch
+    return launch(args.n, args.program, args.hostfile)
+
+
 # ---- argument parsing -----------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -344,6 +351,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--lr", type=float, default=0.1)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(fn=_demo)
+
+    launch = sub.add_parser("launch", parents=[common],
+                            help="run a data-parallel training script on N processes (MPI)",
+                            description="Start SCRIPT on N ranks with MPI's mpiexec "
+                                        "(pip install 'ember[dist]'); the job fails as soon "
+                                        "as one rank fails.")
+    launch.add_argument("-n", "--np", dest="n", type=int, default=2, help="number of ranks")
+    launch.add_argument("--hostfile", default=None,
+                        help="MPI hostfile of the machines to run on (default: this one)")
+    launch.add_argument("program", nargs=argparse.REMAINDER, metavar="SCRIPT [ARGS...]",
+                        help="the training script and its arguments (or -m MODULE ...)")
+    launch.set_defaults(fn=_launch)
     return parser
 
 

@@ -151,11 +151,13 @@ def test_multi_context_kvstores(kvstore):
         np.testing.assert_array_equal(d0.asnumpy(), d1.asnumpy())
 
 
-def test_distributed_kvstore_rejected():
+def test_kvstore_kinds_checked():
+    """dist_sync & co run on MPI (tests/test_kvstore.py, tests/test_distributed.py)."""
     p = make_param()
-    for kv in ("dist_sync", "dist_device_sync", object()):
-        with pytest.raises(mx.MXNetError, match="not supported"):
-            Trainer([p], "sgd", kvstore=kv)
+    with pytest.raises(TypeError, match="kvstore must be"):
+        Trainer([p], "sgd", kvstore=object())
+    with pytest.raises(mx.MXNetError, match="asynchronous"):
+        Trainer([p], "sgd", kvstore="dist_async")
 
 
 def test_deferred_parameter_and_allreduce_update():

@@ -1,9 +1,16 @@
 """``gluon.Trainer``: applies an optimizer to a set of Parameters after ``backward``.
 
-MXNet 1.9.1's Trainer for one process: with ``kvstore`` ``'device'``/``'local'`` (or
-``None``) the gradients of a parameter's contexts are summed (MXNet's allreduce) and every
-context's copy is then updated by its own Updater, so the copies stay equal. Distributed
-kvstores are not supported. A parameter whose gradient was not written by ``backward``
+MXNet 1.9.1's Trainer: with ``kvstore`` ``'device'``/``'local'`` (or ``None``) the
+gradients of a parameter's contexts are summed (MXNet's allreduce) and every context's copy
+is then updated by its own Updater, so the copies stay equal. With a distributed kvstore
+(``'dist_sync'``, ``'dist_device_sync'``, ``'horovod'`` or a KVStore object; MPI, see
+``ember.kvstore``) rank 0's parameters are broadcast when the Trainer is made (deferred
+ones when the first forward initialises them: earlier than MXNet, which broadcasts at the
+first step, after each rank's first backward), gradients are summed over the workers in
+fused allreduces and the update runs on the kvstore (``update_on_kvstore``, the default
+for ``dist_*``) or here.
+Inside a compiled ``@ember.compile`` step the sum is an op of the graph between the
+backward and the update. A parameter whose gradient was not written by ``backward``
 since the last step is stale (``_fresh_grad`` on its data array, set by ember's autograd):
 ``step`` raises, or skips it with ``ignore_stale_grad=True``.
 """
@@ -28,18 +35,28 @@ _LOCAL_KVSTORES = ("local", "device", "nccl", "local_update_cpu", "local_allredu
 
 
 def _check_kvstore(kvstore):
-    if kvstore is None or kvstore is False:
+    from ember.kvstore import KVStoreBase, create
+    from ember.kvstore._mpi import _import_mpi
+    if kvstore is None or kvstore is False or isinstance(kvstore, KVStoreBase):
         return
     if not isinstance(kvstore, str):
-        raise MXNetError(f"kvstore objects ({type(kvstore).__name__}) are not supported: "
-                         "ember trains in one process; distributed training is not supported "
-                         "yet. Use kvstore='device', 'local' or None.")
-    if "dist" in kvstore or kvstore in ("horovod", "byteps"):
-        raise MXNetError(f"kvstore '{kvstore}': distributed training is not supported yet "
-                         "in ember. Use kvstore='device', 'local' or None.")
+        raise TypeError("kvstore must be KVStore, str or None")
+    if _is_distributed(kvstore):
+        if "async" in kvstore:
+            create(kvstore)  # raises, saying why
+        _import_mpi()  # without mpi4py: says how to install it
+        return
     if kvstore not in _LOCAL_KVSTORES:
         raise MXNetError(f"Unknown kvstore type '{kvstore}'; ember supports 'device', "
-                         "'local' and None.")
+                         "'local', 'dist_sync', 'dist_device_sync', 'horovod' and None.")
+
+
+def _is_distributed(kvstore) -> bool:
+    """A kvstore name or object that makes a kvstore in this Trainer (dist_* or horovod,
+    or a KVStore object); local names sum over contexts here."""
+    if isinstance(kvstore, str):
+        return kvstore.startswith("dist") or kvstore == "horovod"
+    return kvstore is not None and kvstore is not False
 
 
 class Trainer:
@@ -80,7 +97,22 @@ class Trainer:
         self._kvstore = None
         self._update_on_kvstore = False
         self._distributed = False
-        self._kv_initialized = True
+        self._kv_initialized = not _is_distributed(kvstore)
+        self._params_to_init = list(self._params)
+        self._rescale_set = False
+        if _is_distributed(kvstore):
+            self._sync_initial_params()
+
+    def _sync_initial_params(self):
+        """Rank 0's initial values everywhere before any gradient is computed: those of
+        initialised parameters now (the kvstore is made here), deferred ones when the first
+        forward initialises them. MXNet broadcasts only at the first step, after the first
+        backward ran on each rank's own initial values."""
+        from ember.distributed import _broadcast_when_initialised
+        for p in self._params:
+            if p._deferred_init:
+                _broadcast_when_initialised(p, 0)
+        self._prepare_kvstore()
 
     def _check_contexts(self):
         contexts = None
@@ -121,23 +153,104 @@ class Trainer:
         """Set the optimizer's learning rate."""
         self._optimizer.set_learning_rate(lr)
 
+    # ---- distributed kvstore ---------------------------------------------------------------
+    def _init_kvstore(self):
+        """Make the distributed kvstore (MXNet's ``_init_kvstore`` for dense parameters):
+        ``update_on_kvstore`` defaults to True for ``dist_*`` ($MXNET_UPDATE_ON_KVSTORE)."""
+        from ember.kvstore import KVStoreBase, create
+        config = self._kvstore_params
+        kv = config["kvstore"]
+        kv = kv if isinstance(kv, KVStoreBase) else create(kv)
+        self._distributed = "dist" in kv.type
+        update = self._distributed and bool(int(os.getenv("MXNET_UPDATE_ON_KVSTORE", "1")))
+        if config["update_on_kvstore"] is not None:
+            update = bool(config["update_on_kvstore"])
+        if update and not kv.is_capable(kv.OPTIMIZER):
+            if config["update_on_kvstore"]:
+                raise ValueError(f"Please set update_on_kvstore=False when training with "
+                                 f"{type(kv)}")
+            update = False
+        if update:
+            kv.set_optimizer(self._optimizer)
+        self._kvstore, self._update_on_kvstore = kv, update
+        self._kv_initialized = True
+
+    def _init_params(self):
+        """Broadcast rank 0's values of the initialised parameters (one fused call); those
+        still deferred wait for a later step."""
+        ready = [p for p in self._params_to_init if not p._deferred_init and p._data]
+        self._params_to_init = [p for p in self._params_to_init if p not in ready]
+        if ready:
+            keys = [self._param2idx[p.name] for p in ready]
+            self._kvstore.broadcast(keys, [p._data[0] for p in ready],
+                                    [list(p._data) for p in ready])
+
+    def _prepare_kvstore(self):
+        if not self._kv_initialized:
+            self._init_kvstore()
+        if self._kvstore is not None and self._params_to_init:
+            self._init_params()
+
+    def _check_and_rescale_grad(self, scale: float):
+        if self._update_on_kvstore and self._distributed and self._rescale_set \
+                and self._optimizer.rescale_grad != scale:
+            raise UserWarning("Possible change in the `batch_size` from previous `step` "
+                              "detected. Optimizer gradient normalizing factor will not "
+                              "change w.r.t new batch_size when update_on_kvstore=True and "
+                              "when distributed kvstore is used.")
+        self._optimizer.rescale_grad = scale
+        self._rescale_set = True  # MXNet: the servers keep the first step's factor
+
+    def _kvstore_allreduce(self):
+        """Gradients summed over the workers: pushpull of every key in one call (fused);
+        traced: graph ops, and the kvstore's update then runs in the graph on the
+        parameters, which the kvstore holds from then on."""
+        live = [p for p in self._params if p.grad_req != "null"]
+        if trace_state.current() is not None:
+            from ember.distributed import allreduce_param_grads
+            allreduce_param_grads(live)
+            if self._update_on_kvstore:
+                for p in live:
+                    self._kvstore._store[self._param2idx[p.name]] = p._data[0]
+            return
+        live = [p for p in live if p._grad is not None]
+        keys = [self._param2idx[p.name] for p in live]
+        grads = [list(p._grad) for p in live]
+        if self._update_on_kvstore:
+            self._kvstore.pushpull(keys, grads, out=[list(p._data) for p in live])
+        else:
+            self._kvstore.pushpull(keys, grads)
+
     # ---- steps ----------------------------------------------------------------------------
     def step(self, batch_size: int, ignore_stale_grad: bool = False):
-        """Sum the gradients over contexts, then update with them scaled by 1/batch_size."""
-        self._optimizer.rescale_grad = self._scale / batch_size
+        """Sum the gradients over contexts (and workers), then update with them scaled by
+        1/batch_size."""
+        self._check_and_rescale_grad(self._scale / batch_size)
+        self._prepare_kvstore()
         self._allreduce_grads()
         self._update(ignore_stale_grad)
 
+    def _check_not_on_kvstore(self, what: str):
+        self._prepare_kvstore()
+        if self._kvstore is not None and self._update_on_kvstore:
+            raise MXNetError(f"{what}() when parameters are updated on kvstore is not "
+                             "supported. Try setting `update_on_kvstore` to False when "
+                             "creating trainer.")
+
     def allreduce_grads(self):
         """Sum each parameter's gradients over its contexts (for use before ``update``)."""
+        self._check_not_on_kvstore("allreduce_grads")
         self._allreduce_grads()
 
     def update(self, batch_size: int, ignore_stale_grad: bool = False):
         """The update half of ``step`` (after ``allreduce_grads``)."""
-        self._optimizer.rescale_grad = self._scale / batch_size
+        self._check_not_on_kvstore("update")
+        self._check_and_rescale_grad(self._scale / batch_size)
         self._update(ignore_stale_grad)
 
     def _allreduce_grads(self):
+        if self._kvstore is not None:
+            return self._kvstore_allreduce()
         if self._kvstore_params["kvstore"] is None:
             return  # MXNet: without a kvstore each context keeps its own gradient
         for param in self._params:
@@ -178,7 +291,12 @@ class Trainer:
                 if not ignore_stale_grad or arr._fresh_grad:
                     upd.append((i, grad, arr))
                     arr._fresh_grad = False
-        for updater, upd in zip(self._updaters, updates):
+        updaters = self._updaters
+        if self._kvstore is not None and self._update_on_kvstore:
+            if trace_state.current() is None:
+                return  # the kvstore's pushpull updated the parameters
+            updaters = [self._kvstore._updater] * len(updates)  # traced: in the graph
+        for updater, upd in zip(updaters, updates):
             if upd:
                 i, g, w = zip(*upd)
                 updater(list(i), list(g), list(w))
@@ -188,7 +306,9 @@ class Trainer:
         """Write the optimizer and its states (momentum...) to ``fname``: atomically, so a
         failure (a full disk) raises MXNetError and leaves an earlier file as it was."""
         from ember.ndarray.utils import remove_stale_temps, temp_name
-        data = self._updaters[0].get_states(dump_optimizer=True) if self._updaters else \
+        self._prepare_kvstore()
+        updaters = [self._kvstore._updater] if self._update_on_kvstore else self._updaters
+        data = updaters[0].get_states(dump_optimizer=True) if updaters else \
             opt.get_updater(self._optimizer).get_states(dump_optimizer=True)
         remove_stale_temps(fname)
         tmp = temp_name(fname)
@@ -212,11 +332,13 @@ class Trainer:
         only builds optimizers, learning-rate schedulers, NDArrays and plain containers
         (docs/trust.md); anything else, or a damaged file, raises MXNetError."""
         states = pickle.dumps(_load_states_file(fname))  # only allowed classes inside
-        for updater in self._updaters:
+        self._prepare_kvstore()
+        updaters = [self._kvstore._updater] if self._update_on_kvstore else self._updaters
+        for updater in updaters:
             updater.set_states(states)
-            updater.optimizer = self._updaters[0].optimizer
-        if self._updaters:
-            self._optimizer = self._updaters[0].optimizer
+            updater.optimizer = updaters[0].optimizer
+        if updaters:
+            self._optimizer = updaters[0].optimizer
         self._optimizer.param_dict = dict(enumerate(self._params))
 
 

@@ -5,7 +5,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["Sampler", "SequentialSampler", "RandomSampler", "FilterSampler", "BatchSampler"]
+__all__ = ["Sampler", "SequentialSampler", "RandomSampler", "FilterSampler", "BatchSampler",
+           "SplitSampler"]
 
 _LAST_BATCH = ("keep", "discard", "rollover")
 
@@ -62,6 +63,38 @@ class FilterSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self._indices)
+
+
+class SplitSampler(Sampler):
+    """The indices of part ``part_index`` of ``num_parts`` equal parts of ``[0, length)``,
+    shuffled per epoch (``shuffle=False``: in order): each rank of a data-parallel job reads
+    its own shard (MXNet's distributed-training example sampler). ``num_parts`` and
+    ``part_index`` default to the job's size and this process' rank
+    (``ember.distributed``); the last ``length % num_parts`` samples are left out, so every
+    rank takes the same number of steps."""
+
+    def __init__(self, length: int, num_parts: int | None = None,
+                 part_index: int | None = None, shuffle: bool = True):
+        if num_parts is None or part_index is None:
+            from ember.kvstore import _mpi
+            world = _mpi.world() if _mpi.initialized() else None
+            num_parts = (world.size if world else 1) if num_parts is None else num_parts
+            part_index = (world.rank if world else 0) if part_index is None else part_index
+        if num_parts < 1 or not 0 <= part_index < num_parts:
+            raise ValueError(f"SplitSampler: part_index {part_index} is not in "
+                             f"[0, {num_parts})")
+        self._part_len = length // num_parts
+        self._start = self._part_len * part_index
+        self._shuffle = shuffle
+
+    def __iter__(self) -> Iterator[int]:
+        indices = np.arange(self._start, self._start + self._part_len)
+        if self._shuffle:
+            np.random.shuffle(indices)
+        return iter(indices.tolist())
+
+    def __len__(self) -> int:
+        return self._part_len
 
 
 def _iter_dataset(dataset):
