@@ -90,17 +90,17 @@ def _roi_align(ins, at):
     x, rois = ins
     out = np.zeros(out_t.shape, np.float64)
     ph, pw = out_t.shape[2:]
+    x64 = x.astype(np.float64)
     for r, roi in enumerate(rois):
         plan = _roi_align_plan(roi, at, x.shape[2], x.shape[3])
         if plan is None:
             continue
         b, ah, aw = plan
-        xb = x[b].astype(np.float64)
         if at["position_sensitive"]:
-            xb = xb.reshape(-1, ph, pw, *x.shape[2:])
-            out[r] = np.einsum("ph,cpqhw,qw->cpq", ah, xb, aw, optimize=True)
+            xb = x64[b].reshape(-1, ph, pw, *x.shape[2:])
+            out[r] = np.einsum("ph,cpqhw,qw->cpq", ah, xb, aw)
         else:
-            out[r] = np.einsum("ph,chw,qw->cpq", ah, xb, aw, optimize=True)
+            out[r] = ah @ x64[b] @ aw.T
     return out.astype(x.dtype)
 
 
@@ -115,10 +115,9 @@ def _roi_align_backward(ins, at):
         b, ah, aw = plan
         gr = g[r].astype(np.float64)
         if at["position_sensitive"]:
-            d = np.einsum("ph,cpq,qw->cpqhw", ah, gr, aw, optimize=True)
-            dx[b] += d.reshape(x.shape[1:])
+            dx[b] += np.einsum("ph,cpq,qw->cpqhw", ah, gr, aw).reshape(x.shape[1:])
         else:
-            dx[b] += np.einsum("ph,cpq,qw->chw", ah, gr, aw, optimize=True)
+            dx[b] += ah.T @ gr @ aw
     return dx.astype(x.dtype)
 
 
