@@ -29,8 +29,9 @@ FLOAT_DTYPES = ("float32", "float64")
 # float64 series): their templates run in float64 too, or float32 results drift off them
 _F64_OPS = {"erf", "erfinv", "gamma", "gammaln", "digamma", "cbrt", "rcbrt", "power",
             "power_scalar", "rpower_scalar", "hypot"}
-# power_scalar exponents computed by multiplication (LLVM turns pow(x, 2) into x * x itself)
-_SMALL_POWERS = (3.0, 4.0)
+# power_scalar exponents computed by multiplication and sqrt (LLVM turns pow(x, 2) into x * x
+# itself, and pow(x, 2.5) into x * x * sqrt(x) only with fastmath 'afn', NaN at -inf)
+_SMALL_POWERS = (0.5, 1.5, 2.5, 3.0, 3.5, 4.0, -0.5, -1.5, -2.0, -2.5, -3.0, -3.5, -4.0)
 # broadcasting ops that only copy their first input: their template is the identity
 _IDENTITY = {"broadcast_to", "broadcast_like", "broadcast_axis"}
 
@@ -145,6 +146,20 @@ def compute_dtype(node: Node) -> str:
     return node.inputs[0].type.dtype if node.inputs else node.outputs[0].type.dtype
 
 
+def _small_power(a: str, n: float) -> str:
+    """``a ** n`` for n in :data:`_SMALL_POWERS` by products, a sqrt and a reciprocal, with
+    C's pow at the points where those differ: pow(-inf, 2.5) is inf and pow(-inf, -2.5) 0
+    where sqrt(-inf) is NaN, pow(-0.0, -2.5) is +inf; x < 0 gives NaN either way."""
+    k = int(abs(n))
+    half = abs(n) != k
+    prod = "(" + " * ".join([a] * k + ([f"math.sqrt({a})"] if half else [])) + ")"
+    if n > 0:
+        return f"(math.inf if {a} == -math.inf else {prod})" if half else prod
+    if half:
+        return f"(0.0 if {a} == -math.inf else (math.inf if {a} == 0.0 else 1.0 / {prod}))"
+    return f"(1.0 / {prod})"   # signed zeros and infinities come out as pow's
+
+
 def scalar_expr(node: Node, args: Sequence[str], pool: ConstPool,
                 funcs: dict[str, dict[str, str]] | None = None) -> str:
     """``node``'s template as an expression over the variables ``args`` (for a, b).
@@ -155,8 +170,8 @@ def scalar_expr(node: Node, args: Sequence[str], pool: ConstPool,
     """
     dt = compute_dtype(node)
     n = node.attr_dict.get("scalar") if node.op.name == "power_scalar" else None
-    if n in _SMALL_POWERS:  # x ** 3 as x * x * x (exact in inf and NaN; pow is a libm call)
-        return "(" + " * ".join([args[0]] * int(n)) + ")"
+    if n in _SMALL_POWERS:  # x ** 2.5 as x * x * sqrt(x): a libm pow call does not vectorise
+        return _small_power(args[0], n)
     whole = (funcs or {}).get(dt, {}).get("op:" + node.op.name)
     if whole is not None:  # the backend has the whole op as one function
         return f"{whole}({', '.join(args)})"

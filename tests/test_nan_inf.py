@@ -32,7 +32,9 @@ NAN, INF = math.nan, math.inf
 SPECIAL = [NAN, -NAN, INF, -INF, 0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 0.999, -0.999, 2.5, -3.7,
            20.5, 88.8, -88.8, 100.0, -100.0, 1e30, -1e30, 3e38, -3e38, 2.0 ** 60,
            1e-40, -1e-40, 1e-45]   # the last three: subnormal in float32
-SCALARS = [2.5, -1.0, 0.0, 0.5, -0.5, 2.0, 3.0, 4.0, -2.5, 1e30, 1e-40, INF, -INF, NAN]
+SCALARS = [2.5, -1.0, 0.0, 0.5, -0.5, 1e30, 1e-40, INF, -INF, NAN]
+# power_scalar's exponents that codegen computes by products, sqrt and a reciprocal
+POWERS = [1.5, -1.5, 2.0, -2.0, 3.0, -3.0, 3.5, -3.5, 4.0, -4.0, -2.5, 0.25]
 ATTRS = {"activation": [{"act_type": t} for t in
                         ("relu", "sigmoid", "tanh", "softrelu", "softsign")],
          "clip": [{"a_min": -1.0, "a_max": 2.0}, {"a_min": 0.0, "a_max": INF}],
@@ -50,7 +52,7 @@ def template_cases():
         if name in ATTRS:
             settings = ATTRS[name]
         elif "scalar" in op.attrs:
-            settings = [{"scalar": s} for s in SCALARS]
+            settings = [{"scalar": s} for s in SCALARS + (POWERS if name == "power_scalar" else [])]
         else:
             settings = [{}]
         cases += [(name, at, len(op.inputs)) for at in settings]
