@@ -132,6 +132,93 @@ def test_two_ranks_train_like_one_process_at_twice_the_batch(mode, tmp_path):
                 np.testing.assert_array_equal(np.array(v), np.array(r0[kind][name]))
 
 
+EXTRAS = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import ember as mx
+    import ember.distributed as hvd
+    from ember import autograd, gluon, nd
+    from ember.gluon import nn
+    from ember.gluon.contrib.nn import SyncBatchNorm
+    from ember.kvstore import _mpi
+
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    out = {}
+    rng = np.random.RandomState(0)
+    X = (rng.standard_normal((8, 3, 2)) * 2 + 1).astype("float32")
+    W = rng.standard_normal((8, 3, 2)).astype("float32")
+    mine = slice(rank * 4, rank * 4 + 4)
+
+    def bn(layer, rows):
+        layer.initialize()
+        x = nd.array(X[rows])
+        x.attach_grad()
+        with autograd.record():
+            y = layer(x)
+            loss = (y * nd.array(W[rows])).sum()
+        loss.backward()
+        return [y.asnumpy(), x.grad.asnumpy(), layer.gamma.grad().asnumpy(),
+                layer.beta.grad().asnumpy(), layer.running_mean.data().asnumpy(),
+                layer.running_var.data().asnumpy()]
+    got = bn(SyncBatchNorm(in_channels=3, num_devices=1), mine)
+    for i in (2, 3):   # parameter gradients: each rank holds its part of the sum
+        got[i] = hvd.allreduce(nd.array(got[i]), average=False).asnumpy()
+    ref = bn(nn.BatchNorm(in_channels=3), slice(None))
+    ref[0], ref[1] = ref[0][mine], ref[1][mine]
+    out["syncbn"] = [float(np.abs(a - b).max()) for a, b in zip(got, ref)]
+
+    labels, preds = np.arange(8) % 2, rng.rand(8, 2)
+    for name, make in [("acc", mx.metric.Accuracy),
+                       ("f1", lambda: mx.metric.F1(average="micro")),
+                       ("ce", mx.metric.CrossEntropy)]:
+        m, r = make(), make()
+        m.update([nd.array(labels[mine])], [nd.array(preds[mine])])
+        r.update([nd.array(labels)], [nd.array(preds)])
+        out[name] = [hvd.allreduce_metric(m).get()[1], r.get()[1]]
+
+    net = nn.HybridSequential()
+    net.add(nn.Dense(4, in_units=3), nn.Dense(4, in_units=4), nn.Dense(2, in_units=4))
+    net.initialize()
+    hvd.broadcast_parameters(net.collect_params())
+    calls = {}
+    for kind in ("hvd", "dist_sync"):
+        trainer = (hvd.DistributedTrainer(net.collect_params(), "sgd") if kind == "hvd" else
+                   gluon.Trainer(net.collect_params(), "sgd", kvstore="dist_sync"))
+        with autograd.record():
+            loss = net(nd.ones((2, 3)) * rank).sum()
+        loss.backward()
+        before = _mpi.world().calls
+        trainer.step(2)
+        calls[kind] = _mpi.world().calls - before
+    out["calls"] = calls
+    out["split"] = list(gluon.data.SplitSampler(10, shuffle=False))
+    out["gather"] = hvd.allgather(nd.ones((rank + 1, 2)) * rank).asnumpy().tolist()
+    out["bcast"] = hvd.broadcast(nd.ones((2,)) * (rank + 5), root_rank=1).asnumpy().tolist()
+    with open(f"{sys.argv[1]}.{rank}", "w") as f:
+        json.dump(out, f)
+''')
+
+
+def test_syncbatchnorm_metrics_fusion_and_collectives_across_two_ranks(tmp_path):
+    script = tmp_path / "extras.py"
+    script.write_text(EXTRAS)
+    r = mpirun(2, str(script), str(tmp_path / "res"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for rank in (0, 1):
+        out = json.loads((tmp_path / f"res.{rank}").read_text())
+        # outputs, input gradients, gamma/beta gradients, running statistics of 2 ranks
+        # at batch 4 = BatchNorm at batch 8
+        assert max(out["syncbn"]) < 1e-5, out["syncbn"]
+        for name in ("acc", "f1", "ce"):
+            np.testing.assert_allclose(out[name][0], out[name][1], rtol=1e-6, err_msg=name)
+        # 6 parameters' gradients in ONE fused allreduce per step
+        assert out["calls"] == {"hvd": 1, "dist_sync": 1}, out["calls"]
+        assert out["split"] == list(range(rank * 5, rank * 5 + 5))
+        assert out["gather"] == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
+        assert out["bcast"] == [6.0, 6.0]
+
+
 DIE = textwrap.dedent('''
     import os, signal, sys, time
     import numpy as np

@@ -75,6 +75,7 @@ class World:
         self.timeout = float(os.environ.get("EMBER_DIST_TIMEOUT", "300"))
         self.fusion_bytes = int(os.environ.get("EMBER_FUSION_BYTES", str(64 << 20)))
         self._scratch: dict = {}
+        self.calls = 0                    # MPI collectives made (fusion keeps this low)
         self._busy: tuple | None = None   # (what, since) of the collective in progress
         if self.size > 1:
             self._install_abort_on_error()
@@ -111,6 +112,7 @@ class World:
 
     @contextmanager
     def _guard(self, what: str):
+        self.calls += 1
         self._busy = (what, time.monotonic())
         try:
             yield
@@ -163,8 +165,6 @@ class World:
         """Sum (or average) each array over the ranks, in place, in fused buffers; returns the
         number of MPI calls made."""
         if self.size == 1:
-            if average:
-                return 0
             return 0
         calls = 0
         for group in self._buckets(arrays):

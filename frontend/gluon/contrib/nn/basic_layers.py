@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 
 from ember import ndarray as nd
+from ember.base import MXNetError
 
 from ...block import Block, HybridBlock
 from ...nn import BatchNorm, HybridSequential, Identity, Sequential
@@ -81,9 +82,13 @@ class SyncBatchNorm(BatchNorm):
 
     ember runs one device per process, so on one process this is ``nn.BatchNorm`` over
     axis 1 (the batch statistics of the whole local batch): same parameters (``gamma``,
-    ``beta``, ``running_mean``, ``running_var``), same numbers, same saved files. The
-    synchronisation of batch statistics across processes comes with the MPI
-    (``dist_sync``) work; ``num_devices`` is recorded but has no effect yet.
+    ``beta``, ``running_mean``, ``running_var``), same numbers, same saved files. In a
+    data-parallel job of several ranks (``ember.distributed``, ``dist_sync``) training
+    normalises with the statistics of the whole job's batch: per-channel sums and sums of
+    squares are summed over the ranks (one allreduce, whose backward is the allreduce of
+    their gradients), so N ranks at batch b give what BatchNorm gives at batch N*b. That
+    runs eagerly (a hybridized SyncBatchNorm in a job of several ranks raises);
+    ``num_devices`` is recorded but has no effect.
 
     Parameters: ``in_channels`` (0: inferred at the first forward), ``num_devices``
     (default: the number of visible GPUs, at least 1, with MXNet's warning), ``momentum``,
@@ -107,6 +112,18 @@ class SyncBatchNorm(BatchNorm):
             num_devices = self._get_num_devices()
         self.num_devices = int(num_devices)
 
+    def hybrid_forward(self, F, x, gamma, beta, running_mean, running_var):
+        from ember import autograd
+        from ember.kvstore import _mpi
+        world = _mpi.world() if _mpi.initialized() else None
+        if world is None or world.size == 1 or not autograd.is_training() \
+                or self._kwargs["use_global_stats"]:
+            return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
+        if F is not nd:
+            raise MXNetError(f"{self.name}: SyncBatchNorm across {world.size} ranks runs "
+                             "eagerly; do not hybridize (or compile) the block that holds it")
+        return _sync_batch_norm(x, gamma, beta, running_mean, running_var, self._kwargs)
+
     def _get_num_devices(self) -> int:
         from ember import context
         warnings.warn("Caution using SyncBatchNorm: if not using all the GPUs, please "
@@ -121,6 +138,30 @@ class SyncBatchNorm(BatchNorm):
         in_channels = self.gamma.shape[0]
         body = ", ".join(f"{n}={v!r}" for n, v in shown.items())
         return f"{type(self).__name__}({body}, in_channels={in_channels or None})"
+
+
+def _sync_batch_norm(x, gamma, beta, running_mean, running_var, kw):
+    """BatchNorm over axis 1 with the moments of every rank's batch (eager)."""
+    from ember import autograd
+    from ember.kvstore._ops import allreduce_op
+    c = x.shape[1]
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    count = nd.array([x.size // c], dtype=x.dtype)
+    stats = allreduce_op(nd, nd.concat(nd.sum(x, axis=axes), nd.sum(x * x, axis=axes),
+                                       count, dim=0))
+    n = stats[2 * c:]
+    mean = nd.slice_axis(stats, axis=0, begin=0, end=c) / n
+    var = nd.slice_axis(stats, axis=0, begin=c, end=2 * c) / n - mean * mean
+    bshape = (1, c) + (1,) * (x.ndim - 2)
+    out = (x - mean.reshape(bshape)) / nd.sqrt(var.reshape(bshape) + kw["eps"])
+    if not kw["fix_gamma"]:
+        out = out * gamma.reshape(bshape)
+    out = out + beta.reshape(bshape)
+    with autograd.pause():  # MXNet: moving = moving * momentum + batch * (1 - momentum)
+        m = kw["momentum"]
+        running_mean[:] = running_mean * m + mean * (1 - m)
+        running_var[:] = running_var * m + var * (1 - m)
+    return out
 
 
 def _factors(factor, n: int) -> tuple:
