@@ -68,12 +68,21 @@ def gpu(device_id: int = 0) -> Context:
 
 
 def num_gpus() -> int:
-    """Number of CUDA devices numba can see (0 when CUDA is unavailable)."""
-    try:
-        from numba import cuda
-        return len(cuda.gpus) if cuda.is_available() else 0
-    except Exception:
-        return 0
+    """Number of GPUs ember can use: 0, since this ember computes on the CPU only (a GPU
+    that numba sees but no ember backend uses is not counted)."""
+    return 0
+
+
+def check_device(ctx: Context) -> Context:
+    """``ctx`` if arrays can live there; an ``MXNetError`` for a device ember cannot use, as
+    MXNet raises when an array is created on a GPU it does not have (never a silent CPU
+    copy labelled ``gpu``)."""
+    if ctx.device_type == "gpu" and ctx.device_id >= num_gpus():
+        from ember.base import MXNetError
+        raise MXNetError(f"cannot place an array on {ctx}: ember has no usable GPU "
+                         f"(mx.context.num_gpus() == {num_gpus()}; ember computes on the CPU, "
+                         "use mx.cpu())")
+    return ctx
 
 
 def current_context() -> Context:

@@ -18,7 +18,7 @@ import numpy as np
 from ember import autograd
 from ember import trace_state as _trace
 from ember.base import MXNetError
-from ember.context import Context, cpu, current_context
+from ember.context import Context, check_device, cpu, current_context
 from ember.ndarray.ndarray import NDArray
 
 # id(var Value) -> Parameter, for tracers that meet a parameter's Value in a graph
@@ -46,9 +46,13 @@ class DeferredInitializationError(MXNetError):
 
 
 def _ctx_list(ctx) -> list[Context]:
+    """The contexts a parameter lives on (each one ember can use: mx.gpu() raises)."""
     if ctx is None:
-        return [current_context()]
-    return list(ctx) if isinstance(ctx, list | tuple) else [ctx]
+        ctx = [current_context()]
+    ctxs = list(ctx) if isinstance(ctx, list | tuple) else [ctx]
+    for c in ctxs:
+        check_device(c)
+    return ctxs
 
 
 def _shape_known(shape) -> bool:

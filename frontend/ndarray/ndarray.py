@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ember import autograd as _ag
-from ember.context import Context, current_context
+from ember.context import Context, check_device, current_context
 from ember.ir import EmberError, ShapeError
 from ember.ir.errors import DTypeError, fmt_shapes
 from ember.ir.types import TensorType
@@ -118,7 +118,7 @@ class NDArray:
             other._data[...] = self._data
             return other
         if isinstance(other, Context):
-            return NDArray(self._data.copy(), other)
+            return NDArray(self._data.copy(), check_device(other))
         raise TypeError(f"copyto does not support type {type(other)}")
 
     def as_in_context(self, context: Context):
@@ -192,7 +192,10 @@ def invoke(op, inputs, attrs: dict, out=None, ctx=None):
         raise
     except Exception as e:  # a NumPy complaint becomes the op's own error
         raise _op_error(op, inputs, attrs, e) from None
-    ctx = inputs[0]._ctx if inputs else ctx
+    if inputs:
+        ctx = inputs[0]._ctx
+    else:  # a creation op: its device must be one ember can use
+        check_device(ctx or current_context())
     if isinstance(res, tuple | list):
         outs = [NDArray(_own(r, datas), ctx) for r in res]
     else:
@@ -296,6 +299,7 @@ def array(source_array, ctx: Context | None = None, dtype=None) -> NDArray:
     if data.dtype.kind not in "biuf":
         raise EmberError(f"nd.array: an NDArray holds numbers or booleans, not {data.dtype} "
                          f"({_show(source_array)})")
+    check_device(ctx or current_context())
     return NDArray(data, ctx)
 
 
