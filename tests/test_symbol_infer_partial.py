@@ -60,3 +60,29 @@ def test_mx_real_t_and_infer_type():
     out = mx.sym.FullyConnected(mx.sym.var("data"), name="fc1", num_hidden=4)
     arg, out_t, _ = out.infer_type(data=mx.base.mx_real_t)
     assert arg == [np.float32] * 3 and out_t == [np.float32]
+
+
+def test_optimized_symbol_merges_common_subexpressions_unless_disabled_at_bind(monkeypatch):
+    a, b = mx.sym.var("a"), mx.sym.var("b")
+    d = a + 1
+    for sym, saved in (((a + b) + (a + b), 1), (mx.sym.Group([a * d, a * d]), 0),
+                       (mx.sym.Group([a * d + b, a * d + b]), 1),
+                       (mx.sym.Dropout(a) + mx.sym.Dropout(a), 0)):
+        shapes = {k: (2, 3) for k in sym.list_inputs()}
+        monkeypatch.setenv("MXNET_ELIMINATE_COMMON_EXPR", "0")
+        plain = sym.simple_bind(mx.cpu(), **shapes)
+        monkeypatch.setenv("MXNET_ELIMINATE_COMMON_EXPR", "1")
+        cse = sym.simple_bind(mx.cpu(), **shapes)
+        n_plain = len(plain.get_optimized_symbol().get_internals())
+        assert len(cse.get_optimized_symbol().get_internals()) + saved == n_plain
+
+
+def test_a_multi_output_op_is_one_node():
+    s = mx.sym.RNN(mx.sym.var("data"), mx.sym.var("p"), mx.sym.var("h0"), mx.sym.var("h1"),
+                   state_size=10, num_layers=2, bidirectional=True, state_outputs=True,
+                   mode="lstm", name="r")
+    assert s.attr("mode") == "lstm"
+    atomic = s._gen_atomic_symbol()
+    assert atomic.list_outputs() == ["r_output", "r_state", "r_state_cell"]
+    with pytest.raises(mx.base.MXNetError):
+        mx.sym.Group([mx.sym.var("x"), mx.sym.var("y")]).attr("mode")

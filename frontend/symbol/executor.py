@@ -11,6 +11,8 @@ write into the bound arrays. ``debug_str`` reports the memory the forward pass h
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ember.base import MXNetError
@@ -98,6 +100,7 @@ class Executor:
 
     def __init__(self, symbol, ctx, args: list, grads: list, reqs: list[str], aux: list):
         self._symbol = symbol
+        self._cse = os.environ.get("MXNET_ELIMINATE_COMMON_EXPR", "1") != "0"  # at bind
         self._ctx = ctx or current_context()
         heads = symbol._value_list()
         self._heads = heads
@@ -246,8 +249,13 @@ class Executor:
         return new
 
     def get_optimized_symbol(self):
-        """The bound symbol (ember optimises when compiling, not when binding)."""
-        return self._symbol.__copy__()
+        """The bound symbol with common subexpressions merged, unless the environment set
+        ``MXNET_ELIMINATE_COMMON_EXPR=0`` at bind time (ember's passes optimise when
+        compiling whatever this says)."""
+        from .symbol import Symbol
+        if not self._cse:
+            return self._symbol.__copy__()
+        return Symbol._group(_n.eliminate_common(self._symbol._value_list()))
 
     def debug_str(self) -> str:
         """The symbol's listing and the memory the forward (and backward) pass holds."""

@@ -147,3 +147,41 @@ def copy_graph(heads: list[Value], subst: dict[int, Value] | None = None) -> lis
 
 def unknown() -> TensorType:
     return TensorType(None, "float32")
+
+
+def eliminate_common(heads: list[Value]) -> list[Value]:
+    """A copy of the graph under ``heads`` with identical op nodes merged (MXNet's
+    ``MXNET_ELIMINATE_COMMON_EXPR`` pass): the same op, attributes and inputs, unless the op
+    draws random numbers or updates an input. Variables are shared with the original; a head
+    that the merging repeats is given through a ``_copy`` node, as MXNet keeps outputs apart."""
+    from ember.ir import get_op
+    vmap: dict[int, Value] = {}
+    seen: dict[tuple, Node] = {}
+    for it in post_order(heads):
+        if isinstance(it, Value):
+            vmap[id(it)] = it
+            continue
+        ins = [vmap[id(v)] for v in it.inputs]
+        key = (it.op.name, it.attrs, tuple(id(v) for v in ins))
+        pure = not (it.op.random or it.op.mutated(it.attr_dict))
+        if pure and key in seen:
+            for o in it.outputs:
+                vmap[id(o)] = seen[key].outputs[o.index]
+            continue
+        node = Node(it.op, ins, it.attrs, loc=it.loc, name=node_name(it))
+        node.outputs = [Value(o.type, node, o.index, o.name_hint) for o in it.outputs]
+        if it in _ATTRS:
+            _ATTRS[node] = dict(_ATTRS[it])
+        for o in it.outputs:
+            vmap[id(o)] = node.outputs[o.index]
+        if pure:
+            seen[key] = node
+    out: list[Value] = []
+    for h in heads:
+        v = vmap[id(h)]
+        if any(v is w for w in out):
+            copy = Node(get_op("_copy"), [v], ())
+            copy.outputs = [Value(v.type, copy, 0)]
+            v = copy.outputs[0]
+        out.append(v)
+    return out

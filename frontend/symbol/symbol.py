@@ -146,10 +146,10 @@ class Symbol(_emit.Sym, NoValues):
 
     # ---- attributes ------------------------------------------------------------------------
     def _head_item(self):
-        outs = self._value_list()
-        if len(outs) != 1:
-            raise MXNetError("attributes belong to single-output Symbols, not groups")
-        return _n.item_of(outs[0])
+        items = {id(it): it for it in map(_n.item_of, self._value_list())}
+        if len(items) != 1:  # the outputs of one multi-output op share its node (MXNet)
+            raise MXNetError("attributes belong to the Symbol of one node, not to groups")
+        return next(iter(items.values()))
 
     def attr(self, key: str) -> str | None:
         """The head's attribute ``key`` as a string (or None)."""
