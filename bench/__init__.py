@@ -11,4 +11,5 @@ BENCHMARKS = {
     "elemwise": "bench.kernels:main_elemwise",  # fused elementwise GB/s against a copy
     "gemm": "bench.kernels:main_gemm",  # 1024^3 nd.dot GFLOP/s
     "op_overhead": "bench.op_overhead:main",  # eager dispatch cost of tiny ops, 256^2 matmul
+    "dist": "bench.dist:main",  # 1 process x 2 threads vs 2 MPI ranks; allreduce GB/s
 }
