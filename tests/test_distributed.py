@@ -150,8 +150,10 @@ EXTRAS = textwrap.dedent('''
     W = rng.standard_normal((8, 3, 2)).astype("float32")
     mine = slice(rank * 4, rank * 4 + 4)
 
-    def bn(layer, rows):
+    def bn(layer, rows, hybridize=False):
         layer.initialize()
+        if hybridize:
+            layer.hybridize()
         x = nd.array(X[rows])
         x.attach_grad()
         with autograd.record():
@@ -161,12 +163,13 @@ EXTRAS = textwrap.dedent('''
         return [y.asnumpy(), x.grad.asnumpy(), layer.gamma.grad().asnumpy(),
                 layer.beta.grad().asnumpy(), layer.running_mean.data().asnumpy(),
                 layer.running_var.data().asnumpy()]
-    got = bn(SyncBatchNorm(in_channels=3, num_devices=1), mine)
-    for i in (2, 3):   # parameter gradients: each rank holds its part of the sum
-        got[i] = hvd.allreduce(nd.array(got[i]), average=False).asnumpy()
     ref = bn(nn.BatchNorm(in_channels=3), slice(None))
     ref[0], ref[1] = ref[0][mine], ref[1][mine]
-    out["syncbn"] = [float(np.abs(a - b).max()) for a, b in zip(got, ref)]
+    for hybrid in (False, True):
+        got = bn(SyncBatchNorm(in_channels=3, num_devices=1), mine, hybrid)
+        for i in (2, 3):   # parameter gradients: each rank holds its part of the sum
+            got[i] = hvd.allreduce(nd.array(got[i]), average=False).asnumpy()
+        out[f"syncbn{hybrid}"] = [float(np.abs(a - b).max()) for a, b in zip(got, ref)]
 
     labels, preds = np.arange(8) % 2, rng.rand(8, 2)
     for name, make in [("acc", mx.metric.Accuracy),
@@ -209,7 +212,8 @@ def test_syncbatchnorm_metrics_fusion_and_collectives_across_two_ranks(tmp_path)
         out = json.loads((tmp_path / f"res.{rank}").read_text())
         # outputs, input gradients, gamma/beta gradients, running statistics of 2 ranks
         # at batch 4 = BatchNorm at batch 8
-        assert max(out["syncbn"]) < 1e-5, out["syncbn"]
+        for hybrid in (False, True):   # eager and hybridized
+            assert max(out[f"syncbn{hybrid}"]) < 1e-5, out
         for name in ("acc", "f1", "ce"):
             np.testing.assert_allclose(out[name][0], out[name][1], rtol=1e-6, err_msg=name)
         # 6 parameters' gradients in ONE fused allreduce per step

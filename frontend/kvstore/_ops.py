@@ -61,6 +61,90 @@ def _register():
     _registered.append(True)
 
 
+MOMENTS = "_ember_sync_moments"
+
+
+def _register_moments():
+    from ember import operator
+    from ember.ndarray.ndarray import NDArray
+
+    from ._mpi import world
+
+    class _MomentsOp(operator.CustomOp):
+        """Per-channel (axis 1) mean and biased variance of every rank's batch: sums and
+        sums of squares in one float64 allreduce; the moving statistics are updated as
+        MXNet's BatchNorm does. Backward: the ranks' output gradients are summed, then
+        dx = (dmean + 2 dvar (x - mean)) / N (Zhang et al. 2018's synchronised BN)."""
+
+        def __init__(self, momentum: float):
+            super().__init__()
+            self.momentum = momentum
+
+        def forward(self, is_train, req, in_data, out_data, aux):
+            x = in_data[0].asnumpy()
+            c = x.shape[1]
+            axes = tuple(i for i in range(x.ndim) if i != 1)
+            buf = np.concatenate([x.sum(axis=axes, dtype=np.float64),
+                                  np.square(x, dtype=np.float64).sum(axis=axes),
+                                  [x.size // max(c, 1)]])
+            world().allreduce_arrays([buf])
+            self.n = buf[-1]
+            mean = buf[:c] / self.n
+            var = np.maximum(buf[c:2 * c] / self.n - mean * mean, 0.0)
+            self.mean = mean
+            if is_train:
+                m = self.momentum
+                for a, v in zip(aux, (mean, var)):
+                    a._data[...] = a._data * m + v * (1 - m)
+            self.assign(out_data[0], req[0], NDArray(mean.astype(x.dtype), in_data[0].context))
+            self.assign(out_data[1], req[1], NDArray(var.astype(x.dtype), in_data[0].context))
+
+        def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
+            x = in_data[0].asnumpy()
+            c = x.shape[1]
+            buf = np.concatenate([out_grad[0].asnumpy().astype(np.float64),
+                                  out_grad[1].asnumpy().astype(np.float64)])
+            world().allreduce_arrays([buf])
+            bshape = (1, c) + (1,) * (x.ndim - 2)
+            dmean, dvar = buf[:c].reshape(bshape), buf[c:].reshape(bshape)
+            dx = (dmean + 2 * dvar * (x - self.mean.reshape(bshape))) / self.n
+            self.assign(in_grad[0], req[0], NDArray(dx.astype(x.dtype), in_data[0].context))
+
+    @operator.register(MOMENTS)
+    class _MomentsProp(operator.CustomOpProp):
+        def __init__(self, momentum="0.9"):
+            super().__init__(need_top_grad=True)
+            self.momentum = float(momentum)
+
+        def list_arguments(self):
+            return ["data"]
+
+        def list_auxiliary_states(self):
+            return ["moving_mean", "moving_var"]
+
+        def list_outputs(self):
+            return ["mean", "var"]
+
+        def infer_shape(self, in_shape):
+            c = [in_shape[0][1]]
+            return in_shape, [c, c], [c, c]
+
+        def create_operator(self, ctx, in_shapes, in_dtypes):
+            return _MomentsOp(self.momentum)
+
+
+def sync_moments(F, x, moving_mean, moving_var, momentum: float):
+    """(mean, var) over axis 1 of the whole job's batch, updating the moving statistics:
+    an op of ``F`` (eager, hybridized or compiled alike)."""
+    if not _registered_moments:
+        _register_moments()
+        _registered_moments.append(True)
+    return F.Custom(x, moving_mean, moving_var, op_type=MOMENTS, momentum=repr(momentum))
+
+
+_registered_moments: list = []
+
+
 def allreduce_op(F, x, average: bool = False):
     """``x`` summed (or averaged) over the ranks, as an op of ``F`` (``nd`` or ``sym``)."""
     _register()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import warnings
 
 from ember import ndarray as nd
-from ember.base import MXNetError
 
 from ...block import Block, HybridBlock
 from ...nn import BatchNorm, HybridSequential, Identity, Sequential
@@ -86,9 +85,8 @@ class SyncBatchNorm(BatchNorm):
     data-parallel job of several ranks (``ember.distributed``, ``dist_sync``) training
     normalises with the statistics of the whole job's batch: per-channel sums and sums of
     squares are summed over the ranks (one allreduce, whose backward is the allreduce of
-    their gradients), so N ranks at batch b give what BatchNorm gives at batch N*b. That
-    runs eagerly (a hybridized SyncBatchNorm in a job of several ranks raises);
-    ``num_devices`` is recorded but has no effect.
+    their gradients), so N ranks at batch b give what BatchNorm gives at batch N*b, eagerly,
+    hybridized and compiled; ``num_devices`` is recorded but has no effect.
 
     Parameters: ``in_channels`` (0: inferred at the first forward), ``num_devices``
     (default: the number of visible GPUs, at least 1, with MXNet's warning), ``momentum``,
@@ -119,10 +117,7 @@ class SyncBatchNorm(BatchNorm):
         if world is None or world.size == 1 or not autograd.is_training() \
                 or self._kwargs["use_global_stats"]:
             return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
-        if F is not nd:
-            raise MXNetError(f"{self.name}: SyncBatchNorm across {world.size} ranks runs "
-                             "eagerly; do not hybridize (or compile) the block that holds it")
-        return _sync_batch_norm(x, gamma, beta, running_mean, running_var, self._kwargs)
+        return _sync_batch_norm(F, x, gamma, beta, running_mean, running_var, self._kwargs)
 
     def _get_num_devices(self) -> int:
         from ember import context
@@ -140,28 +135,16 @@ class SyncBatchNorm(BatchNorm):
         return f"{type(self).__name__}({body}, in_channels={in_channels or None})"
 
 
-def _sync_batch_norm(x, gamma, beta, running_mean, running_var, kw):
-    """BatchNorm over axis 1 with the moments of every rank's batch (eager)."""
-    from ember import autograd
-    from ember.kvstore._ops import allreduce_op
-    c = x.shape[1]
-    axes = tuple(i for i in range(x.ndim) if i != 1)
-    count = nd.array([x.size // c], dtype=x.dtype)
-    stats = allreduce_op(nd, nd.concat(nd.sum(x, axis=axes), nd.sum(x * x, axis=axes),
-                                       count, dim=0))
-    n = stats[2 * c:]
-    mean = nd.slice_axis(stats, axis=0, begin=0, end=c) / n
-    var = nd.slice_axis(stats, axis=0, begin=c, end=2 * c) / n - mean * mean
-    bshape = (1, c) + (1,) * (x.ndim - 2)
-    out = (x - mean.reshape(bshape)) / nd.sqrt(var.reshape(bshape) + kw["eps"])
+def _sync_batch_norm(F, x, gamma, beta, running_mean, running_var, kw):
+    """BatchNorm over axis 1 with the moments of every rank's batch."""
+    from ember.kvstore._ops import sync_moments
+    mean, var = sync_moments(F, x, running_mean, running_var, kw["momentum"])
+    bshape = (1, -1) + (1,) * (len(x.shape) - 2)
+    out = F.broadcast_div(F.broadcast_sub(x, F.reshape(mean, shape=bshape)),
+                          F.reshape(F.sqrt(var + kw["eps"]), shape=bshape))
     if not kw["fix_gamma"]:
-        out = out * gamma.reshape(bshape)
-    out = out + beta.reshape(bshape)
-    with autograd.pause():  # MXNet: moving = moving * momentum + batch * (1 - momentum)
-        m = kw["momentum"]
-        running_mean[:] = running_mean * m + mean * (1 - m)
-        running_var[:] = running_var * m + var * (1 - m)
-    return out
+        out = F.broadcast_mul(out, F.reshape(gamma, shape=bshape))
+    return F.broadcast_add(out, F.reshape(beta, shape=bshape))
 
 
 def _factors(factor, n: int) -> tuple:
