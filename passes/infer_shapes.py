@@ -57,7 +57,8 @@ class _Types:
                 break
             for o in n.outputs:
                 namer.define(o)
-        raise EmberError(f"infer_shapes {self.graph.name}: {msg}\n    "
+        where = f" (at {node.loc})" if node.loc else ""
+        raise EmberError(f"infer_shapes {self.graph.name}: {msg}{where}\n    "
                          + format_node(node, namer))
 
     def merge(self, v: Value, new: TensorType, node: Node, dtype: bool = True) -> None:

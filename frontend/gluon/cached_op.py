@@ -174,16 +174,10 @@ def trace(fn, args, name: str, params_by_value: dict) -> tuple[Graph, list, obje
 
 
 def _user_line(exc) -> str:
-    """`` at file.py:12`` for the innermost frame of ``exc`` outside ember, if any."""
-    import os
-    import traceback
-
-    from ember.symbol import _EMBER_DIRS
-    where = ""
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if not os.path.abspath(frame.filename).startswith(_EMBER_DIRS):
-            where = f" at {os.path.basename(frame.filename)}:{frame.lineno}"
-    return where
+    """`` at file.py:12`` for the innermost user frame of ``exc``'s traceback, if any."""
+    from ember.symbol.userloc import traceback_loc
+    loc = traceback_loc(exc)
+    return f" at {loc}" if loc else ""
 
 
 def block_params_by_value(block) -> dict:

@@ -48,28 +48,9 @@ _bind_ufuncs()
 from . import _internal, contrib, random  # noqa: E402,F401
 
 
-def _user_loc():
-    """``file.py:line`` of the innermost frame outside ember (where the op was written)."""
-    import os
-    import sys
-    frame = sys._getframe(2)
-    while frame is not None:
-        if not os.path.abspath(frame.f_code.co_filename).startswith(_EMBER_DIRS):
-            return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
-        frame = frame.f_back
-    return None
-
-
-def _ember_dirs():
-    import os
-
-    import ember
-    from ember import backends, ir, passes, runtime
-    return tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
-                 for m in (ember, ir, passes, backends, runtime))
-
-
-_EMBER_DIRS = _ember_dirs()
 from ember.ir import emit as _emit_module  # noqa: E402
+
+from .userloc import EMBER_DIRS as _EMBER_DIRS  # noqa: E402,F401
+from .userloc import user_loc as _user_loc  # noqa: E402
 
 _emit_module.LOCATOR = _user_loc

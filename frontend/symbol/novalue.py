@@ -8,9 +8,6 @@ the call is, and what to do instead.
 """
 from __future__ import annotations
 
-import os
-import sys
-
 from ember.base import NotImplementedForSymbol, TracedValueError
 
 # NDArray methods that read values (Symbol has none of them)
@@ -18,14 +15,9 @@ VALUE_METHODS = frozenset({"asnumpy", "asscalar", "item", "tolist"})
 
 
 def _where() -> str:
-    from ember.symbol import _EMBER_DIRS
-    frame = sys._getframe(2)
-    while frame is not None:
-        path = os.path.abspath(frame.f_code.co_filename)
-        if not path.startswith(_EMBER_DIRS):
-            return f" at {os.path.basename(path)}:{frame.f_lineno}"
-        frame = frame.f_back
-    return ""
+    from .userloc import user_loc
+    loc = user_loc()
+    return f" at {loc}" if loc else ""
 
 
 def _desc(sym) -> str:
