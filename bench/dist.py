@@ -4,7 +4,8 @@ thread, and allreduce bandwidth of ember's fused path against mpi4py's own.
 ``python -m bench dist [--quick]`` (needs ``pip install 'ember[dist]'``). Training: the
 seed MLP (784-256-10, hybridized, SGD) on synthetic data at a global batch of 128, samples/s
 of one process with 2 BLAS/numba threads, then of ``ember launch -n 2`` with
-``DistributedTrainer`` at 64 per rank and 1 thread each; scaling efficiency is their ratio.
+``DistributedTrainer`` at 64 per rank and 1 thread each (scaling efficiency is their
+ratio), and the same as one ``@ember.compile`` step whose graph holds the allreduce.
 Allreduce: float32 buffers of 1 to 64 MiB on 2 ranks, the best of several calls, as
 algorithm bandwidth (bytes / time) for ember's ``allreduce_arrays`` (packs into its fusion
 buffer, reduces, unpacks) and mpi4py's ``Allreduce(IN_PLACE)`` on the same buffer.
@@ -20,7 +21,7 @@ import time
 GLOBAL_BATCH = 128
 
 
-def _train(steps: int) -> dict:
+def _train(steps: int, compiled: bool = False) -> dict:
     import numpy as np
 
     import ember as mx
@@ -42,11 +43,16 @@ def _train(steps: int) -> dict:
     trainer = hvd.DistributedTrainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
-    def step(i):
+    def eager_step(x, y):
         with autograd.record():
-            loss = loss_fn(net(xs[i % 8]), ys[i % 8])
+            loss = loss_fn(net(x), y)
         loss.backward()
         trainer.step(b)
+        return loss
+    run = mx.compile(eager_step) if compiled else eager_step
+
+    def step(i):
+        run(xs[i % 8], ys[i % 8])
     for i in range(5):
         step(i)
     hvd.barrier()
@@ -104,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--worker" in argv:
         what = argv[argv.index("--worker") + 1]
         quick = "--quick" in argv
-        res = _train(20 if quick else 100) if what == "train" else _allreduce(3 if quick
-                                                                            else 10)
+        steps = 20 if quick else 100
+        res = (_train(steps) if what == "train" else _train(steps, True) if what == "compiled"
+               else _allreduce(3 if quick else 10))
         if int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))) == 0:
             print(json.dumps(res), flush=True)
         return 0
@@ -121,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  1 process x 2 threads : {one['samples_per_s']:10.0f}")
     print(f"  2 processes x 1 thread: {two['samples_per_s']:10.0f}   "
           f"scaling efficiency {two['samples_per_s'] / one['samples_per_s']:.2f}")
+    comp = _run(launch + ["--worker", "compiled", *extra], threads=1)
+    print(f"  2 processes x 1 thread, @ember.compile step (allreduce op in the graph): "
+          f"{comp['samples_per_s']:.0f}")
     bw = _run(launch + ["--worker", "allreduce", *extra], threads=1)
     print("allreduce on 2 ranks, float32, GB/s (bytes / time)")
     print(f"  {'MiB':>4} {'ember':>8} {'mpi4py':>8}")
