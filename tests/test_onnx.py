@@ -88,7 +88,7 @@ class _Zooish(nn.HybridBlock):
         y = self.bn1(self.c1(x))
         y = F.clip(y, 0, 6)
         z = self.bn2(self.c2(y))
-        y = F.relu(y + z)
+        y = F.relu(F.elemwise_add(y, z))
         a = self.prelu(self.c3(y))
         b = self.elu(self.lrelu(self.c3(y))) * self.selu(self.gelu(a))
         y = F.concat(self.avg(y), a, b, dim=1)
@@ -173,23 +173,45 @@ def test_export_model_symbol_and_files(tmp_path):
     assert mx.contrib.onnx.export_model is mx.onnx.export_model
 
 
-def test_import_round_trip(tmp_path):
-    """ember -> onnx -> ember gives the same outputs; BN statistics come back as aux."""
-    net = _init(_Zooish(), [(2, 3, 17, 17)])
-    x = np.random.default_rng(3).standard_normal((2, 3, 17, 17)).astype(np.float32)
-    path = mx.onnx.export_block(net, [(2, 3, 17, 17)], str(tmp_path / "z.onnx"))
+def _shapes_net():
+    net = _Shapes()
+    net.initialize(mx.init.Xavier())
+    return net
+
+
+_ROUND_TRIP = {"zooish": (lambda: _init(_Zooish(), [(2, 3, 17, 17)]), [(2, 3, 17, 17)]),
+               "misc": (lambda: _init(_Misc(), [(2, 3, 4, 4)]), [(2, 3, 4, 4)]),
+               "shapes": (_shapes_net, [(2, 4, 5), (2, 3)])}
+
+
+@pytest.mark.parametrize("which", sorted(_ROUND_TRIP))
+def test_import_round_trip(tmp_path, which):
+    """ember -> onnx -> ember gives the same outputs (and exports again to the same)."""
+    make, shapes = _ROUND_TRIP[which]
+    net = make()
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    if which == "shapes":
+        xs[1] = rng.integers(0, 10, shapes[1]).astype(np.float32)
+    want = net(*[mx.nd.array(x) for x in xs])
+    want = [w.asnumpy() for w in (want if isinstance(want, tuple | list) else [want])]
+    path = mx.onnx.export_block(net, shapes, str(tmp_path / "z.onnx"))
     sym, arg_params, aux_params = mx.contrib.onnx.import_model(path)
-    assert any(k.endswith("running_var") for k in aux_params)
-    ex = sym.bind(mx.cpu(), {"data": mx.nd.array(x), **arg_params}, aux_states=aux_params)
-    np.testing.assert_allclose(ex.forward()[0].asnumpy(), _ember(net, x), rtol=RTOL,
-                               atol=ATOL)
+    names = ["data"] if len(xs) == 1 else [f"data{i}" for i in range(len(xs))]
+    feeds = {n: mx.nd.array(x) for n, x in zip(names, xs)}
+    got = sym.bind(mx.cpu(), {**feeds, **arg_params}, aux_states=aux_params).forward()
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.asnumpy(), w, rtol=RTOL, atol=ATOL)
+    if which != "zooish":
+        return
+    assert any(k.endswith("running_var") for k in aux_params)   # BN statistics are aux
     block = mx.onnx.import_to_gluon(path)
-    np.testing.assert_allclose(block(mx.nd.array(x)).asnumpy(), _ember(net, x), rtol=RTOL,
+    np.testing.assert_allclose(block(*feeds.values()).asnumpy(), want[0], rtol=RTOL,
                                atol=ATOL)
-    # and back again: the imported Symbol exports to the same numbers
-    again = mx.onnx.export_model(sym, {**arg_params, **aux_params}, [(2, 3, 17, 17)],
+    again = mx.onnx.export_model(sym, {**arg_params, **aux_params}, shapes,
                                  onnx_file_path=str(tmp_path / "z2.onnx"))
-    np.testing.assert_allclose(_session(again).run(None, {"data": x})[0], _ember(net, x),
+    np.testing.assert_allclose(_session(again).run(None, {"data": xs[0]})[0], want[0],
                                rtol=RTOL, atol=ATOL)
 
 
@@ -224,16 +246,65 @@ def _zoo_rows(names, folder):
         onnx.checker.check_model(onnx.load(path), full_check=True)
         got, want = _session(path).run(None, {"data": x})[0], _ember(net, x)
         rows.append((name, float(np.abs(got - want).max()), float(np.abs(want).max())))
+        print(f"{name:20s} {rows[-1][1]:<27.3g} {rows[-1][2]:.3g}", flush=True)
     return rows
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)
 def test_model_zoo_onnxruntime(tmp_path):
     """Every model-zoo network: export, onnx.checker, onnxruntime vs ember at batch 2."""
     from ember.gluon.model_zoo import vision
-    rows = _zoo_rows(sorted(vision._models), tmp_path)
     print("\nnetwork              max |onnxruntime - ember|   max |ember|")
-    for name, diff, top in rows:
-        print(f"{name:20s} {diff:<27.3g} {top:.3g}")
+    rows = _zoo_rows(sorted(vision._models), tmp_path)
     bad = [(n, d) for n, d, top in rows if not d <= 1e-4 * max(1.0, top)]
     assert not bad, bad
+
+
+class _Misc(nn.HybridBlock):
+    """Transposed conv, instance norm, pad, tile, where, comparisons, broadcasting, slices,
+    L2 normalisation, softmin, scalar ops."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.up = nn.Conv2DTranspose(4, 3, strides=2, padding=1, output_padding=1)
+            self.inorm = nn.InstanceNorm()
+
+    def hybrid_forward(self, F, x):
+        y = self.inorm(self.up(x))                                        # (B, 4, 8, 8)
+        y = F.pad(y, mode="reflect", pad_width=(0, 0, 0, 0, 1, 1, 2, 2))  # (B, 4, 10, 12)
+        y = F.slice(y, begin=(None, 1, 0, None), end=(None, None, 9, None),
+                    step=(None, 1, 2, -1))                                # (B, 3, 5, 12)
+        g = F.where(y > 0.1, y, F.tile(F.slice_axis(y, axis=3, begin=0, end=1),
+                                       reps=(1, 1, 1, 12)))
+        m = F.broadcast_like(F.max(g, axis=1, keepdims=True), g) <= g
+        z = F.L2Normalization(g * m + 1 / (2 - F.relu(y)), mode="channel")
+        return F.softmin(F.clip(z * 3, -2, 2.5) ** 2, axis=2) - F.log_softmax(z, axis=1)
+
+
+def test_misc_ops(tmp_path):
+    net = _init(_Misc(), [(2, 3, 4, 4)])
+    _check_block(net, [(2, 3, 4, 4)], tmp_path)
+
+
+def test_dynamic_all_dims(tmp_path):
+    """dynamic=True without dynamic_input_shapes (every dim unknown, as MXNet declares
+    it): a fully convolutional net runs at other batch sizes and image sizes."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(6, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"),
+            nn.MaxPool2D(3, 2, ceil_mode=True), nn.Conv2D(5, 1), nn.GlobalAvgPool2D(),
+            nn.Flatten())
+    net = _init(net, [(1, 3, 16, 16)])
+    net.hybridize()
+    net(mx.nd.ones((1, 3, 16, 16)))
+    sym_file, params_file = net.export(str(tmp_path / "fcn"))
+    path = mx.onnx.export_model(sym_file, params_file, [(1, 3, 16, 16)], dynamic=True,
+                                onnx_file_path=str(tmp_path / "fcn.onnx"))
+    dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [0, 0, 0, 0]
+    sess = _session(path)
+    for shape in [(1, 3, 16, 16), (3, 3, 21, 18)]:
+        x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(sess.run(None, {"data": x})[0], _ember(net, x), rtol=RTOL,
+                                   atol=ATOL)

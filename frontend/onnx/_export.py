@@ -232,7 +232,9 @@ def build_model(onnx, heads: list[Value], data: list[Value], inputs: list[Tensor
         graph_outputs.append(helper.make_tensor_value_info(
             name, helper.np_dtype_to_tensor_dtype(np.dtype(gv.type.dtype)),
             list(out_dims(gv, ctx))))
-    g = helper.make_graph(ctx.nodes, graph_name, graph_inputs, graph_outputs, ctx.inits)
+    read = {i for n in ctx.nodes for i in n.input} | {o.name for o in graph_outputs}
+    inits = [t for t in ctx.inits if t.name in read]   # fix_gamma's gamma is never read
+    g = helper.make_graph(ctx.nodes, graph_name, graph_inputs, graph_outputs, inits)
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(g, opset_imports=opsets, producer_name="ember",
                               ir_version=helper.find_min_ir_version_for(opsets))

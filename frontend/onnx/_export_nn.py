@@ -48,13 +48,15 @@ def _deconv(ctx, node, ins, outs):
     x, y = node.inputs[0].type.shape, node.outputs[0].type.shape
     nsp = len(x) - 2
     k, s, d, p = _geom(node, nsp)
-    if any(ctx.dyn(node.inputs[0])[2:]):
-        raise ctx.fail("its spatial input dims must be fixed (dynamic_input_shapes)")
-    # MXNet's adj and target_shape both become output_padding (the inferred output size)
-    adj = [o - (si * (n - 1) + (ki - 1) * di + 1 - 2 * pi)
-           for o, n, ki, si, di, pi in zip(y[2:], x[2:], k, s, d, p)]
-    if any(a < 0 for a in adj):
-        raise ctx.fail("target_shape needs asymmetric padding, which this export lacks")
+    if not node.attr_dict.get("target_shape"):
+        adj = list(node.attr_dict.get("adj") or ()) or [0] * nsp
+    elif any(ctx.dyn(node.inputs[0])[2:]):
+        raise ctx.fail("target_shape with dynamic spatial input dims")
+    else:   # target_shape: the output_padding that gives the inferred output size
+        adj = [o - (si * (n - 1) + (ki - 1) * di + 1 - 2 * pi)
+               for o, n, ki, si, di, pi in zip(y[2:], x[2:], k, s, d, p)]
+        if any(a < 0 for a in adj):
+            raise ctx.fail("target_shape needs asymmetric padding, which this export lacks")
     ctx.emit("ConvTranspose", ins, outs[0], kernel_shape=list(k), strides=list(s),
              dilations=list(d), pads=list(p) * 2, output_padding=adj,
              group=int(node.attr_dict["num_group"]))
@@ -199,12 +201,13 @@ def _pooling(ctx, node, ins, outs):
         return
     nsp = len(x.type.shape) - 2
     k, s, _, p = _geom(node, nsp)
-    if any(ctx.dyn(x)[2:]):
-        raise ctx.fail("pooling needs fixed spatial input dims (dynamic_input_shapes)")
     # right pads that reach the last window MXNet's convention places (its 'full'/'same'
     # overhang): exact for max and for averages that do not count padding
     n, o = x.type.shape[2:], y.type.shape[2:]
     conv = a["pooling_convention"]
+    spatial_dyn = any(ctx.dyn(x)[2:])
+    if spatial_dyn and conv == "same":
+        raise ctx.fail("convention 'same' with dynamic spatial input dims")
     if conv == "same":
         tot = [max((oi - 1) * si + ki - ni, 0) for ni, oi, ki, si in zip(n, o, k, s)]
         left, right = [t_ // 2 for t_ in tot], [t_ - t_ // 2 for t_ in tot]
@@ -214,7 +217,8 @@ def _pooling(ctx, node, ins, outs):
                  zip(n, o, k, s, p)]
     attrs = {"kernel_shape": list(k), "strides": list(s), **p_attr}
     include = t == "avg" and a["count_include_pad"] in (None, True)
-    if conv == "full" and all(_ceil_out(*g) == oi for g, oi in zip(zip(n, k, s, p), o)):
+    if conv == "full" and (spatial_dyn or all(_ceil_out(*g) == oi
+                                              for g, oi in zip(zip(n, k, s, p), o))):
         attrs.update(pads=list(p) * 2, ceil_mode=1)   # the same windows, symmetric pads
     elif include and right != left:
         raise ctx.fail(f"average pooling (convention {conv!r}) that counts padding, with "

@@ -36,6 +36,7 @@ class Importer:
         self.env: dict = {}
         self.params: dict[str, np.ndarray] = {}
         self.shape_of: dict = {}   # output of a Shape node -> the Symbol it measured
+        self.ranks: dict[str, int | None] = {}   # ranks known without shape inference
         self.node = None
 
     def fail(self, why: str) -> MXNetError:
@@ -67,6 +68,12 @@ class Importer:
             self.params[name] = arr
             self.env[name] = S.var(name, shape=arr.shape, dtype=arr.dtype)
         return self.env.get(name)
+
+    def rank(self, name: str) -> int | None:
+        """The rank of tensor ``name`` when known here (constants, their transposes)."""
+        if name in self.consts:
+            return self.consts[name].ndim
+        return self.ranks.get(name)
 
     def has(self, i: int) -> bool:
         return i < len(self.node.input) and bool(self.node.input[i])

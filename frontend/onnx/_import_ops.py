@@ -64,6 +64,8 @@ def _matmul(ix, a):
     if w is not None and w.ndim == 2:   # x @ W: a dense layer on the last axis
         return S.FullyConnected(ix.sym(0), S.transpose(ix.sym(1)), num_hidden=w.shape[1],
                                 no_bias=True, flatten=False, name=ix.name)
+    if ix.rank(ix.node.input[1]) == 2:   # N-D x 2-D: MXNet's dot contracts the same axes
+        return S.dot(ix.sym(0), ix.sym(1), name=ix.name)
     return S.batch_dot(ix.sym(0), ix.sym(1), name=ix.name)
 
 
@@ -280,6 +282,7 @@ def _expand(ix, a):
 
 @converts("Transpose")
 def _transpose(ix, a):
+    ix.ranks[ix.node.output[0]] = ix.rank(ix.node.input[0])
     return S.transpose(ix.sym(0), axes=tuple(a.get("perm", ())), name=ix.name)
 
 
