@@ -243,7 +243,9 @@ def _viz(args) -> int:
     model = load_model(args.model, args.input_shape)
     graph = run_passes(model, args.after, args.grad)[-1][2]
     out = args.output or f"{model.name}.svg"
-    path = render(graph_dot(graph, shapes=args.shapes), out, dpi=args.dpi)
+    text = graph_dot(graph, shapes=args.shapes, weights=args.show_weights,
+                     collapse=args.collapse)
+    path = render(text, out, dpi=args.dpi)
     print(f"wrote {path}")
     return 0
 
@@ -320,6 +322,13 @@ def _parser() -> argparse.ArgumentParser:
     viz.add_argument("--shapes", action=argparse.BooleanOptionalAction, default=True,
                      help="label edges with tensor types (default on)")
     viz.add_argument("--grad", action="store_true", help="include the autodiff passes")
+    viz.add_argument("--show-weights", action="store_true",
+                     help="draw the parameters (weights, biases, running statistics); hidden "
+                          "by default, as in mx.viz.plot_network, and listed in tooltips")
+    viz.add_argument("--collapse", metavar="DEPTH|REGEX",
+                     help="draw each block as one box labelled with its repeats and op counts: "
+                          "the blocks DEPTH levels deep in the Gluon name scopes (2: a "
+                          "ResNet's stages), or those whose scope matches REGEX ('stage\\d+')")
     viz.add_argument("--dpi", type=int, default=None, help="resolution of PNG output (96)")
     viz.set_defaults(fn=_viz)
 

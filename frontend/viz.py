@@ -7,8 +7,8 @@
   MXNet's colours) and returns a :class:`Digraph` holding DOT text; the PyPI ``graphviz``
   package MXNet used is not needed: images come from Graphviz's ``dot`` program.
 - :func:`render` writes DOT text as ``.dot``, ``.svg``, ``.png``, ``.pdf`` or a
-  self-contained ``.html`` page with pan and zoom (the ``ember viz`` command uses it with
-  :func:`ember.ir.dot.to_dot`).
+  self-contained ``.html`` page with pan, zoom, search and tooltips (the ``ember viz``
+  command uses it with :func:`graph_dot`; both live in ``ember._viz_draw``).
 - :func:`symbol_to_graph` turns a Symbol into an IR graph, given input shapes, so the pass
   pipeline can run on files made by MXNet.
 """
@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from ember import _viz_draw
 from ember.base import MXNetError
 from ember.ir.graph import Graph, Value, topo_nodes
 from ember.ir.types import TensorType
 
-FORMATS = ("dot", "svg", "png", "pdf", "html")
+# the drawing half, as ember.viz.* (see ember._viz_draw)
+FORMATS, dot_program, run_dot = _viz_draw.FORMATS, _viz_draw.dot_program, _viz_draw.run_dot
+render, html_page, graph_dot = _viz_draw.render, _viz_draw.html_page, _viz_draw.graph_dot
 _WEIGHT_SUFFIXES = ("_weight", "_bias", "_beta", "_gamma", "_moving_var", "_moving_mean",
                     "_running_var", "_running_mean")
 
@@ -250,110 +251,6 @@ def _mx_label(op: str, attrs: dict, name: str) -> tuple[str, int]:
     if op == "Softmax":
         return name, 6
     return name, 7
-
-
-# ---- Graphviz -------------------------------------------------------------------------------
-def dot_program() -> str:
-    """The path of Graphviz's ``dot``; a clear error when it is not installed."""
-    path = shutil.which("dot")
-    if path is None:
-        raise MXNetError("drawing images needs Graphviz's 'dot' program, which is not on PATH: "
-                         "install it (Debian/Ubuntu: apt-get install graphviz), or write "
-                         ".dot output, which needs nothing")
-    return path
-
-
-def run_dot(source: str, fmt: str, dpi: int | None = None) -> bytes:
-    """``source`` laid out and drawn by ``dot -T<fmt>`` (``dpi``: of bitmaps, default 96)."""
-    cmd = [dot_program(), f"-T{fmt}"] + ([f"-Gdpi={int(dpi)}"] if dpi else [])
-    try:
-        proc = subprocess.run(cmd, input=source.encode(),
-                              capture_output=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        raise MXNetError("Graphviz's dot ran for more than 120 s") from None
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise MXNetError(f"Graphviz's dot failed: {err[-1] if err else proc.returncode}")
-    return proc.stdout
-
-
-_HTML = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>html,body{{margin:0;height:100%;overflow:hidden;font-family:sans-serif}}
-#v{{width:100%;height:100%;cursor:grab}}#v svg{{width:100%;height:100%}}
-#h{{position:fixed;top:4px;left:8px;color:#666;font-size:12px}}</style></head>
-<body><div id="h">{title}: wheel to zoom, drag to pan, double-click to reset</div>
-<div id="v">{svg}</div>
-<script>
-const s=document.querySelector('#v svg');s.removeAttribute('width');s.removeAttribute('height');
-const b=s.viewBox.baseVal,o=[b.x,b.y,b.width,b.height];let d=null;
-s.addEventListener('wheel',e=>{{e.preventDefault();const r=s.getBoundingClientRect(),
-k=e.deltaY>0?1.15:1/1.15,px=b.x+(e.clientX-r.left)/r.width*b.width,
-py=b.y+(e.clientY-r.top)/r.height*b.height;b.x=px-(px-b.x)*k;b.y=py-(py-b.y)*k;
-b.width*=k;b.height*=k;}},{{passive:false}});
-s.addEventListener('mousedown',e=>{{d=[e.clientX,e.clientY];}});
-window.addEventListener('mouseup',()=>{{d=null;}});
-window.addEventListener('mousemove',e=>{{if(!d)return;const r=s.getBoundingClientRect(),
-f=Math.max(b.width/r.width,b.height/r.height);b.x-=(e.clientX-d[0])*f;
-b.y-=(e.clientY-d[1])*f;d=[e.clientX,e.clientY];}});
-s.addEventListener('dblclick',()=>{{[b.x,b.y,b.width,b.height]=o;}});
-</script></body></html>
-"""
-
-
-def html_page(svg: str, title: str) -> str:
-    """One self-contained page showing ``svg`` with pan and zoom (no network access)."""
-    start = svg.find("<svg")
-    if start < 0:
-        raise MXNetError("dot gave no SVG to embed")
-    esc = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _HTML.format(title=esc, svg=svg[start:])
-
-
-def render(source: str, path: str | os.PathLike, fmt: str | None = None,
-           dpi: int | None = None) -> Path:
-    """Write DOT ``source`` to ``path`` as ``fmt`` (default: the file's extension, one of
-    :data:`FORMATS`); ``.dot`` needs nothing, the others Graphviz's ``dot`` (``dpi`` sets
-    the resolution of PNG output)."""
-    path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt == "gv":
-        fmt = "dot"
-    if fmt not in FORMATS:
-        raise MXNetError(f"cannot write {path.name!r}: the format is taken from the extension, "
-                         f"one of {', '.join('.' + f for f in FORMATS)}")
-    if fmt == "dot":
-        data = source.encode()
-    elif fmt == "html":
-        data = html_page(run_dot(source, "svg").decode(), path.stem).encode()
-    else:
-        data = run_dot(source, fmt, dpi if fmt == "png" else None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
-
-def graph_dot(graph: Graph, shapes: bool = True) -> str:
-    """DOT text of an IR graph (:func:`ember.ir.dot.to_dot`) with every edge stated at the
-    top level: Graphviz makes both ends of an edge written inside a ``subgraph cluster``
-    members of that cluster, which would pull parameters, inputs and the unfused ops around
-    a fused group into its box. Only the ops of a group's body stay in its cluster."""
-    from ember.ir.dot import to_dot
-    lines = to_dot(graph, shapes=shapes).splitlines()
-    kept, edges, depth = [], [], 0
-    for line in lines:
-        text = line.strip()
-        if depth > 1 and _EDGE.match(text):
-            edges.append("  " + text)
-            continue
-        depth += text.endswith("{") - (text == "}")
-        kept.append(line)
-    # cluster titles in the font of the nodes (Graphviz's default is Times)
-    kept.insert(1, '  graph [fontname="Helvetica", fontsize=11];')
-    return "\n".join(kept[:-1] + edges + kept[-1:]) + "\n"
-
-
-_EDGE = re.compile(r'("(?:[^"\\]|\\.)*"|[\w.]+)\s*->\s*')
 
 
 # ---- Symbol -> IR graph ---------------------------------------------------------------------

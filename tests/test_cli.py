@@ -1,5 +1,6 @@
 """The ``ember`` command: viz, summary, ir, demo; exit codes through main() and python -m."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -188,16 +189,38 @@ def test_viz_dot_content(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     text = out.read_text()
     assert 'label="data", shape=ellipse' in text
-    assert 'label="cnn_conv0_weight", shape=box, style=filled' in text  # params apart
+    assert 'label="cnn_conv0_weight"' not in text  # weights hidden, as in mx.viz
+    assert "param[1]: cnn_conv0_weight f32[4,1,3,3]" in text  # but in the conv's tooltip
     assert 'label="f32[4,4,6,6]"' in text and "cluster" not in text and "@arena" not in text
+    assert main(["viz", CNN_JSON, "--input-shape", "4,1,8,8", "--show-weights",
+                 "-o", str(out)]) == 0
+    assert 'label="cnn_conv0_weight", shape=box, style=filled' in out.read_text()
     assert main(["viz", "ember.demo:build_mlp", "--input-shape", "2,784", "--after", "fuse",
                  "--no-shapes", "-o", str(out)]) == 0
     text = out.read_text()
     assert "subgraph cluster_0" in text and "fused_fully_connected_activation_0" in text
-    assert "f32[" not in text
+    assert not re.search(r"-> \w+ \[label=", text)  # no edge labels (types in tooltips)
     assert main(["viz", "ember.demo:build_mlp", "--input-shape", "2,784", "--after",
                  "plan_memory", "-o", str(out)]) == 0
     assert "@arena+" in out.read_text()
+
+
+def test_viz_collapses_resnet18_stages(tmp_path, capsys):
+    out = tmp_path / "r18.dot"
+    assert main(["viz", "ember.gluon.model_zoo.vision:resnet18_v1", "--input-shape",
+                 "1,3,32,32", "--collapse", "2", "-o", str(out)]) == 0
+    text = out.read_text()
+    boxes = re.findall(r'\[label="([^"]*)", shape=box, style="rounded,filled,bold"', text)
+    assert [b.split("\\n")[:2] for b in boxes] == [
+        ["resnetv10_stage1", "2 units x 7 ops"], ["resnetv10_stage2", "2 units, 16 ops"],
+        ["resnetv10_stage3", "2 units, 16 ops"], ["resnetv10_stage4", "2 units, 16 ops"]]
+    assert "convolution x5\\nbatch_norm x5\\nactivation x4\\nelemwise_add x2" in boxes[1]
+    assert "_weight" not in text.split("tooltip")[0] and text.count('class="op"') == 6
+    assert main(["viz", "ember.gluon.model_zoo.vision:resnet18_v1", "--input-shape",
+                 "1,3,32,32", "--collapse", "stage[12]", "-o", str(out)]) == 0
+    assert out.read_text().count('class="group"') == 2
+    assert main(["viz", MLP_JSON, "--collapse", "(", "-o", str(out)]) == 1
+    assert "not a depth or a regular expression" in capsys.readouterr().err
 
 
 def test_viz_without_graphviz(tmp_path, monkeypatch, capsys):

@@ -154,7 +154,7 @@ def fused_graph():
 
 
 def test_graph_dot_keeps_only_body_ops_in_clusters():
-    text = viz.graph_dot(fused_graph())
+    text = viz.graph_dot(fused_graph(), weights=True)
     assert "subgraph cluster_0" in text
     inside, depth = [], 0
     for line in text.splitlines():
@@ -165,6 +165,15 @@ def test_graph_dot_keeps_only_body_ops_in_clusters():
     assert inside and not any("->" in s for s in inside)  # edges all at the top level
     assert 'label="f32[2,8]"' in text and "@arena+" in text
     assert re.search(r'param\d+ -> n\d+ \[label="f32\[4,8\]"\];', text)
+
+
+def test_graph_dot_hides_weights_unless_asked():
+    hidden, shown = viz.graph_dot(fused_graph()), viz.graph_dot(fused_graph(), weights=True)
+    assert not re.search(r"param\d+ ", hidden) and 'label="w"' not in hidden
+    assert len(re.findall(r"param\d+ -> ", shown)) == 2
+    assert "param[1]: w f32[4,8]" in hidden  # in the fused op's tooltip
+    with pytest.raises(MXNetError, match="not a depth or a regular expression"):
+        viz.graph_dot(fused_graph(), collapse="(")
 
 
 def test_render_dot_and_errors(tmp_path):
@@ -193,6 +202,19 @@ def test_render_images_and_html(tmp_path):
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page
     assert "addEventListener('wheel'" in page and "viewBox" in page
     assert not re.search(r'(src|href)="https?:', page)  # self-contained: nothing to fetch
+    assert "<script src" not in page and "@import" not in page and "<link" not in page
+    # a search box, and per-node tooltip data the page's script shows and searches
+    assert '<input id="q" type="search"' in page and "dataset.key.includes" in page
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    tips = re.findall(r'<g id="[^"]*" class="node (\w+)">\n<title>[^<]*</title>\n'
+                      r'<g id="[^"]*"><a xlink:title="([^"]*)">', svg)
+    kinds = sorted(k for k, _ in tips)
+    assert kinds == ["input", "op", "op", "op"]  # x; fully_connected, relu, sum
+    fc = next(t for _, t in tips if "op: fully_connected" in t)
+    assert "num_hidden=4" in fc and "in[0]: x f32[2,8]" in fc
+    assert "param[1]: w f32[4,8]" in fc and "@arena" not in fc  # inside the fused kernel
+    relu = next(t for _, t in tips if "op: relu" in t)  # the fused group's output
+    assert re.search(r"out\[0\]: f32\[2,4\] @arena\+\d+", relu)
     with pytest.raises(MXNetError, match="dot failed"):
         viz.render("digraph {{{", tmp_path / "bad.svg")
 
