@@ -229,6 +229,14 @@ def test_errors(tmp_path, monkeypatch):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(MXNetError, match="junk.onnx"):
         mx.onnx.import_model(str(tmp_path / "junk.onnx"))
+    h = onnx.helper   # an op ember cannot import is named
+    g = h.make_graph([h.make_node("NonMaxSuppression", ["b", "s"], ["y"], name="nms1")], "g",
+                     [h.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 2, 4])
+                      for n in ("b", "s")],
+                     [h.make_tensor_value_info("y", onnx.TensorProto.INT64, [1, 3])])
+    onnx.save_model(h.make_model(g), str(tmp_path / "nms.onnx"))
+    with pytest.raises(MXNetError, match="NonMaxSuppression.*nms1"):
+        mx.onnx.import_model(str(tmp_path / "nms.onnx"))
     monkeypatch.setitem(sys.modules, "onnx", None)   # the extra is not installed
     with pytest.raises(MXNetError, match=r"pip install 'ember\[onnx\]'"):
         mx.onnx.export_model(bad, params, [(2, 4)])
@@ -245,19 +253,24 @@ def _zoo_rows(names, folder):
         path = mx.onnx.export_block(net, (1, 3, size, size), str(folder / f"{name}.onnx"))
         onnx.checker.check_model(onnx.load(path), full_check=True)
         got, want = _session(path).run(None, {"data": x})[0], _ember(net, x)
-        rows.append((name, float(np.abs(got - want).max()), float(np.abs(want).max())))
-        print(f"{name:20s} {rows[-1][1]:<27.3g} {rows[-1][2]:.3g}", flush=True)
+        sym, args, aux = mx.onnx.import_model(path)
+        back = sym.bind(mx.cpu(), {"data": mx.nd.array(x), **args}, aux_states=aux).forward()
+        rows.append((name, float(np.abs(got - want).max()), float(np.abs(want).max()),
+                     float(np.abs(back[0].asnumpy() - want).max())))
+        print(f"{name:20s} {rows[-1][1]:<27.3g} {rows[-1][2]:<12.3g} {rows[-1][3]:.3g}",
+              flush=True)
     return rows
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(7200)
 def test_model_zoo_onnxruntime(tmp_path):
-    """Every model-zoo network: export, onnx.checker, onnxruntime vs ember at batch 2."""
+    """Every model-zoo network: export (traced at batch 1), onnx.checker, onnxruntime vs
+    ember at batch 2, and the import round trip (ember -> onnx -> ember)."""
     from ember.gluon.model_zoo import vision
-    print("\nnetwork              max |onnxruntime - ember|   max |ember|")
+    print("\nnetwork              max |onnxruntime - ember|   max |ember|  max |import - ember|")
     rows = _zoo_rows(sorted(vision._models), tmp_path)
-    bad = [(n, d) for n, d, top in rows if not d <= 1e-4 * max(1.0, top)]
+    bad = [r for r in rows if not max(r[1], r[3]) <= 1e-4 * max(1.0, r[2])]
     assert not bad, bad
 
 
