@@ -105,19 +105,27 @@ def make_node(op: OpDef | str, inputs: list[Value], attrs: dict, loc: str | None
     if op.mode:
         attrs["is_train"] = bool(is_train)
     in_types = [v.type for v in inputs]
-    if any(t.shape is None for t in in_types):
-        out_types = [TensorType(None, in_types[0].dtype if in_types else "float32")] \
-            * op.n_outputs(attrs)
-    else:
-        try:
-            out_types, refined = op.infer(in_types, attrs)
-        except EmberError as e:
-            if loc:
-                raise type(e)(f"{e} (at {loc})") from None
+    try:
+        out_types, refined = op.infer(in_types, attrs)
+    except (EmberError, TypeError, AttributeError, IndexError, ValueError) as e:
+        if any(t.shape is None for t in in_types):
+            # a rule that needs every input's rank (a parameter of unknown shape, as
+            # MXNet's shape=None; its dtype may be a placeholder too): the outputs stay
+            # unknown until shape inference knows more
+            out_types = [TensorType(None, in_types[0].dtype if in_types else "float32")] \
+                * op.n_outputs(attrs)
+            refined = []
+        elif not isinstance(e, EmberError):
             raise
-        for v, t in zip(inputs, refined):
-            if t != v.type:
-                v.type = TensorType(unify(v.type.shape, t.shape, op.name, in_types), t.dtype)
+        elif loc:
+            raise type(e)(f"{e} (at {loc})") from None
+        else:
+            raise
+    for v, t in zip(inputs, refined):
+        if t != v.type and t.shape is not None:   # rules refine lazy inputs (a weight's shape)
+            shape = t.shape if v.type.shape is None else unify(v.type.shape, t.shape,
+                                                               op.name, in_types)
+            v.type = TensorType(shape, t.dtype)
     node = Node(op, list(inputs), tuple(sorted(attrs.items())), loc=loc, name=name)
     node.outputs = [Value(t, node, i) for i, t in enumerate(out_types)]
     return node

@@ -178,6 +178,8 @@ def normalize_attrs(op: OpDef, given: dict) -> dict:
                 continue
             raise AttrError(f"{op.name}: unknown argument {k!r}; it takes "
                             f"{', '.join(op.attrs)}")
+        if k == "shape" and isinstance(v, int | np.integer):  # MXNet's TShape takes an int
+            v = (int(v),)
         attrs[k] = _freeze(v)
     for k, default in op.attrs.items():
         if k not in attrs:

@@ -315,3 +315,20 @@ def test_summary_shared_params_and_hook_cleanup_on_error(capsys):
     with pytest.raises(MXNetError, match="hybridized"):
         net.summary(mx.nd.ones((2, 3)))
     assert all(not b._forward_hooks for b in _blocks(net))
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_parameters_of_unknown_rank_are_inferred(hybridize):
+    """MXNet allows a parameter shape of None (GluonCV's pruned ResNets reset BatchNorm's
+    that way): the first forward infers the whole shape from the op's rule."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3), nn.BatchNorm(), nn.Dense(5))
+    for p in list(net[1].collect_params().values()) + [net[2].weight]:
+        p._shape = None
+    net.initialize()
+    if hybridize:
+        net.hybridize()
+    out = net(mx.nd.ones((2, 3, 6, 6)))
+    assert out.shape == (2, 5)
+    assert net[1].gamma.shape == (4,) and net[1].running_var.shape == (4,)
+    assert net[0].weight.shape == (4, 3, 3, 3) and net[2].weight.shape == (5, 64)

@@ -161,3 +161,13 @@ def test_zero_dims_of_created_arrays_are_unknown_in_legacy_shapes():
         empty = mx.sym.zeros(shape=(0, 3))
         assert empty.infer_shape()[1] == [(0, 3)]
         assert json.loads(empty.tojson())["nodes"][0]["attrs"]["shape"] == "(0, 3)"
+
+
+def test_creation_ops_take_ctx_and_int_shapes_as_mxnet():
+    """GluonCV's GroupNorm calls F.ones(n, ctx=x.context) on Symbols: MXNet records ctx and
+    takes an int shape as a 1-tuple; a device ember cannot use is refused."""
+    s = mx.sym.ones(6, ctx=mx.cpu())
+    assert s.infer_shape()[1] == [(6,)]
+    assert mx.sym.zeros(3, ctx="cpu(0)").infer_shape()[1] == [(3,)]
+    with pytest.raises(MXNetError, match="no usable GPU"):
+        mx.sym.zeros(3, ctx=mx.gpu())

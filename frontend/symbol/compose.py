@@ -78,6 +78,8 @@ def make_function(op, name=None):
 
     def fn(*args, name=None, attr=None, **kwargs):
         kwargs.pop("out", None)
+        if "ctx" in kwargs and "ctx" not in op.attrs:  # MXNet's creation ops record a device;
+            _check_ctx(kwargs.pop("ctx"))            # a Symbol computes wherever it is bound
         node_name = current_names().get(name, hint)
         hidden = {f"__{k}__": str(kwargs.pop(k)) for k in _HIDDEN if k in kwargs}
         if not op.variadic:
@@ -102,3 +104,11 @@ def make_function(op, name=None):
     return fn
 
 
+def _check_ctx(ctx) -> None:
+    """A ``ctx=`` given to a Symbol op must be a device ember can use."""
+    from ember.context import Context, check_device
+    if isinstance(ctx, str):
+        kind, _, rest = ctx.partition("(")
+        ctx = Context(kind, int(rest.rstrip(")") or 0)) if kind in ("cpu", "gpu") else None
+    if isinstance(ctx, Context):
+        check_device(ctx)
