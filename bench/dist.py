@@ -5,7 +5,8 @@ thread, and allreduce bandwidth of ember's fused path against mpi4py's own.
 seed MLP (784-256-10, hybridized, SGD) on synthetic data at a global batch of 128, samples/s
 of one process with 2 BLAS/numba threads, then of ``ember launch -n 2`` with
 ``DistributedTrainer`` at 64 per rank and 1 thread each (scaling efficiency is their
-ratio), and the same as one ``@ember.compile`` step whose graph holds the allreduce.
+ratio), and the same as one ``@ember.compile`` step whose graph holds the allreduce; then
+LeNet-5 (relu, max pooling, 1x28x28) the same two ways.
 Allreduce: float32 buffers of 1 to 64 MiB on 2 ranks, the best of several calls, as
 algorithm bandwidth (bytes / time) for ember's ``allreduce_arrays`` (packs into its fusion
 buffer, reduces, unpacks) and mpi4py's ``Allreduce(IN_PLACE)`` on the same buffer.
@@ -21,24 +22,36 @@ import time
 GLOBAL_BATCH = 128
 
 
-def _train(steps: int, compiled: bool = False) -> dict:
+def _net(model: str):
+    from ember.gluon import nn
+    net = nn.HybridSequential()
+    if model == "lenet":
+        net.add(nn.Conv2D(6, 5, activation="relu"), nn.MaxPool2D(2, 2),
+                nn.Conv2D(16, 5, activation="relu"), nn.MaxPool2D(2, 2),
+                nn.Dense(120, activation="relu"), nn.Dense(84, activation="relu"), nn.Dense(10))
+    else:
+        net.add(nn.Dense(256, activation="relu", in_units=784), nn.Dense(10, in_units=256))
+    return net
+
+
+def _train(steps: int, compiled: bool = False, model: str = "mlp") -> dict:
     import numpy as np
 
     import ember as mx
     import ember.distributed as hvd
     from ember import autograd, gluon, nd
-    from ember.gluon import nn
     hvd.init()
     size, rank = hvd.size(), hvd.rank()
     b = GLOBAL_BATCH // size
     rng = np.random.RandomState(rank)
-    xs = [nd.array(rng.standard_normal((b, 784)).astype("float32")) for _ in range(8)]
+    shape = (b, 1, 28, 28) if model == "lenet" else (b, 784)
+    xs = [nd.array(rng.standard_normal(shape).astype("float32")) for _ in range(8)]
     ys = [nd.array(rng.randint(0, 10, b).astype("float32")) for _ in range(8)]
     mx.random.seed(0)
-    net = nn.HybridSequential()
-    net.add(nn.Dense(256, activation="relu", in_units=784), nn.Dense(10, in_units=256))
+    net = _net(model)
     net.initialize(mx.init.Xavier())
     net.hybridize()
+    net(xs[0])  # deferred shapes, then every rank starts from rank 0's weights
     hvd.broadcast_parameters(net.collect_params())
     trainer = hvd.DistributedTrainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -111,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         what = argv[argv.index("--worker") + 1]
         quick = "--quick" in argv
         steps = 20 if quick else 100
-        res = (_train(steps) if what == "train" else _train(steps, True) if what == "compiled"
+        model = "lenet" if "--lenet" in argv else "mlp"
+        res = (_train(steps, model=model) if what == "train"
+               else _train(steps, True, model) if what == "compiled"
                else _allreduce(3 if quick else 10))
         if int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))) == 0:
             print(json.dumps(res), flush=True)
@@ -131,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     comp = _run(launch + ["--worker", "compiled", *extra], threads=1)
     print(f"  2 processes x 1 thread, @ember.compile step (allreduce op in the graph): "
           f"{comp['samples_per_s']:.0f}")
+    one = _run([sys.executable, me, "--worker", "train", "--lenet", *extra], threads=2)
+    two = _run(launch + ["--worker", "train", "--lenet", *extra], threads=1)
+    print(f"LeNet-5, global batch {GLOBAL_BATCH}, samples/s")
+    print(f"  1 process x 2 threads : {one['samples_per_s']:10.0f}")
+    print(f"  2 processes x 1 thread: {two['samples_per_s']:10.0f}   "
+          f"scaling efficiency {two['samples_per_s'] / one['samples_per_s']:.2f}")
     bw = _run(launch + ["--worker", "allreduce", *extra], threads=1)
     print("allreduce on 2 ranks, float32, GB/s (bytes / time)")
     print(f"  {'MiB':>4} {'ember':>8} {'mpi4py':>8}")
