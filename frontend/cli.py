@@ -322,13 +322,11 @@ def _parser() -> argparse.ArgumentParser:
     viz.add_argument("--shapes", action=argparse.BooleanOptionalAction, default=True,
                      help="label edges with tensor types (default on)")
     viz.add_argument("--grad", action="store_true", help="include the autodiff passes")
-    viz.add_argument("--show-weights", action="store_true",
-                     help="draw the parameters (weights, biases, running statistics); hidden "
-                          "by default, as in mx.viz.plot_network, and listed in tooltips")
-    viz.add_argument("--collapse", metavar="DEPTH|REGEX",
-                     help="draw each block as one box labelled with its repeats and op counts: "
-                          "the blocks DEPTH levels deep in the Gluon name scopes (2: a "
-                          "ResNet's stages), or those whose scope matches REGEX ('stage\\d+')")
+    viz.add_argument("--show-weights", action="store_true", help="draw the parameters "
+                     "(hidden by default, as in mx.viz.plot_network; listed in tooltips)")
+    viz.add_argument("--collapse", metavar="DEPTH|REGEX", help="one box per block DEPTH levels "
+                     "deep in the Gluon name scopes (2: ResNet stages) or whose scope matches "
+                     "REGEX ('stage\\d+'), with its repeat count and op counts")
     viz.add_argument("--dpi", type=int, default=None, help="resolution of PNG output (96)")
     viz.set_defaults(fn=_viz)
 
