@@ -106,12 +106,14 @@ def make_node(op: OpDef | str, inputs: list[Value], attrs: dict, loc: str | None
         attrs["is_train"] = bool(is_train)
     in_types = [v.type for v in inputs]
     try:
+        if in_types and in_types[0].shape is None:  # no data shape yet: nothing to infer
+            raise EmberError("unknown data shape")
         out_types, refined = op.infer(in_types, attrs)
     except (EmberError, TypeError, AttributeError, IndexError, ValueError) as e:
         if any(t.shape is None for t in in_types):
-            # a rule that needs every input's rank (a parameter of unknown shape, as
-            # MXNet's shape=None; its dtype may be a placeholder too): the outputs stay
-            # unknown until shape inference knows more
+            # unknown data, or a rule that needs every input's rank (a parameter of unknown
+            # shape, as MXNet's shape=None, is refined from known data; its dtype may be a
+            # placeholder too): the outputs stay unknown until shape inference knows more
             out_types = [TensorType(None, in_types[0].dtype if in_types else "float32")] \
                 * op.n_outputs(attrs)
             refined = []

@@ -171,3 +171,12 @@ def test_creation_ops_take_ctx_and_int_shapes_as_mxnet():
     assert mx.sym.zeros(3, ctx="cpu(0)").infer_shape()[1] == [(3,)]
     with pytest.raises(MXNetError, match="no usable GPU"):
         mx.sym.zeros(3, ctx=mx.gpu())
+
+
+def test_ops_on_data_of_unknown_shape_stay_unknown_until_inferred():
+    """A rule never guesses from data of unknown shape (flatten gave f32[1,1] once)."""
+    y = mx.sym.FullyConnected(mx.sym.flatten(mx.sym.var("data")), num_hidden=3)
+    _, out, _ = y.infer_shape(data=(2, 4, 5))
+    assert out == [(2, 3)]
+    assert dict(zip(y.list_arguments(), y.infer_shape(data=(2, 4, 5))[0])) == {
+        "data": (2, 4, 5), "fullyconnected0_weight": (3, 20), "fullyconnected0_bias": (3,)}
