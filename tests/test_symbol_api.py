@@ -175,7 +175,9 @@ def test_creation_ops_take_ctx_and_int_shapes_as_mxnet():
 
 def test_ops_on_data_of_unknown_shape_stay_unknown_until_inferred():
     """A rule never guesses from data of unknown shape (flatten gave f32[1,1] once)."""
-    y = mx.sym.FullyConnected(mx.sym.flatten(mx.sym.var("data")), num_hidden=3)
+    flat = mx.sym.flatten(mx.sym.var("data"))
+    assert flat._value_list()[0].type.shape is None
+    y = mx.sym.FullyConnected(flat, num_hidden=3)
     _, out, _ = y.infer_shape(data=(2, 4, 5))
     assert out == [(2, 3)]
     assert dict(zip(y.list_arguments(), y.infer_shape(data=(2, 4, 5))[0])) == {
