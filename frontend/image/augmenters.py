@@ -33,8 +33,9 @@ __all__ = ["Augmenter", "SequentialAug", "RandomOrderAug", "ResizeAug", "ForceRe
 _GRAY = [[[0.299, 0.587, 0.114]]]
 
 
-class Augmenter:
-    """Base class: keeps its parameters (arrays as lists) for ``dumps``."""
+class _Dumpable:
+    """Keeps an augmenter's parameters (arrays as lists) for ``dumps``; the common base of
+    ``Augmenter`` and ``detection.DetAugmenter``, which stay unrelated classes as MXNet's."""
 
     def __init__(self, **kwargs):
         self._kwargs = kwargs
@@ -47,6 +48,10 @@ class Augmenter:
     def dumps(self):
         """The augmenter as a JSON string: ``[class name in lower case, parameters]``."""
         return json.dumps([self.__class__.__name__.lower(), self._kwargs])
+
+
+class Augmenter(_Dumpable):
+    """Base class of the image augmenters: ``aug(src) -> src``."""
 
     def __call__(self, src):
         raise NotImplementedError("Must override implementation.")

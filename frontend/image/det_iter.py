@@ -11,7 +11,6 @@ import warnings
 
 import numpy as np
 
-from .. import io
 from .. import ndarray as nd
 from .augmenters import MEAN_RGB, STD_RGB
 from .detection import CreateDetAugmenter
@@ -113,29 +112,11 @@ class ImageDetIter(ImageIter):
                 raise
         return i
 
-    def next(self):
-        """The next ``DataBatch`` (labels padded with -1 rows)."""
-        c, h, w = self.data_shape
-        if self._cache_data is not None:
-            batch_data, batch_label, i = self._cache_data, self._cache_label, self._cache_idx
-        else:
-            batch_data = nd.zeros((self.batch_size, c, h, w))
-            batch_label = nd.empty(self.provide_label[0][1])
-            batch_label[:] = -1
-            i = self._batchify(batch_data, batch_label)
-        pad = self.batch_size - i
-        if pad != 0:
-            if self.last_batch_handle == "discard":
-                raise StopIteration
-            if self.last_batch_handle == "roll_over" and self._cache_data is None:
-                self._cache_data, self._cache_label, self._cache_idx = batch_data, batch_label, i
-                raise StopIteration
-            self._batchify(batch_data, batch_label, i)
-            if self.last_batch_handle == "pad":
-                self._allow_read = False
-            else:
-                self._cache_data = self._cache_label = self._cache_idx = None
-        return io.DataBatch([batch_data], [batch_label], pad=pad)
+    def _empty_labels(self):
+        """A new batch's labels, every row -1 until an object fills it."""
+        batch_label = super()._empty_labels()
+        batch_label[:] = -1
+        return batch_label
 
     def augmentation_transform(self, data, label):
         """Apply the detection augmenters in order."""

@@ -8,7 +8,6 @@ the image (0-1). Raw labels (from a ``.lst``, an ``imglist`` or a record header)
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import warnings
@@ -32,6 +31,7 @@ from .augmenters import (
     LightingAug,
     RandomGrayAug,
     ResizeAug,
+    _Dumpable,
 )
 from .image import copyMakeBorder, fixed_crop
 
@@ -40,20 +40,9 @@ __all__ = ["DetAugmenter", "DetBorrowAug", "DetRandomSelectAug", "DetHorizontalF
            "CreateDetAugmenter"]
 
 
-class DetAugmenter:
-    """Base class of detection augmenters (``dumps`` as ``Augmenter``'s)."""
-
-    def __init__(self, **kwargs):
-        self._kwargs = kwargs
-        for k, v in self._kwargs.items():
-            if isinstance(v, nd.NDArray):
-                v = v.asnumpy()
-            if isinstance(v, np.ndarray):
-                self._kwargs[k] = v.tolist()
-
-    def dumps(self):
-        """The augmenter as a JSON string."""
-        return json.dumps([self.__class__.__name__.lower(), self._kwargs])
+class DetAugmenter(_Dumpable):
+    """Base class of detection augmenters: ``aug(src, label) -> (src, label)`` (``dumps`` as
+    ``Augmenter``'s; not an ``Augmenter``, so ``DetBorrowAug`` refuses one)."""
 
     def __call__(self, src, label):
         raise NotImplementedError("Must override implementation.")
@@ -137,7 +126,41 @@ def _ranges(name, aspect_ratio_range, area_range):
     return aspect_ratio_range, area_range
 
 
-class DetRandomCropAug(DetAugmenter):
+class _DetRandomAreaAug(DetAugmenter):
+    """What the random crop and pad share: the range checks (an invalid range disables the
+    augmenter with a warning) and the random aspect ratios each attempt starts from."""
+
+    def _check_ranges(self, name, area_floor, area_what):
+        """Enable the augmenter if ``area_range`` (upper end above ``area_floor``) and
+        ``aspect_ratio_range`` are valid; else warn (naming ``name`` and ``area_what``)."""
+        area_range, ratio_range = self.area_range, self.aspect_ratio_range
+        self.enabled = False
+        if area_range[1] <= area_floor or area_range[0] > area_range[1]:
+            warnings.warn(f"Skip {name} due to invalid {area_what}: {area_range}",
+                          stacklevel=3)
+        elif ratio_range[0] <= 0 or ratio_range[0] > ratio_range[1]:
+            warnings.warn(f"Skip {name} due to invalid aspect_ratio_range: {ratio_range}",
+                          stacklevel=3)
+        else:
+            self.enabled = True
+
+    def _attempts(self, height, width):
+        """For each of ``max_attempts`` draws of a positive aspect ratio: (ratio, min_area,
+        max_area, h, max_h), the heights of the smallest and largest areas at that ratio.
+        Nothing when disabled or the image is empty."""
+        if not self.enabled or height <= 0 or width <= 0:
+            return
+        min_area = self.area_range[0] * height * width
+        max_area = self.area_range[1] * height * width
+        for _ in range(self.max_attempts):
+            ratio = random.uniform(*self.aspect_ratio_range)
+            if ratio <= 0:
+                continue
+            yield (ratio, min_area, max_area, int(round(sqrt(min_area / ratio))),
+                   int(round(sqrt(max_area / ratio))))
+
+
+class DetRandomCropAug(_DetRandomAreaAug):
     """Random crop that keeps at least ``min_object_covered`` of every box it cuts, with
     aspect ratio and area fraction in the given ranges; boxes covered less than
     ``min_eject_coverage`` are dropped. ``max_attempts`` tries, else the image unchanged."""
@@ -154,15 +177,7 @@ class DetRandomCropAug(DetAugmenter):
         self.max_attempts = max_attempts
         self.aspect_ratio_range = aspect_ratio_range
         self.area_range = area_range
-        self.enabled = False
-        if area_range[1] <= 0 or area_range[0] > area_range[1]:
-            warnings.warn(f"Skip DetRandomCropAug due to invalid area_range: {area_range}",
-                          stacklevel=2)
-        elif aspect_ratio_range[0] > aspect_ratio_range[1] or aspect_ratio_range[0] <= 0:
-            warnings.warn("Skip DetRandomCropAug due to invalid aspect_ratio_range: "
-                          f"{aspect_ratio_range}", stacklevel=2)
-        else:
-            self.enabled = True
+        self._check_ranges("DetRandomCropAug", 0, "area_range")
 
     def __call__(self, src, label):
         crop = self._random_crop_proposal(label, src.shape[0], src.shape[1])
@@ -211,16 +226,7 @@ class DetRandomCropAug(DetAugmenter):
         return out[valid, :] if valid.size else None
 
     def _random_crop_proposal(self, label, height, width):
-        if not self.enabled or height <= 0 or width <= 0:
-            return ()
-        min_area = self.area_range[0] * height * width
-        max_area = self.area_range[1] * height * width
-        for _ in range(self.max_attempts):
-            ratio = random.uniform(*self.aspect_ratio_range)
-            if ratio <= 0:
-                continue
-            h = int(round(sqrt(min_area / ratio)))
-            max_h = int(round(sqrt(max_area / ratio)))
+        for ratio, min_area, max_area, h, max_h in self._attempts(height, width):
             if round(max_h * ratio) > width:
                 max_h = int((width + 0.4999999) / ratio)
             max_h = min(max_h, height)
@@ -248,7 +254,7 @@ class DetRandomCropAug(DetAugmenter):
         return ()
 
 
-class DetRandomPadAug(DetAugmenter):
+class DetRandomPadAug(_DetRandomAreaAug):
     """Place the image at a random spot of a larger canvas filled with ``pad_val`` (area
     ``area_range`` times the image's, aspect ratio in ``aspect_ratio_range``)."""
 
@@ -264,15 +270,7 @@ class DetRandomPadAug(DetAugmenter):
         self.aspect_ratio_range = aspect_ratio_range
         self.area_range = area_range
         self.max_attempts = max_attempts
-        self.enabled = False
-        if area_range[1] <= 1.0 or area_range[0] > area_range[1]:
-            warnings.warn(f"Skip DetRandomPadAug due to invalid parameters: {area_range}",
-                          stacklevel=2)
-        elif aspect_ratio_range[0] <= 0 or aspect_ratio_range[0] > aspect_ratio_range[1]:
-            warnings.warn("Skip DetRandomPadAug due to invalid aspect_ratio_range: "
-                          f"{aspect_ratio_range}", stacklevel=2)
-        else:
-            self.enabled = True
+        self._check_ranges("DetRandomPadAug", 1.0, "parameters")
 
     def __call__(self, src, label):
         height, width, _ = src.shape
@@ -290,16 +288,7 @@ class DetRandomPadAug(DetAugmenter):
         return out
 
     def _random_pad_proposal(self, label, height, width):
-        if not self.enabled or height <= 0 or width <= 0:
-            return ()
-        min_area = self.area_range[0] * height * width
-        max_area = self.area_range[1] * height * width
-        for _ in range(self.max_attempts):
-            ratio = random.uniform(*self.aspect_ratio_range)
-            if ratio <= 0:
-                continue
-            h = int(round(sqrt(min_area / ratio)))
-            max_h = int(round(sqrt(max_area / ratio)))
+        for ratio, _, _, h, max_h in self._attempts(height, width):
             if round(h * ratio) < width:
                 h = int((width + 0.499999) / ratio)
             h = max(h, height)
