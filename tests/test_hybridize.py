@@ -153,3 +153,21 @@ def test_compile_decorator_matches_eager():
     np.testing.assert_allclose(f(x).asnumpy(), (nd.relu(net(x)) * 2 + 1).asnumpy(),
                                atol=1e-6)
     assert len(f.graphs) == 1
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_shape_methods_take_inplace_when_traced(inplace):
+    # MXNet's Symbol.squeeze/flatten/expand_dims accept NDArray's inplace= flag and ignore it
+    class Shapes(gluon.HybridBlock):
+        def forward(self, x):
+            y = x.squeeze(inplace=inplace).expand_dims(0, inplace=inplace)
+            return y.flatten(inplace=inplace)
+
+    x = nd.array(np.arange(6, dtype=np.float32).reshape(2, 3, 1))
+    want = Shapes()(x).asnumpy()
+    net = Shapes()
+    net.hybridize()
+    got = net(x).asnumpy()
+    np.testing.assert_array_equal(got, np.arange(6, dtype=np.float32).reshape(1, 6))
+    np.testing.assert_array_equal(got, want)
+    assert mx.sym.var("x").squeeze(axis=2, inplace=inplace).name

@@ -461,6 +461,17 @@ def _bind_fluent(namespace):
     for name in _emit.FLUENT:
         if name in namespace:
             setattr(Symbol, name, make(name))
+    for name in ("flatten", "squeeze", "expand_dims"):  # NDArray's view flag; a graph ignores it
+        if name in namespace:
+            setattr(Symbol, name, _drop_inplace(getattr(Symbol, name)))
+
+
+def _drop_inplace(method):
+    """A shape method that accepts (and ignores) ``inplace=``, as MXNet's Symbol methods do."""
+    def wrapped(self, *args, inplace=False, **kwargs):
+        return method(self, *args, **kwargs)
+    wrapped.__name__ = method.__name__
+    return wrapped
 
 
 __all__ = ["Symbol", "var", "Variable", "Group", "apply"]
