@@ -28,6 +28,7 @@ import numpy.testing as npt
 import ember.ndarray as _nd
 from ember.context import cpu
 from ember.symbol.symbol import Symbol  # noqa: F401
+from ember.util import getenv, setenv  # noqa: F401  (MXNet's test_utils has both)
 
 
 def __getattr__(name):
@@ -39,19 +40,6 @@ def __getattr__(name):
             return None
         return stats
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def getenv(name: str):
-    """An environment variable, or None (MXNet's ``util.getenv``)."""
-    return os.environ.get(name)
-
-
-def setenv(name: str, value) -> None:
-    """Set (``value`` not None) or unset an environment variable."""
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = str(value)
 
 
 class Features(dict):

@@ -10,12 +10,12 @@ neither is anywhere it raises an ``MXNetError`` naming the file and every folder
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import zipfile
 
 from ember.base import MXNetError
+from ember.gluon.model_zoo.model_store import _sha1
 
 
 def default_root() -> str:
@@ -36,14 +36,6 @@ def search_dirs(embedding_root: str | None, namespace: str) -> list[str]:
     dirs.append(os.path.join(default_root(), namespace))
     dirs.append(os.path.join(os.path.expanduser("~"), ".mxnet", "embeddings", namespace))
     return list(dict.fromkeys(os.path.abspath(d) for d in dirs))
-
-
-def _sha1(path: str) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _extract(archive: str, file_name: str, folder: str) -> str | None:

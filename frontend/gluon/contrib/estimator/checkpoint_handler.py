@@ -183,22 +183,18 @@ class CheckpointHandler(TrainBegin, BatchEnd, EpochEnd):
         self.trained_epoch, self.trained_batch, prefix = found[-1]
         msg = (f"CheckpointHandler: Checkpoint resumed from epoch {self.trained_epoch} batch "
                f"{self.trained_batch}, continue to train for ")
-        if estimator.max_epoch:
-            if self.trained_epoch >= estimator.max_epoch - 1:
-                raise ValueError(f"Found checkpoint with maximum number of epoch "
-                                 f"{estimator.max_epoch} reached, please specify "
-                                 "resume_from_checkpoint=False (default value) if you wan to "
-                                 "train from scratch.")
-            estimator.max_epoch -= self.trained_epoch + 1
-            msg += f"{estimator.max_epoch} epochs "
-        if estimator.max_batch:
-            if self.trained_batch >= estimator.max_batch - 1:
-                raise ValueError(f"Found checkpoint with maximum number of batch "
-                                 f"{self.trained_batch} reached, please specify "
-                                 "resume_from_checkpoint=False (default value) if you wan to "
-                                 "train from scratch.")
-            estimator.max_batch -= self.trained_batch + 1
-            msg += f"{estimator.max_batch} batches "
+        for unit, units, trained in (("epoch", "epochs", self.trained_epoch),
+                                     ("batch", "batches", self.trained_batch)):
+            limit = getattr(estimator, f"max_{unit}")
+            if not limit:
+                continue
+            if trained >= limit - 1:
+                shown = limit if unit == "epoch" else trained   # MXNet's two messages differ
+                raise ValueError(f"Found checkpoint with maximum number of {unit} {shown} "
+                                 "reached, please specify resume_from_checkpoint=False "
+                                 "(default value) if you wan to train from scratch.")
+            setattr(estimator, f"max_{unit}", limit - (trained + 1))
+            msg += f"{limit - (trained + 1)} {units} "
         for suffix in (".params", ".states"):
             path = os.path.join(self.model_dir, prefix + suffix)
             if not os.path.exists(path):

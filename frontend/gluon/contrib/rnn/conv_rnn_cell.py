@@ -129,13 +129,14 @@ class _BaseConvRNNCell(HybridRecurrentCell):
             out = F.transpose(out, axes=(0,) + tuple(range(2, nsp + 2)) + (1,))
         return out
 
-    def _conv_forward(self, F, inputs, states, i2h_weight, h2h_weight, i2h_bias, h2h_bias,
-                      prefix):
+    def _conv_forward(self, F, inputs, states, i2h_weight, h2h_weight, i2h_bias, h2h_bias):
+        """This step's name prefix (``t<k>_``) and its two convolutions (input, hidden)."""
+        prefix = f"t{self._counter}_"
         i2h = self._conv(F, inputs, i2h_weight, i2h_bias, self._i2h_kernel, self._i2h_pad,
                          self._i2h_dilate, prefix + "i2h")
         h2h = self._conv(F, states[0], h2h_weight, h2h_bias, self._h2h_kernel, self._h2h_pad,
                          self._h2h_dilate, prefix + "h2h")
-        return i2h, h2h
+        return prefix, i2h, h2h
 
     def _slice(self, F, x, n, name):
         return _as_list(F.SliceChannel(x, num_outputs=n, axis=self._channel_axis, name=name))
@@ -148,9 +149,8 @@ class _ConvRNNCell(_BaseConvRNNCell):
         return "conv_rnn"
 
     def hybrid_forward(self, F, inputs, states, i2h_weight, h2h_weight, i2h_bias, h2h_bias):
-        prefix = f"t{self._counter}_"
-        i2h, h2h = self._conv_forward(F, inputs, states, i2h_weight, h2h_weight, i2h_bias,
-                                      h2h_bias, prefix)
+        prefix, i2h, h2h = self._conv_forward(F, inputs, states, i2h_weight, h2h_weight,
+                                              i2h_bias, h2h_bias)
         output = self._get_activation(F, F.elemwise_add(i2h, h2h, name=prefix + "plus0"),
                                       self._activation, name=prefix + "out")
         return output, [output]
@@ -167,9 +167,8 @@ class _ConvLSTMCell(_BaseConvRNNCell):
         return "conv_lstm"
 
     def hybrid_forward(self, F, inputs, states, i2h_weight, h2h_weight, i2h_bias, h2h_bias):
-        prefix = f"t{self._counter}_"
-        i2h, h2h = self._conv_forward(F, inputs, states, i2h_weight, h2h_weight, i2h_bias,
-                                      h2h_bias, prefix)
+        prefix, i2h, h2h = self._conv_forward(F, inputs, states, i2h_weight, h2h_weight,
+                                              i2h_bias, h2h_bias)
         gates = F.elemwise_add(i2h, h2h, name=prefix + "plus0")
         gi, gf, gc, go = self._slice(F, gates, 4, prefix + "slice")
         in_gate = F.Activation(gi, act_type="sigmoid", name=prefix + "i")
@@ -193,9 +192,8 @@ class _ConvGRUCell(_BaseConvRNNCell):
         return "conv_gru"
 
     def hybrid_forward(self, F, inputs, states, i2h_weight, h2h_weight, i2h_bias, h2h_bias):
-        prefix = f"t{self._counter}_"
-        i2h, h2h = self._conv_forward(F, inputs, states, i2h_weight, h2h_weight, i2h_bias,
-                                      h2h_bias, prefix)
+        prefix, i2h, h2h = self._conv_forward(F, inputs, states, i2h_weight, h2h_weight,
+                                              i2h_bias, h2h_bias)
         i2h_r, i2h_z, i2h_o = self._slice(F, i2h, 3, prefix + "i2h_slice")
         h2h_r, h2h_z, h2h_o = self._slice(F, h2h, 3, prefix + "h2h_slice")
         reset_gate = F.Activation(F.elemwise_add(i2h_r, h2h_r, name=prefix + "plus0"),
