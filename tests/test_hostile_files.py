@@ -95,8 +95,9 @@ def test_fuzzed_files_raise_only_mxnet_errors_and_allocate_little(tmp_path):
     rng = random.Random(2024)
     files = valid_files(tmp_path)
     outcomes = {"loaded": 0, "refused": 0}
-    for data in files.values():  # first-time imports and caches happen outside the count
-        mx.nd.load_frombuffer(data)
+    for name, data in files.items():  # first-time imports and caches happen outside the count
+        with mx.np_shape(name == "mxnet_npshape.nd"):  # V3 records load only in np shape
+            mx.nd.load_frombuffer(data)
     _context(2, 0)  # a record saved on a GPU asks whether this machine has one
     tracemalloc.start()
     try:
@@ -106,7 +107,8 @@ def test_fuzzed_files_raise_only_mxnet_errors_and_allocate_little(tmp_path):
             tracemalloc.reset_peak()
             base = tracemalloc.get_traced_memory()[0]
             try:
-                mx.nd.load_frombuffer(bad)
+                with mx.np_shape(name == "mxnet_npshape.nd"):
+                    mx.nd.load_frombuffer(bad)
                 outcomes["loaded"] += 1
             except MXNetError as e:
                 assert "<buffer>" in str(e)

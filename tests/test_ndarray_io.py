@@ -70,9 +70,31 @@ def test_load_mxnet_list_and_single():
 
 
 def test_load_mxnet_np_shape_v3_scalar_and_empty():
-    scalar, empty = mx.nd.load(fixture("mxnet_npshape.nd"))
+    with mx.np_shape(True):
+        scalar, empty = mx.nd.load(fixture("mxnet_npshape.nd"))
     assert_same(scalar, np.array(2.5, dtype=np.float32))
     assert_same(empty, np.zeros((0, 2), dtype=np.float32))
+
+
+def test_load_refuses_mixed_np_shape_semantics(tmp_path):
+    # MXNet's NDArray::Load: a file saved under np_shape (V3) loads only under np_shape, and
+    # a V2 file only outside it; save writes V3 under np_shape, zero-size shapes or not
+    with pytest.raises(MXNetError, match="np_shape\\(True\\)"):
+        mx.nd.load(fixture("mxnet_npshape.nd"))
+    with mx.np_shape(True), pytest.raises(MXNetError, match="np_shape\\(False\\)"):
+        mx.nd.load(fixture("mxnet_list.nd"))
+    path = str(tmp_path / "z.nd")
+    arrays = [mx.nd.zeros((2, 0, 1)), mx.nd.ones((0,))]
+    with mx.np_shape(True):
+        mx.nd.save(path, arrays)
+    assert read(path)[24:28] == (0xF993FACA).to_bytes(4, "little")
+    with pytest.raises(MXNetError, match="z.nd.*array 0 was saved in np shape"):
+        mx.nd.load(path)
+    with mx.np_shape(True):
+        got = mx.nd.load(path)
+    assert [g.shape for g in got] == [(2, 0, 1), (0,)]
+    mx.nd.save(path, arrays)
+    assert [g.shape for g in mx.nd.load(path)] == [(2, 0, 1), (0,)]
 
 
 def test_load_mxnet_sparse_as_dense():
@@ -117,10 +139,11 @@ def test_round_trip_any_dtype_and_rank(tmp_path_factory, dtype, shape, as_dict):
     x = mx.nd.array(a, dtype=dtype)
     path = str(tmp_path_factory.mktemp("rt") / "x.params")
     mx.nd.save(path, {"w": x, "b": mx.nd.ones((2,))} if as_dict else [x])
-    got = mx.nd.load(path)
-    assert_same(got["w"] if as_dict else got[0], a)
-    assert_same(mx.nd.load_frombuffer(read(path))["w"] if as_dict
-                else mx.nd.load_frombuffer(read(path))[0], a)
+    with mx.np_shape(not shape):  # a 0-d array is saved as MXNet's np_shape does (V3)
+        got = mx.nd.load(path)
+        assert_same(got["w"] if as_dict else got[0], a)
+        assert_same(mx.nd.load_frombuffer(read(path))["w"] if as_dict
+                    else mx.nd.load_frombuffer(read(path))[0], a)
 
 
 def test_round_trip_keeps_names_order_and_unicode(tmp_path):

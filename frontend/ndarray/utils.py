@@ -16,8 +16,9 @@ dmlc stream serializers it uses; every number is little-endian::
 
 Older files are read too: V1 (magic 0xF993FAC8: no storage type) and the first format,
 whose magic word is the ndim, followed by u32 dims. Sparse arrays are read as dense ones
-(ember is dense only). ``save`` writes V2, or V3 for the whole file when an array is 0-d
-(as MXNet does under ``np_shape``; MXNet then needs ``np_shape(True)`` to read it).
+(ember is dense only). ``save`` writes V2, or V3 for the whole file under ``np_shape`` (as
+MXNet does) or when an array is 0-d. As MXNet's ``NDArray::Load``, ``load`` reads V3
+records only under ``np_shape(True)`` and the others only outside it.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from ember.base import MXNetError
 from ember.context import Context
+from ember.util import is_np_shape
 
 from .ndarray import NDArray
 
@@ -116,6 +118,11 @@ def _read_array(r: _Reader, i: int):
     """One array record (any version); ``None`` for MXNet's empty (``is_none``) array."""
     what = f"array {i}"
     magic = r.num(4, f"{what} magic")
+    if (magic == _V3) != is_np_shape():  # MXNet's NDArray::Load refuses mixed semantics
+        raise _Corrupt(f"{what} was saved in np shape semantics; load it inside "
+                       "`with mx.np_shape(True)`" if magic == _V3 else
+                       f"{what} was not saved in np shape semantics, but is being loaded in "
+                       "them; load it inside `with mx.np_shape(False)`")
     stype, sshape = 0, None
     if magic in (_V2, _V3):
         stype = r.num(4, f"{what} storage type", True)
@@ -284,7 +291,7 @@ def _write_array(f, x: NDArray, magic: int, what: str) -> None:
 
 
 def _write_file(f, arrays, names) -> None:
-    magic = _V3 if any(x.ndim == 0 for x in arrays) else _V2
+    magic = _V3 if is_np_shape() or any(x.ndim == 0 for x in arrays) else _V2
     f.write(_u64(_LIST_MAGIC) + _u64(0) + _u64(len(arrays)))
     for i, x in enumerate(arrays):
         _write_array(f, x, magic, f"array {names[i]!r}" if names else f"array {i}")
