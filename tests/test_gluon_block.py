@@ -126,3 +126,28 @@ def test_sequential_slicing_and_len():
     assert len(net) == 2
     assert isinstance(net[1], nn.Dense)
     assert len(net[:1]) == 1
+
+
+class _AddOpt(gluon.HybridBlock):
+    def hybrid_forward(self, F, a, b=None):
+        return a if b is None else a + b
+
+
+def test_hybridized_block_refuses_argument_misuse_as_mxnet():
+    # MXNet's CachedOp: arrays/None only, one context, and the argument structure of the first
+    # call (up to trailing None defaults) until hybridize() is called again
+    one = nd.ones((3,))
+    net = _AddOpt()
+    net.hybridize()
+    with pytest.raises(ValueError, match="must be NDArrays.*got 1 of type int"):
+        net(one, 1)
+    np.testing.assert_array_equal(net(one, None).asnumpy(), np.ones(3))
+    np.testing.assert_array_equal(net(one).asnumpy(), np.ones(3))  # trailing None: a default
+    with pytest.raises(ValueError, match="stored format = \\(0, -1\\), input format = \\(0, 0\\)"):
+        net(one, one)
+    net.hybridize()
+    np.testing.assert_array_equal(net(one, one).asnumpy(), 2 * np.ones(3))
+    with pytest.raises(mx.base.MXNetError, match="several contexts"):
+        net(nd.ones((3,), ctx=mx.cpu(1)), nd.ones((3,), ctx=mx.cpu(2)))
+    eager = _AddOpt()  # not hybridized: any Python values, as a Block
+    np.testing.assert_array_equal(eager(one, 1).asnumpy(), 2 * np.ones(3))

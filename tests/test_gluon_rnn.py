@@ -285,6 +285,9 @@ def test_hybridized_unroll_without_begin_state_compiles_on_first_call(make):
     assert out.shape == ref_out.shape and out.shape[:2] == (4, 3)
     np.testing.assert_allclose(out.asnumpy(), ref_out.asnumpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state.asnumpy(), ref_state.asnumpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="argument structure"):  # as MXNet's CachedOp
+        net(x, vl)
+    net.hybridize()  # a new argument structure wants a fresh trace
     for got, want in zip(net(x, vl), ref_masked):
         np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-6)
 

@@ -19,12 +19,8 @@ from ember import name as _name
 from ember.base import MXNetError, name_block_in_error
 from ember.ndarray.ndarray import NDArray
 
-from .cached_op import SignatureCache
+from .cached_op import InputError, SignatureCache
 from .parameter import DeferredInitializationError, Parameter, ParameterDict
-
-
-class InputError(MXNetError, ValueError):
-    """A block was called with arguments it cannot take."""
 
 
 class _BlockScope:
@@ -303,6 +299,7 @@ class HybridBlock(Block):
     def _clear_cached_op(self):
         self.__dict__.setdefault("_cached", SignatureCache()).clear()
         self.__dict__.pop("_all_params", None)
+        self.__dict__.pop("_call_format", None)
 
     def hybridize(self, active: bool = True, backend: str | None = None, **kwargs):
         """Compile this block: the next call traces ``hybrid_forward`` into a graph, runs the
@@ -351,7 +348,7 @@ class HybridBlock(Block):
         from ember import ndarray as nd
         from ember import symbol as sym
 
-        from .cached_op import split_args
+        from .cached_op import check_one_context, split_args
         symbols = split_args((x, *args), sym.Symbol)[0]
         arrays, _ = split_args((x, *args))
         if symbols and arrays:
@@ -365,6 +362,7 @@ class HybridBlock(Block):
                              f"got {', '.join(type(a).__name__ for a in (x, *args))}")
         ctx = arrays[0].context
         if self._active:
+            check_one_context(arrays, self.name)
             return self._call_cached_op(x, *args)
         try:
             params = {k: v.data(ctx) for k, v in self._reg_params.items()}
@@ -386,7 +384,9 @@ class HybridBlock(Block):
         from .cached_op import (
             CachedGraph,
             block_params_by_value,
+            check_format,
             default_backend,
+            input_format,
             split_args,
             template_key,
         )
@@ -402,10 +402,16 @@ class HybridBlock(Block):
                             p._finish_deferred_init()
                     self._all_params = params
         if all(type(a) is NDArray for a in args):  # the common call: flat array arguments
-            arrays, tkey = args, ("tuple", ("#",) * len(args))
+            arrays, tkey, fmt = args, ("tuple", ("#",) * len(args)), (0,) * len(args)
         else:
+            fmt = input_format(args, self.name)
             arrays, template = split_args(args)
             tkey = template_key(template)
+        stored = self.__dict__.get("_call_format")
+        if stored is None:
+            self._call_format = fmt
+        elif fmt != stored:
+            check_format(stored, fmt, self.name)
         training = autograd.is_training()
         with_grad = autograd.is_recording() and (
             any(p.grad_req != "null" for p in params)

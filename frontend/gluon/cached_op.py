@@ -83,6 +83,46 @@ class SignatureCache(OrderedDict):
             return made
 
 
+class InputError(MXNetError, ValueError):
+    """A block was called with arguments it cannot take."""
+
+
+def input_format(args, name: str) -> tuple:
+    """MXNet's format of a hybridized call's arguments: 0 for an NDArray, -1 for ``None``, a
+    tuple for a nested list/tuple. Other values (numbers, Symbols) raise :class:`InputError`:
+    a compiled graph takes arrays only, as in MXNet."""
+    def fmt(a):
+        if isinstance(a, NDArray):
+            return 0
+        if a is None:
+            return -1
+        if isinstance(a, list | tuple):
+            return tuple(fmt(x) for x in a)
+        raise InputError(f"{name}: when hybridized, the inputs must be NDArrays, None or "
+                         f"(nested) lists of them, but got {a!r} of type {type(a).__name__}")
+    return tuple(fmt(a) for a in args)
+
+
+def check_format(stored: tuple, fmt: tuple, name: str) -> None:
+    """Raise unless ``fmt`` is the structure the block was first called with, up to trailing
+    ``None`` arguments left to their defaults (MXNet's rule)."""
+    n = min(len(stored), len(fmt))
+    longer = stored if len(stored) > len(fmt) else fmt
+    if stored[:n] != fmt[:n] or any(f != -1 for f in longer[n:]):
+        raise InputError(f"{name}: the argument structure of the hybridized block does not "
+                         f"match the cached version: stored format = {stored}, input format = "
+                         f"{fmt} (0: NDArray, -1: None); call hybridize() again to re-trace")
+
+
+def check_one_context(arrays, name: str) -> None:
+    """A hybridized block runs on one context: its array inputs must share it."""
+    first = arrays[0].context
+    if any(a.context != first for a in arrays[1:]):
+        ctxs = sorted({str(a.context) for a in arrays})
+        raise InputError(f"{name}: the inputs are on several contexts ({', '.join(ctxs)}); "
+                         "a hybridized block takes inputs on one context")
+
+
 class _Slot:
     """Where the i-th array argument goes in a call's (nested) argument structure."""
 
