@@ -59,8 +59,8 @@ def warp_affine(img: np.ndarray, m: np.ndarray, w: int, h: int, method: int,
                 fill: float) -> np.ndarray:
     """OpenCV's ``warpAffine`` of a uint8 image (forward matrix ``m``, constant border
     ``fill``), with its fixed point: the inverse map in 1/1024 steps, source positions in
-    1/32 pixel, bilinear weights in 1/32768 (nearest for ``method`` 0; cubic, area and
-    Lanczos are done bilinearly)."""
+    1/32 pixel, weights in 1/32768: nearest (``method`` 0), bilinear (1, and 3 as OpenCV's
+    warps do), bicubic (2) or Lanczos-4 (4)."""
     m = m.astype(np.float64)
     det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
     det = 1.0 / det if det != 0 else 0.0
@@ -85,10 +85,54 @@ def warp_affine(img: np.ndarray, m: np.ndarray, w: int, h: int, method: int,
 
     if near:
         return take(Y, X).astype(np.uint8)
-    x0, y0, fx, fy = X >> 5, Y >> 5, (X & 31)[..., None], (Y & 31)[..., None]
-    acc = (take(y0, x0) * ((32 - fy) * (32 - fx)) + take(y0, x0 + 1) * ((32 - fy) * fx)
-           + take(y0 + 1, x0) * (fy * (32 - fx)) + take(y0 + 1, x0 + 1) * (fy * fx))
-    return np.clip((acc + (1 << 9)) >> 10, 0, 255).astype(np.uint8)
+    x0, y0, fx, fy = X >> 5, Y >> 5, X & 31, Y & 31
+    tab = _remap_table(method)
+    k = tab.shape[2]
+    acc = np.zeros((h, w, c), np.int64)
+    for k1 in range(k):
+        for k2 in range(k):
+            acc += take(y0 + k1 - (k // 2 - 1), x0 + k2 - (k // 2 - 1)) \
+                * tab[fy, fx, k1, k2][..., None]
+    return np.clip((acc + (1 << 14)) >> 15, 0, 255).astype(np.uint8)
+
+
+_TABLES: dict = {}
+
+
+def _remap_table(method: int) -> np.ndarray:
+    """OpenCV's ``initInterTab2D``: for each (y, x) fraction in 1/32, the k x k fixed-point
+    weights (scale 32768) of bilinear (k = 2), bicubic (4) or Lanczos-4 (8) remapping, their
+    rounding error put on the largest (or smallest) central weight."""
+    kind = {2: "cubic", 4: "lanczos"}.get(method, "linear")
+    if kind not in _TABLES:
+        f = np.arange(32, dtype=np.float32) / np.float32(32)
+        rs = _rs()
+        one = (np.stack([1 - f, f], 1) if kind == "linear" else rs._cubic_coeffs(f)
+               if kind == "cubic" else rs._lanczos4_coeffs(f.astype(np.float64)))
+        one = one.astype(np.float32)
+        k = one.shape[1]
+        v = one[:, None, :, None] * one[None, :, None, :]       # (fy, fx, k1, k2)
+        it = np.rint(v * np.float32(32768)).astype(np.int64)
+        c0 = k // 2
+        for i in range(32):
+            for j in range(32):
+                t = it[i, j]
+                diff = int(t.sum()) - 32768
+                if diff == 0:
+                    continue
+                mn = mx = (c0, c0)
+                for a in range(c0, c0 + 2):
+                    for b in range(c0, c0 + 2):
+                        if t[a, b] < t[mn]:
+                            mn = (a, b)
+                        elif t[a, b] > t[mx]:
+                            mx = (a, b)
+                if diff < 0:
+                    t[mx] -= diff
+                else:
+                    t[mn] -= diff
+        _TABLES[kind] = it
+    return _TABLES[kind]
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -224,7 +268,8 @@ class DefaultAugmenter:
         m[1, 2] = (nh - (m[1, 0] * cols + m[1, 1] * rows)) / 2
         if p["inter_method"] == 0:
             raise MXNetError("ImageRecordIter: inter_method 0 is not valid with rotation, "
-                             "shear, random scale or aspect ratio (MXNet accepts 1-4, 9, 10)")
+                             "shear, random scale, aspect ratio or min/max_img_size (MXNet "
+                             "accepts 1-4, 9, 10 there)")
         w, h = int(nw), int(nh)
         method = _inter(p["inter_method"], cols, rows, w, h, rng)
         return warp_affine(img, m, w, h, method, p["fill_value"])
