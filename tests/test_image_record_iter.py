@@ -104,6 +104,26 @@ def test_uint8_and_vector_labels(tmp_path):
                               dtype="uint8", mean_r=3)
 
 
+def test_imglist_labels_and_grayscale(tmp_path):
+    rng = np.random.RandomState(1)
+    rec, idx = str(tmp_path / "g.rec"), str(tmp_path / "g.idx")
+    w = recordio.MXIndexedRecordIO(idx, rec, "w")
+    imgs = [rng.randint(0, 256, (10, 11)).astype(np.uint8) for _ in range(3)]
+    for i, im in enumerate(imgs):
+        w.write_idx(i, recordio.pack_img(recordio.IRHeader(0, 0.0, 10 + i, 0), im,
+                                         img_fmt=".png"))
+    w.close()
+    lst = tmp_path / "g.lst"
+    lst.write_text("".join(f"{10 + i}\t{i}.5\t{-i}\tim{i}.png\n" for i in range(3)))
+    it = mx.io.ImageRecordIter(path_imgrec=rec, path_imglist=str(lst), label_width=2,
+                               data_shape=(1, 8, 8), batch_size=3, mean_r=100)
+    b = it.next()
+    np.testing.assert_array_equal(b.label[0].asnumpy(), [[0.5, 0], [1.5, -1], [2.5, -2]])
+    want = np.stack([_center(im, 8, 8)[None].astype(np.float32) - 100 for im in imgs])
+    np.testing.assert_array_equal(b.data[0].asnumpy(), want)
+    np.testing.assert_array_equal(b.index, [10, 11, 12])
+
+
 def test_round_batch_and_reset(tmp_path):
     rec, idx, _ = _write(tmp_path, n=10)
     it = mx.io.ImageRecordIter(path_imgrec=rec, data_shape=(3, 8, 8), batch_size=4)
