@@ -332,3 +332,30 @@ def test_parameters_of_unknown_rank_are_inferred(hybridize):
     assert out.shape == (2, 5)
     assert net[1].gamma.shape == (4,) and net[1].running_var.shape == (4,)
     assert net[0].weight.shape == (4, 3, 3, 3) and net[2].weight.shape == (5, 64)
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_embedding_sparse_grad_is_row_sparse(hybrid):
+    # MXNet: Embedding(sparse_grad=True) has a row_sparse weight gradient whose data/indices
+    # are the looked-up rows; ember stores it densely behind the same view
+    emb = nn.Embedding(6, 2, sparse_grad=True)
+    emb.initialize()
+    if hybrid:
+        emb.hybridize()
+    x = mx.nd.array([4, 1, 4, 4])
+    for _ in range(2):  # the second backward reuses (and keeps) the buffer's type
+        with mx.autograd.record():
+            loss = (emb(x) * mx.nd.array([[1, 2]])).sum()
+        loss.backward()
+    g = emb.weight.grad()
+    assert g.stype == "row_sparse" and isinstance(g, mx.nd.sparse.RowSparseNDArray)
+    want = np.zeros((6, 2), np.float32)
+    want[1], want[4] = [1, 2], [3, 6]
+    np.testing.assert_array_equal(g.asnumpy(), want)
+    np.testing.assert_array_equal(g.indices.asnumpy(), [1, 4])
+    assert g.indices.dtype == np.int64
+    np.testing.assert_array_equal(g.data.asnumpy(), [[1, 2], [3, 6]])
+    assert g.tostype("default").stype == "default"
+    dense = nn.Embedding(6, 2)
+    dense.initialize()
+    assert dense.weight.grad().stype == "default"

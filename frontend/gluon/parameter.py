@@ -83,8 +83,10 @@ class Parameter:
         self._ctx_list: list[Context] | None = None
         self._deferred_init: tuple = ()
         self._var = None
-        if stype != "default" or grad_stype != "default":
-            raise MXNetError(f"Parameter {name}: sparse storage types are not supported")
+        if stype != "default" or grad_stype not in ("default", "row_sparse"):
+            raise MXNetError(f"Parameter {name}: sparse storage types are not supported "
+                             "(only grad_stype='row_sparse', stored densely)")
+        self._grad_stype = grad_stype
 
     def __repr__(self) -> str:
         return f"Parameter {self.name} (shape={self.shape}, dtype={self.dtype})"
@@ -190,7 +192,9 @@ class Parameter:
         if self._grad_req == "null":
             self._grad = None
             return
-        self._grad = [NDArray(np.zeros_like(d._data), d._ctx) for d in self._data]
+        from ember.ndarray.sparse import RowSparseNDArray
+        cls = RowSparseNDArray if getattr(self, "_grad_stype", "") == "row_sparse" else NDArray
+        self._grad = [cls(np.zeros_like(d._data), d._ctx) for d in self._data]
         for d, g in zip(self._data, self._grad):
             autograd.mark_variables([d], [g], self._grad_req)
 

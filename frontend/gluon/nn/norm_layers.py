@@ -191,8 +191,8 @@ class GroupNorm(HybridBlock):
 class Embedding(HybridBlock):
     """Map integer indices to rows of a ``(input_dim, output_dim)`` weight.
 
-    ``sparse_grad=True`` is accepted for compatibility; ember stores the (mathematically
-    identical) gradient densely.
+    ``sparse_grad=True`` gives the weight a ``row_sparse`` gradient as in MXNet: a
+    ``RowSparseNDArray`` stored densely, whose ``indices``/``data`` are its nonzero rows.
     """
 
     def __init__(self, input_dim: int, output_dim: int, dtype="float32",
@@ -202,7 +202,8 @@ class Embedding(HybridBlock):
                         "sparse_grad": sparse_grad}
         self.weight = self.params.get("weight", shape=(input_dim, output_dim),
                                       init=weight_initializer, dtype=dtype,
-                                      allow_deferred_init=True)
+                                      allow_deferred_init=True,
+                                      grad_stype="row_sparse" if sparse_grad else "default")
 
     def hybrid_forward(self, F, x, weight):
         kw = {**self._kwargs, "dtype": np.dtype(self._kwargs["dtype"]).name}
