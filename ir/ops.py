@@ -2,7 +2,9 @@
 
 An :class:`OpDef` carries everything the rest of ember derives from an op (DESIGN.md s.2):
 its kind (for fusion), static attributes with defaults, a shape+dtype rule that may also
-refine its inputs' types (how a lazy Dense weight learns its shape), a NumPy reference
+refine its inputs' types (how a lazy Dense weight learns its shape), optionally a rule that
+fills unknown input dims from known output dims (the backward half of MXNet's FInferShape,
+e.g. a split's input from one of its outputs), a NumPy reference
 kernel (eager mode and the test oracle), a gradient rule written with ops (so the autograd
 tape and the autodiff pass share it), in-place pairs and, for elementwise ops, a scalar
 expression template for the code generators.
@@ -44,6 +46,8 @@ class _Required:
 REQUIRED: Any = _Required()  # default of an attribute the caller must give
 
 InferFn = Callable[[list[TensorType], dict], tuple[list[TensorType], list[TensorType]]]
+# (input types, output types, attrs) -> refined input types
+InferBackFn = Callable[[list[TensorType], list[TensorType], dict], list[TensorType]]
 
 
 @dataclass(eq=False)
@@ -69,6 +73,7 @@ class OpDef:
     open_attrs: bool = False  # takes further keyword attributes too, kept as text (Custom)
     output_names: Callable[[dict], list[str]] | None = None  # MXNet's FListOutputNames
     doc: str = ""
+    infer_back: InferBackFn | None = None  # input dims from output dims (infer_shapes pass)
 
     @property
     def variadic(self) -> bool:

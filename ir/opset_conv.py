@@ -113,6 +113,21 @@ def _conv_infer(in_types, at):
     return [TensorType((x.shape[0], nf) + out, x.dtype)], [x] + refined
 
 
+def _conv_infer_back(in_types, out_types, at):
+    """MXNet's ConvolutionShape backward: the data's batch is the output's, and a spatial dim
+    of stride 1 is the output's plus the dilated kernel's extent less the padding."""
+    x, y = in_types[0], out_types[0]
+    nsp = len(at["kernel"])
+    if x.ndim != nsp + 2 or y.ndim != nsp + 2:
+        return in_types
+    k, s, d, p = _geom(at, nsp)
+    spatial = tuple(o + dj * (kj - 1) - 2 * pj if o is not None and sj == 1
+                    and o + dj * (kj - 1) > 2 * pj else n
+                    for n, o, kj, sj, dj, pj in zip(x.shape[2:], y.shape[2:], k, s, d, p))
+    batch = y.shape[0] if x.shape[0] is None else x.shape[0]
+    return [x.with_shape((batch, x.shape[1]) + spatial)] + in_types[1:]
+
+
 def _adj_for(in_size, out_size, k, s, d, p):
     """Deconvolution ``adj`` that brings ``out_size`` back to ``in_size``."""
     return in_size - ((out_size - 1) * s + d * (k - 1) + 1 - 2 * p)
@@ -139,6 +154,7 @@ _CONV = {"kernel": REQUIRED, "stride": (), "dilate": (), "pad": (), "num_filter"
          "num_group": 1, "workspace": 1024, "no_bias": False, "cudnn_tune": None,
          "cudnn_off": False, "layout": None}
 defop("convolution", OpKind.OUT_EWISE, _conv, _conv_infer, inputs=("data", "weight", "bias?"),
+      infer_back=_conv_infer_back,
       attrs=dict(_CONV), grad=_conv_grad, aliases=("Convolution",), mxnet_name="Convolution",
       doc="N-D convolution (cross-correlation) over NCW / NCHW / NCDHW data; weight is "
           "(num_filter, channels / num_group, *kernel).")

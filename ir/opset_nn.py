@@ -75,7 +75,17 @@ def _fc_grad(F, ins, outs, ograds, at):
     return res if at["no_bias"] else res + [F.sum_like(g, ins[2])]
 
 
+def _fc_infer_back(in_types, out_types, at):
+    """MXNet's FullyConnectedShape: the data's first dim is the output's (e.g. a recurrent
+    cell's begin state, zeros of unknown batch size)."""
+    x, y = in_types[0], out_types[0]
+    if x.shape and y.shape and x.shape[0] is None and y.shape[0] is not None:
+        return [x.with_shape((y.shape[0],) + x.shape[1:])] + in_types[1:]
+    return in_types
+
+
 defop("fully_connected", OE, _fc, _fc_infer, inputs=("data", "weight", "bias?"),
+      infer_back=_fc_infer_back,
       attrs={"num_hidden": REQUIRED, "no_bias": False, "flatten": True},
       grad=_fc_grad, aliases=("FullyConnected",), mxnet_name="FullyConnected",
       doc="out = data @ weight.T + bias; weight is (num_hidden, in_units).")

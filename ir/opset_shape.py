@@ -277,6 +277,16 @@ def _concat_infer(in_types, at):
     return [TensorType(tuple(other), in_types[0].dtype)], refined
 
 
+def _concat_infer_back(in_types, out_types, at):
+    """MXNet's ConcatShape: every input has the output's dims off the joined axis."""
+    y = out_types[0]
+    if y.shape is None:
+        return in_types
+    ax = normalize_axis(at["dim"], y.ndim, "concat", in_types)
+    return [t.with_shape(y.shape[:ax] + (t.shape[ax],) + y.shape[ax + 1:])
+            if t.ndim == y.ndim else t for t in in_types]
+
+
 def _concat_grad(F, ins, outs, g, at):
     ax = normalize_axis(at["dim"], ins[0].ndim, "concat")
     sizes = [x.shape[ax] for x in ins]
@@ -299,6 +309,7 @@ def _concat_grad(F, ins, outs, g, at):
 defop("concat", INJ,
       lambda ins, at: np.concatenate(ins, axis=at["dim"]) if len(ins) > 1 else ins[0].copy(),
       _concat_infer, inputs=("*data",), attrs={"dim": 1, "num_args": None},
+      infer_back=_concat_infer_back,
       grad=_concat_grad, aliases=("Concat",), mxnet_name="Concat",
       doc="Join arrays along `dim` (default 1).")
 
@@ -353,13 +364,33 @@ def _split_infer(in_types, at):
         list(in_types)
 
 
+def _split_infer_back(in_types, out_types, at):
+    """MXNet's SliceChannel: the input is an output with the split axis num_outputs times as
+    long (or, with squeeze_axis, put back with size num_outputs)."""
+    x, n = in_types[0], at["num_outputs"]
+    if x.shape is None:
+        return in_types
+    ax = normalize_axis(at["axis"], x.ndim, "split", in_types)
+    res = x
+    for y in out_types:
+        if at["squeeze_axis"] and y.ndim == x.ndim - 1:
+            shape = y.shape[:ax] + (n,) + y.shape[ax:]
+        elif not at["squeeze_axis"] and y.ndim == x.ndim:
+            d = y.shape[ax]
+            shape = y.shape[:ax] + (None if d is None else d * n,) + y.shape[ax + 1:]
+        else:
+            continue
+        res = res.with_shape(unify(res.shape, shape, "split", in_types))
+    return [res]
+
+
 def _split_grad(F, ins, outs, g, at):
     ax = normalize_axis(at["axis"], ins[0].ndim, "split")
     gs = [F.expand_dims(x, axis=ax) for x in g] if at["squeeze_axis"] else list(g)
     return [F.concat(*gs, dim=ax) if len(gs) > 1 else F.reshape_like(gs[0], ins[0])]
 
 
-defop("split", INJ, _split, _split_infer,
+defop("split", INJ, _split, _split_infer, infer_back=_split_infer_back,
       attrs={"num_outputs": REQUIRED, "axis": 1, "squeeze_axis": False},
       num_outputs=lambda at: at["num_outputs"], grad=_split_grad, aliases=("SliceChannel",),
       mxnet_name="SliceChannel",

@@ -5,10 +5,12 @@ nodes forward, running each op's shape rule on what is known of its inputs, then
 in reverse order so that what a consumer learns about its inputs (the refined input types
 every rule returns) reaches the producers of those inputs; repeat until nothing changes.
 Types only ever get more precise (an unknown dim becomes known, an unknown rank a rank), so
-the iteration reaches a fixed point. Facts the rules cannot express run beside them:
-an ELEMWISE op's inputs and outputs share one shape (so a known output shape flows back to
-its inputs), fully_connected's data has its output's first dim (MXNet's
-FullyConnectedShape), and a fused node's values have its body's types.
+the iteration reaches a fixed point. An op's ``infer_back`` rule fills unknown input dims
+from its known output dims (the backward half of MXNet's FInferShape: a split's input from
+an output, a convolution's batch and stride-1 spatial dims, concat's other dims, dense's
+batch). Facts the rules cannot express run beside them: an ELEMWISE op's inputs and outputs
+share one shape (so a known output shape flows back to its inputs), and a fused node's
+values have its body's types.
 
 This is how a lazy Gluon parameter learns its shape: the traced graph has a Dense weight
 typed ``f32[256,?]``; fully_connected's rule refines it from the data, and the new graph's
@@ -27,7 +29,6 @@ from ember.ir.types import TensorType
 from ember.passes import register_pass
 
 _WEIGHT_HAS_DATA_RANK = ("convolution", "deconvolution")
-_BATCH_FROM_OUTPUT = ("fully_connected",)
 
 
 class _Types:
@@ -114,6 +115,15 @@ class _Types:
                 for w in node.inputs + node.outputs:
                     if w is not v:
                         self.merge(v, self.of[id(w)], node, dtype=False)
+        if node.op.infer_back is not None:
+            try:
+                back = node.op.infer_back([self.of[id(v)] for v in node.inputs],
+                                          [self.of[id(o)] for o in node.outputs],
+                                          node.attr_dict)
+            except EmberError as e:  # e.g. two outputs of a split that disagree
+                self.fail(node, str(e))
+            for v, t in zip(node.inputs, back):
+                self.merge(v, t, node, dtype=False)
         in_types = [self.of[id(v)] for v in node.inputs]
         unknown = self.dtype_unknown
         if unknown and any(id(v) in unknown for v in node.inputs):
@@ -144,11 +154,6 @@ class _Types:
             self.merge(v, t, node)
         for o, t in zip(node.outputs, outs):
             self.merge(o, t, node)
-        if node.op.name in _BATCH_FROM_OUTPUT:
-            x, y = self.of[id(node.inputs[0])], self.of[id(node.outputs[0])]
-            if x.shape and y.shape and x.shape[0] is None and y.shape[0] is not None:
-                # e.g. a recurrent cell's begin state, zeros of unknown batch size
-                self.merge(node.inputs[0], x.with_shape((y.shape[0],) + x.shape[1:]), node)
 
 
 def _init_shape(node: Node, types: _Types) -> dict:

@@ -222,3 +222,81 @@ def test_zeros_of_unknown_batch_takes_it_from_its_consumers():
               return %0
             }
             """)))
+
+
+def test_split_input_learns_its_dims_from_an_output():
+    # MXNet's SliceChannel fills its input from an output: the split axis num_outputs times
+    check("""\
+        graph g(%x: f32[?,15,?], %c: f32[3,5,2]) {
+          %0: f32[*], %1: f32[*], %2: f32[*] = split(%x) {num_outputs=3}
+          %3: f32[*] = elemwise_add(%1, %c)
+          return %3
+        }
+        """, """\
+        graph g(%x: f32[3,15,2], %c: f32[3,5,2]) {
+          %0: f32[3,5,2], %1: f32[3,5,2], %2: f32[3,5,2] = split(%x) {num_outputs=3}
+          %3: f32[3,5,2] = elemwise_add(%1, %c)
+          return %3
+        }
+        """)
+    # with squeeze_axis the axis comes back with size num_outputs
+    check("""\
+        graph g(%x: f32[?,?,?], %c: f32[4,5]) {
+          %0: f32[*], %1: f32[*] = split(%x) {num_outputs=2, squeeze_axis=True}
+          %2: f32[*] = elemwise_add(%0, %c)
+          return %2
+        }
+        """, """\
+        graph g(%x: f32[4,2,5], %c: f32[4,5]) {
+          %0: f32[4,5], %1: f32[4,5] = split(%x) {num_outputs=2, squeeze_axis=True}
+          %2: f32[4,5] = elemwise_add(%0, %c)
+          return %2
+        }
+        """)
+
+
+def test_convolution_data_learns_batch_and_stride_1_dims_from_its_output():
+    # MXNet's ConvolutionShape: the batch always; a spatial dim only where the stride is 1
+    at = "{kernel=(3, 3), no_bias=True, num_filter=2, pad=(1, 0), stride=(1, 2)}"
+    check("""\
+        graph g(%x: f32[?,4,?,?], %c: f32[5,2,32,16]) params(%w: f32[*]) {
+          %0: f32[*] = convolution(%x, %w) ATTRS
+          %1: f32[*] = elemwise_add(%0, %c)
+          return %1
+        }
+        """.replace("ATTRS", at), """\
+        graph g(%x: f32[5,4,32,?], %c: f32[5,2,32,16]) params(%w: f32[2,4,3,3]) {
+          %0: f32[5,2,32,16] = convolution(%x, %w) ATTRS
+          %1: f32[5,2,32,16] = elemwise_add(%0, %c)
+          return %1
+        }
+        """.replace("ATTRS", at), partial=True)
+
+
+def test_concat_inputs_learn_the_other_dims_from_the_output():
+    # MXNet's ConcatShape: the output's dims off the joined axis reach every input
+    check("""\
+        graph g(%a: f32[?,10], %b: f32[?,5], %d: f32[2,?]) {
+          %0: f32[*] = concat(%a, %b)
+          %1: f32[*] = elemwise_add(%d, %0)
+          return %1
+        }
+        """, """\
+        graph g(%a: f32[2,10], %b: f32[2,5], %d: f32[2,15]) {
+          %0: f32[2,15] = concat(%a, %b)
+          %1: f32[2,15] = elemwise_add(%d, %0)
+          return %1
+        }
+        """)
+
+
+def test_outputs_of_a_split_that_disagree_name_the_op():
+    with pytest.raises(EmberError, match="split: dims 3 and 5 disagree"):
+        infer_shapes(parse_graph(textwrap.dedent("""\
+            graph g(%x: f32[?,4], %c: f32[3,2], %e: f32[5,2]) {
+              %0: f32[*], %1: f32[*] = split(%x) {num_outputs=2}
+              %2: f32[*] = elemwise_add(%0, %c)
+              %3: f32[*] = elemwise_add(%1, %e)
+              return %2, %3
+            }
+            """)), partial=True)
