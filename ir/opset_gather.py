@@ -148,6 +148,8 @@ def _where(ins, at):
 def _where_infer(in_types, at):
     c, x, y = in_types
     same_dtype("where", in_types, which=(1, 2), names=("condition", "x", "y"))
+    if not c.known:  # MXNet's WhereOpShape infers nothing before the condition's shape
+        return [TensorType(None, x.dtype)], list(in_types)
     shape = unify(x.shape, y.shape, "where", in_types)
     if c.ndim == len(shape):
         shape = unify(shape, c.shape, "where", in_types)
@@ -161,12 +163,23 @@ def _where_infer(in_types, at):
     return [TensorType(shape, x.dtype)], [c, x.with_shape(shape), y.with_shape(shape)]
 
 
+def _where_infer_back(in_types, out_types, at):
+    """MXNet's WhereOpShape: once the condition's shape is known, x and y have the output's."""
+    c, x, y = in_types
+    out = out_types[0]
+    if not c.known or out.shape is None:
+        return in_types
+    return [c] + [t.with_shape(out.shape) if t.ndim in (None, out.ndim) else t
+                  for t in (x, y)]
+
+
 def _where_grad(F, ins, outs, g, at):
     zero = F.zeros_like(g[0])
     return [None, F.where(ins[0], g[0], zero), F.where(ins[0], zero, g[0])]
 
 
 defop("where", OpKind.BROADCAST, _where, _where_infer, inputs=("condition", "x", "y"),
+      infer_back=_where_infer_back,
       grad=_where_grad, mxnet_name="where",
       doc="x where condition is non-zero, else y; a 1-D condition selects whole rows.")
 

@@ -136,13 +136,17 @@ def _batch_dot_infer(in_types, at):
     if a.ndim < 3 or a.ndim != b.ndim:
         fail(op, "only N-D x N-D arrays (N >= 3) are supported", in_types)
     ta, tb = at["transpose_a"], at["transpose_b"]
-    batch = tuple(unify_dim(x, y, op, in_types) for x, y in zip(a.shape[:-2], b.shape[:-2]))
     m, ka = (a.shape[-1], a.shape[-2]) if ta else (a.shape[-2], a.shape[-1])
     n, kb = (b.shape[-2], b.shape[-1]) if tb else (b.shape[-1], b.shape[-2])
-    k = unify_dim(ka, kb, op, in_types)
-    sa = batch + ((k, m) if ta else (m, k))
-    sb = batch + ((n, k) if tb else (k, n))
-    return [TensorType(batch + (m, n), a.dtype)], [a.with_shape(sa), b.with_shape(sb)]
+    if ka is None or kb is None:
+        # MXNet's BatchDotShape infers nothing (not even the output's rank) before both
+        # contracted dims are known, and never fills one operand's dims from the other's
+        return [TensorType(None, a.dtype)], list(in_types)
+    unify_dim(ka, kb, op, in_types)
+    # MXNet requires equal batch dims here: a known one may fill the other's unknown one
+    batch = tuple(unify_dim(x, y, op, in_types) for x, y in zip(a.shape[:-2], b.shape[:-2]))
+    return [TensorType(batch + (m, n), a.dtype)], [a.with_shape(batch + a.shape[-2:]),
+                                                  b.with_shape(batch + b.shape[-2:])]
 
 
 def _batch_dot_grad(F, ins, outs, ograds, at):

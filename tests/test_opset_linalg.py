@@ -77,8 +77,20 @@ def test_batch_dot_grad(ta, tb):
                [_r(2, 2, 3), _r(2, 3, 2)])
 
 
-def test_batch_dot_refines():
+def test_batch_dot_infers_once_both_contracted_dims_are_known():
+    # MXNet's BatchDotShape: nothing (not even a rank) before both contracted dims are
+    # known, and one operand's dims never fill the other's contracted dim
     op = get_op("batch_dot")
-    outs, ref = op.infer([TensorType((2, 5, 3)), TensorType((None, None, 4))],
-                         normalize_attrs(op, {}))
+    at = normalize_attrs(op, {})
+    ins = [TensorType((2, 5, 3)), TensorType((None, None, 4))]
+    outs, ref = op.infer(ins, at)
+    assert outs[0].shape is None and ref == ins
+    # then the batch dims must agree: a known one fills the other's
+    outs, ref = op.infer([TensorType((2, 5, 3)), TensorType((None, 3, 4))], at)
     assert outs[0].shape == (2, 5, 4) and ref[1].shape == (2, 3, 4)
+    # with transposes the contracted dims are the other ones
+    at = normalize_attrs(op, {"transpose_a": True, "transpose_b": True})
+    outs, _ = op.infer([TensorType((None, 3, None)), TensorType((None, None, 3))], at)
+    assert outs[0].shape == (None, None, None)
+    outs, _ = op.infer([TensorType((None, None, 5)), TensorType((None, 4, 3))], at)
+    assert outs[0].shape is None

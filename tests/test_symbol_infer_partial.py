@@ -86,3 +86,35 @@ def test_a_multi_output_op_is_one_node():
     assert atomic.list_outputs() == ["r_output", "r_state", "r_state_cell"]
     with pytest.raises(mx.base.MXNetError):
         mx.sym.Group([mx.sym.var("x"), mx.sym.var("y")]).attr("mode")
+
+
+def test_an_input_learns_its_unknown_dims_from_its_consumers_output():
+    # MXNet's shape functions fill an input's unknown dims from the output's: split,
+    # convolution (batch, stride-1 spatial dims) and concat (the dims off the joined axis)
+    a = mx.sym.Variable("a", shape=(0, 15, 0))
+    d = mx.sym.SliceChannel(a, num_outputs=3)[1] + mx.sym.Variable("c", shape=(3, 5, 2))
+    assert d.infer_shape()[0][0] == (3, 15, 2)
+    a = mx.sym.Variable("a", shape=(0, 10, 0, 0))
+    b = mx.sym.Convolution(a, num_filter=21, kernel=(3, 3), pad=(1, 1), name="conv")
+    d = b + mx.sym.Variable("c", shape=(5, 21, 32, 32))
+    assert d.infer_shape()[0][0] == (5, 10, 32, 32)
+    a, b = mx.sym.Variable("a", shape=(0, 10)), mx.sym.Variable("b", shape=(0, 5))
+    d = mx.sym.Variable("d", shape=(2, 0)) + mx.sym.Concat(a, b, dim=1)
+    assert d.infer_shape()[0] == [(2, 15), (2, 10), (2, 5)]
+
+
+def test_batch_dot_and_where_infer_only_from_the_inputs_mxnet_needs():
+    x, y, cond = mx.sym.var("x"), mx.sym.var("y"), mx.sym.var("cond")
+    z = mx.sym.batch_dot(x, y)
+    assert z.infer_shape_partial(x=(0, 3, 4), y=(0, 4, 5))[1] == [(0, 3, 5)]
+    # rhs's contracted dim unknown: nothing, and rhs is not filled from lhs
+    assert z.infer_shape_partial(x=(0, 3, 4), y=(0, 0, 5))[:2] == (
+        [(0, 3, 4), (0, 0, 5)], [()])
+    w = mx.sym.where(cond, x, y)
+    assert w.infer_shape_partial(cond=(0, 2), x=(0, 2), y=(0, 2))[1] == [()]
+    assert w.infer_shape_partial(cond=(0,), x=(2, 2), y=(2, 2)) == (
+        [(0,), (2, 2), (2, 2)], [()], [])
+    assert w.infer_shape_partial(cond=(3,), x=(0, 2), y=(3, 0))[1] == [(3, 2)]
+    with mx.np_shape(True):
+        assert z.infer_shape_partial(x=(-1, 3, 4), y=(-1, -1, 5))[1] == [None]
+        assert w.infer_shape_partial(cond=(-1,), x=(2, 2), y=(2, 2))[1] == [None]
