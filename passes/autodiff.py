@@ -43,6 +43,11 @@ def _no_gradient_by_nature(node: Node) -> bool:
             or not any(_is_float(v.type) for v in node.outputs))
 
 
+def _is_zero(v: Value) -> bool:
+    """Whether ``v`` is a zero gradient from a rule (``stop_gradient``, ``floor``, ...)."""
+    return v.producer is not None and v.producer.op.name == "zeros_like"
+
+
 def _name(v: Value, fallback: str) -> str:
     if v.name_hint:
         return v.name_hint
@@ -137,9 +142,10 @@ def autodiff(graph: Graph, *, wrt: Sequence[Value] | None = None,
     adjoint: dict[int, Value] = {}  # summed adjoints of node outputs that are wrt values
     wanted = {id(v) for v in wrt}
     for node in reversed(graph.nodes):
-        ogs = []
+        ogs, zero = [], True
         for o in node.outputs:
             p = parts.pop(id(o), None)
+            zero = zero and all(_is_zero(v) for v in p or ())
             g = _total(p) if p else None
             if g is not None and id(o) in wanted:
                 adjoint[id(o)] = g
@@ -150,7 +156,7 @@ def autodiff(graph: Graph, *, wrt: Sequence[Value] | None = None,
         if not any(need):
             continue
         if node.op.grad is None:
-            if _no_gradient_by_nature(node):
+            if _no_gradient_by_nature(node) or zero:  # nnvm's CheckGradAllZero
                 continue
             raise EmberError(f"autodiff: operator {node.op.name} has no gradient, but the "
                              f"gradient of {', '.join(_wrt_names(wrt))} flows through it"

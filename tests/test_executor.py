@@ -147,3 +147,24 @@ def test_forward_runs_an_executable_of_the_default_backend(monkeypatch):
     assert all(p.forward.backend == "reference" for p in progs.values())
     assert progs[(True, True)].backward.backend == "reference"
     assert progs[(False, False)].backward is None
+
+
+def test_bind_raises_when_a_gradient_must_flow_through_an_op_without_one():
+    # MXNet builds the backward graph at bind: batch_take has no gradient (test_zero_prop2)
+    x, idx = mx.sym.var("x"), mx.sym.var("idx")
+    y = mx.sym.batch_take(x, idx)
+    kw = dict(x=(4, 3), idx=(4,), type_dict={"x": np.float32, "idx": np.int32})
+    with pytest.raises(MXNetError, match="bind: .*batch_take has no gradient"):
+        y.simple_bind(mx.cpu(), **kw)
+    with pytest.raises(MXNetError, match="batch_take"):
+        y.bind(mx.cpu(), {"x": np.ones((4, 3), np.float32), "idx": np.zeros(4, np.int32)},
+               args_grad={"x": mx.nd.zeros((4, 3))})
+    # stop_gradient cuts the path, and without gradient buffers nothing flows
+    exe = mx.sym.stop_gradient(y).simple_bind(mx.cpu(), **kw)
+    exe.forward(is_train=True)
+    exe.backward()
+    assert not exe.grad_dict["x"].asnumpy().any()
+    exe = y.simple_bind(mx.cpu(), grad_req="null", **kw)
+    data = np.arange(12, dtype=np.float32).reshape(4, 3)
+    out = exe.forward(x=data, idx=np.array([0, 2, 1, 2]))[0].asnumpy()
+    np.testing.assert_array_equal(out, data[np.arange(4), [0, 2, 1, 2]])

@@ -120,6 +120,22 @@ class Executor:
         self._types = types
         self._programs: dict[tuple, _Program] = {}
         self._saved = None  # (program, residuals) of the last forward(is_train=True)
+        self._check_gradients(sg)
+
+    def _check_gradients(self, sg: SymbolGraph) -> None:
+        """MXNet builds the backward graph at bind: a gradient that must flow (from an output
+        to an argument with a gradient buffer) through an op without a gradient rule is an
+        error then (nnvm's "is non-differentiable"), not at ``backward``."""
+        wrt = [i for i, r in enumerate(self._reqs) if r != "null"]
+        if not wrt or all(node.op.grad is not None for node in self._nodes):
+            return
+        from ember.passes import run_pipeline
+        from ember.passes.autodiff import autodiff
+        graph = run_pipeline(sg.graph, ["infer_shapes"])
+        try:
+            autodiff(graph, wrt=[graph.inputs[i] for i in wrt])
+        except MXNetError as e:
+            raise MXNetError(f"bind: {e}") from None
 
     # ---- dictionaries ----------------------------------------------------------------------
     @property
