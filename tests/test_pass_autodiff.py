@@ -448,6 +448,19 @@ def test_a_gradient_through_an_op_without_one_raises_naming_it():
     assert np.allclose(dg, 1.0)
 
 
+def test_only_zero_gradients_reaching_an_op_without_one_are_no_error():
+    # nnvm's CheckGradAllZero: stop_gradient and floor give zeros, so nothing flows back
+    # into sgd_update; x's gradient is the exp branch's alone
+    def fn(F, w, x):
+        u = F.sgd_update(w * x, x, lr=0.1)
+        return F.sum(F.stop_gradient(u)) + F.sum(F.floor(u)) + F.sum(F.exp(x))
+    graph = trace(fn, [("w", (3,)), ("x", (3,))])
+    joint = autodiff(graph, wrt=[graph.inputs[1]])
+    x = np.array([0.5, 1.0, -1.0])
+    _, (dx,) = run_joint(graph, joint, [np.ones(3), x], [np.ones(1)])
+    assert np.allclose(dx, np.exp(x))
+
+
 def test_wrt_an_intermediate_value():
     graph = trace(lambda F, x: F.sum(F.square(F.exp(x))), [("x", (3,))])
     mid = graph.nodes[0].outputs[0]
