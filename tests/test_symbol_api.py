@@ -177,8 +177,8 @@ def test_ops_on_data_of_unknown_shape_stay_unknown_until_inferred():
     """A rule never guesses from data of unknown shape (flatten gave f32[1,1] once)."""
     flat = mx.sym.flatten(mx.sym.var("data"))
     assert flat._value_list()[0].type.shape is None
-    y = mx.sym.FullyConnected(flat, num_hidden=3)
+    y = mx.sym.FullyConnected(flat, num_hidden=3, name="fc")
     _, out, _ = y.infer_shape(data=(2, 4, 5))
     assert out == [(2, 3)]
     assert dict(zip(y.list_arguments(), y.infer_shape(data=(2, 4, 5))[0])) == {
-        "data": (2, 4, 5), "fullyconnected0_weight": (3, 20), "fullyconnected0_bias": (3,)}
+        "data": (2, 4, 5), "fc_weight": (3, 20), "fc_bias": (3,)}
