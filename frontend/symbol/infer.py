@@ -9,6 +9,10 @@ are the same ``InferAttr`` fixed point) and reads the types back by the Symbol's
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ember import util as _util
+from ember.base import MXNetError
 from ember.ir.graph import Graph, Node, Value, clone_node
 from ember.ir.types import TensorType
 from ember.passes.infer_shapes import infer_shapes
@@ -73,3 +77,60 @@ def infer(heads: list[Value], given: Types) -> Types:
     """Types of every Value under ``heads``: variables from ``given`` (by id) or their
     declaration (an undeclared dtype reads as float32), the rest from ``infer_shapes``."""
     return SymbolGraph(heads, given).typed()[0]
+
+
+# ---- Symbol.infer_shape / infer_type --------------------------------------------------------
+def _given(heads: list[Value], args, kwargs, make) -> dict:
+    """What the caller gives, by position (arguments) or name, keyed by the variable's id."""
+    ins, argl, _ = variables(heads)
+    by_name = {node_name(v): v for v in ins}
+    pairs = list(zip(argl, args))
+    for k, x in kwargs.items():
+        if k not in by_name:
+            raise MXNetError(f"{k!r} is not an input of this Symbol "
+                             f"(inputs: {', '.join(by_name)})")
+        pairs.append((by_name[k], x))
+    return {id(v): make(v, x) for v, x in pairs if x is not None}
+
+
+def _report(heads: list[Value], types, conv):
+    _, argl, aux = variables(heads)
+    return ([conv(types[id(v)], v) for v in argl], [conv(types[id(v)], v) for v in heads],
+            [conv(types[id(v)], v) for v in aux])
+
+
+def _to_dims(shape) -> tuple | None:
+    """A shape as the caller wrote it (0 or -1 unknown, as MXNet's conventions say)."""
+    if shape is None:
+        return None
+    np_shape = _util.is_np_shape()
+    return tuple(None if d is None or d < 0 or (d == 0 and not np_shape) else int(d)
+                 for d in shape)
+
+
+def shapes(heads: list[Value], args, kwargs, partial: bool):
+    """``Symbol.infer_shape(_partial)``'s (arg_shapes, out_shapes, aux_shapes)."""
+    def make(v, shape):
+        return TensorType(_to_dims(shape), declared(v)[1] or "float32")
+    types = infer(heads, _given(heads, args, kwargs, make))
+    if not partial:
+        res = _report(heads, types, lambda t, v: t.shape if t.known else None)
+        return (None, None, None) if any(s is None for p in res for s in p) else res
+    if _util.is_np_shape():
+        return _report(heads, types, lambda t, v: None if t.shape is None else
+                       tuple(-1 if d is None else d for d in t.shape))
+    return _report(heads, types, lambda t, v: () if t.shape is None else
+                   tuple(0 if d is None else d for d in t.shape))
+
+
+def dtypes(heads: list[Value], args, kwargs):
+    """``Symbol.infer_type_partial``'s (arg_types, out_types, aux_types), None if unknown."""
+    given = _given(heads, args, kwargs, lambda v, d: np.dtype(d).name)
+    ins = variables(heads)[0]
+    sg = SymbolGraph(heads, {id(v): TensorType(declared(v)[0], given[id(v)])
+                             for v in ins if id(v) in given})
+    types, _ = sg.typed(unknown_dtypes=[v for v in ins if id(v) not in given
+                                        and declared(v)[1] is None])
+    unknown = sg.unknown_dtype_ids()
+    return _report(heads, types, lambda t, v: None if id(v) in unknown
+                   else np.dtype(t.dtype).type)

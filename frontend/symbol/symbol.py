@@ -210,66 +210,24 @@ class Symbol(_emit.Sym, NoValues):
         from .json_io import load_json
         return load_json, (self.tojson(),)
 
-    # ---- inference ---------------------------------------------------------------------------
-    def _given(self, args, kwargs, make) -> dict:
-        ins, argl, _ = _n.variables(self._value_list())
-        by_name = {_n.node_name(v): v for v in ins}
-        pairs = list(zip(argl, args))
-        for k, x in kwargs.items():
-            if k not in by_name:
-                raise MXNetError(f"{k!r} is not an input of this Symbol "
-                                 f"(inputs: {', '.join(by_name)})")
-            pairs.append((by_name[k], x))
-        return {id(v): make(v, x) for v, x in pairs if x is not None}
-
-    def _shape_types(self, args, kwargs, dtypes=None) -> dict:
-        def make(v, shape):
-            dt = (dtypes or {}).get(id(v)) or _n.declared(v)[1] or "float32"
-            return TensorType(_to_dims(shape), dt)
-        return _infer.infer(self._value_list(), self._given(args, kwargs, make))
-
-    def _report(self, types, conv):
-        ins, argl, aux = _n.variables(self._value_list())
-        return ([conv(types[id(v)], v) for v in argl],
-                [conv(types[id(v)], v) for v in self._value_list()],
-                [conv(types[id(v)], v) for v in aux])
-
+    # ---- inference (frontend/symbol/infer.py) -------------------------------------------------
     def infer_shape_partial(self, *args, **kwargs):
         """(arg_shapes, out_shapes, aux_shapes): unknown dims 0 and unknown shapes ``()``, or
         under ``mx.np_shape(True)`` unknown dims -1 and unknown shapes None (MXNet's two
         conventions)."""
-        types = self._shape_types(args, kwargs)
-        if _util.is_np_shape():
-            return self._report(types, lambda t, v: None if t.shape is None else
-                                tuple(-1 if d is None else d for d in t.shape))
-        return self._report(types, lambda t, v: _from_dims(t.shape))
+        return _infer.shapes(self._value_list(), args, kwargs, partial=True)
 
     def infer_shape(self, *args, **kwargs):
         """Like :meth:`infer_shape_partial`, or ``(None, None, None)`` if any is unknown."""
-        types = self._shape_types(args, kwargs)
-        res = self._report(types, lambda t, v: t.shape if t.known else None)
-        if any(s is None for part in res for s in part):
-            return None, None, None
-        return res
-
-    def _dtype_report(self, args, kwargs):
-        given = self._given(args, kwargs, lambda v, d: np.dtype(d).name)
-        ins = _n.variables(self._value_list())[0]
-        sg = _infer.SymbolGraph(self._value_list(), {
-            id(v): TensorType(_n.declared(v)[0], given[id(v)]) for v in ins if id(v) in given})
-        types, _ = sg.typed(unknown_dtypes=[v for v in ins if id(v) not in given
-                                            and _n.declared(v)[1] is None])
-        unknown = sg.unknown_dtype_ids()
-        return self._report(types, lambda t, v: None if id(v) in unknown
-                            else np.dtype(t.dtype).type)
+        return _infer.shapes(self._value_list(), args, kwargs, partial=False)
 
     def infer_type_partial(self, *args, **kwargs):
         """(arg_types, out_types, aux_types) as NumPy types, None where unknown."""
-        return self._dtype_report(args, kwargs)
+        return _infer.dtypes(self._value_list(), args, kwargs)
 
     def infer_type(self, *args, **kwargs):
         """Like :meth:`infer_type_partial`, or ``(None, None, None)`` if any is unknown."""
-        res = self._dtype_report(args, kwargs)
+        res = _infer.dtypes(self._value_list(), args, kwargs)
         if any(t is None for part in res for t in part):
             return None, None, None
         return res
@@ -329,18 +287,6 @@ def _item_attrs(item) -> dict[str, str]:
     return {**base, **_n._ATTRS.get(item, {})}
 
 
-def _to_dims(shape) -> tuple | None:
-    if shape is None:
-        return None
-    np_shape = _util.is_np_shape()
-    return tuple(None if d is None or d < 0 or (d == 0 and not np_shape) else int(d)
-                 for d in shape)
-
-
-def _from_dims(shape) -> tuple:
-    return () if shape is None else tuple(0 if d is None else d for d in shape)
-
-
 _DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "uint8": 3, "int32": 4, "int8": 5,
                 "int64": 6, "bool": 7, "int16": 8, "uint16": 9, "uint32": 10, "uint64": 11,
                 "bfloat16": 12}
@@ -351,14 +297,14 @@ def var(name: str, attr: dict | None = None, shape=None, lr_mult=None, wd_mult=N
     """A graph input named ``name`` (MXNet's ``Variable``); unknown dims are 0 or None."""
     if not isinstance(name, str):
         raise TypeError("variable name must be a string")
-    dims = _to_dims(shape)
+    dims = _infer._to_dims(shape)
     dt = None if dtype is None else np.dtype(dtype).name
     v = Value(TensorType(dims, dt or "float32"), name_hint=name)
     _n.declare(v, dims, dt)
     attrs = {k: str(x) for k, x in (attr or {}).items()}
     if shape is not None:
-        attrs["__shape__"] = str(_from_dims(dims) if not _util.is_np_shape() else
-                                 tuple(-1 if d is None else d for d in dims))
+        unknown = -1 if _util.is_np_shape() else 0
+        attrs["__shape__"] = str(tuple(unknown if d is None else d for d in dims))
     extra = {"lr_mult": lr_mult, "wd_mult": wd_mult, "dtype": dt, "storage_type": stype}
     for k, x in extra.items():
         if x is not None:
