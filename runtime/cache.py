@@ -192,6 +192,7 @@ class KernelCache:
         name = f"{_MODULE_PREFIX}{path.stem}"
         mod = types.ModuleType(name)
         mod.__file__ = str(path)
+        # text is ember's own generated source, checked against its hash line before this
         exec(compile(text, str(path), "exec", dont_inherit=True), mod.__dict__)
         sys.modules[name] = mod
         return mod

@@ -101,7 +101,7 @@ def _load_index(self, original):
     payload = read_sealed(self._index_path)
     if payload is None:
         return {}
-    f = io.BytesIO(payload)
+    f = io.BytesIO(payload)   # ember's own file: read_sealed checked owner, mode and SHA-256
     if pickle.load(f) != self._version:
         return {}
     stamp, overloads = pickle.loads(f.read())
@@ -123,7 +123,7 @@ def _load_data(self, name, original):
     payload = read_sealed(path)
     if payload is None:
         raise OSError(f"{path}: missing or damaged")  # numba's load() then recompiles
-    return pickle.loads(payload)
+    return pickle.loads(payload)  # only ember's own sealed file (owner, mode, SHA-256 checked)
 
 
 def _save_data(self, name, data, original):
