@@ -256,5 +256,6 @@ def test_a_lost_rank_ends_the_job_with_an_error(how, tmp_path):
     assert "ember launch: the job failed" in text, text
     if how == "raise":
         assert "ValueError: rank 1 broke" in text and "aborting all 2 ranks" in text, text
-    if how == "leave":
-        assert "waited more than 3 s" in text, text
+    # "leave": either rank 0's watchdog reports the wait ("waited more than 3 s"), or MPI's
+    # process manager stops the job first on seeing rank 1 exit without MPI_Finalize; both end
+    # the job with an error within the bound, which is what is asserted above
