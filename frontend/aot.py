@@ -3,7 +3,8 @@
 A package is a directory that runs a model without its Python code and without tracing::
 
     manifest.json   format and ember versions, input/output/parameter signatures, backend,
-                    numba version, memory figures, and the SHA-256 of every other file
+                    numba version, memory figures, the dynamic (batch) dims, and the
+                    SHA-256 of every other file
     graph.ir        the optimised graph in IR text (fused bodies, ``@arena+offset``)
     params.npz      the parameters, by name, in the graph's parameter order
     kernels/*.py    the CPU backend's generated kernel modules
@@ -45,6 +46,7 @@ from ember.ir.graph import Graph
 from ember.ir.printer import print_graph
 from ember.ndarray.utils import pid_alive
 
+from .aot_batch import dynamic_entry, input_batch, read_dynamic, shape_text, specialise
 from .aot_read import FORMAT, FORMAT_VERSION, MANIFEST, read_graph, read_manifest, read_params
 from .aot_read import sha256 as _sha256
 
@@ -166,13 +168,19 @@ def _trace(model, arrays: list) -> tuple[Graph, list, object, str]:
 
 
 def export(model, directory: str | os.PathLike, example_inputs, *,
-           backend: str | None = None, overwrite: bool = False) -> Path:
+           backend: str | None = None, overwrite: bool = False,
+           dynamic_batch: bool | None = None) -> Path:
     """Compile ``model`` (a HybridBlock or a function of NDArrays) for ``example_inputs``
     and write an AOT package to ``directory``; returns its path.
 
     The graph is traced in predict mode (Dropout off, BatchNorm on its running statistics)
-    for the shapes and dtypes of ``example_inputs`` (an array or a list of them); the
-    package runs exactly those. ``backend``: ``cpu`` (default, ``$EMBER_BACKEND``) or
+    for the shapes and dtypes of ``example_inputs`` (an array or a list of them). The
+    package runs those, and any batch size (the first dim of the inputs that share the
+    first input's first dim) when the graph is batch-polymorphic (:mod:`ember.aot_batch`
+    checks it by tracing once more at batch B+1): ``dynamic_batch=None`` (default) makes
+    the batch dynamic when the graph allows it, ``True`` raises when it does not, ``False``
+    keeps it fixed. The manifest's ``"dynamic"`` entry lists the dynamic dims (and, for a
+    fixed package, why). ``backend``: ``cpu`` (default, ``$EMBER_BACKEND``) or
     ``reference``. ``overwrite`` replaces an existing package.
     """
     import numba
@@ -198,6 +206,8 @@ def export(model, directory: str | os.PathLike, example_inputs, *,
     if len(set(names)) != len(names):
         raise MXNetError(f"export: parameter names are not unique: {names}")
     values = [p.data().asnumpy() for p in params]
+    dynamic = dynamic_entry(graph, arrays, dynamic_batch, lambda again: run_pipeline(
+        _trace(model, again)[0], pipeline(grad=False)))
     with _recording_kernels() as sources:
         exe = Executable(graph, backend)
     exe.run([a.asnumpy() for a in arrays], values)  # numba compiles now: loads are warm
@@ -221,7 +231,7 @@ def export(model, directory: str | os.PathLike, example_inputs, *,
             "name": name, "backend": backend, "numba_version": numba.__version__,
             "inputs": _signature(graph.inputs), "outputs": _signature(graph.outputs),
             "params": _signature(graph.params, names), "output_structure":
-            _structure_json(structure), "memory": meta,
+            _structure_json(structure), "dynamic": dynamic, "memory": meta,
             "kernels": [_kernel_file(s) for s in sources],
             "files": {rel: _sha256(tmp / rel) for rel in sorted([*files, "params.npz"])},
         }
@@ -294,7 +304,9 @@ def _fsync_tree(root: Path) -> None:
 
 # ---- load -----------------------------------------------------------------------------------
 class Package:
-    """A loaded AOT package: call it with the example inputs' shapes and dtypes.
+    """A loaded AOT package: call it with the example inputs' shapes and dtypes, or (when
+    ``dynamic_batch``) another batch size, for which the graph is specialised again
+    (:func:`ember.aot_batch.specialise`; the last ``$EMBER_MAX_VARIANTS`` are kept).
 
     ``graph`` is the parsed, verified and planned graph, ``manifest`` the checked manifest,
     ``kernels_regenerated`` how many of the kernels this ember generated for the graph the
@@ -303,6 +315,7 @@ class Package:
     """
 
     def __init__(self, directory: str | os.PathLike):
+        from ember.gluon.cached_op import SignatureCache
         from ember.runtime.executable import Executable
         self.directory = Path(directory)
         if (old := _aside(self.directory)) is not None:  # a killed export(overwrite=True)
@@ -330,6 +343,34 @@ class Package:
                              "memory, more than this machine can give") from None
         self.kernels_regenerated = len(set(generated) - shipped)
         self._structure = _structure_py(m.get("output_structure"))
+        self.batched = read_dynamic(m, self.graph, self.directory)
+        self._variants = SignatureCache()  # other batch sizes' programs (LRU)
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """Whether the package runs any batch size (else only its inputs' shapes)."""
+        return self.batched is not None
+
+    def _program(self, batch: int):
+        """The Executable for ``batch`` (the package's own, or its graph specialised)."""
+        from ember.ir.errors import EmberError
+        from ember.runtime.executable import Executable
+        if batch == self.executable.input_types[self.batched.index(True)].shape[0]:
+            return self.executable
+
+        def make():
+            try:
+                return Executable(specialise(self.graph, self.batched, batch),
+                                  self.manifest["backend"])
+            except EmberError as e:
+                raise MXNetError(f"{self.directory}: graph.ir cannot run batch {batch}: "
+                                 f"{e}") from None
+        return self._variants.build(batch, make)
+
+    def _check(self, arrays: list):
+        """The program for ``arrays``; MXNetError naming the input that does not fit."""
+        batch = input_batch(self.manifest, self.batched, arrays)
+        return self.executable if batch is None else self._program(batch)
 
     @property
     def input_types(self):
@@ -340,20 +381,14 @@ class Package:
         from ember.gluon.cached_op import _unflatten
         from ember.ndarray.ndarray import NDArray
         arrays = [a.asnumpy() if isinstance(a, NDArray) else np.asarray(a) for a in inputs]
-        want = self.manifest["inputs"]
-        if len(arrays) != len(want):
-            raise MXNetError(f"{self.manifest['name']}: the package takes {len(want)} inputs, "
-                             f"got {len(arrays)}")
-        for a, w in zip(arrays, want):
-            if list(a.shape) != w["shape"] or a.dtype.name != w["dtype"]:
-                raise MXNetError(f"{self.manifest['name']}: input {w['name']!r} must be "
-                                 f"{w['dtype']}{tuple(w['shape'])}, got "
-                                 f"{a.dtype.name}{a.shape}")
-        outs = [NDArray(np.asarray(r)) for r in self.executable.run(arrays, self.params)]
+        program = self._check(arrays)
+        outs = [NDArray(np.asarray(r)) for r in program.run(arrays, self.params)]
         return _unflatten(outs, self._structure)
 
     def __repr__(self) -> str:
-        ins = ", ".join(f"{i['dtype']}{tuple(i['shape'])}" for i in self.manifest["inputs"])
+        batched = self.batched or [False] * len(self.manifest["inputs"])
+        ins = ", ".join(f"{i['dtype']}{shape_text(i['shape'], b)}"
+                        for i, b in zip(self.manifest["inputs"], batched))
         return f"<ember AOT package {self.manifest['name']}({ins}) at {self.directory}>"
 
 

@@ -116,7 +116,7 @@ def test_function_export_keeps_output_structure(tmp_path):
     np.testing.assert_allclose(relu.asnumpy(), np.maximum(y, 0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(soft.asnumpy().sum(axis=1), 1.0, rtol=1e-5)
     with pytest.raises(MXNetError, match="must be float32"):
-        pkg(np.zeros((4, 20), np.float32))
+        pkg(np.zeros((4, 21), np.float32))
     with pytest.raises(MXNetError, match="takes 1 inputs"):
         pkg(x, x)
 
