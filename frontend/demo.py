@@ -111,8 +111,11 @@ def save_model(net, example, out_dir: str) -> None:
         print(f"MXNet model files: {', '.join(files or [])}")
     package = os.path.join(out_dir, "mlp-aot")
     ember.export(net, package, example, overwrite=True)
-    print(f"AOT package (ember.load runs it without this code): {package}")
-    graph = ember.load(package).graph
+    loaded = ember.load(package)
+    batches = "any batch size" if loaded.dynamic_batch else \
+        f"batch {example.shape[0]} only: {loaded.manifest['dynamic'].get('why_fixed')}"
+    print(f"AOT package (ember.load runs it without this code, {batches}): {package}")
+    graph = loaded.graph
     ext = "svg" if shutil.which("dot") else "dot"
     picture = render(graph_dot(graph), os.path.join(out_dir, f"mlp.{ext}"))
     note = "" if ext == "svg" else " (install Graphviz for SVG: apt-get install graphviz)"
