@@ -19,6 +19,8 @@ from ember.ir.graph import Graph, Node, Value
 from ember.ir.types import TensorType
 
 Compiled = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], list[np.ndarray]]
+# monitor(node, input arrays, output arrays or None): called before (None) and after each node
+Monitor = Callable[[Node, list, "list | None"], None]
 
 
 def _fits(t: TensorType, a: np.ndarray) -> bool:
@@ -87,7 +89,7 @@ def _run_node(node: Node, ins: list[np.ndarray]) -> list[np.ndarray]:
     return res
 
 
-def _interpret(graph: Graph, env: dict) -> None:
+def _interpret(graph: Graph, env: dict, monitor: Monitor | None = None) -> None:
     for node in graph.nodes:
         try:
             ins = [env[v] for v in node.inputs]
@@ -95,22 +97,31 @@ def _interpret(graph: Graph, env: dict) -> None:
             raise EmberError(f"graph {graph.name}: {node.op.name} reads a value that no "
                              "earlier node computes (the graph is not in topological "
                              "order)") from None
-        for v, r in zip(node.outputs, _run_node(node, ins)):
+        if monitor is None:
+            for v, r in zip(node.outputs, _run_node(node, ins)):
+                env[v] = r
+            continue
+        monitor(node, ins, None)
+        res = _run_node(node, ins)
+        for v, r in zip(node.outputs, res):
             env[v] = r
+        monitor(node, ins, res)
 
 
-def run_graph(graph: Graph, inputs: Sequence[np.ndarray],
-              params: Sequence[np.ndarray]) -> list[np.ndarray]:
+def run_graph(graph: Graph, inputs: Sequence[np.ndarray], params: Sequence[np.ndarray],
+              monitor: Monitor | None = None) -> list[np.ndarray]:
     """Run ``graph`` on NumPy arrays; returns its outputs.
 
     Arrays must match the graph's input and parameter types (unknown dims match anything).
     Ops that mutate an input (``op.mutated``) update the given arrays in place. Outputs
-    never alias the caller's arrays.
+    never alias the caller's arrays. ``monitor(node, ins, outs)``, if given, is called with
+    ``outs=None`` before each top-level node runs and with its results after (MXNet's
+    ``register_op_hook``; a fused node is seen as one node).
     """
     env: dict = {}
     given = _bind(env, graph, graph.inputs, inputs, "input")
     given += _bind(env, graph, graph.params, params, "parameter")
-    _interpret(graph, env)
+    _interpret(graph, env, monitor)
     outs = []
     for v in graph.outputs:
         a = env[v]

@@ -303,8 +303,9 @@ def get_symbol(x):
     """The computation recorded for ``x`` as a Symbol (its leaves become variables).
 
     Variables (arrays with ``attach_grad``) and other leaves become ``var0``, ``var1``...
-    in the order they are met; a custom ``Function`` or hybridized block in the history has
-    no symbolic form and raises.
+    in the order they are met. A hybridized block appears as its graph's ops when it has at
+    most ``hybridize(inline_limit=...)`` ops (default 2), else as one ``_CachedOp`` node, as
+    in MXNet; a custom ``Function`` has no symbolic form and raises.
     """
     from ember import symbol as sym
     made: dict = {}
@@ -320,12 +321,16 @@ def get_symbol(x):
             return made[key]
         n, i = node
         if id(n) not in made:
-            if not hasattr(n.op, "infer"):
-                raise EmberError(f"get_symbol: {n.op.name} (a custom Function or compiled "
-                                 "block) has no symbolic form")
+            expand = getattr(n.op, "symbolic", None)  # a hybridized block's graph
+            if expand is None and not hasattr(n.op, "infer"):
+                raise EmberError(f"get_symbol: {n.op.name} (a custom Function) has no "
+                                 "symbolic form")
             ins = [to_sym(v) for v in n.inputs]
-            attrs = {k: v for k, v in n.attrs.items() if k != "is_train"}
-            out = sym.apply(n.op, ins, attrs)
+            if expand is not None:
+                out = expand(ins)
+            else:
+                attrs = {k: v for k, v in n.attrs.items() if k != "is_train"}
+                out = sym.apply(n.op, ins, attrs)
             made[id(n)] = out
         out = made[id(n)]
         return out[i] if len(n.out_data) > 1 else out

@@ -72,6 +72,7 @@ class OpDef:
     visible_outputs: int | Callable[[dict], int] | None = None  # None: all are visible
     open_attrs: bool = False  # takes further keyword attributes too, kept as text (Custom)
     output_names: Callable[[dict], list[str]] | None = None  # MXNet's FListOutputNames
+    positional_inputs: bool = False  # MXNet lists no input names: monitors say input0, ...
     doc: str = ""
     infer_back: InferBackFn | None = None  # input dims from output dims (infer_shapes pass)
 

@@ -132,7 +132,7 @@ def _activation_grad(F, ins, outs, ograds, at):
 
 defop("activation", E, _activation, elemwise("activation"), attrs={"act_type": REQUIRED},
       grad=_activation_grad, aliases=("Activation",), mxnet_name="Activation",
-      inplace=((0, 0),), template=_ACT_TEMPLATE,
+      inplace=((0, 0),), template=_ACT_TEMPLATE, positional_inputs=True,
       doc="Elementwise relu, sigmoid, tanh, softrelu or softsign.")
 
 

@@ -25,5 +25,6 @@ from . import (  # noqa: F401
     opset_shape,
     opset_slice,
     opset_sort,
+    opset_subgraph,
     opset_unary,
 )

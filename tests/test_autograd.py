@@ -132,3 +132,35 @@ def test_backward_through_an_op_without_gradient_is_a_clear_error():
         loss = (nd.sgd_update(w, nd.ones((3,)), lr=0.1) * 2).sum()
     with pytest.raises(mx.MXNetError, match="sgd_update is non-differentiable"):
         loss.backward()
+
+
+def _dense3(inline_limit):
+    from ember.gluon import nn
+    net = nn.HybridSequential()
+    with net.name_scope():
+        for _ in range(3):
+            net.add(nn.Dense(4))
+    net.initialize()
+    net.hybridize(inline_limit=inline_limit)
+    return net
+
+
+@pytest.mark.parametrize("limit, ops", [(3, ["FullyConnected"] * 3), (2, ["_CachedOp"])])
+def test_get_symbol_of_a_hybridized_block_inlines_up_to_inline_limit(limit, ops):
+    import json
+    net = _dense3(limit)
+    x = nd.array(np.arange(6, dtype=np.float32).reshape(2, 3))
+    with autograd.record():
+        y = net(x)
+    s = autograd.get_symbol(y)
+    nodes = json.loads(s.tojson())["nodes"]
+    assert [n["op"] for n in nodes if n["op"] != "null"] == ops
+    assert len(nodes) == 7 + len(ops)  # x and 3 weights and biases, then the ops
+    params = [p.data() for p in net.collect_params().values()]
+    out = s.eval(**{f"var{i}": a for i, a in enumerate([x, *params])})[0]
+    want = x.asnumpy()
+    for w, b in zip(params[::2], params[1::2]):
+        want = want @ w.asnumpy().T + b.asnumpy()
+    np.testing.assert_allclose(out.asnumpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(y.asnumpy(), want, rtol=1e-5)
+    y.backward()

@@ -151,3 +151,54 @@ def test_hybridized_block_refuses_argument_misuse_as_mxnet():
         net(nd.ones((3,), ctx=mx.cpu(1)), nd.ones((3,), ctx=mx.cpu(2)))
     eager = _AddOpt()  # not hybridized: any Python values, as a Block
     np.testing.assert_array_equal(eager(one, 1).asnumpy(), 2 * np.ones(3))
+
+
+def test_op_hook_sees_every_op_with_mxnet_names():
+    net = nn.HybridSequential(prefix="m_")
+    with net.name_scope():
+        net.add(nn.Dense(2), nn.Activation("relu"), nn.Dense(3, use_bias=False))
+    net.initialize()
+    net.hybridize()
+    x = nd.array(np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6))
+    plain = net(x).asnumpy()
+    seen = []
+    net.register_op_hook(lambda name, op, arr: seen.append((name, op, arr.asnumpy())))
+    out = net(x).asnumpy()
+    assert [(n, o) for n, o, _ in seen] == [
+        ("m_dense0_fwd_output", "FullyConnected"), ("m_relu0_fwd_output", "Activation"),
+        ("m_dense1_fwd_output", "FullyConnected")]
+    w0, b0, w1 = (p.data().asnumpy() for p in net.collect_params().values())
+    h = x.asnumpy() @ w0.T + b0
+    np.testing.assert_allclose(seen[0][2], h, rtol=1e-6)
+    np.testing.assert_allclose(seen[1][2], np.maximum(h, 0), rtol=1e-6)
+    np.testing.assert_allclose(out, np.maximum(h, 0) @ w1.T, rtol=1e-5)
+    np.testing.assert_allclose(out, plain, rtol=1e-6)
+
+    seen.clear()
+    net.register_op_hook(lambda name, op, arr: seen.append(name), monitor_all=True)
+    with autograd.record():  # recorded calls are watched too, and still differentiate
+        y = net(x)
+    y.backward()
+    assert seen == ["m_dense0_fwd_data", "m_dense0_fwd_weight", "m_dense0_fwd_bias",
+                    "m_dense0_fwd_output", "m_relu0_fwd_input0", "m_relu0_fwd_output",
+                    "m_dense1_fwd_data", "m_dense1_fwd_weight", "m_dense1_fwd_output"]
+
+
+@pytest.mark.parametrize("record", [False, True])
+def test_op_hook_updates_moving_statistics_once(record):
+    x = nd.array(np.arange(12, dtype=np.float32).reshape(4, 3))
+    stats = []
+    for hooked in (False, True):
+        bn = nn.BatchNorm(in_channels=3, prefix="bn_")
+        bn.initialize()
+        bn.hybridize()
+        if hooked:
+            bn.register_op_hook(lambda *a: None, monitor_all=True)
+        with autograd.record(train_mode=True):
+            y = bn(x) if record else None
+        with autograd.train_mode():
+            y = y if record else bn(x)
+        stats.append((y.asnumpy(), bn.running_mean.data().asnumpy()))
+    np.testing.assert_allclose(stats[1][0], stats[0][0], rtol=1e-6)
+    np.testing.assert_allclose(stats[1][1], stats[0][1], rtol=1e-6)
+    assert not np.allclose(stats[0][1], 0)

@@ -132,6 +132,11 @@ class Block:
         """``hook(block, inputs, outputs)`` runs after each forward."""
         return HookHandle(self._forward_hooks, hook)
 
+    def register_op_hook(self, callback, monitor_all: bool = False):
+        """Install ``callback(name, op_name, NDArray)`` on the hybridized blocks inside."""
+        for child in self._children.values():
+            child.register_op_hook(callback, monitor_all)
+
     def apply(self, fn):
         """Call ``fn(block)`` on every descendant and on this block."""
         for child in self._children.values():
@@ -268,6 +273,12 @@ class HybridBlock(Block):
             return out
         return super().__call__(*args)
 
+    def register_op_hook(self, callback, monitor_all: bool = False):
+        """``callback(name, op_name, NDArray)`` on each compiled op's outputs (and, with
+        ``monitor_all``, inputs) under MXNet's names; on this block and its children."""
+        for b in (self, *self._children.values()):
+            b.__dict__["_op_hook"] = (callback, monitor_all)
+
     def hybrid_forward(self, F, x, *args, **kwargs):
         """Override: the computation, written with ``F.<op>`` (F = ember.nd or ember.sym)."""
         raise MXNetError(f"{type(self).__name__} must define hybrid_forward()")
@@ -354,7 +365,11 @@ class HybridBlock(Block):
             cached = self._cached.build(key, lambda: CachedGraph(
                 self.forward, args, training, with_grad,
                 self._flags.get("backend") or default_backend(), self.name,
-                block_params_by_value(self)))
+                block_params_by_value(self), self._flags.get("inline_limit", 2)))
+        hook = self.__dict__.get("_op_hook")
+        if hook is not None:  # register_op_hook: the graph runs op by op, watched
+            from .graph_views import run_monitored
+            return run_monitored(cached, args, arrays[0].context, *hook)
         return cached(args, arrays[0].context)
 
     def _deferred_infer_shape(self, *args):

@@ -246,12 +246,17 @@ def _unflatten(flat, structure):
 class _Backward:
     """The tape entry's op: runs the compiled backward graph with the saved residuals."""
 
-    __slots__ = ("variant", "residuals", "param_arrays", "ctx", "name")
+    __slots__ = ("variant", "residuals", "param_arrays", "ctx", "name", "owner")
 
-    def __init__(self, variant, residuals, param_arrays, ctx, name):
+    def __init__(self, variant, residuals, param_arrays, ctx, name, owner):
         self.variant, self.residuals, self.param_arrays, self.ctx = \
             variant, residuals, param_arrays, ctx
-        self.name = name
+        self.name, self.owner = name, owner
+
+    def symbolic(self, inputs):
+        """The block's graph on Symbols, for ``autograd.get_symbol``."""
+        from .graph_views import graph_symbol
+        return graph_symbol(self.owner.graph, self.owner.inline_limit, inputs)
 
     def grad(self, F, inputs, outputs, ograds, attrs):
         heads = [g._data for g in ograds]
@@ -322,10 +327,10 @@ class CachedGraph:
     """
 
     def __init__(self, fn, args, training: bool, with_grad: bool, backend: str, name: str,
-                 params_by_value: dict):
+                 params_by_value: dict, inline_limit: int = 2):
         from ember.passes import run_pipeline
         from ember.runtime.executable import Executable
-        self.name = name
+        self.name, self.inline_limit = name, inline_limit
         self.backend = backend
         graph, self.params, self.structure = trace(fn, args, name, params_by_value)
         self.n_outputs = len(graph.outputs)
@@ -379,6 +384,6 @@ class CachedGraph:
         outs = [NDArray(r, ctx) for r in res[:n]]
         residuals = [res[k] if src == "out" else in_arrays[k]
                      for src, k in variant.residual_src]
-        autograd._record(_Backward(variant, residuals, param_arrays, ctx, self._bwd_name), {},
-                         list(args) + params, outs)
+        entry = _Backward(variant, residuals, param_arrays, ctx, self._bwd_name, self)
+        autograd._record(entry, {}, list(args) + params, outs)
         return outs[0] if self.structure is None else _unflatten(outs, self.structure)
