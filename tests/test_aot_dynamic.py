@@ -193,3 +193,14 @@ def test_unbatched_inputs_and_moved_batch_dims(tmp_path, monkeypatch):
     assert sorted(pkg._variants) == [5, 9]  # the example's batch 2 is the package's own
     with pytest.raises(MXNetError, match=r"input 'data1' must be float32\(4, 3\), got"):
         pkg(xb, np.zeros((5, 3), np.float32))
+
+
+def test_dynamic_claim_on_a_fixed_graph_gives_an_mxnet_error(tmp_path):
+    pkg = mx.export(Doubled(), tmp_path / "pkg", nd.ones((3, 4)))
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["dynamic"] = {"inputs": [[0]], "outputs": [[0]]}  # edited: the graph cannot
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    loaded = mx.load(pkg)
+    assert loaded(np.ones((3, 4), np.float32)).shape == (6, 2)
+    with pytest.raises(MXNetError, match=r"graph.ir cannot run batch 4: reshape"):
+        loaded(np.ones((4, 4), np.float32))
