@@ -48,9 +48,10 @@ KINDS = ("elemwise", "broadcast", "injective", "reduce", "out_ewise", "softmax_x
          "softmax_xent_grad")
 
 
-def interpret(body: Graph, arrays: Sequence) -> list:
-    """Run ``body`` on NumPy arrays with its ops' reference kernels; its outputs."""
-    env: dict[Value, object] = dict(zip(body.inputs, arrays))
+def interpret(body: Graph, arrays: Sequence, values: Sequence[Value] | None = None) -> list:
+    """Run ``body`` on NumPy arrays with its ops' reference kernels; its outputs. The arrays
+    bind ``values`` (default: the body's inputs)."""
+    env: dict[Value, object] = dict(zip(body.inputs if values is None else values, arrays))
     for node in body.nodes:
         res = node.op.compute([env[v] for v in node.inputs], node.attr_dict)
         res = list(res) if isinstance(res, tuple | list) else [res]
