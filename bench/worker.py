@@ -1,9 +1,10 @@
 """One measurement in a fresh process: ``python -m bench.worker FW WORKLOAD VARIANT DATA OPTS``.
 
 FW is numpy, ember, mxnet, torch or jax; WORKLOAD is mlp (train + infer), first_step (mlp,
-build and first step only: the warm-cache run), lenet (train), elemwise or gemm; DATA is the
-``.npz`` from ``bench.data.prepare`` ('-' when unused); OPTS a JSON object (``plan``,
-``repeat``, ``backend``). Prints one marked JSON line (``bench.common.emit``). A fresh process
+build and first step only: the warm-cache run), lenet (train), elemwise or gemm (with
+``model`` in OPTS, convnet and first_step run ``bench.convnets``); DATA is the ``.npz`` from
+``bench.data.prepare`` ('-' when unused); OPTS a JSON object (``plan``, ``repeat``,
+``backend``). Prints one marked JSON line (``bench.common.emit``). A fresh process
 per measurement gives each framework its own peak RSS, a cold start, and its own imports.
 """
 from __future__ import annotations
@@ -41,6 +42,9 @@ def measure(fw: str, workload: str, variant: str, data: str, opts: dict) -> dict
     mod, version = _framework(fw)
     res = {"import_s": time.perf_counter() - tic, "version": version}
     repeat = opts.get("repeat", 5)
+    if opts.get("model") and workload in ("convnet", "first_step"):
+        from bench import convnets
+        return {**res, **convnets.measure(fw, workload, variant, opts)}
     if workload in ("mlp", "lenet", "first_step"):
         from bench import data as bdata
         from bench import harness
@@ -52,7 +56,7 @@ def measure(fw: str, workload: str, variant: str, data: str, opts: dict) -> dict
             return {**res, **harness.first_step(build, d)}
         model, r = harness.train(build, d, opts["plan"], image=workload == "lenet")
         res.update(r, note=getattr(model, "note", ""))
-        if workload == "mlp":
+        if workload == "mlp" and not opts.get("train_only"):
             res.update(harness.infer(model, d, repeat))
         return res
     rng = np.random.default_rng(0)

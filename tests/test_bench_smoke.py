@@ -73,3 +73,30 @@ def test_summary_verdicts():
 def test_bench_main_rejects_unknown_names(capsys):
     assert bench_main(["no_such_bench"]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet", "firststep", "contended"])
+def test_conv_and_contended_benches_run_tiny(name, capsys):
+    common.clear_summary()
+    assert bench_main([name, "--smoke", "--no-torch", "--mxnet-python", ""]) == 0
+    out = capsys.readouterr().out
+    assert "ember imperative" in out and "error" not in out.lower().replace("errors", "")
+    assert "== summary: targets" in out
+    common.clear_summary()
+
+
+def test_conv_nets_share_weights_and_agree():
+    from bench import convbench, convnets
+    opts = {"model": "mobilenet1_0", "size": 32, "batch": 2, "train": False,
+            "plan": {"warmup": 0, "iters": 1}}
+    a = worker.measure("ember", "convnet", "eager", "-", opts)
+    assert a["infer_best"] > 0 and len(a["logits0"]) == 8
+    x, y = convnets.batch(0, 2, 32)
+    assert x.shape == (2, 3, 32, 32) and (convnets.batch(0, 2, 32)[0] == x).all()
+    assert convnets.param_value("var", (4,), 3).min() > 0.85
+    rows = [{"name": "ember imperative", **a}, {"name": "peer", **a}]
+    assert "ok" in convbench.agreement(rows)
+    rows[1] = {**a, "name": "peer", "logits0": [v + 0.01 for v in a["logits0"]]}
+    assert "DISAGREES" in convbench.agreement(rows)
+    rows[1] = {**a, "name": "peer", "param_sig": "other"}
+    assert "DIFFERENT PARAMETERS" in convbench.agreement(rows)
