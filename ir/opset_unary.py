@@ -33,22 +33,6 @@ _QUIET = {"negative", "abs", "sign", "relu", "floor", "ceil", "fix", "trunc", "i
           "isfinite", "logical_not", "identity", "stop_gradient"}
 
 
-# transcendental kernels that NumPy's float32 SIMD loops compute up to a few ulp off the
-# correctly rounded result; MXNet calls C's expf/logf/..., which are (nearly) correctly
-# rounded, so float16/float32 inputs are computed in float64 and rounded once
-_WIDEN = {"exp", "expm1", "log", "log1p", "log2", "log10", "cbrt", "sin", "cos", "tan",
-          "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "arcsinh", "arccosh", "arctanh"}
-
-
-def _widen(fn):
-    """``fn`` evaluated in float64 for narrower float inputs (one rounding, as C's ``expf``)."""
-    def wide(a):
-        if a.dtype.kind == "f" and a.dtype.itemsize < 8:
-            return fn(a, dtype=np.float64)
-        return fn(a)
-    return wide
-
-
 def _keep(fn, quiet=False):
     """Kernel of a unary function that keeps the input dtype and never warns."""
     if quiet:
@@ -265,8 +249,7 @@ def _unary_grad(fn):
 
 
 for _name, _kernel, _template, _grad, _doc in UNARY:
-    _kern = _widen(_kernel) if _name in _WIDEN else _kernel
-    defop(_name, E, _keep(_kern, _name in _QUIET), elemwise(_name), inplace=((0, 0),),
+    defop(_name, E, _keep(_kernel, _name in _QUIET), elemwise(_name), inplace=((0, 0),),
           template=_template, grad=_unary_grad(_grad), mxnet_name=_MXNET.get(_name, _name),
           doc=_doc)
 

@@ -264,17 +264,3 @@ def test_rules_with_unknown_dims():
     assert outs[0] == TensorType((None,), "int8")
     outs, _ = get_op("clip").infer([TensorType((2, None), "int32")], {"a_min": 0, "a_max": 1})
     assert outs[0] == TensorType((2, None), "int32")
-
-
-@pytest.mark.parametrize("name", ["exp", "log", "sin", "tanh", "expm1", "arctan"])
-def test_float32_transcendentals_round_once(name):
-    # MXNet calls C's expf/logf/...: the float64 value rounded once to float32, where NumPy's
-    # float32 SIMD loops are a few ulp off (MXNet's own test_gradient wants exp(1) to 1e-7)
-    x = np.random.RandomState(3).uniform(0.01, 4.0, 4096).astype(np.float32)
-    want = getattr(np, name)(x.astype(np.float64)).astype(np.float32)
-    got = getattr(nd, name)(nd.array(x)).asnumpy()
-    assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, want)
-    assert nd.exp(nd.ones((1,))).asscalar() == np.float32(math.e)
-    half = getattr(nd, name)(nd.array(x[:8], dtype="float16")).asnumpy()
-    assert half.dtype == np.float16
