@@ -42,11 +42,8 @@ _DEFLATE_RATIO = 1032  # deflate's largest expansion: a bigger claim is a zip bo
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def member(directory: Path, rel, what: str = "file") -> Path:

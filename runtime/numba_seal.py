@@ -104,7 +104,7 @@ def _load_index(self, original):
     f = io.BytesIO(payload)   # ember's own file: read_sealed checked owner, mode and SHA-256
     if pickle.load(f) != self._version:
         return {}
-    stamp, overloads = pickle.loads(f.read())
+    stamp, overloads = pickle.loads(f.read())  # the same sealed, checked payload
     return overloads if stamp == self._source_stamp else {}
 
 

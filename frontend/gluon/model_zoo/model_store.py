@@ -73,11 +73,8 @@ def short_hash(name: str) -> str:
 
 
 def _sha1(path: str) -> str:
-    digest = hashlib.sha1()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def get_model_file(name: str, root: str | None = None) -> str:
