@@ -13,3 +13,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _REPO_MXNET = os.path.join(os.path.dirname(_HERE), ".venv-mxnet", "bin", "python")
 os.environ.setdefault("EMBER_TEST_MXNET_PYTHON",
                       _REPO_MXNET if os.path.exists(_REPO_MXNET) else "/tmp/mxvenv/bin/python")
+
+
+def pytest_collection_modifyitems(config, items):
+    """CUDA simulator modules run in their own subprocess (tests/cuda_sim.py says how)."""
+    from cuda_sim import select_items
+    select_items(config, items)
