@@ -26,6 +26,8 @@ from ember.ir.errors import EmberError
 from ember.ir.graph import Graph
 from ember.ir.types import TensorType
 
+from .thread_pools import adapt as adapt_threads
+
 
 def available_backends() -> list[str]:
     """Names of the backend modules (each defines ``compile(graph)``)."""
@@ -83,6 +85,7 @@ class Executable:
             raise EmberError(f"{self.graph.name}: expected {self._n_in} inputs and "
                              f"{self._n_params} parameters, got {len(inputs)} and "
                              f"{len(params)}")
+        adapt_threads()  # as many threads as the machine has free cores (runtime.thread_pools)
         with self._lock:  # one run at a time over the arena
             return self._fn(inputs, params)
 

@@ -25,6 +25,7 @@ import numpy as np
 from ember import optimizer as opt
 from ember import trace_state
 from ember.base import MXNetError
+from ember.runtime import thread_pools as _threads
 
 from .parameter import Parameter, ParameterDict
 
@@ -225,6 +226,7 @@ class Trainer:
     def step(self, batch_size: int, ignore_stale_grad: bool = False):
         """Sum the gradients over contexts (and workers), then update with them scaled by
         1/batch_size."""
+        _threads.adapt()  # fit the thread pools to the cores other processes leave free
         self._check_and_rescale_grad(self._scale / batch_size)
         self._prepare_kvstore()
         self._allreduce_grads()

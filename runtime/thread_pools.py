@@ -1,0 +1,137 @@
+"""Thread pools that cooperate with the machine (issue 13, item 4).
+
+ember computes with two thread pools: OpenBLAS's (NumPy's GEMMs) and numba's (``prange``
+kernels). Both split a job into equal static parts, one per thread, and a job ends when its
+last part does. When another process keeps a core busy, the thread that shares that core
+gets half of it, so every parallel job waits for that straggler: with 2 threads on 2 cores
+and one busy process, a step takes about as long as on 1/2 core per part, and the threads
+that finished early spin or sleep while the straggler runs (measured: the seed MLP kept 30% of
+its quiet speed). Running as many threads as there are *free* cores avoids the straggler:
+one thread on the free core runs at full speed.
+
+:func:`adapt` is called once per step (a compiled program's run, a Trainer update); at most
+every ``INTERVAL`` seconds it samples how many other threads are runnable on the machine
+(``procs_running`` of ``/proc/stat`` counts every runnable thread, ours included; our own are
+read from ``/proc/self/task/*/stat``), smooths it, and sets both pools to
+``max(1, cores - others)`` threads (never more than the pools were started with), through
+threadpoolctl for BLAS and ``numba.set_num_threads`` (per calling thread) for numba. Off with
+``EMBER_ADAPTIVE_THREADS=0``; a no-op where ``/proc`` is missing (not Linux).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import threading
+import time
+
+INTERVAL = 0.25      # seconds between samples
+_ALPHA = 0.5         # weight of the newest sample in the moving average
+
+
+def _enabled() -> bool:
+    return os.environ.get("EMBER_ADAPTIVE_THREADS", "1").lower() not in ("0", "false", "no")
+
+
+def runnable_elsewhere() -> int | None:
+    """Runnable threads on the machine that are not this process's (None without /proc)."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            running = next(int(ln.split()[1]) for ln in f if ln.startswith(b"procs_running"))
+        mine = 0
+        for path in glob.glob("/proc/self/task/*/stat"):
+            try:
+                with open(path, "rb") as f:
+                    text = f.read()
+            except OSError:  # the thread ended meanwhile
+                continue
+            # the state follows the parenthesised command, which may contain spaces
+            if text[text.rfind(b")") + 2:text.rfind(b")") + 3] == b"R":
+                mine += 1
+    except (OSError, StopIteration, ValueError):
+        return None
+    return max(0, running - max(mine, 1))
+
+
+class Governor:
+    """Chooses the thread count of both pools from the machine's load (see module doc)."""
+
+    def __init__(self):
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+        self.max_threads = self._configured()
+        self.threads = self.max_threads
+        self.load = 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self._numba_set: dict[int, int] = {}  # thread ident -> count set for it
+        self.changes = 0
+
+    def _configured(self) -> int:
+        try:
+            import numba
+            return max(1, min(self.cores, numba.config.NUMBA_NUM_THREADS))
+        except ImportError:
+            return max(1, self.cores)
+
+    def target(self, others: float) -> int:
+        """Threads to use when ``others`` threads elsewhere want a core."""
+        return max(1, min(self.max_threads, self.cores - int(others + 0.5)))
+
+    def adapt(self) -> None:
+        """Sample the machine's load when due and resize the pools if it changed."""
+        now = time.monotonic()
+        if now < self._next or self.max_threads == 1:
+            return
+        with self._lock:
+            if now < self._next:
+                return
+            self._next = now + INTERVAL
+            others = runnable_elsewhere()
+            if others is None:
+                self._next = float("inf")
+                return
+            self.load = _ALPHA * others + (1 - _ALPHA) * self.load
+            want = self.target(self.load)
+            if want != self.threads:
+                self.threads = want
+                self.changes += 1
+                _set_blas_threads(want)
+        self._set_numba(self.threads)
+
+    def _set_numba(self, n: int) -> None:
+        ident = threading.get_ident()
+        if self._numba_set.get(ident, self.max_threads) == n:
+            return
+        try:
+            import numba
+            numba.set_num_threads(n)
+        except (ImportError, ValueError, RuntimeError):
+            return
+        self._numba_set[ident] = n
+
+
+def _set_blas_threads(n: int) -> None:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # an optional speed-up: without it only numba's pool adapts
+        return
+    # a fresh controller: BLAS libraries loaded since (SciPy's, through numba) are included
+    ThreadpoolController().limit(limits=n, user_api="blas")
+
+
+_GOVERNOR: Governor | None = None
+
+
+def adapt() -> None:
+    """Fit the thread pools to the cores other processes leave free (cheap when not due)."""
+    global _GOVERNOR
+    if _GOVERNOR is None:
+        if not _enabled():
+            return
+        _GOVERNOR = Governor()
+    _GOVERNOR.adapt()
+
+
+def governor() -> Governor | None:
+    """The process's governor (None until the first :func:`adapt` or when disabled)."""
+    return _GOVERNOR
