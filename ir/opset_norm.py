@@ -94,6 +94,11 @@ def _batch_norm_grad(F, ins, outs, ograds, at):
     x, gamma = ins[0], ins[1]
     g = ograds[0]
     low = x.dtype != gamma.dtype   # float16 data, float32 parameters: work in float32
+    if not low:   # one op: one compiled kernel in the CPU backend, not a dozen small ops
+        train = bool(at.get("is_train", False) and not at["use_global_stats"])
+        r = F.batch_norm_backward(g, x, gamma, ins[3], ins[4], eps=at["eps"],
+                                  fix_gamma=at["fix_gamma"], axis=at["axis"], train=train)
+        return [r[0], r[1], r[2], None, None]
     if low:
         x, g = F.cast(x, dtype="float32"), F.cast(g, dtype="float32")
     ax = at["axis"] % x.ndim

@@ -16,6 +16,7 @@ from . import (  # noqa: F401
     opset_linalg,
     opset_nn,
     opset_norm,
+    opset_norm_grad,
     opset_optim,
     opset_pool,
     opset_random,
