@@ -1,0 +1,162 @@
+"""Steps of the CPU backend for pooling and BatchNorm: compiled kernels, not the NumPy ones.
+
+A mixin of ``cpu._Program`` (as ``cpu_steps.OpSteps``): each rule takes a node and either
+emits a step calling a numba kernel of ``cpu_norm_pool_kernels`` into the planned buffers
+(True) or declines, leaving the node to the NumPy fallback. Covered:
+
+- ``pooling`` / ``pooling_backward``: max, avg (count_include_pad both ways), sum; 1-D and 2-D
+  channels-first data, windows, global pooling, all conventions (the geometry is
+  ``ir/opset_pool._pool_geom``'s); float32/float64. 3-D and lp pooling stay NumPy's.
+- ``batch_norm`` (and SyncBatchNorm) forward in training and inference mode, updating the
+  moving statistics in place, with or without the mean/inverse-std outputs; and
+  ``batch_norm_backward`` (its gradient op, ``ir/opset_norm_grad.py``). Any channel axis:
+  the data is viewed as (N, C, S).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ember.ir.graph import Node
+from ember.ir.opset_norm import _as_batch_norm
+from ember.ir.opset_pool import _pool_geom
+
+from .cpu_norm_pool_kernels import (
+    batch_norm_backward_source,
+    batch_norm_source,
+    global_pool_source,
+    pool_backward_source,
+    pool_source,
+)
+from .cpu_steps import PARALLEL_MIN, float_known, kernel
+
+_POOL_KINDS = ("max", "avg", "sum")
+_BN_OPS = ("batch_norm", "_contrib_SyncBatchNorm")
+
+
+def _ncs(shape: tuple, axis: int) -> tuple[int, int, int]:
+    """(N, C, S): the dims before the channel axis, the channel axis, those after it."""
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+
+class NormPoolSteps:
+    """Pooling and BatchNorm steps (a mixin: needs ``b``, ``report``, ``_arg``, ``_buf``)."""
+
+    def _norm_pool_step(self, node: Node) -> bool:
+        """Emit the step of a pooling or BatchNorm node; False if no rule fits."""
+        name = node.op.name
+        if name in ("pooling", "pooling_backward"):
+            return self._pool(node)
+        if name in _BN_OPS:
+            return self._batch_norm(node)
+        if name == "batch_norm_backward":
+            return self._bn_backward(node)
+        return False
+
+    def _call(self, fn, args: list[str], outs: list[tuple]) -> None:
+        """Emit ``fn(*args, *outs)``; ``outs``: (value, the shape it is viewed as)."""
+        for v, _ in outs:
+            self._buf(v)
+        views = [self.b.expr(v, shape) for v, shape in outs]
+        self.b.emit(f"{self.b.constant(fn, 'k')}({', '.join([*args, *views])})")
+
+    # ---- pooling ----------------------------------------------------------------------------
+    def _pool(self, node: Node) -> bool:
+        at = node.attr_dict
+        backward = node.op.name == "pooling_backward"
+        x = node.inputs[1] if backward else node.inputs[0]
+        y = node.outputs[0]
+        kind = at["pool_type"]
+        if kind not in _POOL_KINDS or not float_known([*node.inputs, y]) or \
+                len({v.type.dtype for v in (*node.inputs, y)}) != 1 or \
+                x.type.ndim not in (3, 4) or x.type.size == 0 or y.type.size == 0:
+            return False
+        dt = x.type.dtype
+        shape = x.type.shape
+        sp = shape[2:]
+        planes = shape[0] * shape[1]
+        g_shape = node.inputs[0].type.shape if backward else y.type.shape
+        parallel = planes >= 2 and x.type.size >= PARALLEL_MIN // 4
+        if at["global_pool"] and not backward:
+            src = global_pool_source(kind, parallel)
+            self._call(kernel(src), [self._arg(x, (planes, math.prod(sp)))], [(y, (planes,))])
+            self.report["pooling"] += 1
+            return True
+        k, s, pl, pr, out = _pool_geom(at, sp)
+        if len(sp) == 1:   # 1-D windows as 2-D ones of height 1
+            sp, k, s, pl, pr, out = (1, *sp), (1, *k), (1, *s), (0, *pl), (0, *pr), (1, *out)
+        if tuple(g_shape[2:]) != (out if len(shape) == 4 else out[1:]):
+            return False
+        lim = [n + min(a, b) for n, a, b in zip(sp, pl, pr)]
+        include = at["count_include_pad"] in (None, True)
+        geom = [repr(int(d)) for d in (*k, *s, *pl, *lim)] + [repr(bool(include))]
+        x3, g3 = (planes, *sp), (planes, *out)
+        if backward:
+            src = pool_backward_source(kind, dt, parallel)
+            args = [self._arg(node.inputs[0], g3), self._arg(x, x3), *geom]
+            self._call(kernel(src), args, [(y, x3)])
+            self.report["pooling_backward"] += 1
+        else:
+            src = pool_source(kind, dt, parallel)
+            self._call(kernel(src), [self._arg(x, x3), *geom], [(y, g3)])
+            self.report["pooling"] += 1
+        return True
+
+    # ---- BatchNorm --------------------------------------------------------------------------
+    @staticmethod
+    def _bn_fits(x, params) -> bool:
+        """Whether a kernel takes data ``x`` and ``params`` (known shapes, one float dtype)."""
+        return float_known([x, *params]) and len({v.type.dtype for v in params}) == 1 and \
+            params[0].type.dtype == x.type.dtype and x.type.size > 0
+
+    def _batch_norm(self, node: Node) -> bool:
+        at = node.attr_dict
+        if node.op.name != "batch_norm":
+            at = {**_as_batch_norm(at), "is_train": at.get("is_train", False)}
+        x, gamma, beta, mm, mv = node.inputs
+        if not self._bn_fits(x, [gamma, beta, mm, mv, *node.outputs[1:]]) or \
+                not float_known(node.outputs[:1]) or node.outputs[0].type.dtype != x.type.dtype:
+            return False
+        ncs = _ncs(x.type.shape, at["axis"] % x.type.ndim)
+        c, pd = ncs[1], np.dtype(gamma.type.dtype)
+        train = bool(at.get("is_train", False) and not at["use_global_stats"])
+        ps = [self._arg(v) for v in (gamma, beta, mm, mv)]
+        consts = [repr(float(at["eps"])), self.b.constant(pd.type(at["eps"]), "c"),
+                  repr(float(at["momentum"])), self.b.constant(pd.type(at["momentum"]), "c"),
+                  repr(bool(at["fix_gamma"])), repr(train)]
+        outs = [(node.outputs[0], ncs)]
+        if at["output_mean_var"]:
+            outs += [(v, (c,)) for v in node.outputs[1:]]
+        else:   # the kernel writes them anyway: scratch, made once
+            consts += [self.b.constant(np.empty(c, pd), "S"), self.b.constant(np.empty(c, pd),
+                                                                               "S")]
+        src = batch_norm_source(c >= 2 and x.type.size >= PARALLEL_MIN // 4)
+        args = [self._arg(x, ncs), *ps, *consts]
+        if at["output_mean_var"]:
+            self._call(kernel(src), args, outs)
+        else:
+            self._buf(outs[0][0])
+            out = self.b.expr(outs[0][0], ncs)
+            k = self.b.constant(kernel(src), "k")
+            self.b.emit(f"{k}({', '.join(args[:-2] + [out] + args[-2:])})")
+        self.report["batch_norm"] += 1
+        return True
+
+    def _bn_backward(self, node: Node) -> bool:
+        at = node.attr_dict
+        g, x, gamma, mm, mv = node.inputs
+        dx, dgamma, dbeta = node.outputs
+        if not self._bn_fits(x, [gamma, mm, mv, dgamma, dbeta]) or \
+                not float_known([g, dx]) or g.type.dtype != x.type.dtype or \
+                dx.type.dtype != x.type.dtype:
+            return False
+        ncs = _ncs(x.type.shape, at["axis"] % x.type.ndim)
+        pd = np.dtype(gamma.type.dtype)
+        args = [self._arg(g, ncs), self._arg(x, ncs), *(self._arg(v) for v in (gamma, mm, mv)),
+                repr(float(at["eps"])), self.b.constant(pd.type(at["eps"]), "c"),
+                repr(bool(at["fix_gamma"])), repr(bool(at["train"]))]
+        src = batch_norm_backward_source(ncs[1] >= 2 and x.type.size >= PARALLEL_MIN // 4)
+        self._call(kernel(src), args, [(dx, ncs), (dgamma, None), (dbeta, None)])
+        self.report["batch_norm_backward"] += 1
+        return True
