@@ -10,6 +10,7 @@
   whose threads spin against NumPy's on two cores (every GEMM was 10x slower);
 - reductions, softmax, pick/pick_backward, reshapes, fills: ``cpu_steps``;
 - a fused group no single kernel covers: its body planned node by node in place;
+- pooling and BatchNorm (forward, backward): ``cpu_norm_pool``;
 - anything else: the op's NumPy kernel, counted as a fallback in the backend report
   (``EMBER_DEBUG_BACKEND=1``).
 The steps become one generated straight-line Python function (``cpu_run``). When memory is
@@ -34,6 +35,7 @@ from ember.ir.graph import Graph, Node, Value
 
 from . import codegen
 from .cpu_kernels import ewise_source, gemm_epilogue_source
+from .cpu_norm_pool import NormPoolSteps
 from .cpu_run import RunBuilder, arg_checker
 from .cpu_steps import _KERNELS, PARALLEL_MIN, OpSteps, kernel  # noqa: F401 (_KERNELS: tests)
 from .cpu_steps import float_known as _float_known
@@ -95,7 +97,7 @@ def _chain_io(nodes: Sequence[Node], outputs: Sequence[Value], exclude=()):
     return leaves
 
 
-class _Program(OpSteps):
+class _Program(OpSteps, NormPoolSteps):
     """Chooses a kernel per node and generates the run loop (``cpu_run.RunBuilder``)."""
 
     def __init__(self, graph: Graph):
@@ -198,7 +200,8 @@ class _Program(OpSteps):
         elif codegen.is_scalar_node(node):
             if self._ewise(node, [node], node.outputs, {}, {}):
                 return
-        elif self._gemm(node, [node], node.outputs, {}, {}) or self._op_step(node):
+        elif self._gemm(node, [node], node.outputs, {}, {}) or self._op_step(node) or \
+                self._norm_pool_step(node):
             return
         self._fallback(node)
 
