@@ -1,0 +1,373 @@
+"""The numba-cuda backend: the CPU backend's program structure with kernels launched on a
+device stream, over one device arena (DESIGN.md s.6; issue 14).
+
+``compile(graph)`` turns every node into a *step*, chosen as the CPU backend chooses:
+- elementwise and broadcast ops, and fused groups made only of them: one grid-stride kernel
+  from the ops' scalar templates (``cuda_kernels.ewise_source``);
+- ``fully_connected``, 2-D ``dot`` and ``batch_dot`` (alone or as the master of a fused
+  group): a GEMM (cuBLAS on a device, a tiled kernel under the simulator: ``cuda_blas``)
+  into the output buffer, then one kernel for the bias and the elementwise epilogue;
+- reductions, softmax, pick/pick_backward, reshapes, fills, optimizer updates:
+  ``cuda_steps``;
+- a fused group no single kernel covers: its body planned node by node;
+- anything else: a host round trip (copy the inputs to the host, the op's NumPy kernel, copy
+  the results and the inputs it mutates back), counted as ``fallback:<op>`` in the report
+  (``EMBER_DEBUG_BACKEND=1`` prints it), exactly like the CPU backend's NumPy fallback.
+
+The steps become one generated straight-line function ``steps(inputs, params, outputs)``
+(``cpu_run.RunBuilder``) over device arrays: intermediates live in views of one device arena
+allocated at compile time at the offsets ``plan_memory`` chose (``Value.mem``); values
+without a planned slot get their own buffer, also allocated now. Nothing is allocated or
+synchronised inside ``steps`` (but in a fallback's round trip), and every launch goes on
+ember's stream of the device (``cuda_device.stream``), so ``runtime/cuda_graph.py`` can
+capture it as one CUDA graph and replay it. The plain ``run(inputs, params)`` allocates the
+outputs (fresh device arrays) and calls ``steps`` with the caller's arrays: parameters the
+graph mutates (BatchNorm statistics, optimizer state) are updated in place on the device.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ember.ir.errors import EmberError, fmt_shapes
+from ember.ir.fused import interpret
+from ember.ir.graph import Graph, Node, Value
+
+from . import codegen
+from . import cuda_device as cd
+from .cpu import _chain_io, broadcast_layout
+from .cpu_run import RunBuilder
+from .cuda_blas import gemm_fn
+from .cuda_kernels import ewise_source, gemm_epilogue_source, kernel, launch_dims
+from .cuda_steps import CudaSteps, float_known
+
+__all__ = ["compile"]
+
+
+class _Program(CudaSteps):
+    """Chooses a kernel per node and generates the ``steps`` function."""
+
+    def __init__(self, graph: Graph, device_id: int = 0):
+        self.graph, self.device_id = graph, device_id
+        self.cuda = cd.cuda_module()
+        self.sim = cd.is_simulator()
+        self.stream = cd.stream(device_id)
+        self.report: Counter = Counter()
+        self.fallbacks = 0
+        b = self.b = RunBuilder(graph.name)
+        mutated = {id(n.inputs[i]) for n in graph.nodes for i in n.op.mutated(n.attr_dict)}
+        keep = mutated | {id(v) for v in graph.outputs}
+        with cd.device(device_id):
+            self.views = self._arena(graph, keep)
+        for v in (*graph.inputs, *graph.params):
+            b.bind_local(v)
+        given = {id(v) for v in (*graph.inputs, *graph.params)}
+        n_in = len(graph.inputs)
+        names = [b.ref[id(v)] for v in (*graph.inputs, *graph.params)]
+        outs = [b.fresh("out") for _ in graph.outputs]
+        for ns, src in ((names[n_in:], "params"), (names[:n_in], "inputs"), (outs, "outputs")):
+            if ns:
+                b.emit(f"{', '.join(ns)}, = {src}")
+        copies, seen = [], set()
+        for v, name in zip(graph.outputs, outs):
+            if id(v) in given or id(v) in seen:  # an argument or a repeat: copied at the end
+                copies.append((v, name))
+            else:
+                b.ref[id(v)] = name
+            seen.add(id(v))
+        for node in graph.nodes:
+            self._plan(node)
+        copy = None
+        for v, name in copies:
+            copy = copy or self._copy_launcher()
+            if v.type.size:
+                b.emit(f"{b.constant(copy(v.type.size), 'k')}({self._flat(v)}, "
+                       f"{name}.reshape(({v.type.size},)))")
+        self.steps = b.build(["inputs", "params", "outputs"], [])
+
+    # ---- memory ------------------------------------------------------------------------
+    def _arena(self, graph: Graph, keep: set) -> dict:
+        """Device views at the planned offsets of node outputs (``Value.mem``), one device
+        buffer per arena name, allocated now."""
+        placed = [o for n in graph.nodes for o in n.outputs
+                  if o.mem is not None and o.type.known and id(o) not in keep]
+        ends: dict[str, int] = {}
+        for v in placed:
+            name, off = v.mem
+            ends[name] = max(ends.get(name, 0), off + v.type.nbytes)
+        try:
+            bufs = {name: cd.empty((max(end, 1),), np.uint8, self.device_id)
+                    for name, end in ends.items()}
+        except Exception as e:  # out of device memory
+            raise EmberError(f"{graph.name}: cannot allocate the compiled program's device "
+                             f"arena of {sum(ends.values()):,} bytes ({type(e).__name__}: "
+                             f"{e}). Use smaller shapes (batch size).") from None
+        views = {}
+        for v in placed:
+            name, off = v.mem
+            raw = bufs[name][off:off + v.type.nbytes]
+            views[id(v)] = raw.view(np.dtype(v.type.dtype)).reshape(v.type.shape)
+        return views
+
+    def _buf(self, v: Value) -> str:
+        """The buffer a step writes ``v`` into: its output slot, arena view, or a buffer of
+        its own allocated now (never during a run)."""
+        b = self.b
+        if id(v) not in b.ref:
+            view = self.views.get(id(v))
+            if view is None:
+                view = self.views[id(v)] = cd.empty(v.type.shape, v.type.dtype, self.device_id)
+            b.bind_const(v, view)
+        return b.ref[id(v)]
+
+    def _arg(self, v: Value, shape: tuple | None = None) -> str:
+        return self.b.expr(v, shape)
+
+    def _launch(self, source: str, n: int) -> str:
+        """A global name for ``source``'s kernel configured for ``n`` items on the stream."""
+        blocks, threads = launch_dims(n, self.sim)
+        return self.b.constant(kernel(source)[blocks, threads, self.stream], "k")
+
+    def _kernel_step(self, source: str, n: int, args: list[str], outs: Sequence[Value],
+                     out_shape: tuple | None = None) -> None:
+        """A step launching ``source``'s kernel over ``n`` items with ``args`` then ``outs``
+        (viewed as ``out_shape``)."""
+        for v in outs:
+            self._buf(v)
+        views = [self.b.expr(v, out_shape) for v in outs]
+        self.b.emit(f"{self._launch(source, n)}({', '.join([*args, *views])})")
+
+    # ---- choosing a kernel per node ----------------------------------------------------
+    def _plan(self, node: Node) -> None:
+        body = node.body
+        if body is not None:
+            sub = dict(zip([id(v) for v in (*body.inputs, *body.params)], node.inputs))
+            outer = dict(zip([id(v) for v in body.outputs], node.outputs))
+            if self._ewise(body.nodes, body.outputs, sub, outer) or \
+                    self._gemm(node, body.nodes, body.outputs, sub, outer) or \
+                    self._inline(node):
+                return
+        elif codegen.is_scalar_node(node):
+            if self._ewise([node], node.outputs, {}, {}):
+                return
+        elif self._gemm(node, [node], node.outputs, {}, {}) or self._op_step(node):
+            return
+        self._fallback(node)
+
+    def _inline(self, node: Node) -> bool:
+        """Plan the body of a group no single kernel covers node by node, its outputs
+        written into the group's buffers (as the CPU backend's ``_inline``)."""
+        body, b = node.body, self.b
+        made = {id(o) for n in body.nodes for o in n.outputs}
+        if body.params or any(id(v) not in made for v in body.outputs) or \
+                len(set(map(id, body.outputs))) != len(body.outputs):
+            return False
+        for bv, v in zip(body.inputs, node.inputs):
+            self._alias(bv, v)
+        last = body.nodes[-1]
+        for bv, v in zip(body.outputs, node.outputs):
+            if bv.producer is last:  # nothing in the body reads it after it is written
+                self._buf(v)
+                self._alias(bv, v)
+        for n in body.nodes:
+            self._plan(n)
+        for bv, v in zip(body.outputs, node.outputs):
+            if b.ref.get(id(bv)) != b.ref.get(id(v)):
+                self._buf(v)
+                if v.type.size:
+                    b.emit(f"{b.constant(self._copy_launcher()(v.type.size), 'k')}("
+                           f"{self._flat(bv)}, {self._flat(v)})")
+        self.report["inlined"] += 1
+        return True
+
+    def _alias(self, v: Value, src: Value) -> None:
+        b = self.b
+        b.ref[id(v)] = b.ref[id(src)]
+        if id(src) in b.const:
+            b.const[id(v)] = b.const[id(src)]
+
+    def _ewise(self, nodes, outputs, sub, outer) -> bool:
+        if not all(codegen.is_scalar_node(n) for n in nodes):
+            return False
+        leaves = _chain_io(nodes, outputs)
+        if leaves is None or not float_known(leaves):
+            return False
+        shape = outputs[0].type.shape
+        if any(v.type.shape != shape for v in outputs):
+            return False
+        layout = broadcast_layout(shape, [v.type.shape for v in leaves])
+        if layout is None:
+            return False
+        dims, reshapes, flags = layout
+        src = ewise_source(nodes, leaves, flags, outputs, len(dims), self.sim)
+        args = [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
+        outs = [outer.get(id(v), v) for v in outputs]
+        self._kernel_step(src, math.prod(dims), args, outs, dims)
+        self.report["elementwise"] += 1
+        return True
+
+    def _gemm(self, node, nodes, outputs, sub, outer) -> bool:
+        k = node.attr_dict.get("master", 0) if node.body is not None else 0
+        k = k if isinstance(k, int) and 0 <= k < len(nodes) else 0
+        master, epilogue = nodes[k], [n for n in nodes if n is not nodes[k]]
+        name, at = master.op.name, master.attr_dict
+        if name not in ("fully_connected", "dot") or master.body is not None:
+            return False
+        if not all(codegen.is_scalar_node(n) for n in epilogue):
+            return False
+        mv = master.outputs[0]
+        if not float_known([*master.inputs, mv, *outputs]):
+            return False
+        if len({v.type.dtype for v in (*master.inputs, mv)}) != 1:
+            return False
+        shape = mv.type.shape
+        if name == "fully_connected":
+            x = master.inputs[0]
+            rows = math.prod(shape[:-1])
+            if rows == 0 or x.type.size == 0:
+                return False
+            a_shape, ta, tb, bias = (rows, x.type.size // rows), False, True, not at["no_bias"]
+            if bias and master.inputs[2].type.shape != (shape[-1],):
+                return False
+        else:
+            a, b = master.inputs
+            if a.type.ndim != 2 or b.type.ndim != 2 or a.type.size == 0 or b.type.size == 0:
+                return False
+            a_shape, ta, tb, bias = a.type.shape, at["transpose_a"], at["transpose_b"], False
+        if any(v.type.shape != shape for v in outputs):
+            return False
+        leaves = _chain_io(epilogue, outputs, exclude=[mv])
+        if leaves is None or not float_known(leaves):
+            return False
+        made = {id(o) for n in epilogue for o in n.outputs}
+        if any(id(v) in made for v in master.inputs):
+            return False
+        mat = (math.prod(shape[:-1]), shape[-1])
+        flags, reshapes = [], []
+        for v in leaves:
+            s = (1,) * (len(shape) - len(v.type.shape)) + tuple(v.type.shape)
+            rows_b = all(d == 1 for d in s[:-1])
+            if not rows_b and s[:-1] != shape[:-1] or s[-1] not in (1, shape[-1]):
+                return False
+            fl = (rows_b and mat[0] != 1, s[-1] == 1 and mat[1] != 1)
+            flags.append(fl)
+            reshapes.append(tuple(1 if f else d for f, d in zip(fl, mat)))
+        m_index = next((j for j, v in enumerate(outputs) if v is mv), 0)
+        outs = [outer.get(id(v), v) for v in outputs]
+        if m_index:  # the epilogue writes outputs[0] into m: put the master's output first
+            order = [m_index] + [j for j in range(len(outs)) if j != m_index]
+            outputs, outs = [outputs[j] for j in order], [outs[j] for j in order]
+        for v in outs:
+            self._buf(v)
+        ins = [sub.get(id(v), v) for v in master.inputs]
+        fn, how = gemm_fn(ta, tb, mv.type.dtype, self.stream, self.sim)
+        b_shape = ins[1].type.shape
+        lhs, rhs = self._arg(ins[0], (1, *a_shape)), self._arg(ins[1], (1, *b_shape))
+        self.b.emit(f"{self.b.constant(fn, 'g')}({lhs}, {rhs}, "
+                    f"{self.b.expr(outs[0], (1, *mat))})")
+        if epilogue or bias or len(outputs) > 1:
+            src = gemm_epilogue_source(bias, epilogue, mv, leaves, flags, outputs, self.sim)
+            args = [self.b.expr(outs[0], mat)] + ([self._arg(ins[2])] if bias else [])
+            args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
+            args += [self.b.expr(v, mat) for v in outs[1:]]
+            self.b.emit(f"{self._launch(src, math.prod(mat))}({', '.join(args)})")
+        self.report[f"gemm[{how}]" + ("+epilogue" if epilogue else "")] += 1
+        return True
+
+    # ---- host round trip ---------------------------------------------------------------
+    def _fallback(self, node: Node) -> None:
+        """The op's NumPy kernel (a fused body interpreted) on host copies of the inputs;
+        results, and the inputs the op mutates, copied back to the device."""
+        body = node.body
+        run = (lambda ins, attrs: interpret(body, ins)) if body is not None else \
+            node.op.compute
+        attrs, n_out = node.attr_dict, len(node.outputs)
+        mutated = node.op.mutated(attrs) if body is None else ()
+        label = node.op.name if body is None else node.name
+
+        def step(*arrays):
+            ins, outs = arrays[:len(arrays) - n_out], arrays[len(arrays) - n_out:]
+            host = [cd.to_host(a) for a in ins]
+            try:
+                res = run(host, attrs)
+            except EmberError:
+                raise
+            except Exception as e:
+                where = f" (at {node.loc})" if node.loc else ""
+                raise EmberError(f"{label}{where}: {e} (input shapes "
+                                 f"{fmt_shapes([a.shape for a in host])})") from e
+            res = list(res) if isinstance(res, list | tuple) else [res]
+            if len(res) != n_out:
+                raise EmberError(f"{label}: kernel gave {len(res)} outputs, the node has "
+                                 f"{n_out}")
+            for i in mutated:
+                cd.copy_into(ins[i], host[i])
+            for r, o in zip(res, outs):
+                cd.copy_into(o, np.asarray(r))
+        args = [self._arg(v) for v in node.inputs] + [self._buf(v) for v in node.outputs]
+        self.b.emit(f"{self.b.constant(step, 'f')}({', '.join(args)})")
+        self.report[f"fallback:{label if body is None else 'fused'}"] += 1
+        self.fallbacks += 1
+
+
+def _checker(graph: Graph, values: Sequence[Value], what: str, device_id: int):
+    """``check(arrays) -> device arrays`` validating shapes and dtypes; NumPy arrays are
+    copied to the device (updates a graph makes to them are then not seen by the caller)."""
+    want = [(np.dtype(v.type.dtype), v.type.shape) for v in values]
+
+    def check(arrays):
+        if len(arrays) != len(want):
+            raise EmberError(f"graph {graph.name} takes {len(want)} {what}s, got {len(arrays)}")
+        out = list(arrays)
+        for i, (a, (dt, shape), v) in enumerate(zip(arrays, want, values)):
+            if not cd.is_device_array(a) or not a.is_c_contiguous():
+                a = out[i] = cd.to_device(np.asarray(a) if not cd.is_device_array(a)
+                                          else cd.to_host(a), device_id)
+            if a.dtype != dt or (shape is not None and (len(a.shape) != len(shape) or any(
+                    d is not None and d != k for d, k in zip(shape, a.shape)))):
+                raise EmberError(f"graph {graph.name}: {v.name_hint or what!r} expects "
+                                 f"{v.type}, got shape {fmt_shapes([a.shape])} {a.dtype.name}")
+        return out
+    return check
+
+
+def compile(graph: Graph, device_id: int = 0) -> Callable:
+    """The backend interface: ``run(inputs, params) -> outputs`` over device arrays.
+
+    Kernels are generated now (numba-cuda compiles each at its first launch); the arena is
+    allocated now. ``run.steps(inputs, params, outputs)`` is the launch sequence alone
+    (what ``runtime/cuda_graph.py`` captures), ``run.capturable`` whether it has no host
+    round trip, ``run.report`` the kernels by kind and the fallbacks by op.
+    """
+    if any(not v.type.known for v in graph.outputs):
+        raise EmberError(f"graph {graph.name}: the cuda backend needs known output shapes; "
+                         "run infer_shapes first")
+    prog = _Program(graph, device_id)
+    if os.environ.get("EMBER_DEBUG_BACKEND", "") not in ("", "0"):
+        items = ", ".join(f"{k}={n}" for k, n in sorted(prog.report.items()))
+        print(f"[ember cuda] {graph.name}: {items}", file=sys.stderr)
+    check_in = _checker(graph, graph.inputs, "input", device_id)
+    check_params = _checker(graph, graph.params, "parameter", device_id)
+    steps, out_types = prog.steps, [v.type for v in graph.outputs]
+
+    def new_outputs() -> list:
+        return [cd.empty(t.shape, t.dtype, device_id) for t in out_types]
+
+    def run(inputs, params):
+        ins, ps = check_in(inputs), check_params(params)
+        outs = new_outputs()
+        with cd.device(device_id):
+            steps(ins, ps, outs)
+        return outs
+    run.steps, run.new_outputs = steps, new_outputs
+    run.check_inputs, run.check_params = check_in, check_params
+    run.capturable = prog.fallbacks == 0 and not prog.sim
+    run.stream, run.device_id, run.simulator = prog.stream, device_id, prog.sim
+    run.report = dict(prog.report)
+    run.__qualname__ = f"cuda[{graph.name}]"
+    return run

@@ -1,0 +1,227 @@
+"""Steps of the CUDA backend for single ops other than elementwise chains and 2-D GEMMs.
+
+A mixin of ``cuda._Program`` mirroring ``cpu_steps.OpSteps``: each method takes a node and
+either emits its launch into the ``steps`` function (returning True) or declines, leaving the
+node to the next rule or to the host round trip. Reductions, softmax and pick view their
+operand as (P, R, Q) with the axis in the middle; reshape-like ops copy their input's
+elements into the output's buffer; ``full`` fills it; ``batch_dot`` is a batched GEMM;
+optimizer updates are ``cuda_optim``'s kernels.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ember.ir.graph import Node
+from ember.ir.opset_reduce import reduced_axes
+
+from . import codegen
+from .cuda_blas import gemm_fn
+from .cuda_kernels import (
+    copy_source,
+    fill_source,
+    kernel,
+    launch_dims,
+    pick_source,
+    reduce_source,
+    softmax_source,
+)
+from .cuda_optim import update_calls
+
+_REDUCE_OPS = ("sum", "mean", "max", "min", "sum_like")
+_SOFTMAX = {"softmax": (1.0, False), "log_softmax": (1.0, True), "softmin": (-1.0, False)}
+_RESHAPES = ("reshape", "reshape_like", "flatten", "expand_dims", "squeeze")
+BLOCKWISE_BELOW = 4096  # outputs below which a reduction takes one block per output
+
+
+def float_known(values) -> bool:
+    """Whether every value has a known shape and a float dtype the kernels handle."""
+    return all(v.type.known and v.type.dtype in codegen.FLOAT_DTYPES for v in values)
+
+
+def reduce_runs(shape: tuple, axes: set) -> tuple[int, int, int] | None:
+    """(P, R, Q) of a reduction over ``axes`` (one contiguous run of reduced dims after
+    dropping size-1 dims), or None when the reduced dims do not form one run."""
+    runs: list[list] = []
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        red = d in axes
+        if runs and runs[-1][0] == red:
+            runs[-1][1] *= size
+        else:
+            runs.append([red, size])
+    reds = [r for r in runs if r[0]]
+    if len(reds) > 1:
+        return None
+    if not reds:
+        return (math.prod(shape), 1, 1)
+    i = runs.index(reds[0])
+    return (math.prod(r[1] for r in runs[:i]), reds[0][1], math.prod(r[1] for r in runs[i + 1:]))
+
+
+class CudaSteps:
+    """Single-op steps (a mixin: needs ``b``, ``sim``, ``stream``, ``report``, ``_arg``,
+    ``_buf``, ``_launch``, ``_kernel_step``)."""
+
+    def _op_step(self, node: Node) -> bool:
+        """Emit the step of a plain node by one of the rules below; False if none fits."""
+        return self._reduce(node) or self._softmax(node) or self._batch_dot(node) or \
+            self._pick(node) or self._reshape(node) or self._full(node) or \
+            self._update(node)
+
+    def _flat(self, v) -> str:
+        """``v`` viewed as 1-D."""
+        return self.b.expr(v, (v.type.size,))
+
+    def _copy_launcher(self):
+        """``n -> configured copy kernel`` over ``n`` elements on the stream."""
+        k = kernel(copy_source())
+        return lambda n: k[(*launch_dims(n, self.sim), self.stream)]
+
+    def _reduce(self, node: Node) -> bool:
+        name, at = node.op.name, node.attr_dict
+        if name not in _REDUCE_OPS or not float_known([node.inputs[0], node.outputs[0]]):
+            return False
+        x, y = node.inputs[0], node.outputs[0]
+        shape = x.type.shape
+        if name == "sum_like":
+            like = node.inputs[1].type.shape
+            lead = len(shape) - len(like)
+            axes = set(range(lead)) | {i + lead for i, d in enumerate(like) if d == 1}
+        else:
+            axes = set(reduced_axes(len(shape), at["axis"], at.get("exclude", False)))
+        ppp = reduce_runs(shape, axes)
+        if ppp is None or x.type.size == 0 or y.type.size == 0:
+            return False
+        n_out = ppp[0] * ppp[2]
+        blockwise = n_out < BLOCKWISE_BELOW and ppp[1] > 1
+        threads = 32 if self.sim else 256
+        kind = "sum" if name == "sum_like" else name
+        src = reduce_source(kind, blockwise, threads, y.type.dtype, self.sim)
+        if blockwise:
+            blocks = min(n_out, 1 if self.sim else 65535)
+            launch = self.b.constant(kernel(src)[blocks, threads, self.stream], "k")
+            self._buf(y)
+            self.b.emit(f"{launch}({self._arg(x, ppp)}, {self.b.expr(y, (ppp[0], ppp[2]))})")
+        else:
+            self._kernel_step(src, n_out, [self._arg(x, ppp)], [y], (ppp[0], ppp[2]))
+        self.report["reduce"] += 1
+        return True
+
+    def _softmax(self, node: Node) -> bool:
+        if node.op.name not in _SOFTMAX or len(node.inputs) != 1:
+            return False
+        x, y, at = node.inputs[0], node.outputs[0], node.attr_dict
+        if not float_known([x, y]) or x.type.dtype != y.type.dtype or x.type.ndim == 0:
+            return False
+        shape, axis = x.type.shape, at["axis"] % x.type.ndim
+        ppp = (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))
+        sign, log = _SOFTMAX[node.op.name]
+        scale = sign / (at["temperature"] or 1.0)
+        self._kernel_step(softmax_source(log, self.sim), ppp[0] * ppp[2],
+                          [self._arg(x, ppp), repr(float(scale))], [y], ppp)
+        self.report["softmax"] += 1
+        return True
+
+    def _batch_dot(self, node: Node) -> bool:
+        if node.op.name != "batch_dot" or not float_known([*node.inputs, *node.outputs]):
+            return False
+        a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        if a.type.ndim < 3 or a.type.ndim != b.type.ndim or a.type.dtype != b.type.dtype \
+                or a.type.shape[:-2] != b.type.shape[:-2] or a.type.size == 0 \
+                or b.type.size == 0:
+            return False
+        z = math.prod(a.type.shape[:-2])
+        at = node.attr_dict
+        fn, how = gemm_fn(at["transpose_a"], at["transpose_b"], y.type.dtype, self.stream,
+                          self.sim)
+        self._buf(y)
+        args = [self._arg(v, (z, *v.type.shape[-2:])) for v in (a, b, y)]
+        self.b.emit(f"{self.b.constant(fn, 'g')}({', '.join(args)})")
+        self.report[f"batch_dot[{how}]"] += 1
+        return True
+
+    def _pick(self, node: Node) -> bool:
+        name, at = node.op.name, node.attr_dict
+        if name not in ("pick", "pick_backward") or at["mode"] not in ("clip", "wrap"):
+            return False
+        data = node.inputs[0] if name == "pick" else node.inputs[2]
+        idx, vals = node.inputs[1], [node.inputs[0], node.outputs[0]]
+        if data.type.ndim < 2 or not float_known(vals) or not idx.type.known \
+                or not data.type.known or data.type.shape[at["axis"] % data.type.ndim] == 0:
+            return False
+        shape = data.type.shape
+        ax = at["axis"] % len(shape)
+        ppp = (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:]))
+        pq = (ppp[0], ppp[2])
+        src = pick_source(at["mode"], name == "pick_backward")
+        if name == "pick":
+            self._kernel_step(src, pq[0] * pq[1], [self._arg(data, ppp), self._arg(idx, pq)],
+                              node.outputs, pq)
+        else:
+            y = node.outputs[0]
+            self._buf(y)
+            fill = self._launch(fill_source(), y.type.size)
+            self.b.emit(f"{fill}({self._flat(y)}, {self._zero(y.type.dtype)})")
+            self._kernel_step(src, pq[0] * pq[1],
+                              [self._arg(node.inputs[0], pq), self._arg(idx, pq)], [y], ppp)
+        self.report[name] += 1
+        return True
+
+    def _zero(self, dtype: str, value=0) -> str:
+        """A global name for ``value`` as a scalar of ``dtype``."""
+        return self.b.constant(np.dtype(dtype).type(value), "c")
+
+    def _reshape(self, node: Node) -> bool:
+        """A reshape-like op: its input's elements in order, copied into its own buffer
+        (a view would outlive the input's arena slot, which the planner may reuse)."""
+        if node.op.name not in _RESHAPES or not node.inputs[0].type.known:
+            return False
+        x, y = node.inputs[0], node.outputs[0]
+        if not y.type.known or x.type.size != y.type.size or x.type.dtype != y.type.dtype:
+            return False
+        self._buf(y)
+        if y.type.size:
+            launch = self.b.constant(self._copy_launcher()(y.type.size), "k")
+            self.b.emit(f"{launch}({self._flat(x)}, {self._flat(y)})")
+        self.report["reshape"] += 1
+        return True
+
+    def _full(self, node: Node) -> bool:
+        if node.op.name not in ("full", "zeros", "ones") or not node.outputs[0].type.known:
+            return False
+        y = node.outputs[0]
+        value = {"zeros": 0, "ones": 1}.get(node.op.name, node.attr_dict.get("value"))
+        if not isinstance(value, int | float) or y.type.dtype == "bool":
+            return False
+        self._buf(y)
+        if y.type.size:
+            self.b.emit(f"{self._launch(fill_source(), y.type.size)}({self._flat(y)}, "
+                        f"{self._zero(y.type.dtype, value)})")
+        self.report["fill"] += 1
+        return True
+
+    def _update(self, node: Node) -> bool:
+        """An optimizer update: one kernel per weight updating its states in place."""
+        at, n_out = node.attr_dict, len(node.outputs)
+        if not float_known([*node.inputs, *node.outputs]):
+            return False
+        dtypes = {v.type.dtype for v in (*node.inputs, *node.outputs)}
+        if len(dtypes) != 1:
+            return False
+        stride = len(node.inputs) // n_out
+        sizes = [node.outputs[k].type.size for k in range(n_out)]
+        calls = update_calls(node.op.name, at, dtypes.pop(), sizes, self.stream, self.sim)
+        if calls is None:
+            return False
+        for k, (launch, _, scalars) in enumerate(calls):
+            group = node.inputs[k * stride:(k + 1) * stride]
+            self._buf(node.outputs[k])
+            arrays = [self._flat(v) for v in (*group, node.outputs[k])]
+            if sizes[k]:
+                sc = [self.b.constant(s, "c") for s in scalars]
+                self.b.emit(f"{self.b.constant(launch, 'k')}({', '.join(arrays + sc)})")
+        self.report[f"update:{node.op.name}"] += 1
+        return True
