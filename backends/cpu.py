@@ -34,6 +34,7 @@ from ember.ir.errors import EmberError, fmt_shapes
 from ember.ir.graph import Graph, Node, Value
 
 from . import codegen
+from .cpu_conv import ConvSteps
 from .cpu_kernels import ewise_source, gemm_epilogue_source
 from .cpu_norm_pool import NormPoolSteps
 from .cpu_run import RunBuilder, arg_checker
@@ -97,7 +98,7 @@ def _chain_io(nodes: Sequence[Node], outputs: Sequence[Value], exclude=()):
     return leaves
 
 
-class _Program(OpSteps, NormPoolSteps):
+class _Program(OpSteps, NormPoolSteps, ConvSteps):
     """Chooses a kernel per node and generates the run loop (``cpu_run.RunBuilder``)."""
 
     def __init__(self, graph: Graph):
@@ -195,12 +196,14 @@ class _Program(OpSteps, NormPoolSteps):
             outer = dict(zip([id(v) for v in body.outputs], node.outputs))
             if self._ewise(node, body.nodes, body.outputs, sub, outer) or \
                     self._gemm(node, body.nodes, body.outputs, sub, outer) or \
+                    self._conv(node, body.nodes, body.outputs, sub, outer) or \
                     self._inline(node):
                 return
         elif codegen.is_scalar_node(node):
             if self._ewise(node, [node], node.outputs, {}, {}):
                 return
-        elif self._gemm(node, [node], node.outputs, {}, {}) or self._op_step(node) or \
+        elif self._gemm(node, [node], node.outputs, {}, {}) or \
+                self._conv(node, [node], node.outputs, {}, {}) or self._op_step(node) or \
                 self._norm_pool_step(node):
             return
         self._fallback(node)

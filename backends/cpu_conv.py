@@ -1,0 +1,407 @@
+"""Convolution steps of the CPU backend: forward, data gradient, weight gradient (2-D NCHW).
+
+A mixin of ``cpu._Program`` (as ``cpu_steps.OpSteps``). ``_conv`` takes a node, or a fused
+group whose master is ``convolution``/``deconvolution`` with an elementwise epilogue, and
+emits one step; it declines (False) what it does not cover: 1-D/3-D kernels, other layouts,
+mixed or integer dtypes, a weight gradient with an epilogue, empty shapes. All three
+directions are one convolution geometry: the *image* (N, C, H, W), the *output*
+(N, F, OH, OW) and the weight (F, C/G, kh, kw); ``deconvolution(x, w)`` is the data gradient
+of the convolution whose output is ``x`` (its own use as a transposed convolution too).
+
+Algorithms (Chellapilla et al. 2006 / Caffe's im2col + GEMM, with the batch folded into the
+GEMM as in Chetlur et al. 2014's cuDNN "batched im2col"):
+- forward: the windows of a chunk of ``nc`` samples are copied once (``IM2COL``, parallel)
+  into columns (C*K, nc, M) that fit ``CHUNK_BYTES``; one BLAS GEMM per group,
+  (F, C*K) @ (C*K, nc*M), NumPy's ``np.matmul(out=)`` (one BLAS thread pool); the (F, nc, M)
+  result is transposed to NCHW by the epilogue pass, which also adds the bias and applies the
+  fused elementwise chain. A chunk of one sample writes NCHW directly; a 1x1, stride-1,
+  unpadded convolution of one sample needs no im2col at all.
+- data gradient: (C*K, F) @ (F, nc*M) into the columns, then ``COL2IM`` (parallel over the
+  (sample, channel) planes) into the output, then the epilogue in place.
+- weight gradient: one GEMM per chunk and group over the chunk's nc*M columns,
+  (F, nc*M) @ (nc*M, C*K), accumulated over the chunks (not one GEMM per sample and a sum).
+- one input channel per group (depthwise): direct numba kernels (``DW_*``).
+Scratch (columns, transposed operands) is one buffer per compiled program, allocated on the
+first run at the largest size a step asked for while planning; steps run one at a time.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ember.ir.conv_kernels import _geom
+from ember.ir.graph import Node
+from ember.ir.opset_conv import _deconv_geom
+
+from . import codegen
+from .cpu_conv_kernels import (
+    COL2IM,
+    DW_BWD_DATA,
+    DW_BWD_WEIGHT,
+    DW_FWD,
+    IM2COL,
+    conv_epilogue_source,
+)
+from .cpu_steps import PARALLEL_MIN, float_known, kernel
+
+CONV_OPS = ("convolution", "deconvolution", "convolution_backward_weight")
+CHUNK_BYTES = 1 << 23  # columns of one chunk of samples: about 4x L2, the GEMM's K side long
+_ALIGN = 64
+
+
+@dataclass(frozen=True)
+class Geo:
+    """One convolution's geometry: image (n, c, h, w), output (f, oh, ow), kernel, groups."""
+    n: int
+    c: int
+    h: int
+    w: int
+    f: int
+    oh: int
+    ow: int
+    k: tuple
+    s: tuple
+    d: tuple
+    p: tuple
+    g: int
+
+    @property
+    def ck(self) -> int:
+        """Rows of the column matrix: C * kh * kw."""
+        return self.c * self.k[0] * self.k[1]
+
+    @property
+    def m(self) -> int:
+        return self.oh * self.ow
+
+    @property
+    def pointwise(self) -> bool:
+        """1x1, stride 1, no padding: the image is its own column matrix."""
+        return self.k == (1, 1) and self.s == (1, 1) and self.p == (0, 0)
+
+    @property
+    def depthwise(self) -> bool:
+        return self.c == self.g
+
+    def args(self) -> tuple:
+        return (*self.k, *self.s, *self.d, *self.p)
+
+    def chunk(self, itemsize: int) -> int:
+        """Samples per chunk: their columns fit ``CHUNK_BYTES``."""
+        return max(1, min(self.n, CHUNK_BYTES // max(1, self.ck * self.m * itemsize)))
+
+
+def geometry(node: Node) -> Geo | None:
+    """The geometry of a 2-D NCHW conv-family node with known shapes, or None."""
+    at = node.attr_dict
+    if len(at["kernel"]) != 2 or at.get("layout") not in (None, "NCHW"):
+        return None
+    name = node.op.name
+    if name == "deconvolution":
+        x, img = node.inputs[0].type.shape, node.outputs[0].type.shape
+        k, s, d, p, _ = _deconv_geom(at, x[2:])
+        if any(v is None for v in p):
+            return None
+    else:
+        k, s, d, p = _geom(at, 2)
+        if name == "convolution":
+            img, x = node.inputs[0].type.shape, node.outputs[0].type.shape
+        else:
+            x, img = node.inputs[0].type.shape, node.inputs[1].type.shape
+    if len(img) != 4 or len(x) != 4:
+        return None
+    geo = Geo(img[0], img[1], img[2], img[3], x[1], x[2], x[3], tuple(k), tuple(s),
+              tuple(d), tuple(p), at["num_group"])
+    if 0 in (geo.n, geo.c, geo.h, geo.w, geo.f, geo.oh, geo.ow) or geo.c % geo.g \
+            or geo.f % geo.g:
+        return None
+    return geo
+
+
+class _Scratch:
+    """The columns buffer of one compiled program: sized while planning, made on first use."""
+
+    def __init__(self):
+        self.size = 0
+        self.buf: np.ndarray | None = None
+
+    def need(self, pieces: list[tuple[tuple, np.dtype]]) -> None:
+        total = sum(_aligned(math.prod(s) * dt.itemsize) for s, dt in pieces)
+        self.size = max(self.size, total)
+
+    def views(self, pieces: list[tuple[tuple, np.dtype]]) -> list[np.ndarray]:
+        if self.buf is None:
+            self.buf = np.empty(self.size + _ALIGN, np.uint8)
+        off = (-self.buf.ctypes.data) % _ALIGN
+        out = []
+        for shape, dt in pieces:
+            out.append(np.ndarray(math.prod(shape), dt, self.buf, off))
+            off += _aligned(math.prod(shape) * dt.itemsize)
+        return out
+
+
+def _part(flat: np.ndarray, shape: tuple) -> np.ndarray:
+    """The first elements of a flat scratch piece as a contiguous array of ``shape``."""
+    return flat[:math.prod(shape)].reshape(shape)
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // _ALIGN) * _ALIGN
+
+
+class ConvSteps:
+    """Convolution steps (a mixin: needs ``b``, ``report``, ``_arg``, ``_buf``)."""
+
+    def _conv(self, node, nodes, outputs, sub, outer) -> bool:
+        """Emit a conv-family master (alone or with its fused epilogue); False if not
+        covered."""
+        k = node.attr_dict.get("master", 0) if node.body is not None else 0
+        k = k if isinstance(k, int) and 0 <= k < len(nodes) else 0
+        master, epilogue = nodes[k], [n for n in nodes if n is not nodes[k]]
+        name = master.op.name
+        if name not in CONV_OPS or master.body is not None:
+            return False
+        if not all(codegen.is_scalar_node(n) for n in epilogue):
+            return False
+        mv = master.outputs[0]
+        if not float_known([*master.inputs, mv, *outputs]):
+            return False
+        if len({v.type.dtype for v in (*master.inputs, mv)}) != 1:
+            return False
+        geo = geometry(master)
+        if geo is None:
+            return False
+        if name == "convolution_backward_weight":
+            if epilogue or len(outputs) != 1 or outputs[0] is not mv:
+                return False
+            return self._conv_wgrad(geo, master, sub, outer)
+        shape = mv.type.shape
+        if any(v.type.shape != shape for v in outputs):
+            return False
+        from .cpu import _chain_io  # the backend's own helper (cpu imports this module)
+        leaves = _chain_io(epilogue, outputs, exclude=[mv])
+        if leaves is None or not float_known(leaves):
+            return False
+        made = {id(o) for n in epilogue for o in n.outputs}
+        if any(id(v) in made for v in master.inputs):
+            return False
+        view = (shape[0], shape[1], shape[2] * shape[3])
+        flags, reshapes = [], []
+        for v in leaves:
+            fl = _leaf_flags(v.type.shape, shape)
+            if fl is None:
+                return False
+            flags.append(fl)
+            reshapes.append(tuple(1 if f else d for f, d in zip(fl, view)))
+        m_index = next((j for j, v in enumerate(outputs) if v is mv), 0)
+        order = [m_index] + [j for j in range(len(outputs)) if j != m_index]
+        outputs = [outputs[j] for j in order]
+        outs = [outer.get(id(v), v) for v in outputs]
+        for v in outs:
+            self._buf(v)
+        ins = [sub.get(id(v), v) for v in master.inputs]
+        bias = len(ins) > 2 and not master.attr_dict["no_bias"]
+        dt = np.dtype(mv.type.dtype)
+        forward = name == "convolution"
+        epi = {}
+        if epilogue or bias or len(outputs) > 1:
+            parallel = math.prod(view) >= PARALLEL_MIN
+            for tr in (False, True):
+                epi[tr] = kernel(conv_epilogue_source(bias, epilogue, mv, leaves, flags,
+                                                      outputs, parallel, tr))
+        make = _forward_step if forward else _dgrad_step
+        step = make(geo, dt, self._conv_scratch(), epi.get(False), epi.get(True), bias,
+                    len(leaves), [not fl[0] for fl in flags])
+        args = [self._arg(v) for v in ins[:3 if bias else 2]]
+        args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
+        args += [self.b.expr(outs[0])] + [self.b.expr(v, view) for v in outs[1:]]
+        self.b.emit(f"{self.b.constant(step, 'k')}({', '.join(args)})")
+        kind = "conv" if forward else "conv_dgrad"
+        self.report[kind + ("+epilogue" if epilogue else "")] += 1
+        return True
+
+    def _conv_scratch(self) -> _Scratch:
+        scr = getattr(self, "_scratch_conv", None)
+        if scr is None:
+            scr = self._scratch_conv = _Scratch()
+        return scr
+
+    def _conv_wgrad(self, geo: Geo, master: Node, sub, outer) -> bool:
+        ins = [sub.get(id(v), v) for v in master.inputs]
+        out = outer.get(id(master.outputs[0]), master.outputs[0])
+        self._buf(out)
+        dt = np.dtype(out.type.dtype)
+        step = _wgrad_step(geo, dt, self._conv_scratch())
+        args = [self._arg(v) for v in ins] + [self.b.expr(out)]
+        self.b.emit(f"{self.b.constant(step, 'k')}({', '.join(args)})")
+        self.report["conv_wgrad"] += 1
+        return True
+
+
+def _leaf_flags(s: tuple, out: tuple) -> tuple | None:
+    """Broadcast flags of an epilogue input of shape ``s`` over the (N, C, H*W) view of
+    ``out``, or None when it broadcasts along only part of the spatial dims."""
+    if len(s) > 4:
+        return None
+    s = (1,) * (4 - len(s)) + tuple(s)
+    if s[2:] == out[2:]:
+        fm = False
+    elif s[2:] == (1, 1):
+        fm = out[2] * out[3] != 1
+    else:
+        return None
+    return (s[0] == 1 and out[0] != 1, s[1] == 1 and out[1] != 1, fm)
+
+
+def _run_epilogue(epi, m3, src, bias, leaves, sliced, extra, a, e):
+    """The epilogue over samples [a, e) of the (N, C, M) result ``m3`` (read from ``src``,
+    (C, e-a, M), when given), writing the other outputs ``extra`` too."""
+    ls = [x[a:e] if sl else x for x, sl in zip(leaves, sliced)]
+    os_ = [o[a:e] for o in extra]
+    head = (src, m3[a:e]) if src is not None else (m3[a:e],)
+    epi(*head, *([bias] if bias is not None else []), *ls, *os_)
+
+
+def _forward_step(geo: Geo, dt: np.dtype, scratch: _Scratch, epi, epi_t, has_bias: bool,
+                  n_leaves: int, sliced: list[bool]):
+    """``step(x, w, [bias], leaves.., y, others..)`` of a forward convolution."""
+    nc, g, f, m = geo.chunk(dt.itemsize), geo.g, geo.f, geo.m
+    ck, fg = geo.ck // g, f // g
+    direct = geo.depthwise
+    pieces = [] if direct else [((geo.ck, nc, m), dt)] + ([((f, nc, m), dt)] if nc > 1 else [])
+    scratch.need(pieces)
+    im2col = kernel(DW_FWD if direct else IM2COL)
+    gargs = geo.args()
+    post = epi is not None
+
+    def step(x, w, *rest):
+        bias = rest[0] if has_bias else None
+        rest = rest[1:] if has_bias else rest
+        leaves, y, extra = rest[:n_leaves], rest[n_leaves], rest[n_leaves + 1:]
+        x = np.ascontiguousarray(x)
+        y3 = y.reshape(geo.n, f, m)
+        if direct:
+            im2col(x, np.ascontiguousarray(w), *gargs, y)
+            if post:
+                _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, 0, geo.n)
+            return
+        w3 = w.reshape(g, fg, ck)
+        cols, *t = scratch.views(pieces)
+        for a in range(0, geo.n, nc):
+            e = min(geo.n, a + nc)
+            if e - a == 1:
+                if geo.pointwise:
+                    src = x[a].reshape(g, ck, m)
+                else:
+                    cc = _part(cols, (geo.ck, 1, m))
+                    im2col(x[a:e], *gargs, geo.oh, geo.ow, cc)
+                    src = cc.reshape(g, ck, m)
+                np.matmul(w3, src, out=y3[a].reshape(g, fg, m))
+                if post:
+                    _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, a, e)
+                continue
+            cc = _part(cols, (geo.ck, e - a, m))
+            tt = _part(t[0], (f, e - a, m))
+            im2col(x[a:e], *gargs, geo.oh, geo.ow, cc)
+            np.matmul(w3, cc.reshape(g, ck, -1), out=tt.reshape(g, fg, -1))
+            _run_epilogue(epi_t if post else _copy_t, y3, tt, bias, leaves, sliced, extra,
+                          a, e)
+    return step
+
+
+def _copy_t(src, m):
+    """(C, n, M) -> (n, C, M)."""
+    np.copyto(m, src.transpose(1, 0, 2))
+
+
+def _dgrad_step(geo: Geo, dt: np.dtype, scratch: _Scratch, epi, epi_t, has_bias: bool,
+                n_leaves: int, sliced: list[bool]):
+    """``step(gy, w, [bias], leaves.., dx, others..)`` of a data gradient (deconvolution):
+    ``gy`` is the convolution's output side, ``dx`` its image."""
+    nc, g, f, m = geo.chunk(dt.itemsize), geo.g, geo.f, geo.m
+    ck, fg = geo.ck // g, f // g
+    direct = geo.depthwise
+    pieces = [] if direct else [((g, ck, fg), dt), ((geo.ck, nc, m), dt)] + \
+        ([((f, nc, m), dt)] if nc > 1 else [])
+    scratch.need(pieces)
+    col2im = kernel(DW_BWD_DATA if direct else COL2IM)
+    gargs = geo.args()
+    hw = geo.h * geo.w
+
+    def step(gy, w, *rest):
+        bias = rest[0] if has_bias else None
+        rest = rest[1:] if has_bias else rest
+        leaves, dx, extra = rest[:n_leaves], rest[n_leaves], rest[n_leaves + 1:]
+        gy = np.ascontiguousarray(gy)
+        dx3 = dx.reshape(geo.n, geo.c, hw)
+        if direct:
+            col2im(gy, np.ascontiguousarray(w), *gargs, dx)
+            if epi is not None:
+                _run_epilogue(epi, dx3, None, bias, leaves, sliced, extra, 0, geo.n)
+            return
+        wt, cols, *t = scratch.views(pieces)
+        wt = wt.reshape(g, ck, fg)
+        np.copyto(wt, w.reshape(g, fg, ck).transpose(0, 2, 1))
+        g3 = gy.reshape(geo.n, f, m)
+        for a in range(0, geo.n, nc):
+            e = min(geo.n, a + nc)
+            cc = _part(cols, (geo.ck, e - a, m))
+            if e - a == 1:
+                src = g3[a].reshape(g, fg, m)
+            else:
+                tt = _part(t[0], (f, e - a, m))
+                np.copyto(tt, g3[a:e].transpose(1, 0, 2))
+                src = tt.reshape(g, fg, -1)
+            np.matmul(wt, src, out=cc.reshape(g, ck, -1))
+            col2im(cc, *gargs, geo.oh, geo.ow, dx[a:e])
+            if epi is not None:
+                _run_epilogue(epi, dx3, None, bias, leaves, sliced, extra, a, e)
+    return step
+
+
+def _wgrad_step(geo: Geo, dt: np.dtype, scratch: _Scratch):
+    """``step(gy, x, dw)`` of a weight gradient: one GEMM per chunk and group over the
+    chunk's columns, accumulated over the chunks."""
+    nc, g, f, m = geo.chunk(dt.itemsize), geo.g, geo.f, geo.m
+    ck, fg = geo.ck // g, f // g
+    direct = geo.depthwise
+    chunks = -(-geo.n // nc)
+    pieces = [] if direct else [((geo.ck, nc, m), dt)] + \
+        ([((f, nc, m), dt)] if nc > 1 else []) + ([((g, fg, ck), dt)] if chunks > 1 else [])
+    scratch.need(pieces)
+    im2col = kernel(DW_BWD_WEIGHT if direct else IM2COL)
+    gargs = geo.args()
+
+    def step(gy, x, dw):
+        gy, x = np.ascontiguousarray(gy), np.ascontiguousarray(x)
+        if direct:
+            im2col(gy, x, *gargs, dw)
+            return
+        views = scratch.views(pieces)
+        cols = views[0]
+        tt_full = views[1] if nc > 1 else None
+        acc = views[-1].reshape(g, fg, ck) if chunks > 1 else None
+        dw3 = dw.reshape(g, fg, ck)
+        g3 = gy.reshape(geo.n, f, m)
+        for a in range(0, geo.n, nc):
+            e = min(geo.n, a + nc)
+            cc = _part(cols, (geo.ck, e - a, m))
+            if e - a == 1 and geo.pointwise:
+                cs = x[a].reshape(g, ck, m)
+            else:
+                im2col(x[a:e], *gargs, geo.oh, geo.ow, cc)
+                cs = cc.reshape(g, ck, -1)
+            if e - a == 1:
+                gs = g3[a].reshape(g, fg, m)
+            else:
+                tt = _part(tt_full, (f, e - a, m))
+                np.copyto(tt, g3[a:e].transpose(1, 0, 2))
+                gs = tt.reshape(g, fg, -1)
+            dst = dw3 if a == 0 else acc
+            for gi in range(g):   # 2-D products: a stacked matmul with a transposed operand
+                np.matmul(gs[gi], cs[gi].T, out=dst[gi])   # would skip BLAS
+            if a:
+                dw3 += acc
+    return step

@@ -1,0 +1,245 @@
+"""numba kernel sources of the CPU backend's convolution steps (``cpu_conv``).
+
+Fixed sources (one module each, shared by every layer: the shapes are run-time arguments, so
+a network compiles each kernel once per dtype) and one generated epilogue per fused group:
+
+- ``IM2COL``: the windows of a chunk of samples ``x (n, C, H, W)`` copied into columns
+  ``cols (C*kh*kw, n, OH*OW)`` (Caffe's im2col, Jia et al. 2014, with the batch inside each
+  row so that one GEMM covers the chunk); the padding handled by column ranges, parallel
+  over the rows;
+- ``COL2IM``: the adjoint, ``dx[b, c]`` accumulated from the rows of channel ``c``,
+  parallel over the (sample, channel) planes, each plane zeroed and summed while in cache;
+- ``DW_FWD``, ``DW_BWD_DATA``, ``DW_BWD_WEIGHT``: direct kernels for convolutions with one
+  input channel per group (depthwise, as in MobileNet): a GEMM of one row would waste BLAS;
+- ``conv_epilogue_source``: bias + an elementwise epilogue over the (n, F, OH*OW) result,
+  optionally reading it from the transposed (F, n, OH*OW) layout of a batched GEMM.
+
+Indices are uint64 (``u``): numba's wraparound test on signed indices keeps LLVM from
+vectorising the inner loops (as ``ir/conv_kernels``). The reductions of the depthwise weight
+gradient allow ``reassoc`` (vectorised sums; NaN and Inf still propagate).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ember.ir.graph import Node, Value
+
+from .codegen import ConstPool, scalar_body
+from .cpu_kernels import FUNCS, _decorator, _header
+
+_HEAD = ("import numpy as np\nfrom numba import njit, prange\nfrom numba import uint64 as u\n\n"
+         "_OPTS = dict(cache=True, nogil=True, error_model='numpy')\n\n\n")
+
+IM2COL = _HEAD + """@njit(parallel=True, fastmath={'contract'}, **_OPTS)
+def kernel(x, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols):
+    n, c, h, w = x.shape
+    m = oh * ow
+    xf, cf = x.ravel(), cols.ravel()
+    for r in prange(c * kh * kw):
+        ci = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        off = j * dw - pw
+        q0 = min(max(0, (sw - 1 - off) // sw), ow)
+        q1 = max(min(ow, (w - 1 - off) // sw + 1), q0)
+        for b in range(n):
+            for y in range(oh):
+                iy = y * sh + i * dh - ph
+                o = u((r * n + b) * m + y * ow)
+                if iy < 0 or iy >= h:
+                    for q in range(ow):
+                        cf[o + u(q)] = 0
+                    continue
+                for q in range(q0):
+                    cf[o + u(q)] = 0
+                src = u(((b * c + ci) * h + iy) * w + q0 * sw + off)
+                if sw == 1:
+                    for q in range(q1 - q0):
+                        cf[o + u(q0 + q)] = xf[src + u(q)]
+                else:
+                    for q in range(q1 - q0):
+                        cf[o + u(q0 + q)] = xf[src + u(q * sw)]
+                for q in range(q1, ow):
+                    cf[o + u(q)] = 0
+"""
+
+COL2IM = _HEAD + """@njit(parallel=True, fastmath={'contract'}, **_OPTS)
+def kernel(cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, dx):
+    n, c, h, w = dx.shape
+    m = oh * ow
+    cf, xf = cols.ravel(), dx.ravel()
+    for p in prange(n * c):
+        b = p // c
+        ci = p % c
+        base = u(p * h * w)
+        for t in range(h * w):
+            xf[base + u(t)] = 0
+        for i in range(kh):
+            for j in range(kw):
+                r = (ci * kh + i) * kw + j
+                off = j * dw - pw
+                q0 = min(max(0, (sw - 1 - off) // sw), ow)
+                q1 = max(min(ow, (w - 1 - off) // sw + 1), q0)
+                for y in range(oh):
+                    iy = y * sh + i * dh - ph
+                    if iy < 0 or iy >= h or q1 <= q0:
+                        continue
+                    o = u((r * n + b) * m + y * ow + q0)
+                    dst = base + u(iy * w + q0 * sw + off)
+                    if sw == 1:
+                        for q in range(q1 - q0):
+                            xf[dst + u(q)] += cf[o + u(q)]
+                    else:
+                        for q in range(q1 - q0):
+                            xf[dst + u(q * sw)] += cf[o + u(q)]
+"""
+
+DW_FWD = _HEAD + """@njit(parallel=True, fastmath={'contract'}, **_OPTS)
+def kernel(x, wt, kh, kw, sh, sw, dh, dw, ph, pw, y):
+    n, c, h, w = x.shape
+    f, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    mult = f // c
+    xf, wf, yf = x.ravel(), wt.ravel(), y.ravel()
+    for p in prange(n * f):
+        b = p // f
+        fo = p % f
+        ci = fo // mult
+        base = u(p * oh * ow)
+        for t in range(oh * ow):
+            yf[base + u(t)] = 0
+        for i in range(kh):
+            for j in range(kw):
+                wv = wf[u((fo * kh + i) * kw + j)]
+                off = j * dw - pw
+                q0 = min(max(0, (sw - 1 - off) // sw), ow)
+                q1 = max(min(ow, (w - 1 - off) // sw + 1), q0)
+                for yy in range(oh):
+                    iy = yy * sh + i * dh - ph
+                    row = base + u(yy * ow)
+                    if iy < 0 or iy >= h:   # padding: + w * 0 (NaN for an infinite w)
+                        for q in range(ow):
+                            yf[row + u(q)] += wv * 0.0
+                        continue
+                    for q in range(q0):
+                        yf[row + u(q)] += wv * 0.0
+                    for q in range(q1, ow):
+                        yf[row + u(q)] += wv * 0.0
+                    dst = row + u(q0)
+                    src = u(((b * c + ci) * h + iy) * w + q0 * sw + off)
+                    if sw == 1:
+                        for q in range(q1 - q0):
+                            yf[dst + u(q)] += wv * xf[src + u(q)]
+                    else:
+                        for q in range(q1 - q0):
+                            yf[dst + u(q)] += wv * xf[src + u(q * sw)]
+"""
+
+# the data gradient of a convolution with one input channel per group: dx (n, G, H, W) from
+# g (n, F, OH, OW), F = G * mult, by the scatter of DW_FWD's products
+DW_BWD_DATA = _HEAD + """@njit(parallel=True, fastmath={'contract'}, **_OPTS)
+def kernel(g, wt, kh, kw, sh, sw, dh, dw, ph, pw, dx):
+    n, f, oh, ow = g.shape
+    c, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    mult = f // c
+    gf, wf, xf = g.ravel(), wt.ravel(), dx.ravel()
+    for p in prange(n * c):
+        b = p // c
+        ci = p % c
+        base = u(p * h * w)
+        for t in range(h * w):
+            xf[base + u(t)] = 0
+        for fo in range(ci * mult, ci * mult + mult):
+            for i in range(kh):
+                for j in range(kw):
+                    wv = wf[u((fo * kh + i) * kw + j)]
+                    off = j * dw - pw
+                    q0 = min(max(0, (sw - 1 - off) // sw), ow)
+                    q1 = max(min(ow, (w - 1 - off) // sw + 1), q0)
+                    for yy in range(oh):
+                        iy = yy * sh + i * dh - ph
+                        if iy < 0 or iy >= h or q1 <= q0:
+                            continue
+                        src = u(((b * f + fo) * oh + yy) * ow + q0)
+                        dst = base + u(iy * w + q0 * sw + off)
+                        if sw == 1:
+                            for q in range(q1 - q0):
+                                xf[dst + u(q)] += wv * gf[src + u(q)]
+                        else:
+                            for q in range(q1 - q0):
+                                xf[dst + u(q * sw)] += wv * gf[src + u(q)]
+"""
+
+DW_BWD_WEIGHT = _HEAD + """@njit(parallel=True, fastmath={'contract', 'reassoc'}, **_OPTS)
+def kernel(g, x, kh, kw, sh, sw, dh, dw, ph, pw, dwt):
+    n, f, oh, ow = g.shape
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    mult = f // c
+    gf, xf, wf = g.ravel(), x.ravel(), dwt.ravel()
+    for fo in prange(f):
+        ci = fo // mult
+        for i in range(kh):
+            for j in range(kw):
+                off = j * dw - pw
+                q0 = min(max(0, (sw - 1 - off) // sw), ow)
+                q1 = max(min(ow, (w - 1 - off) // sw + 1), q0)
+                acc = 0.0
+                pad = 0.0   # the gradients met by padding: they add g * 0 (NaN for inf g)
+                for b in range(n):
+                    for yy in range(oh):
+                        iy = yy * sh + i * dh - ph
+                        row = u(((b * f + fo) * oh + yy) * ow)
+                        if iy < 0 or iy >= h:
+                            for q in range(ow):
+                                pad += gf[row + u(q)]
+                            continue
+                        for q in range(q0):
+                            pad += gf[row + u(q)]
+                        for q in range(q1, ow):
+                            pad += gf[row + u(q)]
+                        src = row + u(q0)
+                        xs = u(((b * c + ci) * h + iy) * w + q0 * sw + off)
+                        s = 0.0
+                        if sw == 1:
+                            for q in range(q1 - q0):
+                                s += gf[src + u(q)] * xf[xs + u(q)]
+                        else:
+                            for q in range(q1 - q0):
+                                s += gf[src + u(q)] * xf[xs + u(q * sw)]
+                        acc += s
+                wf[u((fo * kh + i) * kw + j)] = acc + pad * 0.0
+"""
+
+
+def conv_epilogue_source(bias: bool, epilogue: Sequence[Node], master: Value,
+                         inputs: Sequence[Value], flags: Sequence[Sequence[bool]],
+                         outputs: Sequence[Value], parallel: bool, transposed: bool) -> str:
+    """``kernel([src], m, [bias], x0.., o1..)``: one pass over a convolution's result viewed
+    as (n, F, M) adding ``bias[F]`` and applying the ``epilogue`` chain; ``outputs[0]`` is
+    written into ``m`` (the master's result in place when not ``transposed``), the others
+    into ``o1..``. ``transposed``: the result is read from ``src`` (F, n, M), the layout of
+    one GEMM over a chunk of samples, and written in NCHW order (the transpose is free
+    inside the pass). Inputs ``x{j}`` are (n|1, F|1, M|1) with broadcast ``flags``.
+    """
+    pool = ConstPool()
+    args = (["src", "m"] if transposed else ["m"]) + (["bias"] if bias else [])
+    args += [f"x{j}" for j in range(len(inputs))] + [f"o{j}" for j in range(1, len(outputs))]
+    rng = "prange" if parallel else "range"
+    ind = " " * 12
+    lines = ["    n0, n1, n2 = m.shape",
+             f"    for p in {rng}(n0 * n1):",
+             "        i0 = p // n1",
+             "        i1 = p % n1",
+             "        for i2 in range(n2):"]
+    src = "src[i1, i0, i2]" if transposed else "m[i0, i1, i2]"
+    lines.append(f"{ind}tm = {src}" + (" + bias[i1]" if bias else ""))
+    leaves = {master: "tm"}
+    for j, (v, fl) in enumerate(zip(inputs, flags)):
+        leaves[v] = f"l{j}"
+        idx = ", ".join("0" if b else f"i{d}" for d, b in enumerate(fl))
+        lines.append(f"{ind}l{j} = x{j}[{idx}]")
+    body, var = scalar_body(epilogue, leaves, pool, ind, FUNCS)
+    lines += body
+    lines += [f"{ind}{f'o{j}' if j else 'm'}[i0, i1, i2] = {var[v]}"
+              for j, v in enumerate(outputs)]
+    return (_header(lines) + pool.source() + "\n\n" + _decorator(parallel)
+            + f"def kernel({', '.join(args)}):\n" + "\n".join(lines) + "\n")
