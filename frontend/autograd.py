@@ -171,9 +171,9 @@ def _run(heads, head_grads, retain_graph, create_graph, train_mode):
             raise EmberError(f"{h._node[0].op.name}: this graph was freed by an earlier "
                              "backward; pass retain_graph=True to differentiate it twice")
         if hg is None:
-            hg = NDArray(np.ones_like(h._data), h._ctx)
+            hg = NDArray(_filled_like(h._data, 1), h._ctx)
         elif not isinstance(hg, NDArray):
-            hg = NDArray(np.asarray(hg, dtype=h._data.dtype), h._ctx)
+            hg = NDArray(_on_device_of(h._data, np.asarray(hg, dtype=h._data.dtype)), h._ctx)
         add(h, hg)
     order = _topo(heads)
     with _scope(create_graph, train_mode):
@@ -183,7 +183,7 @@ def _run(heads, head_grads, retain_graph, create_graph, train_mode):
                 continue
             if node.freed:  # history freed by an earlier backward: a constant now (MXNet)
                 continue
-            ogs = [NDArray(np.zeros_like(d), node.out_ctx) if g is None else g
+            ogs = [NDArray(_filled_like(d, 0), node.out_ctx) if g is None else g
                    for g, d in zip(ogs, node.out_data)]
             if node.op.grad is None:  # (MXNet's words)
                 raise EmberError(f"Operator {node.op.name} is non-differentiable because it "
@@ -202,6 +202,21 @@ def _run(heads, head_grads, retain_graph, create_graph, train_mode):
     return leaves
 
 
+def _filled_like(data, value):
+    """An array of ``value`` shaped like ``data``, in the same memory (host or GPU)."""
+    if type(data) is np.ndarray:
+        return np.full_like(data, value)
+    return _on_device_of(data, np.full(data.shape, value, dtype=data.dtype))
+
+
+def _on_device_of(data, host):
+    """Host array ``host`` in the memory ``data`` lives in."""
+    if type(data) is np.ndarray:
+        return host
+    from ember.backends import cuda_device
+    return cuda_device.to_device(host, cuda_device.device_of(data))
+
+
 def backward(heads, head_grads=None, retain_graph: bool = False, train_mode: bool = True):
     """Accumulate the heads' gradients into the marked variables' ``.grad`` buffers."""
     heads = heads if isinstance(heads, list | tuple) else [heads]
@@ -214,7 +229,12 @@ def backward(heads, head_grads=None, retain_graph: bool = False, train_mode: boo
     for var, g in leaves.values():
         var._fresh_grad = True
         buf, new = var._grad._data, g._data
-        if var._grad_req == "add":
+        if type(buf) is not np.ndarray:  # a GPU array: add on the device, copy into the buffer
+            from ember.ndarray.device import assign
+            if var._grad_req == "add":
+                new = (var._grad + g)._data
+            assign(buf, new)
+        elif var._grad_req == "add":
             buf += new
         elif var._grad_req == "write":
             if (type(new) is np.ndarray and new.base is None and id(new) not in taken
@@ -248,7 +268,7 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph: boo
     out = []
     for v in variables:
         g = leaves.get(id(v))
-        out.append(g[1] if g is not None else NDArray(np.zeros_like(v._data), v._ctx))
+        out.append(g[1] if g is not None else NDArray(_filled_like(v._data, 0), v._ctx))
     return out
 
 

@@ -118,8 +118,13 @@ class _Step:
         res = self.exe.run([a._data for a in arrays], bound)
         for p, new in zip(self.written, res[self.n_outputs:]):
             for d in p.list_data():
-                np.copyto(d._data, new)
-        outs = [NDArray(np.asarray(r), ctx) for r in res[:self.n_outputs]]
+                if type(d._data) is np.ndarray:
+                    np.copyto(d._data, new)
+                else:  # a GPU parameter: a device-to-device copy
+                    from ember.ndarray.device import assign
+                    assign(d._data, new)
+        outs = [NDArray(r if type(r) is not np.ndarray and hasattr(r, "copy_to_host")
+                        else np.asarray(r), ctx) for r in res[:self.n_outputs]]
         return _unflatten(outs, self.structure)
 
 
@@ -138,12 +143,12 @@ class CompiledFunction:
         arrays, template = split_args(args)
         with_grad = autograd.is_recording()
         key = (template_key(template), tuple((a.shape, a.dtype) for a in arrays),
-               autograd.is_training(), with_grad)
+               autograd.is_training(), with_grad, type(arrays[0]._data) if arrays else None)
         cached = self._cache.lookup(key)
         if isinstance(cached, _Step) and not cached.advance():
             cached = None  # the learning rate or step count the graph baked in has moved on
         if cached is None:
-            backend = self._backend or default_backend()
+            backend = default_backend(arrays[0].context if arrays else None, self._backend)
 
             def make():
                 if with_grad:  # differentiated from outside: one tape entry, like hybridize

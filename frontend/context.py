@@ -1,7 +1,9 @@
 """Devices: ``ember.cpu()``, ``ember.gpu(i)``, ``Context`` and the default-context stack.
 
-ember's eager arrays live in host memory; a GPU context is carried along (and honoured by
-the CUDA backend of compiled code), as MXNet code passes contexts around everywhere.
+A ``cpu()`` array lives in host memory; a ``gpu(i)`` array in the memory of CUDA device ``i``
+(``ember.backends.cuda_device``; ops on it run on the ``cuda`` backend). GPUs count only when
+ember can use them: numba-cuda installed (the ``cuda`` extra) and a device present, or numba's
+CUDA simulator opted in with ``NUMBA_ENABLE_CUDASIM=1``.
 """
 from __future__ import annotations
 
@@ -49,7 +51,8 @@ class Context:
         Context._local.value = self._old
 
     def empty_cache(self):
-        """Nothing to release: host memory is NumPy's."""
+        """Nothing to release: host memory is NumPy's, device memory numba-cuda's (freed when
+        the arrays are)."""
 
 
 def cpu(device_id: int = 0) -> Context:
@@ -68,20 +71,28 @@ def gpu(device_id: int = 0) -> Context:
 
 
 def num_gpus() -> int:
-    """Number of GPUs ember can use: 0, since this ember computes on the CPU only (a GPU
-    that numba sees but no ember backend uses is not counted)."""
-    return 0
+    """Number of GPUs ember can use: CUDA devices numba-cuda sees (with the ``cuda`` extra),
+    or 1 for numba's CUDA simulator when the user opted in with ``NUMBA_ENABLE_CUDASIM=1``."""
+    from ember.backends.cuda_device import device_count
+    return device_count()
 
 
 def check_device(ctx: Context) -> Context:
     """``ctx`` if arrays can live there; an ``MXNetError`` for a device ember cannot use, as
     MXNet raises when an array is created on a GPU it does not have (never a silent CPU
     copy labelled ``gpu``)."""
-    if ctx.device_type == "gpu" and ctx.device_id >= num_gpus():
-        from ember.base import MXNetError
-        raise MXNetError(f"cannot place an array on {ctx}: ember has no usable GPU "
-                         f"(mx.context.num_gpus() == {num_gpus()}; ember computes on the CPU, "
-                         "use mx.cpu())")
+    if ctx.device_type == "gpu":
+        n = num_gpus()
+        if ctx.device_id >= n or ctx.device_id < 0:
+            from ember.backends.cuda_device import INSTALL_HINT, unavailable_reason
+            from ember.base import MXNetError
+            if n == 0:
+                raise MXNetError(f"cannot place an array on {ctx}: ember has no usable GPU "
+                                 f"(mx.context.num_gpus() == 0: {unavailable_reason()}); use "
+                                 f"mx.cpu(), or on a machine with an NVIDIA GPU install "
+                                 f"ember's CUDA extra: {INSTALL_HINT}")
+            raise MXNetError(f"cannot place an array on {ctx}: ember sees {n} GPU(s) "
+                             f"(mx.context.num_gpus() == {n}), so gpu(0) to gpu({n - 1})")
     return ctx
 
 

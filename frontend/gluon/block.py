@@ -359,12 +359,14 @@ class HybridBlock(Block):
         with_grad = autograd.is_recording() and (
             any(p.grad_req != "null" for p in params)
             or any(autograd._needs_grad(a) for a in arrays))
-        key = (tkey, tuple((a.shape, a.dtype) for a in arrays), training, with_grad)
+        # (the storage type tells host from GPU arrays: each compiles for its own backend)
+        key = (tkey, tuple((a.shape, a.dtype) for a in arrays), training, with_grad,
+               type(arrays[0]._data))
         cached = self._cached.lookup(key)
         if cached is None:  # (compiled once; the least recently used signature may go)
             cached = self._cached.build(key, lambda: CachedGraph(
                 self.forward, args, training, with_grad,
-                self._flags.get("backend") or default_backend(), self.name,
+                default_backend(arrays[0].context, self._flags.get("backend")), self.name,
                 block_params_by_value(self), self._flags.get("inline_limit", 2)))
         hook = self.__dict__.get("_op_hook")
         if hook is not None:  # register_op_hook: the graph runs op by op, watched

@@ -22,9 +22,13 @@ FORWARD_PASSES = ["infer_shapes", "simplify"]   # on the traced graph
 LOWERING_PASSES = ["fuse", "plan_memory"]       # on each graph that is compiled
 
 
-def default_backend() -> str:
-    """``$EMBER_BACKEND`` (``cpu`` or ``reference``), ``cpu`` when unset."""
-    return os.environ.get("EMBER_BACKEND", "cpu")
+def default_backend(ctx=None, requested: str | None = None) -> str:
+    """The backend for arrays on ``ctx``: ``cuda`` on a GPU (its arrays are device memory);
+    else ``requested``, else ``$EMBER_BACKEND`` (``cpu`` or ``reference``), ``cpu`` when
+    unset."""
+    if ctx is not None and ctx.device_type == "gpu":
+        return "cuda"
+    return requested or os.environ.get("EMBER_BACKEND", "cpu")
 
 
 DEFAULT_MAX_VARIANTS = 32

@@ -45,6 +45,27 @@ class DeferredInitializationError(MXNetError):
     """A parameter's data was read before its shape was known (call the block once first)."""
 
 
+def _place(host, ctx):
+    """Storage for a parameter array on ``ctx``: ``host`` itself, or its copy on the GPU."""
+    if ctx is None or ctx.device_type != "gpu":
+        return host
+    from ember.ndarray.device import place
+    return place(host, ctx)
+
+
+def _zeros_like(data):
+    if type(data) is np.ndarray:
+        return np.zeros_like(data)
+    from ember.ndarray.device import zeros_like
+    return zeros_like(data)
+
+
+def _assign(dst, src):
+    """``dst[...] = src`` for host or GPU storage on either side."""
+    from ember.ndarray.device import assign
+    assign(dst, src)
+
+
 def _ctx_list(ctx) -> list[Context]:
     """The contexts a parameter lives on (each one ember can use: mx.gpu() raises)."""
     if ctx is None:
@@ -176,15 +197,18 @@ class Parameter:
                 "first forward; give its shape (e.g. in_units) explicitly")
         with autograd.pause():
             if data is None:
-                data = NDArray(np.zeros(self.shape, dtype=self.dtype), ctx[0])
+                # initialisers write host memory; _init_impl copies to each (GPU) context
+                host_ctx = ctx[0] if ctx[0].device_type != "gpu" else cpu()
+                data = NDArray(np.zeros(self.shape, dtype=self.dtype), host_ctx)
                 initializer.create(default_init)(
                     initializer.InitDesc(self.name, {"__init__": init}), data)
             self._init_impl(data, ctx)
 
     def _init_impl(self, data, ctx_list):
         self._ctx_list = list(ctx_list)
-        src = data._data if isinstance(data, NDArray) else np.asarray(data)
-        self._data = [NDArray(np.array(src, dtype=self.dtype, copy=True), c)
+        src = (data.asnumpy() if isinstance(data, NDArray) and type(data._data) is not np.ndarray
+               else data._data if isinstance(data, NDArray) else np.asarray(data))
+        self._data = [NDArray(_place(np.array(src, dtype=self.dtype, copy=True), c), c)
                       for c in self._ctx_list]
         self._init_grad()
 
@@ -194,7 +218,7 @@ class Parameter:
             return
         from ember.ndarray.sparse import RowSparseNDArray
         cls = RowSparseNDArray if getattr(self, "_grad_stype", "") == "row_sparse" else NDArray
-        self._grad = [cls(np.zeros_like(d._data), d._ctx) for d in self._data]
+        self._grad = [cls(_zeros_like(d._data), d._ctx) for d in self._data]
         for d, g in zip(self._data, self._grad):
             autograd.mark_variables([d], [g], self._grad_req)
 
@@ -292,7 +316,10 @@ class Parameter:
     def zero_grad(self):
         """Set the gradient buffers to zero."""
         for g in self._grad or []:
-            g._data[...] = 0
+            if type(g._data) is np.ndarray:
+                g._data[...] = 0
+            else:
+                _assign(g._data, 0)
 
     def set_data(self, data):
         """Overwrite the data on every context."""
@@ -305,14 +332,14 @@ class Parameter:
             return
         src = data._data if isinstance(data, NDArray) else np.asarray(data)
         for d in self._data:
-            d._data[...] = src
+            _assign(d._data, src)
 
     def _reduce(self) -> NDArray:
         """The data gathered on the CPU (the average over contexts, as MXNet saves it)."""
         data = self.list_data()
         if len(data) == 1:
-            return NDArray(data[0]._data.copy(), cpu())
-        return NDArray(np.mean([d._data for d in data], axis=0).astype(self.dtype), cpu())
+            return NDArray(data[0].asnumpy(), cpu())
+        return NDArray(np.mean([d.asnumpy() for d in data], axis=0).astype(self.dtype), cpu())
 
     def reset_ctx(self, ctx):
         """Move the data to other contexts."""
@@ -335,7 +362,8 @@ class Parameter:
         if self._data is None:
             return
         with autograd.pause():
-            self._data = [NDArray(d._data.astype(self._dtype), d._ctx) for d in self._data]
+            self._data = [NDArray(_place(d.asnumpy().astype(self._dtype), d._ctx), d._ctx)
+                          for d in self._data]
             self._init_grad()
 
     def var(self):

@@ -15,6 +15,7 @@ from ember import autograd as _ag
 from ember.ir import EmberError, get_op
 from ember.ir.opset_index import encode_key
 
+from . import ndarray as _nd
 from .ndarray import NDArray, invoke
 
 _BASIC = (int, np.integer, slice, type(None), type(Ellipsis))
@@ -28,7 +29,7 @@ def to_numpy_key(key):
     out = []
     for k in items:
         if isinstance(k, NDArray):
-            k = k._data
+            k = k._data if type(k._data) is np.ndarray else k.asnumpy()
             k = k if k.dtype == np.bool_ else k.astype(np.int64)
         elif isinstance(k, list | tuple):
             k = np.asarray(k)
@@ -48,6 +49,8 @@ def getitem(self: NDArray, key):
     key = to_numpy_key(key)
     if _ag._STATE.recording and _ag._needs_grad(self):
         return invoke(get_op("getitem"), [self], {"key": encode_key(key)})
+    if type(self._data) is not np.ndarray and _nd._GPU_IN_USE:
+        return _device_getitem(self, key)
     try:
         res = self._data[key]
     except IndexError:
@@ -77,6 +80,9 @@ def setitem(self: NDArray, key, value):
     key = to_numpy_key(key)
     if key is None:
         key = Ellipsis
+    if _nd._GPU_IN_USE and (type(self._data) is not np.ndarray
+                            or type(value) not in (np.ndarray, int, float, bool)):
+        return _device_setitem(self, key, value, whole)
     try:
         self._data[key] = value
     except ValueError as e:
@@ -87,6 +93,30 @@ def setitem(self: NDArray, key, value):
 
         raise EmberError(f"cannot assign a value of shape {np.shape(value)} to "
                          f"{self.shape}[{key!r}]: {e}") from None
+
+
+def _device_getitem(self: NDArray, key):
+    """``self[key]`` of a GPU array: a new GPU array (a copy, even for basic indexing: device
+    arrays are not viewed through NumPy keys)."""
+    from .device import host, place
+    res = np.array(host(self._data)[key], copy=True)
+    if res.ndim == 0:
+        res = res.reshape(1)
+    return NDArray(place(res, self._ctx), self._ctx)
+
+
+def _device_setitem(self: NDArray, key, value, whole: bool):
+    """``self[key] = value`` where ``self`` or ``value`` lives on a GPU."""
+    from .device import assign, host
+    if whole or key is Ellipsis:
+        assign(self._data, value)
+        return
+    h = host(self._data)
+    h = h.copy() if h is self._data else h
+    target = h[key]
+    v = host(value)
+    h[key] = np.reshape(v, np.shape(target)) if np.size(v) == np.size(target) else v
+    assign(self._data, h)
 
 
 NDArray.__getitem__ = getitem

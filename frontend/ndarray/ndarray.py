@@ -22,6 +22,9 @@ _STORAGE_TYPE_UNDEFINED, _STORAGE_TYPE_DEFAULT = -1, 0
 _STORAGE_TYPE_ROW_SPARSE, _STORAGE_TYPE_CSR = 1, 2
 _STORAGE_TYPE_STR_TO_ID = {"undefined": -1, "default": 0, "row_sparse": 1, "csr": 2}
 _STORAGE_TYPE_ID_TO_STR = {v: k for k, v in _STORAGE_TYPE_STR_TO_ID.items()}
+# set once the first GPU array exists (ndarray/device.py): until then no dispatch looks for
+# device storage, so CPU-only programs pay nothing for GPU support
+_GPU_IN_USE = False
 
 
 class NDArray:
@@ -79,7 +82,7 @@ class NDArray:
 
     @property
     def writable(self) -> bool:
-        return self._data.flags.writeable
+        return self._data.flags.writeable if type(self._data) is np.ndarray else True
 
     @property
     def T(self):
@@ -89,14 +92,17 @@ class NDArray:
 
     # ---- conversion --------------------------------------------------------------------
     def asnumpy(self) -> np.ndarray:
-        """A NumPy copy of the data."""
+        """A NumPy copy of the data (copied from the device for a GPU array)."""
+        if type(self._data) is not np.ndarray and _GPU_IN_USE:
+            from .device import host
+            return host(self._data)
         return np.array(self._data, copy=True)
 
     def asscalar(self):
         """The value of a size-1 array as a NumPy scalar."""
         if self.shape != (1,) and self.size != 1:
             raise ValueError("The current array is not a scalar")
-        return self._data.reshape(()).copy()[()]
+        return self.asnumpy().reshape(())[()]
 
     def astype(self, dtype, copy: bool = True):
         """Cast to ``dtype``; ``copy=False`` returns ``self`` when it already has it."""
@@ -115,9 +121,16 @@ class NDArray:
                 return self
             if other.shape != self.shape:
                 raise ShapeError(f"copyto: shape mismatch {fmt_shapes([self.shape, other.shape])}")
-            other._data[...] = self._data
+            if _GPU_IN_USE:
+                from .device import assign
+                assign(other._data, self._data)
+            else:
+                other._data[...] = self._data
             return other
         if isinstance(other, Context):
+            if _GPU_IN_USE or other.device_type == "gpu":
+                from .device import copy_to
+                return copy_to(self, other)
             return NDArray(self._data.copy(), check_device(other))
         raise TypeError(f"copyto does not support type {type(other)}")
 
@@ -128,7 +141,11 @@ class NDArray:
     as_in_ctx = as_in_context
 
     def wait_to_read(self):
-        """Eager NumPy work is finished when the call returns."""
+        """Wait for the device work producing this array (eager NumPy work is finished when
+        the call returns)."""
+        if type(self._data) is not np.ndarray and _GPU_IN_USE:
+            from .device import synchronize
+            synchronize(self._data)
 
     def wait_to_write(self):
         """See :meth:`wait_to_read`."""
@@ -139,7 +156,12 @@ class NDArray:
 
     def attach_grad(self, grad_req: str = "write", stype=None):
         """Allocate a gradient buffer; autograd writes (or adds) this array's gradient there."""
-        _ag.mark_variables([self], [NDArray(np.zeros_like(self._data), self._ctx)], grad_req)
+        if type(self._data) is not np.ndarray and _GPU_IN_USE:
+            from .device import zeros_like
+            grad = NDArray(zeros_like(self._data), self._ctx)
+        else:
+            grad = NDArray(np.zeros_like(self._data), self._ctx)
+        _ag.mark_variables([self], [grad], grad_req)
 
     def backward(self, out_grad=None, retain_graph: bool = False, train_mode: bool = True):
         """Compute the gradient of this array w.r.t. the marked variables."""
@@ -151,6 +173,9 @@ class NDArray:
         return self
 
     def __array__(self, dtype=None, copy=None):
+        if type(self._data) is not np.ndarray and _GPU_IN_USE:
+            data = self.asnumpy()
+            return data if dtype is None else data.astype(dtype)
         return self._data if dtype is None else self._data.astype(dtype)
 
     def __len__(self):
@@ -162,13 +187,14 @@ class NDArray:
 
     def __bool__(self):
         if self.size == 1:
-            return bool(self._data.reshape(-1)[0])
+            return bool(self.asnumpy().reshape(-1)[0])
         if self.size == 0:
             return False
         raise ValueError("The truth value of an NDArray with multiple elements is ambiguous.")
 
     def __repr__(self):
-        return f"\n{self._data}\n<NDArray {'x'.join(map(str, self.shape))} @{self.context}>"
+        data = self._data if type(self._data) is np.ndarray else self.asnumpy()
+        return f"\n{data}\n<NDArray {'x'.join(map(str, self.shape))} @{self.context}>"
 
     def __hash__(self):
         return id(self)
@@ -178,6 +204,11 @@ class NDArray:
 def invoke(op, inputs, attrs: dict, out=None, ctx=None):
     """Run ``op`` eagerly: the single path of ``nd.*``, NDArray methods and operators."""
     datas = [x._data for x in inputs]
+    if _GPU_IN_USE and any(type(d) is not np.ndarray for d in datas):
+        from .device import invoke_device
+        res = invoke_device(op, inputs, datas, attrs, out)
+        if res is not NotImplemented:
+            return res
     if len(datas) > 1:
         dt = datas[0].dtype
         for d in datas:
@@ -195,7 +226,10 @@ def invoke(op, inputs, attrs: dict, out=None, ctx=None):
     if inputs:
         ctx = inputs[0]._ctx
     else:  # a creation op: its device must be one ember can use
-        check_device(ctx or current_context())
+        dev = check_device(ctx or current_context())
+        if dev.device_type == "gpu":
+            from .device import gpu_creation
+            return gpu_creation(op, res, attrs, dev, out)
     if isinstance(res, tuple | list):
         outs = [NDArray(_own(r, datas), ctx) for r in res]
     else:
@@ -244,7 +278,11 @@ def _write_out(op, outs, out):
     for t, o in zip(targets, outs):
         if t.shape != o.shape:
             raise ShapeError(f"{op.name}: out= has shape {t.shape}, result has {o.shape}")
-        t._data[...] = o._data
+        if type(t._data) is np.ndarray:
+            t._data[...] = o._data
+        else:
+            from .device import assign
+            assign(t._data, o._data)
         t._node = o._node
     return out
 
@@ -291,7 +329,7 @@ def array(source_array, ctx: Context | None = None, dtype=None) -> NDArray:
     """A new NDArray from a NumPy array, NDArray, list or scalar (float32 by default)."""
     dt = _dtype_of(source_array, dtype)
     if isinstance(source_array, NDArray):
-        source_array = source_array._data
+        source_array = source_array.asnumpy() if _GPU_IN_USE else source_array._data
     try:
         data = np.array(source_array, dtype=dt, copy=True)
     except (ValueError, TypeError) as e:
@@ -299,7 +337,10 @@ def array(source_array, ctx: Context | None = None, dtype=None) -> NDArray:
     if data.dtype.kind not in "biuf":
         raise EmberError(f"nd.array: an NDArray holds numbers or booleans, not {data.dtype} "
                          f"({_show(source_array)})")
-    check_device(ctx or current_context())
+    dev = check_device(ctx or current_context())
+    if dev.device_type == "gpu":
+        from .device import place
+        return NDArray(place(data, dev), dev)
     return NDArray(data, ctx)
 
 
@@ -352,7 +393,12 @@ def empty(shape, ctx: Context | None = None, dtype=None, stype=None) -> NDArray:
         raise EmberError(f"empty: storage type {stype!r} is not supported; ember stores "
                          "arrays densely")
     shape = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
-    return NDArray(np.zeros(shape, dtype=np.dtype(dtype or _DEFAULT)), ctx)
+    data = np.zeros(shape, dtype=np.dtype(dtype or _DEFAULT))
+    dev = check_device(ctx or current_context())
+    if dev.device_type == "gpu":
+        from .device import place
+        return NDArray(place(data, dev), dev)
+    return NDArray(data, ctx)
 
 
 def waitall():

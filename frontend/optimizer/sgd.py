@@ -103,7 +103,7 @@ class SGD(_MasterCopyFirstState, Optimizer):
 def _flat(x: NDArray):
     """``x``'s array as a 1-D view, or None when a kernel cannot update it in place."""
     a = x._data if type(x) is NDArray else None
-    if a is None or a.dtype not in _KERNEL_DTYPES or not a.flags.c_contiguous \
+    if type(a) is not np.ndarray or a.dtype not in _KERNEL_DTYPES or not a.flags.c_contiguous \
             or not a.flags.writeable:
         return None
     return a.reshape(-1)
