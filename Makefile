@@ -12,7 +12,7 @@ MXSTAMP := $(MXVENV)/.mxnet-installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev,image,onnx,dist]'
+	$(PY) -m pip install -q -e '.[test,dev,image,onnx,dist,cuda]'
 	@touch $(STAMP)
 
 test: $(STAMP) $(MXSTAMP) graphviz
