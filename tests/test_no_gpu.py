@@ -46,3 +46,10 @@ def test_try_gpu_idiom_falls_back_to_cpu():
             ctx = mx.cpu()
         return ctx
     assert try_gpu() == mx.cpu()
+
+
+def test_no_device_error_says_why_and_which_extra():
+    with pytest.raises(MXNetError) as e:
+        nd.zeros((1,), ctx=mx.gpu())
+    msg = str(e.value)
+    assert "gpu(0)" in msg and "num_gpus() == 0" in msg and "ember[cuda]" in msg
