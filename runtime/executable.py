@@ -62,6 +62,9 @@ class Executable:
         self._n_in, self._n_params = len(graph.inputs), len(graph.params)
         self._fn = _load_backend(backend).compile(graph)
         self._lock = threading.Lock()
+        if backend == "cuda":  # captured once as a CUDA graph, then replayed
+            from .cuda_graph import graphed
+            self._fn = graphed(self._fn)
 
     @classmethod
     def from_graph(cls, graph: Graph, passes: Sequence[Callable[[Graph], Graph]] = (),

@@ -1,0 +1,151 @@
+"""runtime/cuda_graph: a compiled CUDA program captured once and replayed.
+
+Under numba's CUDA simulator (its own pytest subprocess, tests/cuda_sim.py) the runner's
+slots, copies, keys and warm-up run are tested with the recorded launch sequence standing in
+for the graph; ``-m gpu`` tests capture real CUDA graphs (numba-cuda kernels and cuBLAS on
+ember's stream) and check replays against direct runs.
+"""
+import numpy as np
+import pytest
+from cuda_sim import simulator_module
+
+from ember.backends import reference
+from ember.ir.graph import GraphBuilder
+from ember.ir.types import TensorType
+
+CUDA_SIMULATOR_MODULE = True
+test_cuda_simulator_subprocess = simulator_module(__file__)
+F32 = "float32"
+
+
+def _rand(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(F32)
+
+
+def _sgd_graph():
+    b = GraphBuilder("sgd")
+    w = b.param(TensorType((5, 3), F32), "w")
+    g = b.input(TensorType((5, 3), F32), "g")
+    mom = b.param(TensorType((5, 3), F32), "mom")
+    (r,) = b.emit("relu", [g])
+    (new_w,) = b.emit("sgd_mom_update", [w, r, mom], lr=0.1, momentum=0.9)
+    (s,) = b.emit("sum", [new_w], axis=None)
+    return b.build([new_w, s])
+
+
+def test_replays_match_direct_runs_and_mutate_once_per_call():
+    from ember.backends import cuda
+    from ember.backends import cuda_device as cd
+    from ember.runtime.cuda_graph import GraphRunner, graphed
+    graph = _sgd_graph()
+    run = cuda.compile(graph)
+    runner = graphed(run)
+    assert isinstance(runner, GraphRunner)
+    w, mom = _rand((5, 3)), _rand((5, 3), 1)
+    dw, dmom = cd.to_device(w), cd.to_device(mom)
+    ref_w, ref_mom = w.copy(), mom.copy()
+    seen = []
+    for step in range(3):
+        g = _rand((5, 3), 2 + step)
+        outs = runner([cd.to_device(g)], [dw, dmom])
+        want = reference.run_graph(graph, [g], [ref_w, ref_mom])
+        ref_w = want[0].copy()
+        cd.copy_into(dw, outs[0])  # the caller writes the new weight back, as Trainer does
+        for o, e in zip(outs, want):
+            np.testing.assert_allclose(cd.to_host(o), e, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cd.to_host(dmom), ref_mom, rtol=1e-5, atol=1e-6)
+        assert all(o is not s for o in outs for s in runner._slots_out)
+        seen += outs
+    assert runner.captures == 1
+    assert len({id(o) for o in seen}) == len(seen)  # fresh arrays every call
+
+
+def test_new_parameter_arrays_capture_again():
+    from ember.backends import cuda
+    from ember.backends import cuda_device as cd
+    from ember.runtime.cuda_graph import GraphRunner
+    graph = _sgd_graph()
+    runner = GraphRunner(cuda.compile(graph))
+    g = cd.to_device(_rand((5, 3), 3))
+    a = [cd.to_device(_rand((5, 3))), cd.to_device(_rand((5, 3), 1))]
+    b = [cd.to_device(_rand((5, 3), 4)), cd.to_device(_rand((5, 3), 5))]
+    runner([g], a)
+    out_b = runner([g], b)
+    runner([g], a)
+    assert runner.captures == 2
+    want = reference.run_graph(graph, [_rand((5, 3), 3)], [_rand((5, 3), 4), _rand((5, 3), 5)])
+    np.testing.assert_allclose(cd.to_host(out_b[0]), want[0], rtol=1e-5, atol=1e-6)
+
+
+def test_programs_with_a_round_trip_are_not_captured_on_a_device():
+    from ember.runtime.cuda_graph import graphed
+
+    def run(inputs, params):
+        return []
+    run.capturable, run.simulator = False, False
+    assert graphed(run) is run
+
+
+def test_executable_on_cuda_replays():
+    from ember.backends import cuda_device as cd
+    from ember.runtime.cuda_graph import GraphRunner
+    from ember.runtime.executable import Executable
+    graph = _sgd_graph()
+    exe = Executable(graph, "cuda")
+    assert isinstance(exe._fn, GraphRunner)
+    g, w, mom = _rand((5, 3), 3), _rand((5, 3)), _rand((5, 3), 1)
+    outs = exe.run([cd.to_device(g)], [cd.to_device(w), cd.to_device(mom)])
+    want = reference.run_graph(graph, [g], [w, mom])
+    np.testing.assert_allclose(cd.to_host(outs[1]), want[1], rtol=1e-5)
+
+
+# ---- on a real device (pytest -m gpu) --------------------------------------------------
+@pytest.mark.gpu
+def test_gpu_mlp_training_step_captured_once_replays_exactly():
+    """The fused, planned MLP forward+backward with cuBLAS GEMMs and the momentum update,
+    captured into one CUDA graph: each replay equals a direct run of the same program."""
+    from ember.backends import cuda
+    from ember.backends import cuda_device as cd
+    from ember.passes import run_pipeline
+    from ember.runtime.cuda_graph import CudaGraph, GraphRunner
+    b = GraphBuilder("mlp")
+    x = b.input(TensorType((128, 784), F32), "x")
+    w0 = b.param(TensorType((256, 784), F32), "w0")
+    b0 = b.param(TensorType((256,), F32), "b0")
+    w1 = b.param(TensorType((10, 256), F32), "w1")
+    (h,) = b.emit("fully_connected", [x, w0, b0], num_hidden=256)
+    (h,) = b.emit("relu", [h])
+    (z,) = b.emit("fully_connected", [h, w1], num_hidden=10, no_bias=True)
+    (p,) = b.emit("log_softmax", [z], axis=-1)
+    (loss,) = b.emit("mean", [p])
+    joint = run_pipeline(b.build([loss]), grad=True, head_grads="ones")
+    params = [_rand(v.type.shape, i) * 0.05 for i, v in enumerate(joint.params)]
+    direct, graphed_run = cuda.compile(joint), GraphRunner(cuda.compile(joint))
+    assert direct.capturable and "gemm[cublas]+epilogue" in direct.report
+    dev = [cd.to_device(p) for p in params]
+    for step in range(3):
+        xs = cd.to_device(_rand((128, 784), 10 + step))
+        want = [cd.to_host(o) for o in direct([xs], dev)]
+        got = [cd.to_host(o) for o in graphed_run([xs], dev)]
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    assert graphed_run.captures == 1
+    assert all(isinstance(g, CudaGraph) for g in graphed_run._graphs.values())
+    graphed_run.close()
+
+
+@pytest.mark.gpu
+def test_gpu_captured_updates_mutate_parameters_like_direct_runs():
+    from ember.backends import cuda
+    from ember.backends import cuda_device as cd
+    from ember.runtime.cuda_graph import GraphRunner
+    graph = _sgd_graph()
+    runner, direct = GraphRunner(cuda.compile(graph)), cuda.compile(graph)
+    pa = [cd.to_device(_rand((5, 3))), cd.to_device(_rand((5, 3), 1))]
+    pb = [cd.to_device(_rand((5, 3))), cd.to_device(_rand((5, 3), 1))]
+    for step in range(4):
+        g = cd.to_device(_rand((5, 3), 2 + step))
+        ga, da = runner([g], pa), direct([g], pb)
+        np.testing.assert_array_equal(cd.to_host(ga[0]), cd.to_host(da[0]))
+        np.testing.assert_array_equal(cd.to_host(pa[1]), cd.to_host(pb[1]))
+    assert runner.captures == 1
