@@ -90,16 +90,17 @@ class NormPoolSteps:
             return False
         lim = [n + min(a, b) for n, a, b in zip(sp, pl, pr)]
         include = at["count_include_pad"] in (None, True)
-        geom = [repr(int(d)) for d in (*k, *s, *pl, *lim)] + [repr(bool(include))]
+        geom = (*k, *s, *pl)   # built into the kernel (its body unrolled over the window)
+        args = [repr(int(d)) for d in lim] + [repr(bool(include))]
         x3, g3 = (planes, *sp), (planes, *out)
         if backward:
-            src = pool_backward_source(kind, dt, parallel)
-            args = [self._arg(node.inputs[0], g3), self._arg(x, x3), *geom]
+            src = pool_backward_source(kind, dt, parallel, geom)
+            args = [self._arg(node.inputs[0], g3), self._arg(x, x3), *args]
             self._call(kernel(src), args, [(y, x3)])
             self.report["pooling_backward"] += 1
         else:
-            src = pool_source(kind, dt, parallel)
-            self._call(kernel(src), [self._arg(x, x3), *geom], [(y, g3)])
+            src = pool_source(kind, dt, parallel, geom)
+            self._call(kernel(src), [self._arg(x, x3), *args], [(y, g3)])
             self.report["pooling"] += 1
         return True
 

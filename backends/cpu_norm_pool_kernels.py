@@ -27,93 +27,150 @@ def _jit(parallel: bool, reassoc: bool = False) -> str:
     return _JIT.format(par=parallel, fm="{'contract', 'reassoc'}" if reassoc else "{'contract'}")
 
 
-def _window_head(indent: str) -> list[str]:
-    """Lines computing the window of output (oy, ox): rows [ya, yb), cols [xa, xb)."""
-    i = indent
-    return [f"{i}y0 = oy * sh - ph",
-            f"{i}ya = max(y0, 0)",
-            f"{i}yb = min(y0 + kh, H)",
-            f"{i}x0 = ox * sw - pw",
-            f"{i}xa = max(x0, 0)",
-            f"{i}xb = min(x0 + kw, W)"]
+def _taps(kh: int, kw: int) -> list[tuple[int, int]]:
+    """The window's offsets in the reference's order (rows, then columns)."""
+    return [(i, j) for i in range(kh) for j in range(kw)]
 
 
-def pool_source(kind: str, dtype: str, parallel: bool) -> str:
-    """``kernel(x, kh, kw, sh, sw, ph, pw, lh, lw, include, out)``: max/avg/sum pooling of
-    x (P, H, W) into out (P, OH, OW). avg's count with ``include``: the window clipped to
-    rows < lh and cols < lw (the data plus the padding that counts)."""
-    lines = ["    P, H, W = x.shape",
-             "    OH, OW = out.shape[1], out.shape[2]",
-             f"    for p in {'prange' if parallel else 'range'}(P):",
-             "        for oy in range(OH):",
-             "            for ox in range(OW):",
-             *_window_head("                ")]
+def _generic(kind: str, dtype: str) -> str:
+    """njit helpers for windows that overlap the padding: ``_win`` (the pooled value) and
+    ``_arg`` (the flat index of the first maximum, -1 when it is padding)."""
     if kind == "max":
-        lines += ["                m = -np.inf",
-                  "                for yy in range(ya, yb):",
-                  "                    for xx in range(xa, xb):",
-                  "                        v = x[p, yy, xx]",
-                  "                        m = v if v > m or v != v else m",
-                  "                out[p, oy, ox] = m"]
+        win = ["    m = -np.inf",
+               "    for yy in range(max(y0, 0), min(y0 + KH, H)):",
+               "        for xx in range(max(x0, 0), min(x0 + KW, W)):",
+               "            v = x[p, yy, xx]",
+               "            m = v if v > m or v != v else m",
+               "    return m"]
     else:
-        # the data's dtype and the offsets' order, as the reference's sum of slices
-        lines += [f"                acc = np.{dtype}(0.0)",
-                  "                for yy in range(ya, yb):",
-                  "                    for xx in range(xa, xb):",
-                  "                        acc += x[p, yy, xx]"]
+        win = [f"    acc = np.{dtype}(0.0)",
+               "    ya, xa = max(y0, 0), max(x0, 0)",
+               "    for yy in range(ya, min(y0 + KH, H)):",
+               "        for xx in range(xa, min(x0 + KW, W)):",
+               "            acc += x[p, yy, xx]"]
         if kind == "avg":
-            lines += ["                if include:",
-                      "                    cnt = (min(y0 + kh, lh) - y0) * (min(x0 + kw, lw) - x0)",
-                      "                else:",
-                      "                    cnt = (yb - ya) * (xb - xa)",
-                      f"                acc = acc / np.{dtype}(max(cnt, 1))"]
-        lines += ["                out[p, oy, ox] = acc"]
-    return _HEADER + _jit(parallel) + \
-        "def kernel(x, kh, kw, sh, sw, ph, pw, lh, lw, include, out):\n" + "\n".join(lines) + "\n"
+            win += [f"    return acc / np.{dtype}(_count(y0, x0, H, W, lh, lw, include))"]
+        else:
+            win += ["    return acc"]
+    arg = ["    best = -1",
+           "    m = -np.inf",
+           "    if 0 <= y0 < H and 0 <= x0 < W:",
+           "        best = y0 * W + x0",
+           "        m = x[p, y0, x0]",
+           "    for yy in range(max(y0, 0), min(y0 + KH, H)):",
+           "        for xx in range(max(x0, 0), min(x0 + KW, W)):",
+           "            v = x[p, yy, xx]",
+           "            if v > m:",
+           "                m = v",
+           "                best = yy * W + xx",
+           "    return best"]
+    # the window's count (MXNet's rule, ir/opset_pool._pool_counts): with include, the
+    # window clipped to the data plus the padding that counts (rows < lh, cols < lw)
+    count = ["    if include:",
+             "        ch = min(y0 + KH, lh) - y0",
+             "        cw = min(x0 + KW, lw) - x0",
+             "    else:",
+             "        ch = min(y0 + KH, H) - max(y0, 0)",
+             "        cw = min(x0 + KW, W) - max(x0, 0)",
+             "    return max(max(ch, 0) * max(cw, 0), 1)"]
+    jit = "@njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})\n"
+    return (jit + "def _count(y0, x0, H, W, lh, lw, include):\n" + "\n".join(count) + "\n\n\n"
+            + jit + "def _win(x, p, y0, x0, H, W, lh, lw, include):\n" + "\n".join(win)
+            + "\n\n\n" + jit + "def _arg(x, p, y0, x0, H, W):\n" + "\n".join(arg) + "\n\n\n")
 
 
-def pool_backward_source(kind: str, dtype: str, parallel: bool) -> str:
-    """``kernel(g, x, kh, kw, sh, sw, ph, pw, lh, lw, include, dx)``: the gradient of
-    :func:`pool_source`'s pooling w.r.t. x (P, H, W), scattered plane by plane."""
-    lines = ["    P, H, W = x.shape",
-             "    OH, OW = g.shape[1], g.shape[2]",
-             f"    for p in {'prange' if parallel else 'range'}(P):",
-             "        for yy in range(H):",
-             "            for xx in range(W):",
-             "                dx[p, yy, xx] = 0",
-             "        for oy in range(OH):",
-             "            for ox in range(OW):",
-             *_window_head("                ")]
+def _consts(geom: tuple) -> str:
+    kh, kw, sh, sw, ph, pw = geom
+    return f"KH, KW, SH, SW, PH, PW = {kh}, {kw}, {sh}, {sw}, {ph}, {pw}\n\n\n"
+
+
+_SCAN = """\
+    P, H, W = x.shape
+    OH, OW = {oshape}
+    lo = min(OW, -(-PW // SW))   # windows of ox in [lo, hi) lie inside the columns
+    hi = max(lo, min(OW, (W - KW + PW) // SW + 1))
+    for p in {loop}(P):
+{zero}        for oy in range(OH):
+            y0 = oy * SH - PH
+            a, b = (lo, hi) if y0 >= 0 and y0 + KH <= H else (0, 0)
+            for ox in range(a, b):   # inside the data: the unrolled body
+                x0 = ox * SW - PW
+"""
+
+
+def _edges(generic: list[str]) -> list[str]:
+    """The windows of a row that touch the padding (before ``a``, from ``b``): ``generic``."""
+    out = []
+    for rng in ("range(0, a)", "range(b, OW)"):
+        out += [f"            for ox in {rng}:", "                x0 = ox * SW - PW",
+                *("                " + g for g in generic)]
+    return out
+
+
+def pool_source(kind: str, dtype: str, parallel: bool, geom: tuple) -> str:
+    """``kernel(x, lh, lw, include, out)``: max/avg/sum pooling of x (P, H, W) into out
+    (P, OH, OW) with the window ``geom`` = (kh, kw, sh, sw, pad_top, pad_left) built in.
+
+    Windows inside the data run a fully unrolled body over constant offsets (the reference's
+    order, so sums agree bit for bit; max as ``np.maximum``, NaN wins); windows that touch
+    the padding call the generic ``_win``. avg's count with ``include``: the window clipped
+    to rows < lh and cols < lw (the data plus the padding that counts)."""
+    taps = _taps(geom[0], geom[1])
+    body = [f"v{k} = x[p, y0 + {i}, x0 + {j}]" for k, (i, j) in enumerate(taps)]
     if kind == "max":
-        # the window's first position is where the reference's router starts (-inf when it
-        # is padding): strict '>' from there picks the first maximum, NaN never wins
-        lines += ["                by, bx = -1, -1",
-                  "                m = -np.inf",
-                  "                if 0 <= y0 < H and 0 <= x0 < W:",
-                  "                    by, bx = y0, x0",
-                  "                    m = x[p, y0, x0]",
-                  "                for yy in range(ya, yb):",
-                  "                    for xx in range(xa, xb):",
-                  "                        v = x[p, yy, xx]",
-                  "                        if v > m:",
-                  "                            m = v",
-                  "                            by, bx = yy, xx",
-                  "                if by >= 0:",
-                  "                    dx[p, by, bx] += g[p, oy, ox]"]
+        body += ["m = v0"] + [f"m = v{k} if v{k} > m or v{k} != v{k} else m"
+                              for k in range(1, len(taps))]
+        res = "m"
     else:
-        lines += ["                v = g[p, oy, ox]"]
-        if kind == "avg":
-            lines += ["                if include:",
-                      "                    cnt = (min(y0 + kh, lh) - y0) * (min(x0 + kw, lw) - x0)",
-                      "                else:",
-                      "                    cnt = (yb - ya) * (xb - xa)",
-                      f"                v = v / np.{dtype}(max(cnt, 1))"]
-        lines += ["                for yy in range(ya, yb):",
-                  "                    for xx in range(xa, xb):",
-                  "                        dx[p, yy, xx] += v"]
-    return _HEADER + _jit(parallel) + \
-        "def kernel(g, x, kh, kw, sh, sw, ph, pw, lh, lw, include, dx):\n" + \
-        "\n".join(lines) + "\n"
+        body += ["acc = v0"] + [f"acc += v{k}" for k in range(1, len(taps))]
+        res = "acc" if kind == "sum" else f"acc / np.{dtype}({len(taps)})"
+    ind = " " * 16
+    lines = [_SCAN.format(oshape="out.shape[1], out.shape[2]", zero="",
+                          loop="prange" if parallel else "range").rstrip("\n"),
+             *(ind + b for b in body),
+             f"{ind}out[p, oy, ox] = {res}",
+             *_edges(["out[p, oy, ox] = _win(x, p, y0, x0, H, W, lh, lw, include)"])]
+    return _HEADER + _consts(geom) + _generic(kind, dtype) + _jit(parallel) + \
+        "def kernel(x, lh, lw, include, out):\n" + "\n".join(lines) + "\n"
+
+
+def pool_backward_source(kind: str, dtype: str, parallel: bool, geom: tuple) -> str:
+    """``kernel(g, x, lh, lw, include, dx)``: the gradient of :func:`pool_source`'s pooling
+    w.r.t. x (P, H, W), scattered window by window within each plane.
+
+    max: the reference's router: start at the window's first position (-inf when it is
+    padding), then the offsets in order with a strict ``>`` (the first maximum wins; NaN
+    never does), then ``dx[best] += g``; unrolled for windows inside the data."""
+    taps = _taps(geom[0], geom[1])
+    ind = " " * 16
+    if kind == "max":
+        body = ["m = x[p, y0, x0]", "k = 0"]
+        for n, (i, j) in enumerate(taps[1:], 1):
+            body += [f"v = x[p, y0 + {i}, x0 + {j}]",
+                     "t = v > m",
+                     "m = v if t else m",
+                     f"k = {n} if t else k"]
+        body += ["dx[p, y0 + k // KW, x0 + k % KW] += g[p, oy, ox]"]
+        generic = ["f = _arg(x, p, y0, x0, H, W)",
+                   "if f >= 0:",
+                   "    dx[p, f // W, f % W] += g[p, oy, ox]"]
+    else:
+        div = f" / np.{dtype}({len(taps)})" if kind == "avg" else ""
+        body = [f"v = g[p, oy, ox]{div}"] + [f"dx[p, y0 + {i}, x0 + {j}] += v" for i, j in taps]
+        cnt = f" / np.{dtype}(_count(y0, x0, H, W, lh, lw, include))" if kind == "avg" else ""
+        generic = [f"v = g[p, oy, ox]{cnt}",
+                   "for yy in range(max(y0, 0), min(y0 + KH, H)):",
+                   "    for xx in range(max(x0, 0), min(x0 + KW, W)):",
+                   "        dx[p, yy, xx] += v"]
+    zero = ("        for yy in range(H):\n"
+            "            for xx in range(W):\n"
+            "                dx[p, yy, xx] = 0\n")
+    lines = [_SCAN.format(oshape="g.shape[1], g.shape[2]", zero=zero,
+                          loop="prange" if parallel else "range").rstrip("\n"),
+             *(ind + b for b in body),
+             *_edges(generic)]
+    return _HEADER + _consts(geom) + _generic(kind, dtype) + _jit(parallel) + \
+        "def kernel(g, x, lh, lw, include, dx):\n" + "\n".join(lines) + "\n"
 
 
 def global_pool_source(kind: str, parallel: bool) -> str:
