@@ -16,4 +16,5 @@ BENCHMARKS = {
     "firststep": "bench.convbench:main_firststep",  # ResNet-18 first step, cold/warm cache
     "contended": "bench.contended:main",  # MLP training kept beside one busy process
     "dist": "bench.dist:main",  # 1 process x 2 threads vs 2 MPI ranks; allreduce GB/s
+    "gpu": "bench.gpu:main",  # CUDA: MLP, latency, fused GB/s, ResNet-18 vs PyTorch/JAX
 }
