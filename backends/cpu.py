@@ -101,7 +101,7 @@ def _chain_io(nodes: Sequence[Node], outputs: Sequence[Value], exclude=()):
 class _Program(OpSteps, NormPoolSteps, ConvSteps):
     """Chooses a kernel per node and generates the run loop (``cpu_run.RunBuilder``)."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, arena=None):
         self.graph = graph
         self.report: Counter = Counter()
         b = self.b = RunBuilder(graph.name)
@@ -109,7 +109,7 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
         # graph outputs get fresh arrays: a run hands them out, so they may not live in the
         # arena that the next run overwrites (no copy at the end)
         keep = mutated | {id(v) for v in graph.outputs}
-        self.views = self._arena(graph, keep)
+        self.views = self._arena(graph, keep, arena)
         self.aliasing: set[int] = set()  # values a fallback made: they may alias anything
         args = []
         for v in (*graph.inputs, *graph.params):
@@ -141,8 +141,10 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
         self.check_params = arg_checker(graph.name, graph.params, "parameter")
 
     @staticmethod
-    def _arena(graph: Graph, keep: set) -> dict[int, np.ndarray]:
-        """Views at the planned offsets (``Value.mem``), one buffer per arena name."""
+    def _arena(graph: Graph, keep: set, arena=None) -> dict[int, np.ndarray]:
+        """Views at the planned offsets (``Value.mem``), one buffer per arena name: new, or
+        ``arena.buffer(name, nbytes)`` (a buffer shared with the same graph's programs at
+        other batch sizes, ``runtime.arena.SharedArena``)."""
         placed = [v for v in (*graph.inputs, *(o for n in graph.nodes for o in n.outputs))
                   if v.mem is not None and v.type.known and id(v) not in keep]
         ends: dict[str, int] = {}
@@ -150,7 +152,8 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
             name, off = v.mem
             ends[name] = max(ends.get(name, 0), off + v.type.nbytes)
         try:
-            bufs = {name: np.empty(max(end, 1) + 64, np.uint8) for name, end in ends.items()}
+            bufs = {name: np.empty(max(end, 1) + 64, np.uint8) if arena is None else
+                    arena.buffer(name, max(end, 1) + 64) for name, end in ends.items()}
         except (MemoryError, ValueError) as e:  # more than this machine can give
             big = max(placed, key=lambda v: v.type.nbytes)
             made = f"made by {big.producer.name or big.producer.op.name} ({big.producer.op.name})" \
@@ -396,14 +399,17 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
         return self.run_fn(self.check_in(inputs), self.check_params(params))
 
 
-def compile(graph: Graph) -> Compiled:
+def compile(graph: Graph, arena=None) -> Compiled:
     """The backend interface: ``run(inputs, params) -> outputs`` for ``graph``.
+
+    ``arena`` (optional) gives the buffers the intermediates live in (``arena.buffer(name,
+    nbytes)``); by default the program allocates its own.
 
     Kernels are generated and loaded now (numba compiles each on its first call, or loads
     it from the on-disk cache). ``run.report`` counts the kernels by kind and the NumPy
     fallbacks by op; ``EMBER_DEBUG_BACKEND=1`` prints it.
     """
-    prog = _Program(graph)
+    prog = _Program(graph, arena)
     run_fn, check_in, check_params = prog.run_fn, prog.check_in, prog.check_params
     if os.environ.get("EMBER_DEBUG_BACKEND", "") not in ("", "0"):
         items = ", ".join(f"{k}={n}" for k, n in sorted(prog.report.items()))

@@ -29,10 +29,12 @@ __all__ = ["batch_polymorphism", "batched_inputs", "dynamic_entry", "input_batch
            "read_dynamic", "retype", "shape_text", "specialise"]
 
 
-def retype(graph: Graph, types: list[TensorType]) -> Graph:
+def retype(graph: Graph, types: list[TensorType], attrs=None) -> Graph:
     """A copy of ``graph`` whose inputs (then parameters, for the rest of ``types``) have
     ``types``, every node's outputs retyped by its shape rule (a fused node's by its body,
-    retyped the same way); memory offsets are left out. EmberError when a rule refuses."""
+    retyped the same way); memory offsets are left out. EmberError when a rule refuses.
+    ``attrs(node)``, when given, may return a node's new attributes (a dict; None keeps
+    them): ``gluon.batch_family`` moves explicit batch sizes with it."""
     vmap: dict[int, Value] = {}
     leaves = graph.inputs + graph.params
     types = list(types) + [v.type for v in leaves[len(types):]]
@@ -47,14 +49,16 @@ def retype(graph: Graph, types: list[TensorType]) -> Graph:
     for n in graph.nodes:
         ins = [vmap.get(id(v), v) for v in n.inputs]
         in_types = [v.type for v in ins]
-        body = None
+        body, at = None, attrs(n) if attrs is not None else None
+        changes = {} if at is None else {"attrs": tuple(sorted(at.items()))}
+        at = n.attr_dict if at is None else at
         if n.body is not None:
-            body = retype(n.body, in_types)
+            body = retype(n.body, in_types, attrs)
             body.name = n.body.name
             outs = [r.type for r in body.outputs]
         else:
             try:
-                outs, refined = n.op.infer(in_types, n.attr_dict)
+                outs, refined = n.op.infer(in_types, at)
             except (EmberError, TypeError, ValueError, IndexError, AttributeError) as e:
                 raise EmberError(f"{n.op.name} ({n.name or '?'}) refuses inputs "
                                  f"{', '.join(map(str, in_types))}: {e}") from None
@@ -62,7 +66,7 @@ def retype(graph: Graph, types: list[TensorType]) -> Graph:
                 if r.shape is not None and r.shape != t.shape:
                     raise EmberError(f"{n.op.name} ({n.name or '?'}): input {i} is {t}, its "
                                      f"shape rule needs {r}")
-        new = clone_node(n, ins, list(outs), body=body)
+        new = clone_node(n, ins, list(outs), body=body, **changes)
         for o, old in zip(new.outputs, n.outputs):
             o.mem = None
             vmap[id(old)] = o

@@ -51,7 +51,7 @@ class Executable:
     __slots__ = ("graph", "backend", "input_types", "param_types", "param_names",
                  "output_types", "_fn", "_n_in", "_n_params", "_lock")
 
-    def __init__(self, graph: Graph, backend: str = "reference"):
+    def __init__(self, graph: Graph, backend: str = "reference", arena=None):
         self.graph = graph
         self.backend = backend
         self.input_types: tuple[TensorType, ...] = tuple(v.type for v in graph.inputs)
@@ -60,8 +60,12 @@ class Executable:
                                                   for i, v in enumerate(graph.params))
         self.output_types: tuple[TensorType, ...] = tuple(v.type for v in graph.outputs)
         self._n_in, self._n_params = len(graph.inputs), len(graph.params)
-        self._fn = _load_backend(backend).compile(graph)
-        self._lock = threading.Lock()
+        if arena is None:
+            self._fn = _load_backend(backend).compile(graph)
+            self._lock = threading.Lock()
+        else:  # over buffers shared with the graph's programs at other batch sizes
+            self._fn = _load_backend(backend).compile(graph, arena=arena)
+            self._lock = arena.lock  # (one run at a time over them: runtime.arena)
         if backend == "cuda":  # captured once as a CUDA graph, then replayed
             from .cuda_graph import graphed
             self._fn = graphed(self._fn)

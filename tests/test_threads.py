@@ -167,7 +167,7 @@ def test_autograd_modes_are_per_thread():
 def test_variant_cache_is_bounded_and_evicted_signatures_recompile(monkeypatch):
     monkeypatch.setenv("EMBER_MAX_VARIANTS", "3")
     net = _mlp()
-    net.hybridize()
+    net.hybridize(static_shape=True)  # one program per shape (else one for every batch)
     w = [p.data().asnumpy() for p in net.collect_params().values()]
 
     def want(x):  # the MLP in NumPy

@@ -242,13 +242,17 @@ class HybridBlock(Block):
         """Compile this block: the next call traces ``hybrid_forward`` into a graph, runs the
         passes and compiles it (one cached graph per input signature).
 
-        ``static_alloc``/``static_shape`` are accepted (ember always plans memory
-        statically); ``backend`` picks the code generator (``cpu``, the default from
+        Calls whose inputs differ only in the batch size share one compiled program and
+        arena (bound per size without tracing again, when the graph does not depend on the
+        batch: ``batch_family``), unless ``static_shape=True`` asks for one program per input
+        shape, as MXNet's CachedOp keeps. ``static_alloc`` is accepted (ember always plans
+        memory statically); ``backend`` picks the code generator (``cpu``, the default from
         ``$EMBER_BACKEND``, or ``reference``).
         """
         self._active = active
         self._flags = {"backend": backend, **kwargs}
         self._clear_cached_op()
+        self._cached.dynamic = not kwargs.get("static_shape", False)
         super().hybridize(active, backend=backend, **kwargs)
 
     def cast(self, dtype):

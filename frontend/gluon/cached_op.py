@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 from ember import autograd
 from ember.base import MXNetError, NotImplementedForSymbol
@@ -20,6 +20,9 @@ from ember.util import np_shape
 
 FORWARD_PASSES = ["infer_shapes", "simplify"]   # on the traced graph
 LOWERING_PASSES = ["fuse", "plan_memory"]       # on each graph that is compiled
+# "trace": signatures traced, optimised and compiled; "bind": batch sizes bound to an
+# already compiled family (batch_family); "dynamic": families that became batch-polymorphic
+STATS: Counter = Counter()
 
 
 def default_backend(ctx=None, requested: str | None = None) -> str:
@@ -55,15 +58,24 @@ class SignatureCache(OrderedDict):
     with a thousand batch sizes must not keep a thousand).
 
     ``lookup`` is the lock-free hit path; ``build`` compiles a miss under the cache's lock,
-    so threads meeting a new signature together compile it once.
+    so threads meeting a new signature together compile it once. With ``dynamic`` set
+    (hybridize's ``static_shape=False``), signatures that differ only in the batch size
+    share one compiled program family (:mod:`.batch_family`).
     """
 
-    def __init__(self):
+    def __init__(self, dynamic: bool = False):
         super().__init__()
         self.lock = threading.RLock()
+        self.dynamic = dynamic
+        self.families = None  # batch_family.FamilyTable, made on first use
 
     def __reduce__(self):  # a copied or pickled block compiles again
-        return SignatureCache, ()
+        return SignatureCache, (self.dynamic,)
+
+    def clear(self) -> None:
+        """Forget every compiled signature and family."""
+        super().clear()
+        self.families = None
 
     def lookup(self, key):
         """The program for ``key`` (now the most recently used), or None."""
@@ -79,12 +91,21 @@ class SignatureCache(OrderedDict):
             found = self.lookup(key)
             if found is not None:
                 return found
+            if self.dynamic:
+                from . import batch_family
+                if self.families is None:
+                    self.families = batch_family.FamilyTable()
+                return batch_family.build(self, key, make)
             made = make()
-            self[key] = made
-            limit = max_variants()
-            while len(self) > limit:
-                self.popitem(last=False)
+            self.put(key, made)
             return made
+
+    def put(self, key, made) -> None:
+        """Store ``made`` under ``key``, evicting the least recently used past the bound."""
+        self[key] = made
+        limit = max_variants()
+        while len(self) > limit:
+            self.popitem(last=False)
 
 
 class InputError(MXNetError, ValueError):
@@ -336,6 +357,9 @@ class CachedGraph:
         from ember.runtime.executable import Executable
         self.name, self.inline_limit = name, inline_limit
         self.backend = backend
+        # how to compile this signature again for other arguments (BoundGraph's fallback)
+        self._remake = (fn, training, with_grad, backend, name, params_by_value, inline_limit)
+        STATS["trace"] += 1
         graph, self.params, self.structure = trace(fn, args, name, params_by_value)
         self.n_outputs = len(graph.outputs)
         graph = run_pipeline(graph, FORWARD_PASSES)

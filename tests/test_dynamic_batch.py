@@ -1,0 +1,219 @@
+"""gluon.batch_family: one compiled program for every batch size (issue 13 item 5)."""
+import gc
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import ember as mx
+from ember import autograd, nd
+from ember.backends import cpu_steps
+from ember.gluon import cached_op, nn
+
+
+def _mlp():
+    net = nn.HybridSequential()
+    net.add(nn.Dense(16, activation="relu"), nn.Dense(16, activation="tanh"), nn.Dense(5))
+    return net
+
+
+def _cnn():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"),
+            nn.MaxPool2D(2), nn.Conv2D(6, 3), nn.Activation("relu"), nn.AvgPool2D(2),
+            nn.Dense(5))
+    return net
+
+
+def _pair(make, shape):
+    """(a hybridized net, the same net with the same weights run eagerly)."""
+    net, eager = make(), make()
+    for n in (net, eager):
+        n.initialize(mx.init.Xavier(rnd_type="gaussian", magnitude=2))
+        n(nd.zeros((1, *shape)))
+    for p, q in zip(net.collect_params().values(), eager.collect_params().values()):
+        q.set_data(p.data())
+    net.hybridize()
+    return net, eager
+
+
+def _family(net):
+    fams = list(net._cached.families.values())
+    assert len(fams) >= 1
+    return fams[-1]
+
+
+def _stats():
+    return dict(cached_op.STATS)
+
+
+def _delta(before, key):
+    return cached_op.STATS[key] - before.get(key, 0)
+
+
+def _close(a, b):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("make,shape,sizes", [(_mlp, (12,), 40), (_cnn, (2, 10, 10), 16)])
+def test_many_batch_sizes_match_eager_with_one_compile(make, shape, sizes):
+    net, eager = _pair(make, shape)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(np.arange(1, sizes + 1)).tolist()
+    before, kernels = _stats(), None
+    for i, b in enumerate(order):
+        x = rng.standard_normal((b, *shape)).astype(np.float32)
+        _close(net(nd.array(x)).asnumpy(), eager(nd.array(x)).asnumpy())
+        if i == 2:
+            kernels = len(cpu_steps._KERNELS)
+    assert _delta(before, "trace") == 2  # the first size, and the second to check it
+    assert _delta(before, "bind") == sizes - 1
+    assert len(cpu_steps._KERNELS) == kernels  # later sizes generated no new kernel
+    assert _family(net).state == "dynamic"
+
+
+@pytest.mark.parametrize("make,shape,sizes", [(_mlp, (12,), 24), (_cnn, (2, 10, 10), 8)])
+def test_many_batch_sizes_backward_matches_eager(make, shape, sizes):
+    net, eager = _pair(make, shape)
+    rng = np.random.default_rng(1)
+    before = _stats()
+    for b in rng.permutation(np.arange(1, sizes + 1)).tolist():
+        x = rng.standard_normal((b, *shape)).astype(np.float32)
+        head = rng.standard_normal((b, 5)).astype(np.float32)
+        grads = []
+        for n in (net, eager):
+            xa = nd.array(x)
+            xa.attach_grad()
+            with autograd.record():
+                y = n(xa)
+            y.backward(nd.array(head))
+            grads.append([y.asnumpy(), xa.grad.asnumpy()]
+                         + [p.grad().asnumpy() for p in n.collect_params().values()
+                            if p.grad_req != "null"])
+        for a, e in zip(*grads):
+            _close(a, e)
+    assert _delta(before, "trace") == 2
+    for p, q in zip(net.collect_params().values(), eager.collect_params().values()):
+        _close(p.data().asnumpy(), q.data().asnumpy())  # BatchNorm's running statistics
+
+
+def test_a_reshape_naming_the_batch_moves_with_it():
+    class Pairs(nn.HybridBlock):
+        def hybrid_forward(self, F, x):  # the traced reshape names the batch size
+            return x.reshape((x.shape[0], 2, -1)).sum(axis=2) * 2
+
+    net = Pairs()
+    net.hybridize()
+    before = _stats()
+    rng = np.random.default_rng(2)
+    for b in (4, 6, 5, 3, 7, 4):
+        x = rng.standard_normal((b, 8)).astype(np.float32)
+        _close(net(nd.array(x)).asnumpy(), x.reshape(b, 2, 4).sum(axis=2) * 2)
+    assert _family(net).state == "dynamic" and _delta(before, "trace") == 2
+
+
+def test_a_graph_that_depends_on_the_batch_is_compiled_per_size():
+    class Half(nn.HybridBlock):
+        def hybrid_forward(self, F, x):  # the first half of the batch: not polymorphic
+            return F.slice_axis(x, axis=0, begin=0, end=x.shape[0] // 2) * 3
+
+    net = Half()
+    net.hybridize()
+    before = _stats()
+    rng = np.random.default_rng(2)
+    for b in (4, 6, 5, 3, 8, 4):
+        x = rng.standard_normal((b, 8)).astype(np.float32)
+        _close(net(nd.array(x)).asnumpy(), x[:b // 2] * 3)
+    assert _family(net).state == "fixed"
+    assert _delta(before, "bind") == 0 and _delta(before, "trace") == 5
+
+
+def test_arena_stays_flat_across_300_batch_sizes():
+    net, _ = _pair(_mlp, (12,))
+    rng = np.random.default_rng(3)
+    order = rng.permutation(np.arange(1, 301)).tolist()
+    xs = {b: nd.array(rng.standard_normal((b, 12)).astype(np.float32)) for b in order}
+    net(xs[300])
+    net(xs[299])  # the family is dynamic from here on
+    net(xs[300])  # its arena is sized for 300 rows
+    fam = _family(net)
+    held = fam.arena_bytes()
+    planned = max(net._cached[k].forward.graph.meta["arena_bytes"] for k in net._cached)
+    assert 0 < held <= 2 * planned + 1024
+    tracemalloc.start()
+    try:
+        for b in order[:40]:
+            net(xs[b])
+        gc.collect()
+        start = tracemalloc.get_traced_memory()[0]
+        for b in order[40:]:
+            net(xs[b])
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert fam.arena_bytes() == held
+    assert grown < 1 << 18, grown  # the 260 later sizes held no arena, graph or program
+
+
+def test_batch_of_zero_rows_still_gives_empty_results():
+    net, eager = _pair(_mlp, (12,))
+    for b in (3, 5, 0, 4, 0):
+        x = nd.array(np.ones((b, 12), np.float32))
+        out = net(x)
+        assert out.shape == (b, 5)
+        _close(out.asnumpy(), eager(x).asnumpy())
+
+
+def test_static_shape_keeps_one_program_per_shape():
+    net, eager = _pair(_mlp, (12,))
+    net.hybridize(static_shape=True, static_alloc=True)
+    before = _stats()
+    for b in (2, 3, 4, 3):
+        x = nd.array(np.full((b, 12), 0.5, np.float32))
+        _close(net(x).asnumpy(), eager(x).asnumpy())
+    assert _delta(before, "trace") == 3 and _delta(before, "bind") == 0
+    assert len(net._cached) == 3
+
+
+def test_an_input_needing_gradients_later_compiles_its_own_variant():
+    net, eager = _pair(_mlp, (12,))
+    rng = np.random.default_rng(5)
+    for b in (3, 4, 5):  # the family is checked for calls whose input needs no gradient
+        with autograd.record():
+            y = net(nd.array(rng.standard_normal((b, 12)).astype(np.float32)))
+        y.backward()
+    x = rng.standard_normal((6, 12)).astype(np.float32)
+    grads = []
+    for n in (net, eager):
+        xa = nd.array(x)
+        xa.attach_grad()
+        with autograd.record():
+            y = n(xa)
+        y.backward()
+        grads.append(xa.grad.asnumpy())
+    _close(*grads)
+
+
+def test_threads_calling_many_batch_sizes_share_the_arena_safely():
+    net, eager = _pair(_mlp, (12,))
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((b, 12)).astype(np.float32) for b in range(1, 33)]
+    want = [eager(nd.array(x)).asnumpy() for x in xs]
+    net(nd.array(xs[0]))
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(k, len(xs) * 3, 4):
+                j = i % len(xs)
+                _close(net(nd.array(xs[j])).asnumpy(), want[j])
+        except Exception as e:  # reported in the main thread
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
