@@ -48,6 +48,7 @@ def test_creation_round_trip_and_printing():
     assert _on_device(z)
     assert "@gpu(0)" in repr(nd.array(a, ctx=g))
     assert nd.array([2.5], ctx=g).asscalar() == 2.5
+    nd.waitall()
     np.testing.assert_array_equal(np.asarray(nd.array(a, ctx=g)), a)
 
 
@@ -248,3 +249,16 @@ def test_real_device_mlp_training_and_hybridize():
     _check_mlp(hybrid=False, **sizes)
     _check_mlp(hybrid=True, **sizes)
     test_compiled_training_step_on_gpu_equals_cpu()
+
+
+def test_save_load_and_pickle_keep_the_gpu(tmp_path):
+    import pickle
+    a = _rand(2, 3)
+    x = nd.array(a, ctx=mx.gpu())
+    nd.save(str(tmp_path / "x.params"), {"x": x})
+    y = nd.load(str(tmp_path / "x.params"))["x"]
+    assert _on_device(y)
+    np.testing.assert_array_equal(y.asnumpy(), a)
+    z = pickle.loads(pickle.dumps(x))
+    assert _on_device(z)
+    np.testing.assert_array_equal(z.asnumpy(), a)

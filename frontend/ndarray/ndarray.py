@@ -402,4 +402,8 @@ def empty(shape, ctx: Context | None = None, dtype=None, stype=None) -> NDArray:
 
 
 def waitall():
-    """Wait for all pending work (eager NumPy has none)."""
+    """Wait for all pending work: the GPUs' streams (eager NumPy work has none)."""
+    if _GPU_IN_USE:
+        from ember.backends import cuda_device
+        for i in range(cuda_device.device_count()):
+            cuda_device.synchronize(i)

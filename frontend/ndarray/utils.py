@@ -167,7 +167,11 @@ def _read_array(r: _Reader, i: int):
         data = _densify(stype, shape, data, aux_data, what)
     if not data.flags.c_contiguous:
         data = data.copy()
-    return NDArray(data, _context(dev_type, dev_id))
+    ctx = _context(dev_type, dev_id)
+    if ctx.device_type == "gpu":  # saved from a GPU and one is here: load it there
+        from .device import place
+        return NDArray(place(data, ctx), ctx)
+    return NDArray(data, ctx)
 
 
 def _densify(stype: int, shape, data, aux, what: str) -> np.ndarray:
@@ -198,7 +202,7 @@ def _context(dev_type: int, dev_id: int) -> Context:
     """Where MXNet would put the array: the saved GPU when one exists, else ``cpu(0)``."""
     if dev_type == 2:
         from ember.context import num_gpus
-        if num_gpus() > 0:
+        if 0 <= dev_id < num_gpus():
             return Context("gpu", dev_id)
     return Context("cpu", 0)
 
@@ -277,7 +281,7 @@ def _u64(n: int) -> bytes:
 
 
 def _write_array(f, x: NDArray, magic: int, what: str) -> None:
-    a = x._data
+    a = x._data if type(x._data) is np.ndarray else x.asnumpy()  # (a GPU array: its copy)
     flag = _FLAG_OF.get(a.dtype.newbyteorder("="))
     if flag is None:
         raise MXNetError(f"{what} has dtype {a.dtype}, which MXNet's file format cannot hold")
