@@ -29,6 +29,8 @@ largest total of aligned buffers live at one step, a bound no placement can beat
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ember.ir.errors import EmberError
 from ember.ir.fused import inplace_pairs
 from ember.ir.graph import Graph, Value, clone_node
@@ -113,21 +115,37 @@ def _buffers(graph: Graph, alignment: int) -> tuple[list[_Buffer], int]:
 
 
 def greedy_by_size(buffers: list[_Buffer]) -> int:
-    """TFLite's greedy-by-size placement (module docstring); sets offsets, returns the size."""
-    placed: list[_Buffer] = []
+    """TFLite's greedy-by-size placement (module docstring); sets offsets, returns the size.
+
+    Vectorised over the buffers already placed (one NumPy pass per buffer instead of a Python
+    loop over every live one, which made large graphs quadratic in Python): for the placed
+    buffers whose lifetimes meet this one's, in offset order (placement order on ties), the
+    gap before each is its offset minus the largest end below it; the smallest gap that is
+    large enough wins (the first of equal ones), else the buffer goes after all of them.
+    """
+    order = sorted(buffers, key=lambda b: (-b.size, b.start, b.end))
+    starts = np.fromiter((b.start for b in order), np.int64, len(order))
+    ends = np.fromiter((b.end for b in order), np.int64, len(order))
+    offsets = np.zeros(len(order), np.int64)
+    tops = np.zeros(len(order), np.int64)  # offset + size of each placed buffer
     total = 0
-    for buf in sorted(buffers, key=lambda b: (-b.size, b.start, b.end)):
-        live = sorted((p for p in placed if p.start <= buf.end and buf.start <= p.end),
-                      key=lambda p: p.offset)
-        best, best_gap, prev_end = None, None, 0
-        for p in live:
-            gap = p.offset - prev_end
-            if gap >= buf.size and (best_gap is None or gap < best_gap):
-                best, best_gap = prev_end, gap
-            prev_end = max(prev_end, p.offset + p.size)
-        buf.offset = prev_end if best is None else best
-        total = max(total, buf.offset + buf.size)
-        placed.append(buf)
+    for k, buf in enumerate(order):
+        live = np.flatnonzero((starts[:k] <= buf.end) & (ends[:k] >= buf.start))
+        offset = 0
+        if live.size:
+            live = live[np.argsort(offsets[live], kind="stable")]
+            below = np.maximum.accumulate(tops[live])  # largest end up to each live buffer
+            gaps = offsets[live]
+            gaps[1:] -= below[:-1]
+            fits = np.flatnonzero(gaps >= buf.size)
+            if fits.size:
+                j = fits[np.argmin(gaps[fits])]
+                offset = int(below[j - 1]) if j else 0
+            else:
+                offset = int(below[-1])
+        buf.offset = offset
+        offsets[k], tops[k] = offset, offset + buf.size
+        total = max(total, offset + buf.size)
     return total
 
 
