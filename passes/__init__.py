@@ -22,8 +22,8 @@ PassFn = Callable[..., Graph]
 # The compiler, in order. The steps from "autodiff" up to "fuse" run only when gradients are
 # asked for (run_pipeline(..., grad=True)): infer_shapes and simplify then type and clean the
 # backward nodes.
-PIPELINE = ["infer_shapes", "simplify", "autodiff", "infer_shapes", "simplify", "fuse",
-            "plan_memory"]
+PIPELINE = ["infer_shapes", "simplify", "autodiff", "infer_shapes", "simplify",
+            "fold_batch_norm", "fuse", "plan_memory"]
 
 # Passes other people are still writing: skipped while they are not registered.
 
@@ -77,7 +77,7 @@ def pipeline(grad: bool = False) -> list[str]:
     if grad:
         return list(PIPELINE)
     start = PIPELINE.index("autodiff")
-    return PIPELINE[:start] + PIPELINE[PIPELINE.index("fuse"):]
+    return PIPELINE[:start] + PIPELINE[PIPELINE.index("fold_batch_norm"):]
 
 
 def _dump_set(dump: str | None) -> set[str]:
@@ -133,4 +133,4 @@ def run_pipeline(graph: Graph, passes: Sequence[str] | None = None, *, verify: b
 
 
 # Each pass module registers itself on import.
-from . import autodiff, fuse, infer_shapes, plan_memory, simplify  # noqa: E402,F401
+from . import autodiff, fold_bn, fuse, infer_shapes, plan_memory, simplify  # noqa: E402,F401

@@ -239,8 +239,9 @@ def test_simplify_keeps_the_numbers(g):
 # ---- the pipeline ---------------------------------------------------------------------------
 def test_pipeline_is_one_literal_list():
     assert PIPELINE == ["infer_shapes", "simplify", "autodiff", "infer_shapes", "simplify",
-                        "fuse", "plan_memory"]
-    assert pipeline(grad=False) == ["infer_shapes", "simplify", "fuse", "plan_memory"]
+                        "fold_batch_norm", "fuse", "plan_memory"]
+    assert pipeline(grad=False) == ["infer_shapes", "simplify", "fold_batch_norm", "fuse",
+                                    "plan_memory"]
     assert pipeline(grad=True) == PIPELINE
 
 

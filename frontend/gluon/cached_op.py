@@ -19,7 +19,7 @@ from ember.ndarray.ndarray import NDArray
 from ember.util import np_shape
 
 FORWARD_PASSES = ["infer_shapes", "simplify"]   # on the traced graph
-LOWERING_PASSES = ["fuse", "plan_memory"]       # on each graph that is compiled
+LOWERING_PASSES = ["fold_batch_norm", "fuse", "plan_memory"]  # on each compiled graph
 # "trace": signatures traced, optimised and compiled; "bind": batch sizes bound to an
 # already compiled family (batch_family); "dynamic": families that became batch-polymorphic
 STATS: Counter = Counter()
