@@ -207,7 +207,9 @@ class ConvSteps:
         forward = name == "convolution"
         epi = {}
         if epilogue or bias or len(outputs) > 1:
-            parallel = math.prod(view) >= PARALLEL_MIN
+            # serial after a GEMM, like IM2COL (cpu_conv_kernels); the depthwise kernels
+            # run no BLAS
+            parallel = geo.depthwise and math.prod(view) >= PARALLEL_MIN
             for tr in (False, True):
                 epi[tr] = kernel(conv_epilogue_source(bias, epilogue, mv, leaves, flags,
                                                       outputs, parallel, tr))
