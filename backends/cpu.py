@@ -33,7 +33,7 @@ import numpy as np
 from ember.ir.errors import EmberError, fmt_shapes
 from ember.ir.graph import Graph, Node, Value
 
-from . import codegen
+from . import codegen, cpu_memo
 from .cpu_conv import ConvSteps
 from .cpu_kernels import ewise_source, gemm_epilogue_source
 from .cpu_norm_pool import NormPoolSteps
@@ -271,7 +271,10 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
                 view = self.b.const.get(id(o))
                 if a is not None and view is not None and not any(fl) and _same(a, view):
                     alias[j] = k
-        src = ewise_source(nodes, leaves, flags, outputs, len(dims), parallel, alias)
+        key = ("ewise", cpu_memo.structure(nodes, leaves, outputs), tuple(map(tuple, flags)),
+               len(dims), parallel, tuple(sorted(alias.items())))
+        src = cpu_memo.source(key, lambda: ewise_source(nodes, leaves, flags, outputs,
+                                                        len(dims), parallel, alias))
         args = [self._arg(sub.get(id(v), v), r) for j, (v, r) in enumerate(zip(leaves, reshapes))
                 if j not in alias]
         self._kernel_step(kernel(src), args, outs, dims)
@@ -341,7 +344,10 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
         looped = bool(epilogue or bias or any(v is not mv for v in outputs))
         if looped:
             parallel = mat[0] * mat[1] >= PARALLEL_MIN
-            src = gemm_epilogue_source(bias, epilogue, mv, leaves, flags, outputs, parallel)
+            key = ("gemm", bias, cpu_memo.structure(epilogue, [mv, *leaves], outputs),
+                   tuple(flags), parallel)
+            src = cpu_memo.source(key, lambda: gemm_epilogue_source(
+                bias, epilogue, mv, leaves, flags, outputs, parallel))
             args = [views[0]] + ([self._arg(ins[2])] if bias else [])
             args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
             self.b.emit(f"{self.b.constant(kernel(src), 'k')}({', '.join(args + views[1:])})")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 import threading
 from collections.abc import Callable, Sequence
 
@@ -36,6 +37,9 @@ def available_backends() -> list[str]:
 
 
 def _load_backend(name: str):
+    mod = sys.modules.get(f"ember.backends.{name}")
+    if mod is not None and callable(getattr(mod, "compile", None)):
+        return mod  # (loaded before: no directory listing per compiled program)
     if name not in available_backends():
         raise EmberError(f"unknown backend {name!r}; available: "
                          f"{', '.join(available_backends())}")

