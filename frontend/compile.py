@@ -40,6 +40,7 @@ class _Step:
         from ember.gluon.cached_op import (
             FORWARD_PASSES,
             LOWERING_PASSES,
+            STATS,
             _flatten,
             fill,
             split_args,
@@ -50,6 +51,7 @@ class _Step:
         from ember.runtime.executable import Executable
         from ember.trace_state import TraceState
         from ember.util import np_shape
+        STATS["trace"] += 1
         arrays, template = split_args(args)
         with np_shape(True):  # a dim of 0 (an empty batch) is 0 here, not unknown
             ins = [sym.var(f"data{i}", shape=a.shape, dtype=a.dtype)
@@ -135,7 +137,7 @@ class CompiledFunction:
         functools.update_wrapper(self, fn)
         self._fn = fn
         self._backend = backend
-        self._cache = SignatureCache()
+        self._cache = SignatureCache(dynamic=True)  # (one program for every batch size)
 
     def __call__(self, *args):
         from ember.gluon.cached_op import CachedGraph, default_backend, split_args, template_key

@@ -113,7 +113,7 @@ class BatchFamily:
             except EmberError:  # a size the graphs refuse: compiled on its own
                 return make()
         made = make()
-        if self.state == "fixed" or type(made) is not CachedGraph:
+        if self.state == "fixed" or _kind(made) is None:
             self.state = "fixed"
             return made
         if self.template is not None:
@@ -142,14 +142,26 @@ class BatchFamily:
         res = [fwd_in[k] if src == "in" else fwd_out[k] for src, k in residual_src]
         return res + list(fwd_out[:n_outputs])
 
-    def _same(self, t: CachedGraph, other: CachedGraph, batch: int) -> list | None:
+    def _same(self, t, other, batch: int) -> list | None:
         """The gradient masks (``[]`` without gradients) whose lowered graphs of ``t``,
         retyped to ``batch``, print as ``other``'s; None when they differ (or none match)."""
-        if t.backend != other.backend or t.n_outputs != other.n_outputs or \
+        if _kind(t) != _kind(other) or t.n_outputs != other.n_outputs or \
+                t.structure != other.structure:
+            return None
+        hook = moved_batch(self.batch, batch)
+        if _kind(t) == "step":  # a compiled function without updates: one program
+            same = t.exe.backend == other.exe.backend and \
+                [(k, id(b)) for k, b in t.bindings] == [(k, id(b)) for k, b in other.bindings]
+            try:
+                same = same and _same_graph(t.exe.graph, other.exe.graph,
+                                            self._in_types(t.exe, batch), hook)
+            except EmberError:
+                return None
+            return [] if same else None
+        if t.backend != other.backend or \
                 [id(p) for p in t.params] != [id(p) for p in other.params] or \
                 (t.forward is None) != (other.forward is None):
             return None
-        hook = moved_batch(self.batch, batch)
         try:
             if t.forward is not None:
                 same = _same_graph(t.forward.graph, other.forward.graph,
@@ -179,14 +191,18 @@ class BatchFamily:
         """Keep the template's graphs (not its programs: their arenas go with its cache
         entry); every size, the template's own included, is bound from now on."""
         t = self.template
-        if t.forward is not None:
+        if _kind(t) == "step":
+            self.lowered["step"] = _Lowered(t.exe)
+            self.proto = {k: v for k, v in t.__dict__.items() if k not in ("exe", "graph")}
+        elif t.forward is not None:
             self.lowered["forward"] = _Lowered(t.forward)
         for m in masks:
             v = t._variants[m]
             self.lowered[("fwd", m)] = _Lowered(v.forward)
             self.lowered[("bwd", m)] = _Lowered(v.backward)
             self.variants[m] = (list(v.residual_src), list(v.grad_slots))
-        self.proto = BoundGraph.prototype(t)
+        if _kind(t) == "graph":
+            self.proto = BoundGraph.prototype(t)
         cache.pop(self.template_key, None)
         self.template = self.template_key = None
         self.state = "dynamic"
@@ -208,8 +224,15 @@ class BatchFamily:
     def _bind(self, cache, key, batch: int) -> BoundGraph:
         """A :class:`BoundGraph` at ``batch`` (older bindings go when an arena grew)."""
         before = {r: a.generation for r, a in self.arenas.items()}
-        first = self.lowered.get("forward") or self.lowered[("fwd", next(iter(self.variants)))]
         hook = moved_batch(self.batch, batch)
+        if "step" in self.lowered:
+            bound = _step_type().__new__(_step_type())
+            bound.__dict__.update(self.proto)
+            bound.exe = self._program("step", self._in_types(self.lowered["step"], batch), hook)
+            bound.graph = bound.exe.graph
+            self._bound(cache, key, before)
+            return bound
+        first = self.lowered.get("forward") or self.lowered[("fwd", next(iter(self.variants)))]
         bound = BoundGraph(self.proto, self._in_types(first, batch), hook)
         if "forward" in self.lowered:
             bound.forward = self._program("forward", bound.input_types, hook)
@@ -219,6 +242,11 @@ class BatchFamily:
             bwd = self._program(("bwd", m), self._bwd_types(
                 residual_src, ins, list(fwd.output_types), bound.n_outputs), hook)
             bound.add_variant(m, fwd, bwd, residual_src, grad_slots)
+        self._bound(cache, key, before)
+        return bound
+
+    def _bound(self, cache, key, before: dict) -> None:
+        """Count a binding for ``key``; when it grew an arena, the older ones go."""
         if any(a.generation != before[r] for r, a in self.arenas.items() if r in before):
             for k in self.bound:  # they point into the old buffers: let them go
                 if k != key:
@@ -228,7 +256,21 @@ class BatchFamily:
         if len(self.bound) > 2 * len(cache) + 8:
             self.bound = {k for k in self.bound if k in cache} | {key}
         STATS["bind"] += 1
-        return bound
+
+
+def _step_type():
+    from ember.compile import _Step  # (ember.compile imports this package)
+    return _Step
+
+
+def _kind(made) -> str | None:
+    """``"graph"`` for a CachedGraph, ``"step"`` for an ``@ember.compile`` program that
+    updates nothing (a step that updates parameters bakes its optimizer's state: fixed)."""
+    if type(made) is CachedGraph:
+        return "graph"
+    if type(made) is _step_type() and not made.updates and not made.written:
+        return "step"
+    return None
 
 
 def moved_batch(old: int, new: int):
