@@ -7,6 +7,8 @@ device stream, over one device arena (DESIGN.md s.6; issue 14).
 - ``fully_connected``, 2-D ``dot`` and ``batch_dot`` (alone or as the master of a fused
   group): a GEMM (cuBLAS on a device, a tiled kernel under the simulator: ``cuda_blas``)
   into the output buffer, then one kernel for the bias and the elementwise epilogue;
+- 2-D convolution, its data and weight gradients (alone or as masters): im2col/col2im
+  kernels around the same GEMM (``cuda_conv``), then the bias/epilogue kernel;
 - reductions, softmax, pick/pick_backward, reshapes, fills, optimizer updates:
   ``cuda_steps``;
 - a fused group no single kernel covers: its body planned node by node;
@@ -43,13 +45,14 @@ from . import cuda_device as cd
 from .cpu import _chain_io, broadcast_layout
 from .cpu_run import RunBuilder
 from .cuda_blas import gemm_fn
-from .cuda_kernels import ewise_source, gemm_epilogue_source, kernel, launch_dims
+from .cuda_conv import ConvSteps
+from .cuda_kernels import epilogue_source, ewise_source, kernel, launch_dims
 from .cuda_steps import CudaSteps, float_known
 
 __all__ = ["compile"]
 
 
-class _Program(CudaSteps):
+class _Program(CudaSteps, ConvSteps):
     """Chooses a kernel per node and generates the ``steps`` function."""
 
     def __init__(self, graph: Graph, device_id: int = 0):
@@ -59,6 +62,7 @@ class _Program(CudaSteps):
         self.stream = cd.stream(device_id)
         self.report: Counter = Counter()
         self.fallbacks = 0
+        self._scratches: list = []
         b = self.b = RunBuilder(graph.name)
         mutated = {id(n.inputs[i]) for n in graph.nodes for i in n.op.mutated(n.attr_dict)}
         keep = mutated | {id(v) for v in graph.outputs}
@@ -82,6 +86,8 @@ class _Program(CudaSteps):
             seen.add(id(v))
         for node in graph.nodes:
             self._plan(node)
+        with cd.device(device_id):
+            self._bind_scratch()
         copy = None
         for v, name in copies:
             copy = copy or self._copy_launcher()
@@ -150,12 +156,14 @@ class _Program(CudaSteps):
             outer = dict(zip([id(v) for v in body.outputs], node.outputs))
             if self._ewise(body.nodes, body.outputs, sub, outer) or \
                     self._gemm(node, body.nodes, body.outputs, sub, outer) or \
+                    self._conv(node, body.nodes, body.outputs, sub, outer) or \
                     self._inline(node):
                 return
         elif codegen.is_scalar_node(node):
             if self._ewise([node], node.outputs, {}, {}):
                 return
-        elif self._gemm(node, [node], node.outputs, {}, {}) or self._op_step(node):
+        elif self._gemm(node, [node], node.outputs, {}, {}) or \
+                self._conv(node, [node], node.outputs, {}, {}) or self._op_step(node):
             return
         self._fallback(node)
 
@@ -271,7 +279,8 @@ class _Program(CudaSteps):
         self.b.emit(f"{self.b.constant(fn, 'g')}({lhs}, {rhs}, "
                     f"{self.b.expr(outs[0], (1, *mat))})")
         if epilogue or bias or len(outputs) > 1:
-            src = gemm_epilogue_source(bias, epilogue, mv, leaves, flags, outputs, self.sim)
+            src = epilogue_source(2, 1 if bias else None, epilogue, mv, leaves, flags, outputs,
+                                  self.sim)
             args = [self.b.expr(outs[0], mat)] + ([self._arg(ins[2])] if bias else [])
             args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
             args += [self.b.expr(v, mat) for v in outs[1:]]

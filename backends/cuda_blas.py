@@ -24,16 +24,18 @@ import numpy as np
 from .cuda_kernels import kernel
 
 _LOCK = threading.Lock()
-_BLAS: dict = {}  # "mod": nvmath's cublas bindings or None, "handle", "why"
+_BLAS: dict = {}  # "mod": nvmath's cublas bindings or None, "handle", "workspace", "why"
+WORKSPACE_BYTES = 32 << 20
 
 
-def gemm_source(ta: bool, tb: bool, tile: int, dtype: str) -> str:
-    """``kernel(a, b, c)``: ``c[z] = op(a[z]) @ op(b[z])``, a (Z, M, K) or (Z, K, M) with
-    ``ta``, b (Z, K, N) or (Z, N, K) with ``tb``; blocks of (tile, tile) threads over a
-    (ceil(N/tile), ceil(M/tile), Zgrid) grid, looping over z by Zgrid. Out-of-range elements
-    of a slab are staged as 0 (they meet only padding); products accumulate in ``dtype``."""
-    a_at = "a[z, k, row]" if ta else "a[z, row, k]"
-    b_at = "b[z, col, k]" if tb else "b[z, k, col]"
+def gemm_source(ta: bool, tb: bool, tile: int, dtype: str, accumulate: bool = False) -> str:
+    """``kernel(a, b, c)``: ``c[z] = op(a[z]) @ op(b[z])`` (``+= `` with ``accumulate``), a
+    (Z, M, K) or (Z, K, M) with ``ta``, b (Z, K, N) or (Z, N, K) with ``tb``; an operand
+    with a batch of 1 serves every z. Blocks of (tile, tile) threads over a (ceil(N/tile),
+    ceil(M/tile), Zgrid) grid, looping over z by Zgrid. Out-of-range elements of a slab are
+    staged as 0 (they meet only padding); products accumulate in ``dtype``."""
+    a_at = "a[za, k, row]" if ta else "a[za, row, k]"
+    b_at = "b[zb, col, k]" if tb else "b[zb, k, col]"
     t = tile
     lines = [
         f"    sa = cuda.shared.array(({t}, {t}), np.{dtype})",
@@ -46,6 +48,8 @@ def gemm_source(ta: bool, tb: bool, tile: int, dtype: str) -> str:
         f"    row = cuda.blockIdx.y * {t} + ty",
         f"    col = cuda.blockIdx.x * {t} + tx",
         "    for z in range(cuda.blockIdx.z, c.shape[0], cuda.gridDim.z):",
+        "        za = z if a.shape[0] > 1 else 0",
+        "        zb = z if b.shape[0] > 1 else 0",
         f"        acc = np.{dtype}(0.0)",
         f"        for k0 in range(0, K, {t}):",
         "            k = k0 + tx",
@@ -57,17 +61,17 @@ def gemm_source(ta: bool, tb: bool, tile: int, dtype: str) -> str:
         "                acc += sa[ty, kk] * sb[kk, tx]",
         "            cuda.syncthreads()",
         "        if row < M and col < N:",
-        "            c[z, row, col] = acc",
+        "            c[z, row, col] = " + ("c[z, row, col] + acc" if accumulate else "acc"),
     ]
     return ("import numpy as np\nfrom numba import cuda\n\n\n@cuda.jit\n"
             "def kernel(a, b, c):\n" + "\n".join(lines) + "\n")
 
 
-def tiled_gemm(ta: bool, tb: bool, dtype: str, stream, sim: bool):
+def tiled_gemm(ta: bool, tb: bool, dtype: str, stream, sim: bool, accumulate: bool = False):
     """``fn(a, b, c)`` running :func:`gemm_source`'s kernel on ``stream`` (tile 16 on a
     device; 8 under the simulator, whose threads are Python threads)."""
     tile = 8 if sim else 16
-    k = kernel(gemm_source(ta, tb, tile, dtype))
+    k = kernel(gemm_source(ta, tb, tile, dtype, accumulate))
 
     def fn(a, b, c):
         z, m, n = c.shape
@@ -99,21 +103,30 @@ def _cublas():
             if not _BLAS:
                 try:
                     from nvmath.bindings import cublas
-                    _BLAS.update(mod=cublas, handle=cublas.create())
+
+                    from . import cuda_device as cd
+                    handle = cublas.create()
+                    # a workspace of our own: cuBLAS allocates none during graph capture
+                    # (NVIDIA's cuBLAS docs, "CUDA Graphs support"; 32 MiB for Hopper)
+                    ws = cd.empty((WORKSPACE_BYTES,), np.uint8)
+                    cublas.set_workspace(handle, device_ptr(ws), WORKSPACE_BYTES)
+                    _BLAS.update(mod=cublas, handle=handle, workspace=ws)
                 except Exception as e:  # no nvmath-python, no libcublas, no device
                     _BLAS.update(mod=None, handle=None, why=f"{type(e).__name__}: {e}")
     return _BLAS["mod"], _BLAS["handle"]
 
 
-def cublas_gemm(ta: bool, tb: bool, dtype: str, stream):
-    """``fn(a, b, c)`` calling cuBLAS ``{s,d}gemm[_strided_batched]`` on ``stream``, or None
-    when cuBLAS is unavailable (then :func:`tiled_gemm` serves)."""
+def cublas_gemm(ta: bool, tb: bool, dtype: str, stream, accumulate: bool = False):
+    """``fn(a, b, c)`` calling cuBLAS ``{s,d}gemm[_strided_batched]`` on ``stream`` (beta 1
+    with ``accumulate``; an operand with a batch of 1 has batch stride 0), or None when
+    cuBLAS is unavailable (then :func:`tiled_gemm` serves)."""
     cublas, handle = _cublas()
     if cublas is None or dtype not in ("float32", "float64"):
         return None
     op = cublas.Operation
     sptr = stream_ptr(stream)
-    one, zero = np.ones(1, dtype), np.zeros(1, dtype)  # host scalars, alive with fn
+    one = np.ones(1, dtype)  # host scalars (pointer mode host), alive with fn
+    zero = one if accumulate else np.zeros(1, dtype)
     gemm = cublas.sgemm if dtype == "float32" else cublas.dgemm
     batched = cublas.sgemm_strided_batched if dtype == "float32" else \
         cublas.dgemm_strided_batched
@@ -131,17 +144,18 @@ def cublas_gemm(ta: bool, tb: bool, dtype: str, stream):
             gemm(*args, device_ptr(b), ldb, device_ptr(a), lda, zero.ctypes.data,
                  device_ptr(c), n)
         else:
-            batched(*args, device_ptr(b), ldb, k * n, device_ptr(a), lda, m * k,
-                    zero.ctypes.data, device_ptr(c), n, m * n, z)
+            batched(*args, device_ptr(b), ldb, k * n if b.shape[0] > 1 else 0, device_ptr(a),
+                    lda, m * k if a.shape[0] > 1 else 0, zero.ctypes.data, device_ptr(c), n,
+                    m * n, z)
     fn.one, fn.zero = one, zero
     return fn
 
 
-def gemm_fn(ta: bool, tb: bool, dtype: str, stream, sim: bool):
+def gemm_fn(ta: bool, tb: bool, dtype: str, stream, sim: bool, accumulate: bool = False):
     """The GEMM ``fn(a, b, c)`` of a compiled program: cuBLAS on a device, else the tiled
     kernel (returns ``(fn, "cublas" | "tiled")``)."""
     if not sim:
-        fn = cublas_gemm(ta, tb, dtype, stream)
+        fn = cublas_gemm(ta, tb, dtype, stream, accumulate)
         if fn is not None:
             return fn, "cublas"
-    return tiled_gemm(ta, tb, dtype, stream, sim), "tiled"
+    return tiled_gemm(ta, tb, dtype, stream, sim, accumulate), "tiled"

@@ -108,25 +108,29 @@ def ewise_source(nodes: Sequence[Node], inputs: Sequence[Value],
     return _module(_grid_loop(rank, "o0") + body, pool, args, sim)
 
 
-def gemm_epilogue_source(bias: bool, epilogue: Sequence[Node], master: Value,
-                         inputs: Sequence[Value], flags: Sequence[Sequence[bool]],
-                         outputs: Sequence[Value], sim: bool) -> str:
-    """``kernel(m, [bias], x0.., o1..)``: one pass over a GEMM's (rows, cols) result ``m``
-    adding ``bias`` and applying the ``epilogue`` chain; ``outputs[0]`` is written back into
-    ``m``, the others into ``o1..`` (as ``cpu_kernels.gemm_epilogue_source``)."""
+def epilogue_source(rank: int, bias_dim: int | None, epilogue: Sequence[Node], master: Value,
+                    inputs: Sequence[Value], flags: Sequence[Sequence[bool]],
+                    outputs: Sequence[Value], sim: bool) -> str:
+    """``kernel(m, [bias], x0.., o1..)``: one pass over an OUT_EWISE op's result ``m``
+    (viewed with ``rank`` dims: (rows, cols) for a GEMM, (N, F, spatial) for a convolution)
+    adding ``bias`` along dim ``bias_dim`` (None: no bias) and applying the ``epilogue``
+    chain; ``outputs[0]`` is written back into ``m``, the others into ``o1..`` (as
+    ``cpu_kernels.gemm_epilogue_source``)."""
     pool = ConstPool()
+    bias = bias_dim is not None
     args = ["m"] + (["bias"] if bias else []) + [f"x{j}" for j in range(len(inputs))]
     args += [f"o{j}" for j in range(1, len(outputs))]
     ind = "        "
-    lines = [f"{ind}tm = m[i0, i1]" + (" + bias[i1]" if bias else "")]
+    idx = _index([False] * rank)
+    lines = [f"{ind}tm = m[{idx}]" + (f" + bias[i{bias_dim}]" if bias else "")]
     leaves = {master: "tm"}
     for j, (v, fl) in enumerate(zip(inputs, flags)):
         leaves[v] = f"l{j}"
         lines.append(f"{ind}l{j} = x{j}[{_index(fl)}]")
     body, var = scalar_body(epilogue, leaves, pool, ind, None)
     lines += body
-    lines += [f"{ind}{f'o{j}' if j else 'm'}[i0, i1] = {var[v]}" for j, v in enumerate(outputs)]
-    return _module(_grid_loop(2, "m") + lines, pool, args, sim)
+    lines += [f"{ind}{f'o{j}' if j else 'm'}[{idx}] = {var[v]}" for j, v in enumerate(outputs)]
+    return _module(_grid_loop(rank, "m") + lines, pool, args, sim)
 
 
 # ---- reductions over the middle axis of (P, R, Q) -------------------------------------
@@ -137,14 +141,16 @@ _STEP = {"sum": "acc += v", "mean": "acc += v",
          "min": "acc = v if v < acc or v != v else acc"}
 
 
-def _final(kind: str, acc: str, out_dtype: str) -> str:
+def _final(kind: str, acc: str, out_dtype: str, count: str = "R") -> str:
     # a mean rounds the sum to the output's dtype before dividing, as NumPy's float32 mean
-    return f"np.{out_dtype}({acc}) / R" if kind == "mean" else acc
+    return f"np.{out_dtype}({acc}) / {count}" if kind == "mean" else acc
 
 
 def reduce_source(kind: str, blockwise: bool, threads: int, out_dtype: str,
-                  sim: bool = False) -> str:
-    """``kernel(x, out)``: ``out[p, q] = reduce(x[p, :, q])`` for x (P, R, Q), out (P, Q).
+                  sim: bool = False, keep_mid: bool = False) -> str:
+    """``kernel(x, out)``: ``out[p, q] = reduce(x[p, :, q])`` for x (P, R, Q), out (P, Q);
+    with ``keep_mid`` (always blockwise) ``out[r] = reduce(x[:, r, :])``, out (R,): a
+    reduction over all axes but one (a bias gradient of NCHW data).
 
     Sums accumulate in float64 (NumPy's pairwise float32 sum is about that accurate).
     ``blockwise``: one block per output, its ``threads`` threads striding over R and combining
@@ -153,6 +159,10 @@ def reduce_source(kind: str, blockwise: bool, threads: int, out_dtype: str,
     """
     step = _STEP[kind]
     lines = ["    P = x.shape[0]", "    R = x.shape[1]", "    Q = x.shape[2]"]
+    n_out, count, load, store = "P * Q", "R", "x[p, r, q]", "out[p, q]"
+    if keep_mid:
+        blockwise, n_out, count, load, store = True, "R", "(P * Q)", "x[r // Q, o, r % Q]", \
+            "out[o]"
     if not blockwise:
         lines += ["    for i in range(cuda.grid(1), P * Q, cuda.gridsize(1)):",
                   "        p = i // Q",
@@ -166,12 +176,12 @@ def reduce_source(kind: str, blockwise: bool, threads: int, out_dtype: str,
         combine = _STEP[kind].replace("acc", "a").replace(" v", " b").replace("v ", "b ")
         lines += [f"    sh = cuda.shared.array({threads}, np.float64)",
                   "    t = cuda.threadIdx.x",
-                  "    for o in range(cuda.blockIdx.x, P * Q, cuda.gridDim.x):",
+                  f"    for o in range(cuda.blockIdx.x, {n_out}, cuda.gridDim.x):",
                   "        p = o // Q",
                   "        q = o % Q",
                   f"        acc = np.float64({_INIT[kind]})",
-                  f"        for r in range(t, R, {threads}):",
-                  "            v = np.float64(x[p, r, q])",
+                  f"        for r in range(t, {count}, {threads}):",
+                  f"            v = np.float64({load})",
                   f"            {step}",
                   "        sh[t] = acc",
                   "        cuda.syncthreads()",
@@ -185,7 +195,7 @@ def reduce_source(kind: str, blockwise: bool, threads: int, out_dtype: str,
                   "            cuda.syncthreads()",
                   "            s = s // 2",
                   "        if t == 0:",
-                  f"            out[p, q] = {_final(kind, 'sh[0]', out_dtype)}",
+                  f"            {store} = {_final(kind, 'sh[0]', out_dtype, count)}",
                   "        cuda.syncthreads()"]
     return _module(lines, ConstPool(), ["x", "out"], sim)
 

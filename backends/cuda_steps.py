@@ -40,9 +40,10 @@ def float_known(values) -> bool:
     return all(v.type.known and v.type.dtype in codegen.FLOAT_DTYPES for v in values)
 
 
-def reduce_runs(shape: tuple, axes: set) -> tuple[int, int, int] | None:
-    """(P, R, Q) of a reduction over ``axes`` (one contiguous run of reduced dims after
-    dropping size-1 dims), or None when the reduced dims do not form one run."""
+def reduce_runs(shape: tuple, axes: set) -> tuple[tuple[int, int, int] | None, bool]:
+    """``((P, R, Q), False)`` of a reduction over ``axes`` when the reduced dims (size-1 dims
+    dropped) form one run R; ``((P, C, Q), True)`` when they are all but one run C; else
+    ``(None, False)``."""
     runs: list[list] = []
     for d, size in enumerate(shape):
         if size == 1:
@@ -53,12 +54,15 @@ def reduce_runs(shape: tuple, axes: set) -> tuple[int, int, int] | None:
         else:
             runs.append([red, size])
     reds = [r for r in runs if r[0]]
+    if len(runs) == 3 and [r[0] for r in runs] == [True, False, True]:
+        return (runs[0][1], runs[1][1], runs[2][1]), True
     if len(reds) > 1:
-        return None
+        return None, False
     if not reds:
-        return (math.prod(shape), 1, 1)
+        return (math.prod(shape), 1, 1), False
     i = runs.index(reds[0])
-    return (math.prod(r[1] for r in runs[:i]), reds[0][1], math.prod(r[1] for r in runs[i + 1:]))
+    return (math.prod(r[1] for r in runs[:i]), reds[0][1],
+            math.prod(r[1] for r in runs[i + 1:])), False
 
 
 class CudaSteps:
@@ -92,19 +96,20 @@ class CudaSteps:
             axes = set(range(lead)) | {i + lead for i, d in enumerate(like) if d == 1}
         else:
             axes = set(reduced_axes(len(shape), at["axis"], at.get("exclude", False)))
-        ppp = reduce_runs(shape, axes)
+        ppp, mid = reduce_runs(shape, axes)
         if ppp is None or x.type.size == 0 or y.type.size == 0:
             return False
-        n_out = ppp[0] * ppp[2]
-        blockwise = n_out < BLOCKWISE_BELOW and ppp[1] > 1
+        n_out = ppp[1] if mid else ppp[0] * ppp[2]
+        blockwise = mid or n_out < BLOCKWISE_BELOW and ppp[1] > 1
         threads = 32 if self.sim else 256
         kind = "sum" if name == "sum_like" else name
-        src = reduce_source(kind, blockwise, threads, y.type.dtype, self.sim)
+        src = reduce_source(kind, blockwise, threads, y.type.dtype, self.sim, mid)
         if blockwise:
             blocks = min(n_out, 1 if self.sim else 65535)
             launch = self.b.constant(kernel(src)[blocks, threads, self.stream], "k")
             self._buf(y)
-            self.b.emit(f"{launch}({self._arg(x, ppp)}, {self.b.expr(y, (ppp[0], ppp[2]))})")
+            out = self.b.expr(y, (n_out,) if mid else (ppp[0], ppp[2]))
+            self.b.emit(f"{launch}({self._arg(x, ppp)}, {out})")
         else:
             self._kernel_step(src, n_out, [self._arg(x, ppp)], [y], (ppp[0], ppp[2]))
         self.report["reduce"] += 1

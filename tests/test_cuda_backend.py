@@ -133,9 +133,11 @@ def test_dense_bias_relu_dot_transposes_and_batch_dot():
 
 @pytest.mark.parametrize("op", ["sum", "mean", "max", "min"])
 @pytest.mark.parametrize("axis,blockwise", [(None, True), (1, True), ((0, 1), True),
-                                            (None, False), (1, False), (-1, False)])
+                                            ((0, 2), True), (None, False), (1, False),
+                                            (-1, False)])
 def test_reductions_match_reference(op, axis, blockwise, monkeypatch):
-    """One block per output (tree reduction in shared memory) or one thread per output."""
+    """One block per output (tree reduction in shared memory) or one thread per output;
+    axes (0, 2) keep the middle axis (a bias gradient's pattern)."""
     from ember.backends import cuda_steps
     monkeypatch.setattr(cuda_steps, "BLOCKWISE_BELOW", 1 << 30 if blockwise else 0)
     b = GraphBuilder("red")
@@ -182,6 +184,54 @@ def test_reshape_fill_inlined_groups_and_outputs_that_are_inputs():
     graph = run_pipeline(b.build([n, e, f, z, n]), ["infer_shapes", "fuse", "plan_memory"])
     labels = np.array([0, 3, 1, 2, 9, -1], np.float32)
     report = check(graph, [_rand((6, 4)), labels], expect_kinds=("reshape", "fill", "inlined"))
+    _no_fallback(report)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_convolution_data_and_weight_gradients(chunked, monkeypatch):
+    """Strided, padded, dilated 3x3 and 1x1 convolutions with bias and a relu epilogue, the
+    deconvolution (data gradient) and the weight gradient; ``chunked``: one sample per
+    im2col chunk (the weight gradient then accumulates over chunks)."""
+    from ember.backends import cuda_conv
+    if chunked:
+        monkeypatch.setattr(cuda_conv, "SCRATCH_BYTES", 1)
+    b = GraphBuilder("conv")
+    x = b.input(TensorType((2, 3, 5, 4), F32), "x")
+    w = b.param(TensorType((3, 3, 3, 3), F32), "w")
+    bias = b.param(TensorType((3,), F32), "bias")
+    w1 = b.param(TensorType((2, 3, 1, 1), F32), "w1")
+    geo = dict(kernel=(3, 3), stride=(2, 1), pad=(1, 1), dilate=(1, 2))
+    (y,) = b.emit("convolution", [x, w, bias], num_filter=3, **geo)
+    (r,) = b.emit("relu", [y])
+    (y1,) = b.emit("convolution", [x, w1], kernel=(1, 1), num_filter=2, no_bias=True)
+    (dx,) = b.emit("deconvolution", [y, w], num_filter=3, adj=(0, 0), no_bias=True, **geo)
+    (dw,) = b.emit("convolution_backward_weight", [y, x], **geo)
+    report = check(b.build([r, y1, dx, dw]), [_rand((2, 3, 5, 4))],
+                   [_rand((3, 3, 3, 3), 1), _rand((3,), 2), _rand((2, 3, 1, 1), 3)],
+                   expect_kinds=("conv[tiled]", "deconv[tiled]", "conv_wgrad[tiled]"),
+                   atol=1e-4)
+    _no_fallback(report)
+
+
+def test_fused_convolution_epilogues_forward_and_backward():
+    """A conv-relu-conv net's forward+backward through the fuse pass: out_ewise groups with
+    convolution and deconvolution masters run as GEMM + epilogue kernels."""
+    from ember.passes import run_pipeline
+    b = GraphBuilder("convnet")
+    x = b.input(TensorType((2, 2, 5, 5), F32), "x")
+    w0 = b.param(TensorType((3, 2, 3, 3), F32), "w0")
+    b0 = b.param(TensorType((3,), F32), "b0")
+    w1 = b.param(TensorType((2, 3, 3, 3), F32), "w1")
+    (h,) = b.emit("convolution", [x, w0, b0], kernel=(3, 3), num_filter=3, pad=(1, 1))
+    (h,) = b.emit("relu", [h])
+    (z,) = b.emit("convolution", [h, w1], kernel=(3, 3), num_filter=2, stride=(2, 2),
+                  no_bias=True)
+    (loss,) = b.emit("mean", [z])
+    joint = run_pipeline(b.build([loss]), grad=True, head_grads="ones")
+    params = [_rand((3, 2, 3, 3), 1) * 0.3, _rand((3,), 2), _rand((2, 3, 3, 3), 3) * 0.3]
+    report = check(joint, [_rand((2, 2, 5, 5))], params, atol=1e-4)
+    assert any(k.startswith(("conv[", "deconv[")) and k.endswith("+epilogue")
+               for k in report), report
     _no_fallback(report)
 
 
