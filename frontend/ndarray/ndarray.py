@@ -93,7 +93,7 @@ class NDArray:
     # ---- conversion --------------------------------------------------------------------
     def asnumpy(self) -> np.ndarray:
         """A NumPy copy of the data (copied from the device for a GPU array)."""
-        if type(self._data) is not np.ndarray and _GPU_IN_USE:
+        if _GPU_IN_USE and type(self._data) is not np.ndarray:
             from .device import host
             return host(self._data)
         return np.array(self._data, copy=True)
@@ -143,7 +143,7 @@ class NDArray:
     def wait_to_read(self):
         """Wait for the device work producing this array (eager NumPy work is finished when
         the call returns)."""
-        if type(self._data) is not np.ndarray and _GPU_IN_USE:
+        if _GPU_IN_USE and type(self._data) is not np.ndarray:
             from .device import synchronize
             synchronize(self._data)
 
@@ -156,7 +156,7 @@ class NDArray:
 
     def attach_grad(self, grad_req: str = "write", stype=None):
         """Allocate a gradient buffer; autograd writes (or adds) this array's gradient there."""
-        if type(self._data) is not np.ndarray and _GPU_IN_USE:
+        if _GPU_IN_USE and type(self._data) is not np.ndarray:
             from .device import zeros_like
             grad = NDArray(zeros_like(self._data), self._ctx)
         else:
@@ -173,7 +173,7 @@ class NDArray:
         return self
 
     def __array__(self, dtype=None, copy=None):
-        if type(self._data) is not np.ndarray and _GPU_IN_USE:
+        if _GPU_IN_USE and type(self._data) is not np.ndarray:
             data = self.asnumpy()
             return data if dtype is None else data.astype(dtype)
         return self._data if dtype is None else self._data.astype(dtype)
