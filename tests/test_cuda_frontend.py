@@ -262,3 +262,21 @@ def test_save_load_and_pickle_keep_the_gpu(tmp_path):
     z = pickle.loads(pickle.dumps(x))
     assert _on_device(z)
     np.testing.assert_array_equal(z.asnumpy(), a)
+
+
+def test_parameter_on_cpu_and_gpu_sums_gradients_over_both():
+    net = gluon.nn.Dense(2, in_units=3)
+    net.initialize(ctx=[mx.cpu(), mx.gpu()])
+    assert _on_device(net.weight.data(mx.gpu())) and net.weight.data(mx.cpu()).context == mx.cpu()
+    w0 = net.weight.data(mx.cpu()).asnumpy()
+    np.testing.assert_array_equal(net.weight.data(mx.gpu()).asnumpy(), w0)
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 1.0})
+    a = _rand(2, 3)
+    for ctx in (mx.cpu(), mx.gpu()):
+        with autograd.record():
+            loss = net(nd.array(a, ctx=ctx)).sum()
+        loss.backward()
+    trainer.step(1)
+    want = w0 - 2 * np.tile(a.sum(axis=0), (2, 1))   # each context's gradient, summed
+    for ctx in (mx.cpu(), mx.gpu()):
+        np.testing.assert_allclose(net.weight.data(ctx).asnumpy(), want, rtol=1e-5, atol=1e-5)

@@ -19,6 +19,7 @@ from ember import autograd
 from ember import trace_state as _trace
 from ember.base import MXNetError
 from ember.context import Context, check_device, cpu, current_context
+from ember.ndarray.device import assign, place, zeros_like
 from ember.ndarray.ndarray import NDArray
 
 # id(var Value) -> Parameter, for tracers that meet a parameter's Value in a graph
@@ -43,27 +44,6 @@ def parameters_as_symbols():
 
 class DeferredInitializationError(MXNetError):
     """A parameter's data was read before its shape was known (call the block once first)."""
-
-
-def _place(host, ctx):
-    """Storage for a parameter array on ``ctx``: ``host`` itself, or its copy on the GPU."""
-    if ctx is None or ctx.device_type != "gpu":
-        return host
-    from ember.ndarray.device import place
-    return place(host, ctx)
-
-
-def _zeros_like(data):
-    if type(data) is np.ndarray:
-        return np.zeros_like(data)
-    from ember.ndarray.device import zeros_like
-    return zeros_like(data)
-
-
-def _assign(dst, src):
-    """``dst[...] = src`` for host or GPU storage on either side."""
-    from ember.ndarray.device import assign
-    assign(dst, src)
 
 
 def _ctx_list(ctx) -> list[Context]:
@@ -208,7 +188,7 @@ class Parameter:
         self._ctx_list = list(ctx_list)
         src = (data.asnumpy() if isinstance(data, NDArray) and type(data._data) is not np.ndarray
                else data._data if isinstance(data, NDArray) else np.asarray(data))
-        self._data = [NDArray(_place(np.array(src, dtype=self.dtype, copy=True), c), c)
+        self._data = [NDArray(place(np.array(src, dtype=self.dtype, copy=True), c), c)
                       for c in self._ctx_list]
         self._init_grad()
 
@@ -218,7 +198,7 @@ class Parameter:
             return
         from ember.ndarray.sparse import RowSparseNDArray
         cls = RowSparseNDArray if getattr(self, "_grad_stype", "") == "row_sparse" else NDArray
-        self._grad = [cls(_zeros_like(d._data), d._ctx) for d in self._data]
+        self._grad = [cls(zeros_like(d._data), d._ctx) for d in self._data]
         for d, g in zip(self._data, self._grad):
             autograd.mark_variables([d], [g], self._grad_req)
 
@@ -319,7 +299,7 @@ class Parameter:
             if type(g._data) is np.ndarray:
                 g._data[...] = 0
             else:
-                _assign(g._data, 0)
+                assign(g._data, 0)
 
     def set_data(self, data):
         """Overwrite the data on every context."""
@@ -332,7 +312,7 @@ class Parameter:
             return
         src = data._data if isinstance(data, NDArray) else np.asarray(data)
         for d in self._data:
-            _assign(d._data, src)
+            assign(d._data, src)
 
     def _reduce(self) -> NDArray:
         """The data gathered on the CPU (the average over contexts, as MXNet saves it)."""
@@ -362,7 +342,7 @@ class Parameter:
         if self._data is None:
             return
         with autograd.pause():
-            self._data = [NDArray(_place(d.asnumpy().astype(self._dtype), d._ctx), d._ctx)
+            self._data = [NDArray(place(d.asnumpy().astype(self._dtype), d._ctx), d._ctx)
                           for d in self._data]
             self._init_grad()
 

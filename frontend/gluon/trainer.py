@@ -25,6 +25,7 @@ import numpy as np
 from ember import optimizer as opt
 from ember import trace_state
 from ember.base import MXNetError
+from ember.ndarray.device import assign
 from ember.runtime import thread_pools as _threads
 
 from .parameter import Parameter, ParameterDict
@@ -259,10 +260,11 @@ class Trainer:
             if param.grad_req == "null" or param._data is None or len(param._data) == 1:
                 continue
             grads = param.list_grad()
-            if len(grads) > 1:
-                total = np.sum([g._data for g in grads], axis=0, dtype=grads[0].dtype)
+            if len(grads) > 1:  # (GPU gradients: summed on the host, copied back)
+                total = np.sum([g._data if type(g._data) is np.ndarray else g.asnumpy()
+                                for g in grads], axis=0, dtype=grads[0].dtype)
                 for g in grads:
-                    g._data[...] = total
+                    assign(g._data, total)
 
     @staticmethod
     def _arrays(param: Parameter) -> tuple[list, list]:
