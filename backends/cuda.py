@@ -10,7 +10,7 @@ device stream, over one device arena (DESIGN.md s.6; issue 14).
 - 2-D convolution, its data and weight gradients (alone or as masters): im2col/col2im
   kernels around the same GEMM (``cuda_conv``), then the bias/epilogue kernel;
 - reductions, softmax, pick/pick_backward, reshapes, fills, optimizer updates:
-  ``cuda_steps``;
+  ``cuda_steps``; BatchNorm and pooling, forward and backward: ``cuda_norm_pool``;
 - a fused group no single kernel covers: its body planned node by node;
 - anything else: a host round trip (copy the inputs to the host, the op's NumPy kernel, copy
   the results and the inputs it mutates back), counted as ``fallback:<op>`` in the report
@@ -47,12 +47,13 @@ from .cpu_run import RunBuilder
 from .cuda_blas import gemm_fn
 from .cuda_conv import ConvSteps
 from .cuda_kernels import epilogue_source, ewise_source, kernel, launch_dims
+from .cuda_norm_pool import NormPoolSteps
 from .cuda_steps import CudaSteps, float_known
 
 __all__ = ["compile"]
 
 
-class _Program(CudaSteps, ConvSteps):
+class _Program(CudaSteps, ConvSteps, NormPoolSteps):
     """Chooses a kernel per node and generates the ``steps`` function."""
 
     def __init__(self, graph: Graph, device_id: int = 0):
@@ -163,7 +164,8 @@ class _Program(CudaSteps, ConvSteps):
             if self._ewise([node], node.outputs, {}, {}):
                 return
         elif self._gemm(node, [node], node.outputs, {}, {}) or \
-                self._conv(node, [node], node.outputs, {}, {}) or self._op_step(node):
+                self._conv(node, [node], node.outputs, {}, {}) or self._op_step(node) or \
+                self._norm_pool(node):
             return
         self._fallback(node)
 

@@ -235,6 +235,42 @@ def test_fused_convolution_epilogues_forward_and_backward():
     _no_fallback(report)
 
 
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("fix_gamma", [True, False])
+def test_batch_norm_forward_backward_and_moving_statistics(train, fix_gamma):
+    b = GraphBuilder("bn")
+    x = b.input(TensorType((3, 4, 2, 5), F32), "x")
+    og = b.input(TensorType((3, 4, 2, 5), F32), "og")
+    ps = [b.param(TensorType((4,), F32), n) for n in ("gamma", "beta", "mm", "mv")]
+    outs = b.emit("batch_norm", [x, *ps], eps=1e-3, momentum=0.9, fix_gamma=fix_gamma,
+                  is_train=train, output_mean_var=True)
+    grads = b.emit("batch_norm_backward", [og, x, ps[0], ps[2], ps[3]], eps=1e-3,
+                   fix_gamma=fix_gamma, train=train)
+    params = [_rand((4,), 1), _rand((4,), 2), _rand((4,), 3), np.abs(_rand((4,), 4)) + 0.5]
+    report = check(b.build([*outs, *grads]), [_rand((3, 4, 2, 5)) * 2 + 1,
+                                              _rand((3, 4, 2, 5), 5)], params, atol=1e-4,
+                   expect_kinds=("batch_norm", "batch_norm_backward"))
+    _no_fallback(report)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg", "sum"])
+@pytest.mark.parametrize("geo", [dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1)),
+                                 dict(kernel=(2, 3), stride=(1, 2), pad=(0, 1),
+                                      pooling_convention="full", count_include_pad=False),
+                                 dict(global_pool=True, kernel=(1, 1))])
+def test_pooling_and_its_gradient(kind, geo):
+    """Overlapping windows (the backward's atomic adds), padding, the 'full' convention's
+    overhang and its average divisors, global pooling."""
+    b = GraphBuilder("pool")
+    x = b.input(TensorType((2, 3, 5, 6), F32), "x")
+    (y,) = b.emit("pooling", [x], pool_type=kind, **geo)
+    og = b.input(y.type, "og")
+    (dx,) = b.emit("pooling_backward", [og, x], pool_type=kind, **geo)
+    report = check(b.build([y, dx]), [_rand((2, 3, 5, 6)), _rand(y.type.shape, 1)],
+                   expect_kinds=("pooling", "pooling_backward"))
+    _no_fallback(report)
+
+
 def _mlp(batch=6, n_in=10, hidden=9, classes=4):
     b = GraphBuilder("mlp")
     x = b.input(TensorType((batch, n_in), F32), "x")
