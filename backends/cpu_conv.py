@@ -35,7 +35,7 @@ from ember.ir.conv_kernels import _geom
 from ember.ir.graph import Node
 from ember.ir.opset_conv import _deconv_geom
 
-from . import codegen
+from . import codegen, cpu_memo
 from .cpu_conv_kernels import (
     COL2IM,
     DW_BWD_DATA,
@@ -210,9 +210,12 @@ class ConvSteps:
             # serial after a GEMM, like IM2COL (cpu_conv_kernels); the depthwise kernels
             # run no BLAS
             parallel = geo.depthwise and math.prod(view) >= PARALLEL_MIN
-            for tr in (False, True):
-                epi[tr] = kernel(conv_epilogue_source(bias, epilogue, mv, leaves, flags,
-                                                      outputs, parallel, tr))
+            shape_free = cpu_memo.structure(epilogue, [mv, *leaves], outputs)
+            for tr in (False, True):  # (sources by structure: cpu_memo)
+                epi[tr] = kernel(cpu_memo.source(
+                    ("conv", bias, shape_free, tuple(map(tuple, flags)), parallel, tr),
+                    lambda: conv_epilogue_source(bias, epilogue, mv, leaves, flags, outputs,
+                                                 parallel, tr)))
         make = _forward_step if forward else _dgrad_step
         step = make(geo, dt, self._conv_scratch(), epi.get(False), epi.get(True), bias,
                     len(leaves), [not fl[0] for fl in flags])

@@ -20,6 +20,9 @@ import numpy as np
 from ember.ir.errors import EmberError, fmt_shapes
 from ember.ir.graph import Value
 
+_CODE: dict[str, object] = {}  # run sources -> their code objects (a graph at many sizes)
+_CODE_MAX = 256
+
 
 class RunBuilder:
     """Collects the lines and constants of a generated ``run`` function."""
@@ -60,7 +63,12 @@ class RunBuilder:
         arr = self.const.get(id(v))
         if arr is not None:
             return self.constant(arr.reshape(shape), "A")
-        return f"{name}.reshape({tuple(shape)!r})"
+        return f"{name}.reshape({self.shape(shape)})"
+
+    def shape(self, shape: tuple) -> str:
+        """A global name bound to ``shape``: shapes are never literals in the source, so
+        the graph's programs at other batch sizes have the same source (compiled once)."""
+        return self.constant(tuple(shape), "S")
 
     def out(self, v: Value) -> str:
         """The name of ``v``'s buffer: its arena view, or a fresh array made by this line."""
@@ -68,7 +76,7 @@ class RunBuilder:
             return self.ref[id(v)]
         name = self.bind_local(v)
         dt = self.constant(np.dtype(v.type.dtype), "D")
-        self.lines.append(f"{name} = empty({v.type.shape!r}, {dt})")
+        self.lines.append(f"{name} = empty({self.shape(v.type.shape)}, {dt})")
         return name
 
     def emit(self, line: str) -> None:
@@ -80,7 +88,11 @@ class RunBuilder:
         src = (f"def run({', '.join(params)}):\n"
                + "".join(f"    {ln}\n" for ln in body)
                + f"    return [{', '.join(ret)}]\n")
-        code = compile(src, f"<ember cpu run {self.name}>", "exec")
+        code = _CODE.get(src)
+        if code is None:
+            if len(_CODE) >= _CODE_MAX:
+                _CODE.clear()
+            code = _CODE[src] = compile(src, f"<ember cpu run {self.name}>", "exec")
         exec(code, self.ns)
         fn = self.ns["run"]
         fn.source = src

@@ -149,7 +149,7 @@ class OpSteps:
         if not y.type.known or x.type.size != y.type.size or x.type.dtype != y.type.dtype:
             return False
         out = self._buf(y)
-        self.b.emit(f"copyto({out}, {self._arg(x)}.reshape({y.type.shape!r}))")
+        self.b.emit(f"copyto({out}, {self._arg(x)}.reshape({self.b.shape(y.type.shape)}))")
         self.report["reshape"] += 1
         return True
 

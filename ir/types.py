@@ -10,14 +10,18 @@ _SHORT = {"float16": "f16", "float32": "f32", "float64": "f64", "int8": "i8", "i
           "int64": "i64", "uint8": "u8", "bool": "bool", "int16": "i16", "uint16": "u16",
           "uint32": "u32", "uint64": "u64", "bfloat16": "bf16"}
 _LONG = {v: k for k, v in _SHORT.items()}
+_CANONICAL = frozenset(_SHORT) - {"bfloat16"}  # NumPy's own names (bfloat16 is not one)
 
 Dim = int | None
 
 
 def dtype_name(dtype) -> str:
     """Canonical dtype name (``'float32'``) of anything NumPy accepts as a dtype."""
-    if isinstance(dtype, str) and dtype in _LONG:
-        return _LONG[dtype]
+    if isinstance(dtype, str):
+        if dtype in _CANONICAL:  # most calls: no NumPy lookup
+            return dtype
+        if dtype in _LONG:
+            return _LONG[dtype]
     return np.dtype(dtype).name
 
 
