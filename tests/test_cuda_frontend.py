@@ -162,13 +162,13 @@ def _mlp_steps(ctx, hybrid=False, steps=3, batch=4, n_in=5, hidden=8, n_out=3):
     return net, [p.data() for p in net.collect_params().values()], loss
 
 
-def _check_mlp(hybrid, **sizes):
+def _check_mlp(hybrid, rtol=1e-4, atol=1e-5, **sizes):
     _, want, lw = _mlp_steps(mx.cpu(), hybrid, **sizes)
     net, got, lg = _mlp_steps(mx.gpu(), hybrid, **sizes)
     for p in net.collect_params().values():
         assert p.list_ctx() == [mx.gpu()] and _on_device(p.data()) and _on_device(p.grad())
     for g, w in zip(got + [lg], want + [lw]):
-        np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=rtol, atol=atol)
     return net
 
 
@@ -246,8 +246,8 @@ def test_real_device_ops_autograd_and_training():
 @pytest.mark.gpu
 def test_real_device_mlp_training_and_hybridize():
     sizes = dict(batch=128, n_in=784, hidden=256, n_out=10, steps=5)
-    _check_mlp(hybrid=False, **sizes)
-    _check_mlp(hybrid=True, **sizes)
+    _check_mlp(hybrid=False, rtol=2e-3, atol=2e-4, **sizes)
+    _check_mlp(hybrid=True, rtol=2e-3, atol=2e-4, **sizes)
     test_compiled_training_step_on_gpu_equals_cpu()
 
 
@@ -280,3 +280,21 @@ def test_parameter_on_cpu_and_gpu_sums_gradients_over_both():
     want = w0 - 2 * np.tile(a.sum(axis=0), (2, 1))   # each context's gradient, summed
     for ctx in (mx.cpu(), mx.gpu()):
         np.testing.assert_allclose(net.weight.data(ctx).asnumpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_host_round_trip_when_the_cuda_backend_is_missing(monkeypatch):
+    from ember.ndarray import device
+    monkeypatch.setattr(device, "_PROGRAMS", {})
+    monkeypatch.setattr(device, "_NO_BACKEND", ["(test) no cuda backend"])
+    a, g = _rand(2, 3), _rand(2, 3)
+    y = nd.relu(nd.array(a, ctx=mx.gpu())) * 2
+    assert _on_device(y)
+    np.testing.assert_allclose(y.asnumpy(), np.maximum(a, 0) * 2, rtol=1e-6)
+    results = []
+    for ctx in (mx.cpu(), mx.gpu()):   # the momentum state is updated in place on the device
+        w, gr, mom = (nd.array(v, ctx=ctx) for v in (a, g, np.ones_like(a)))
+        nd.sgd_mom_update(w, gr, mom, lr=0.1, momentum=0.9, out=w)
+        results.append((w.asnumpy(), mom.asnumpy()))
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert not np.allclose(results[1][1], 1)
