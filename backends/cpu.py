@@ -110,6 +110,7 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
         # arena that the next run overwrites (no copy at the end)
         keep = mutated | {id(v) for v in graph.outputs}
         self.views = self._arena(graph, keep, arena)
+        self.arena = arena  # (steps' scratch buffers come from it too, when given)
         self.aliasing: set[int] = set()  # values a fallback made: they may alias anything
         args = []
         for v in (*graph.inputs, *graph.params):

@@ -121,15 +121,20 @@ def geometry(node: Node) -> Geo | None:
 
 
 class _Scratch:
-    """The columns buffer of one compiled program: sized while planning, made on first use."""
+    """The columns buffer of one compiled program: sized while planning, made on first use,
+    or taken from ``arena`` (a ``runtime.arena.SharedArena``: the programs of one graph at
+    other batch sizes share it, as they share their arena) as it is sized."""
 
-    def __init__(self):
+    def __init__(self, arena=None):
         self.size = 0
         self.buf: np.ndarray | None = None
+        self.arena = arena
 
     def need(self, pieces: list[tuple[tuple, np.dtype]]) -> None:
         total = sum(_aligned(math.prod(s) * dt.itemsize) for s, dt in pieces)
         self.size = max(self.size, total)
+        if self.arena is not None:
+            self.buf = self.arena.buffer("conv_scratch", self.size + _ALIGN)
 
     def views(self, pieces: list[tuple[tuple, np.dtype]]) -> list[np.ndarray]:
         if self.buf is None:
@@ -230,7 +235,7 @@ class ConvSteps:
     def _conv_scratch(self) -> _Scratch:
         scr = getattr(self, "_scratch_conv", None)
         if scr is None:
-            scr = self._scratch_conv = _Scratch()
+            scr = self._scratch_conv = _Scratch(getattr(self, "arena", None))
         return scr
 
     def _conv_wgrad(self, geo: Geo, master: Node, sub, outer) -> bool:
