@@ -298,3 +298,44 @@ def test_host_round_trip_when_the_cuda_backend_is_missing(monkeypatch):
     for got, want in zip(results[1], results[0]):
         np.testing.assert_allclose(got, want, rtol=1e-6)
     assert not np.allclose(results[1][1], 1)
+
+
+def test_symbol_executor_on_gpu_equals_cpu():
+    from ember import sym
+    x = sym.var("x")
+    net = sym.FullyConnected(sym.Activation(sym.FullyConnected(x, num_hidden=4), "relu"),
+                             num_hidden=2)
+    rng = np.random.default_rng(4)
+    values, results = None, []
+    for ctx in (mx.cpu(), mx.gpu()):
+        ex = net.simple_bind(ctx, x=(3, 5))
+        if values is None:
+            values = {k: rng.standard_normal(a.shape).astype(np.float32)
+                      for k, a in ex.arg_dict.items()}
+        ex.copy_params_from({k: nd.array(v) for k, v in values.items()})
+        out = ex.forward(is_train=True)[0]
+        ex.backward(nd.ones(out.shape, ctx=ctx))
+        assert out.context == ctx and (ctx == mx.cpu() or _on_device(out))
+        results.append([out.asnumpy()] + [g.asnumpy() for g in ex.grad_arrays])
+    for g, c in zip(results[1], results[0]):
+        np.testing.assert_allclose(g, c, rtol=1e-5, atol=1e-6)
+
+
+def test_module_fit_on_gpu_equals_cpu():
+    from ember import sym
+    net = sym.SoftmaxOutput(sym.FullyConnected(sym.var("data"), num_hidden=3),
+                            sym.var("softmax_label"), name="softmax")
+    rng = np.random.default_rng(5)
+    X, Y = rng.standard_normal((8, 4)).astype(np.float32), rng.integers(0, 3, 8)
+    params = []
+    for ctx in (mx.cpu(), mx.gpu()):
+        mx.random.seed(0)
+        mod = mx.mod.Module(net, context=ctx)
+        mod.fit(mx.io.NDArrayIter(X, Y.astype(np.float32), batch_size=4), num_epoch=2,
+                optimizer="sgd", optimizer_params={"learning_rate": 0.1},
+                initializer=mx.init.Xavier())
+        pred = mod.predict(mx.io.NDArrayIter(X, Y.astype(np.float32), batch_size=4))
+        assert pred.context == ctx
+        params.append({k: v.asnumpy() for k, v in mod.get_params()[0].items()})
+    for k in params[0]:
+        np.testing.assert_allclose(params[1][k], params[0][k], rtol=1e-5, atol=1e-6)

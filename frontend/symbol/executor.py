@@ -19,6 +19,7 @@ from ember.base import MXNetError
 from ember.context import current_context
 from ember.ir.graph import Node
 from ember.ir.types import TensorType
+from ember.ndarray.device import assign, host, place
 from ember.ndarray.ndarray import NDArray
 
 from . import infer as _infer
@@ -69,7 +70,7 @@ class _Program:
     """The compiled graph of one mode: ``forward`` alone, or the forward/backward split of
     the joint graph from the ``autodiff`` pass (as a hybridized block's CachedGraph)."""
 
-    def __init__(self, sg: SymbolGraph, n_out: int, wrt: list[int] | None):
+    def __init__(self, sg: SymbolGraph, n_out: int, wrt: list[int] | None, ctx=None):
         from ember.gluon.cached_op import (
             FORWARD_PASSES,
             LOWERING_PASSES,
@@ -78,7 +79,7 @@ class _Program:
         )
         from ember.passes import run_pipeline
         from ember.runtime.executable import Executable
-        backend = default_backend()
+        backend = default_backend(ctx)  # (cuda for arrays bound on a GPU)
         graph = run_pipeline(sg.graph, FORWARD_PASSES)
         self.backward = None
         if wrt is None:
@@ -115,8 +116,8 @@ class Executor:
         sg = SymbolGraph(heads, self._given)
         self._nodes = sg.nodes
         types, _ = sg.typed()
-        self.outputs = [NDArray(np.zeros(types[id(h)].shape, types[id(h)].dtype), self._ctx)
-                        if types[id(h)].known else None for h in heads]
+        self.outputs = [_zeros(types[id(h)], self._ctx) if types[id(h)].known else None
+                        for h in heads]
         self._types = types
         self._programs: dict[tuple, _Program] = {}
         self._saved = None  # (program, residuals) of the last forward(is_train=True)
@@ -179,7 +180,7 @@ class Executor:
             src = x._data if isinstance(x, NDArray) else np.asarray(x)
             if src.shape != dst.shape:
                 raise MXNetError(f"forward: {k!r} has shape {src.shape}, bound as {dst.shape}")
-            dst._data[...] = src
+            assign(dst._data, src)
         grad = bool(is_train) and self._wants_grad()
         prog = self._program(bool(is_train), grad)
         ins = [a._data for a in self.arg_arrays]
@@ -198,7 +199,7 @@ class Executor:
         if prog is None:
             sg = SymbolGraph(self._heads, self._given, attrs=_with_mode(is_train))
             wrt = [i for i, r in enumerate(self._reqs) if r != "null"] if grad else None
-            prog = self._programs[key] = _Program(sg, len(self._heads), wrt)
+            prog = self._programs[key] = _Program(sg, len(self._heads), wrt, self._ctx)
         return prog
 
     def _last_use(self) -> dict[int, int]:
@@ -216,7 +217,7 @@ class Executor:
             if not self._wants_grad():
                 for g, r in zip(self.grad_arrays, self._reqs):
                     if r == "write":
-                        g._data[...] = 0
+                        assign(g._data, 0)
                 return
             raise MXNetError("backward: call forward(is_train=True) first")
         if out_grads is not None and not isinstance(out_grads, list | tuple):
@@ -225,14 +226,18 @@ class Executor:
         if out_grads is None:
             heads = [np.ones(o.shape, o.dtype) for o in self.outputs]
         else:
-            heads = [np.asarray(g._data if isinstance(g, NDArray) else g, dtype=o.dtype)
+            heads = [np.asarray(host(g._data) if isinstance(g, NDArray) else g, dtype=o.dtype)
                      .reshape(o.shape) for g, o in zip(out_grads, self.outputs)]
+        heads = [place(h, self._ctx) for h in heads]  # (on the bound GPU, if any)
         grads = prog.backward.run(residuals + heads, [a._data for a in self.aux_arrays])
         for i, g in zip(prog.wrt, grads):
-            if self._reqs[i] == "add":
-                self.grad_arrays[i]._data += g
+            dst = self.grad_arrays[i]._data
+            if type(dst) is not np.ndarray:  # a GPU array (add: through the host)
+                assign(dst, host(dst) + host(g) if self._reqs[i] == "add" else g)
+            elif self._reqs[i] == "add":
+                dst += g
             else:
-                self.grad_arrays[i]._data[...] = g
+                dst[...] = g
         self._saved = None
 
     # ---- parameters and shapes ----------------------------------------------------------------
@@ -243,8 +248,8 @@ class Executor:
                                       (aux_params or {}, self._aux_names, self.aux_arrays)):
             for k, x in params.items():
                 if k in names:
-                    arrays[names.index(k)]._data[...] = x.asnumpy() \
-                        if isinstance(x, NDArray) else np.asarray(x)
+                    assign(arrays[names.index(k)]._data,
+                           x.asnumpy() if isinstance(x, NDArray) else np.asarray(x))
                 elif not allow_extra_params:
                     raise MXNetError(f"copy_params_from: {k!r} is not an input of the symbol")
 
@@ -292,7 +297,7 @@ class Executor:
 
 
 def _zeros(t: TensorType, ctx) -> NDArray:
-    return NDArray(np.zeros(t.shape, t.dtype), ctx)
+    return NDArray(place(np.zeros(t.shape, t.dtype), ctx), ctx)
 
 
 def simple_bind(symbol, ctx, grad_req, type_dict, shapes: dict) -> Executor:
@@ -326,7 +331,7 @@ def simple_bind(symbol, ctx, grad_req, type_dict, shapes: dict) -> Executor:
 
 
 def _as_nd(x, ctx) -> NDArray:
-    return x if isinstance(x, NDArray) or x is None else NDArray(np.asarray(x), ctx)
+    return x if isinstance(x, NDArray) or x is None else NDArray(place(np.asarray(x), ctx), ctx)
 
 
 def bind(symbol, ctx, args, args_grad=None, grad_req="write", aux_states=None) -> Executor:
