@@ -339,3 +339,11 @@ def test_module_fit_on_gpu_equals_cpu():
         params.append({k: v.asnumpy() for k, v in mod.get_params()[0].items()})
     for k in params[0]:
         np.testing.assert_allclose(params[1][k], params[0][k], rtol=1e-5, atol=1e-6)
+
+
+def test_shape_errors_on_gpu_name_the_op_and_shapes():
+    a = nd.ones((2, 3), ctx=mx.gpu())
+    with pytest.raises(MXNetError, match=r"dot.*\(2, 3\), \(2, 3\)"):
+        nd.dot(a, a)
+    with pytest.raises(MXNetError, match=r"add.*\(2, 3\).*\(4, 5\)"):
+        a + nd.ones((4, 5), ctx=mx.gpu())

@@ -22,7 +22,8 @@ from ember.context import Context, check_device, cpu
 from . import ndarray as _nd
 from .ndarray import NDArray
 
-_PROGRAMS: dict = {}   # (op name, attrs, input types) -> the compiled one-node run function
+_PROGRAMS: dict = {}   # (op name, attrs, input shapes/dtypes) -> compiled one-node run function
+_MAX_PROGRAMS = 2048
 _NO_BACKEND: list = []  # the reason the cuda backend could not be imported, once known
 _CPU0 = cpu(0)
 
@@ -167,12 +168,18 @@ def _finish(op, res: list, inputs: list, attrs: dict, ctx: Context, out):
 def _run(op, datas: list, attrs: dict, ctx: Context) -> list:
     """The op's outputs as device arrays: the cuda backend's one-node graph, or a host round
     trip when the backend is unavailable."""
-    fn = _program(op, datas, attrs)
-    mutated = op.mutated(attrs)
-    if fn is not None:
-        ins = [d for i, d in enumerate(datas) if i not in mutated]
-        params = [datas[i] for i in mutated]
-        return list(fn(ins, params))
+    try:
+        fn = _program(op, datas, attrs)
+        mutated = op.mutated(attrs)
+        if fn is not None:
+            ins = [d for i, d in enumerate(datas) if i not in mutated]
+            params = [datas[i] for i in mutated]
+            return list(fn(ins, params))
+    except MXNetError:
+        raise
+    except Exception as e:  # a numba-cuda complaint becomes the op's own error
+        fake = [NDArray(np.empty(d.shape, d.dtype)) for d in datas]
+        raise _nd._op_error(op, fake, attrs, e) from None
     cd = _cd()
     hosts = [cd.to_host(d) for d in datas]
     try:
@@ -190,14 +197,11 @@ def _run(op, datas: list, attrs: dict, ctx: Context) -> list:
 def _program(op, datas: list, attrs: dict):
     """The cuda backend's compiled one-node graph of ``op`` for these inputs (cached), or
     None when the backend cannot be imported."""
-    from ember.ir.types import TensorType
-    types = tuple(TensorType(tuple(d.shape), np.dtype(d.dtype)) for d in datas)
     try:
-        key = (op.name, tuple(sorted(attrs.items())), types)
-        hash(key)
+        key = (op.name, tuple(attrs.items()), tuple((d.shape, d.dtype) for d in datas))
+        fn = _PROGRAMS.get(key)
     except TypeError:  # an attribute that cannot be hashed: compile uncached
-        key = None
-    fn = _PROGRAMS.get(key) if key is not None else None
+        key = fn = None
     if fn is not None:
         return fn
     if _NO_BACKEND:
@@ -208,6 +212,8 @@ def _program(op, datas: list, attrs: dict):
         _NO_BACKEND.append(str(e))
         return None
     from ember.ir.graph import GraphBuilder
+    from ember.ir.types import TensorType
+    types = [TensorType(tuple(d.shape), np.dtype(d.dtype)) for d in datas]
     mutated = op.mutated(attrs)
     b = GraphBuilder(f"eager_{op.name}")
     vals = [None] * len(types)
@@ -219,5 +225,7 @@ def _program(op, datas: list, attrs: dict):
     outs = b.emit(op, vals, **attrs)
     fn = backend.compile(b.build(list(outs)))
     if key is not None:
+        if len(_PROGRAMS) >= _MAX_PROGRAMS:  # bounded: drop the oldest (insertion order)
+            _PROGRAMS.pop(next(iter(_PROGRAMS)), None)
         _PROGRAMS[key] = fn
     return fn
