@@ -7,6 +7,8 @@ emits a step calling a numba kernel of ``cpu_norm_pool_kernels`` into the planne
 - ``pooling`` / ``pooling_backward``: max, avg (count_include_pad both ways), sum; 1-D and 2-D
   channels-first data, windows, global pooling, all conventions (the geometry is
   ``ir/opset_pool._pool_geom``'s); float32/float64. 3-D and lp pooling stay NumPy's.
+- ``layer_norm`` forward (its gradient is reductions over one axis and elementwise ops,
+  which ``cpu_steps`` and the fused kernels compile);
 - ``batch_norm`` (and SyncBatchNorm) forward in training and inference mode, updating the
   moving statistics in place, with or without the mean/inverse-std outputs; and
   ``batch_norm_backward`` (its gradient op, ``ir/opset_norm_grad.py``). Any channel axis:
@@ -26,6 +28,7 @@ from .cpu_norm_pool_kernels import (
     batch_norm_backward_source,
     batch_norm_source,
     global_pool_source,
+    layer_norm_source,
     pool_backward_source,
     pool_source,
 )
@@ -52,6 +55,8 @@ class NormPoolSteps:
             return self._batch_norm(node)
         if name == "batch_norm_backward":
             return self._bn_backward(node)
+        if name == "layer_norm":
+            return self._layer_norm(node)
         return False
 
     def _call(self, fn, args: list[str], outs: list[tuple]) -> None:
@@ -160,4 +165,27 @@ class NormPoolSteps:
         src = batch_norm_backward_source(ncs[1] >= 2 and x.type.size >= PARALLEL_MIN // 4)
         self._call(kernel(src), args, [(dx, ncs), (dgamma, None), (dbeta, None)])
         self.report["batch_norm_backward"] += 1
+        return True
+
+    def _layer_norm(self, node: Node) -> bool:
+        at = node.attr_dict
+        x, gamma, beta = node.inputs
+        if not self._bn_fits(x, [gamma, beta, *node.outputs]):
+            return False
+        ax = at["axis"] % x.type.ndim
+        ppp = _ncs(x.type.shape, ax)
+        pq = (ppp[0], ppp[2])
+        outs = [(node.outputs[0], ppp)]
+        scratch = []
+        if at["output_mean_var"]:
+            outs += [(v, pq) for v in node.outputs[1:]]
+        else:   # the kernel writes them anyway: scratch, made once
+            scratch = [self.b.constant(np.empty(pq, x.type.dtype), "S") for _ in range(2)]
+        src = layer_norm_source(ppp[0] >= 2 and x.type.size >= PARALLEL_MIN // 4)
+        args = [self._arg(x, ppp), self._arg(gamma), self._arg(beta), repr(float(at["eps"]))]
+        for v, _ in outs:
+            self._buf(v)
+        views = [self.b.expr(v, shape) for v, shape in outs] + scratch
+        self.b.emit(f"{self.b.constant(kernel(src), 'k')}({', '.join([*args, *views])})")
+        self.report["layer_norm"] += 1
         return True

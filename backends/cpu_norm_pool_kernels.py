@@ -280,3 +280,30 @@ def batch_norm_backward_source(parallel: bool) -> str:
     return _HEADER + _jit(parallel, reassoc=True) + \
         ("def kernel(g, x, gamma, mm, mv, eps, eps_p, fix_gamma, train, dx, dgamma, "
          "dbeta):\n") + body + "\n"
+
+
+def layer_norm_source(parallel: bool) -> str:
+    """``kernel(x, gamma, beta, eps, out, mean_out, std_out)`` over x (P, R, Q): LayerNorm
+    over the middle axis as the reference computes it (float64 two-pass moments,
+    ``(x - mean) / sqrt(var + eps) * gamma + beta``); mean/std outputs (P, Q)."""
+    body = "\n".join([
+        "    P, R, Q = x.shape",
+        f"    for p in {'prange' if parallel else 'range'}(P):",
+        "        for q in range(Q):",
+        "            s = 0.0",
+        "            for r in range(R):",
+        "                s += x[p, r, q]",
+        "            mean = s / R",
+        "            v = 0.0",
+        "            for r in range(R):",
+        "                d = x[p, r, q] - mean",
+        "                v += d * d",
+        "            std = np.sqrt(v / R + eps)",
+        "            for r in range(R):",
+        "                out[p, r, q] = (x[p, r, q] - mean) / std * np.float64(gamma[r]) "
+        "+ np.float64(beta[r])",
+        "            mean_out[p, q] = mean",
+        "            std_out[p, q] = std",
+    ])
+    return _HEADER + _jit(parallel, reassoc=True) + \
+        "def kernel(x, gamma, beta, eps, out, mean_out, std_out):\n" + body + "\n"

@@ -210,3 +210,21 @@ def test_sync_batch_norm_runs_the_batch_norm_kernel():
     rep = _compare(graph, [rng.standard_normal((2, 3, 4)).astype(np.float32)], params,
                    "float32", ("_contrib_SyncBatchNorm",))
     assert rep.get("batch_norm") == 1
+
+
+# ---- LayerNorm --------------------------------------------------------------------------------
+@SETTINGS
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=4), st.data(),
+       st.sampled_from(["float32", "float64"]), st.booleans(), st.integers(0, 2 ** 31))
+def test_layer_norm_forward_and_gradients(shape, data, dtype, mean_var, seed):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    c = shape[axis]
+    b = GraphBuilder("ln")
+    x = b.input(TensorType(tuple(shape), dtype), "x")
+    gamma, beta = (b.input(TensorType((c,), dtype), n) for n in ("gamma", "beta"))
+    outs = b.emit("layer_norm", [x, gamma, beta], axis=axis, eps=1e-5, output_mean_var=mean_var)
+    joint = _joint(b.build(list(outs)))
+    rng = np.random.default_rng(seed)
+    ins = [(rng.standard_normal(v.type.shape) + 0.5).astype(dtype) for v in joint.inputs]
+    rep = _compare(joint, ins, [], dtype, ("layer_norm",))
+    assert rep.get("layer_norm") == 1, rep
