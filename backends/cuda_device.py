@@ -47,7 +47,10 @@ def _discover() -> dict:
         state = {"cuda": None, "count": 0, "simulator": False, "reason": ""}
         try:
             from numba import cuda
-            from numba.cuda.core import config
+            try:  # numba-cuda's own configuration (0.30); numba's before it moved
+                from numba.cuda.core import config
+            except ImportError:
+                from numba.core import config
         except Exception as e:  # not installed, or broken (numba-cuda 0.30 with NumPy 2.5)
             state["reason"] = (f"numba-cuda cannot be imported ({type(e).__name__}: {e}); "
                                f"install the CUDA extra: {INSTALL_HINT}")
