@@ -89,6 +89,7 @@ class KernelCache:
         self._refused: dict[Path, str] = {}  # directories found unsafe (warned once each)
         self.rebuilt = 0   # entries found corrupt and written again (for tests and reports)
         self.written = 0   # entries written because they were missing
+        self.uncompiled = 0  # modules loaded without numba's compiled code (compile at 1st call)
         numba_seal.install()
 
     @property
@@ -129,15 +130,31 @@ class KernelCache:
         text = f"{_MAGIC}{_digest(source)}\n{source}"
         try:
             if not self._usable(path.parent):
-                return codegen._load_in_memory(source, backend)
+                return self._in_memory(source, backend)
             state = self._check(path, text)
             if state != "ok":
                 self._write(path, text, corrupt=state == "corrupt")
         except OSError:
-            return codegen._load_in_memory(source, backend)
+            return self._in_memory(source, backend)
         mod = self._exec(path, text)
         self._modules[str(path)] = mod
+        if state != "ok" or not self._compiled(path):
+            self.uncompiled += 1
         return mod
+
+    def _in_memory(self, source: str, backend: str) -> types.ModuleType:
+        self.uncompiled += 1
+        return codegen._load_in_memory(source, backend)
+
+    @staticmethod
+    def _compiled(path: Path) -> bool:
+        """Whether numba's index of the module at ``path`` exists (its kernels were
+        compiled and saved by some process; whether for these argument types is numba's
+        to find out)."""
+        try:
+            return any((path.parent / "__pycache__").glob(f"{path.stem}.*.nbi"))
+        except OSError:
+            return False
 
     __call__ = load
 

@@ -303,10 +303,18 @@ def compile_split(graph: Graph, n_outputs: int, wrt: list, backend: str):
     from its own arguments; ``residual_src[i]`` is ``("in", input index)`` or
     ``("out", output index)``.
     """
+    from ember.compile_cache import split
+    from ember.runtime.executable import Executable
+    fwd, bwd, residual_src = split(graph, n_outputs, wrt, backend,
+                                   lambda: _split_graphs(graph, n_outputs, wrt))
+    return Executable(fwd, backend), Executable(bwd, backend), residual_src
+
+
+def _split_graphs(graph: Graph, n_outputs: int, wrt: list):
+    """:func:`compile_split`'s passes: the lowered forward and backward graphs."""
     from ember.passes import run_pipeline
     from ember.passes.autodiff import autodiff
     from ember.passes.partition import split_forward_backward
-    from ember.runtime.executable import Executable
     n_args = len(graph.inputs)
     joint = autodiff(graph, wrt=wrt, head_grads="input")
     joint = run_pipeline(joint, FORWARD_PASSES, keep_stop_gradient=False)
@@ -320,8 +328,8 @@ def compile_split(graph: Graph, n_outputs: int, wrt: list, backend: str):
             residual_src.append(("out", len(kept)))
             kept.append(v)
     fwd = Graph(fwd.name, fwd.inputs, fwd.params, fwd.nodes, kept, dict(fwd.meta))
-    return (Executable(run_pipeline(fwd, LOWERING_PASSES), backend),
-            Executable(run_pipeline(bwd, LOWERING_PASSES), backend), residual_src)
+    return (run_pipeline(fwd, LOWERING_PASSES), run_pipeline(bwd, LOWERING_PASSES),
+            residual_src)
 
 
 class _Variant:
@@ -353,7 +361,7 @@ class CachedGraph:
 
     def __init__(self, fn, args, training: bool, with_grad: bool, backend: str, name: str,
                  params_by_value: dict, inline_limit: int = 2):
-        from ember.passes import run_pipeline
+        from ember import compile_cache
         from ember.runtime.executable import Executable
         self.name, self.inline_limit = name, inline_limit
         self.backend = backend
@@ -362,19 +370,23 @@ class CachedGraph:
         STATS["trace"] += 1
         graph, self.params, self.structure = trace(fn, args, name, params_by_value)
         self.n_outputs = len(graph.outputs)
-        graph = run_pipeline(graph, FORWARD_PASSES)
+        graph = compile_cache.optimize(graph, FORWARD_PASSES, backend)
         self.graph = graph
         self.backward = None
         self._variants: dict[tuple, _Variant] = {}
         self._lock = threading.Lock()
         self._wrt_params = [i for i, p in enumerate(self.params) if p.grad_req != "null"]
         self._bwd_name = f"{name}_backward"
+        before = compile_cache.new_kernels()
         if not with_grad:
-            self.forward = Executable(run_pipeline(graph, LOWERING_PASSES), backend)
+            self.forward = Executable(compile_cache.lower(graph, LOWERING_PASSES, backend),
+                                      backend)
+            compile_cache.announce(name, before)
             return
         self.forward = None
         variant = self._variant(tuple(autograd._needs_grad(a) for a in split_args(args)[0]))
         self.backward = variant.backward
+        compile_cache.announce(name, before)
 
     def _variant(self, mask: tuple) -> _Variant:
         v = self._variants.get(mask)
