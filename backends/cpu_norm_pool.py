@@ -27,6 +27,7 @@ from ember.ir.opset_pool import _pool_geom
 from .cpu_norm_pool_kernels import (
     batch_norm_backward_source,
     batch_norm_source,
+    global_pool_backward_source,
     global_pool_source,
     layer_norm_source,
     pool_backward_source,
@@ -83,10 +84,16 @@ class NormPoolSteps:
         planes = shape[0] * shape[1]
         g_shape = node.inputs[0].type.shape if backward else y.type.shape
         parallel = planes >= 2 and x.type.size >= PARALLEL_MIN // 4
-        if at["global_pool"] and not backward:
-            src = global_pool_source(kind, parallel)
-            self._call(kernel(src), [self._arg(x, (planes, math.prod(sp)))], [(y, (planes,))])
-            self.report["pooling"] += 1
+        if at["global_pool"]:
+            ps = (planes, math.prod(sp))
+            if backward:
+                src = global_pool_backward_source(kind, dt, parallel)
+                args = [self._arg(node.inputs[0], (planes,)), self._arg(x, ps)]
+                self._call(kernel(src), args, [(y, ps)])
+            else:
+                src = global_pool_source(kind, parallel)
+                self._call(kernel(src), [self._arg(x, ps)], [(y, (planes,))])
+            self.report[node.op.name] += 1
             return True
         k, s, pl, pr, out = _pool_geom(at, sp)
         if len(sp) == 1:   # 1-D windows as 2-D ones of height 1

@@ -193,6 +193,30 @@ def global_pool_source(kind: str, parallel: bool) -> str:
         "\n".join(lines) + "\n"
 
 
+def global_pool_backward_source(kind: str, dtype: str, parallel: bool) -> str:
+    """``kernel(g, x, dx)``: the gradient of global pooling for g (P,), x and dx (P, S): avg
+    spreads ``g / S`` (in the data's dtype, as the reference divides), sum spreads g, max
+    routes g to the plane's first maximum (strict ``>`` from position 0, as the router)."""
+    lines = ["    P, S = x.shape",
+             f"    for p in {'prange' if parallel else 'range'}(P):"]
+    if kind == "max":
+        lines += ["        m = x[p, 0]",
+                  "        k = 0",
+                  "        for i in range(S):",
+                  "            dx[p, i] = 0",
+                  "            v = x[p, i]",
+                  "            t = v > m",
+                  "            m = v if t else m",
+                  "            k = i if t else k",
+                  "        dx[p, k] = g[p]"]
+    else:
+        div = f" / np.{dtype}(S)" if kind == "avg" else ""
+        lines += [f"        v = g[p]{div}",
+                  "        for i in range(S):",
+                  "            dx[p, i] = v"]
+    return _HEADER + _jit(parallel) + "def kernel(g, x, dx):\n" + "\n".join(lines) + "\n"
+
+
 _BN_MOMENTS = """\
         s = 0.0
         for n in range(N):

@@ -103,10 +103,11 @@ def test_pooling_nan_and_inf_propagate_as_eager(kind, global_pool):
 
 
 @pytest.mark.parametrize("k,s,p", [((3, 3), (2, 2), (1, 1)), ((2, 2), (2, 2), (0, 0)),
-                                   ((3, 2), (1, 2), (1, 0))])
+                                   ((3, 2), (1, 2), (1, 0)), (None, None, None)])
 def test_max_pooling_gradient_goes_to_the_first_maximum_of_ties(k, s, p):
-    """Windows full of equal values, inside the data and on its edges."""
-    at = dict(kernel=k, stride=s, pad=p, pool_type="max")
+    """Windows full of equal values, inside the data and on its edges (None: global)."""
+    at = dict(kernel=k, stride=s, pad=p, pool_type="max") if k else \
+        dict(kernel=(1, 1), pool_type="max", global_pool=True)
     joint = _joint(_pool_graph((2, 3, 9, 8), at, "float32"))
     rng = np.random.default_rng(5)
     x = rng.integers(0, 2, (2, 3, 9, 8)).astype(np.float32)
