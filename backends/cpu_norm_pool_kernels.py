@@ -27,6 +27,9 @@ def _jit(parallel: bool, reassoc: bool = False) -> str:
     return _JIT.format(par=parallel, fm="{'contract', 'reassoc'}" if reassoc else "{'contract'}")
 
 
+MAX_UNROLL = 16   # windows up to 4x4 get an unrolled body; larger ones the generic loops
+
+
 def _taps(kh: int, kw: int) -> list[tuple[int, int]]:
     """The window's offsets in the reference's order (rows, then columns)."""
     return [(i, j) for i in range(kh) for j in range(kw)]
@@ -125,11 +128,14 @@ def pool_source(kind: str, dtype: str, parallel: bool, geom: tuple) -> str:
         body += ["acc = v0"] + [f"acc += v{k}" for k in range(1, len(taps))]
         res = "acc" if kind == "sum" else f"acc / np.{dtype}({len(taps)})"
     ind = " " * 16
+    generic = "out[p, oy, ox] = _win(x, p, y0, x0, H, W, lh, lw, include)"
+    if len(taps) > MAX_UNROLL:
+        body, res = [], None
     lines = [_SCAN.format(oshape="out.shape[1], out.shape[2]", zero="",
                           loop="prange" if parallel else "range").rstrip("\n"),
              *(ind + b for b in body),
-             f"{ind}out[p, oy, ox] = {res}",
-             *_edges(["out[p, oy, ox] = _win(x, p, y0, x0, H, W, lh, lw, include)"])]
+             ind + (f"out[p, oy, ox] = {res}" if res else generic),
+             *_edges([generic])]
     return _HEADER + _consts(geom) + _generic(kind, dtype) + _jit(parallel) + \
         "def kernel(x, lh, lw, include, out):\n" + "\n".join(lines) + "\n"
 
@@ -162,6 +168,8 @@ def pool_backward_source(kind: str, dtype: str, parallel: bool, geom: tuple) -> 
                    "for yy in range(max(y0, 0), min(y0 + KH, H)):",
                    "    for xx in range(max(x0, 0), min(x0 + KW, W)):",
                    "        dx[p, yy, xx] += v"]
+    if len(taps) > MAX_UNROLL:
+        body = generic
     zero = ("        for yy in range(H):\n"
             "            for xx in range(W):\n"
             "                dx[p, yy, xx] = 0\n")

@@ -103,7 +103,8 @@ def test_pooling_nan_and_inf_propagate_as_eager(kind, global_pool):
 
 
 @pytest.mark.parametrize("k,s,p", [((3, 3), (2, 2), (1, 1)), ((2, 2), (2, 2), (0, 0)),
-                                   ((3, 2), (1, 2), (1, 0)), (None, None, None)])
+                                   ((3, 2), (1, 2), (1, 0)), ((5, 4), (1, 2), (2, 1)),
+                                   (None, None, None)])
 def test_max_pooling_gradient_goes_to_the_first_maximum_of_ties(k, s, p):
     """Windows full of equal values, inside the data and on its edges (None: global)."""
     at = dict(kernel=k, stride=s, pad=p, pool_type="max") if k else \
@@ -117,6 +118,17 @@ def test_max_pooling_gradient_goes_to_the_first_maximum_of_ties(k, s, p):
     want = reference.run_graph(joint, [x, g], [])
     for a, w in zip(got, want):
         np.testing.assert_array_equal(a, w)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg", "sum"])
+@pytest.mark.parametrize("include", [True, False])
+def test_pooling_with_windows_too_large_to_unroll(kind, include):
+    at = dict(kernel=(5, 4), stride=(2, 1), pad=(2, 1), pool_type=kind,
+              count_include_pad=include, pooling_convention="full")
+    joint = _joint(_pool_graph((2, 2, 9, 7), at, "float64"))
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal(v.type.shape) for v in joint.inputs]
+    _compare(joint, arrays, [], "float64", ("pooling", "pooling_backward"))
 
 
 def test_resnet_stem_pool_has_no_fallback():
