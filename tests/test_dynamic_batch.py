@@ -1,10 +1,13 @@
 """gluon.batch_family: one compiled program for every batch size (issue 13 item 5)."""
+import contextlib
 import gc
 import threading
 import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ember as mx
 from ember import autograd, nd
@@ -258,3 +261,29 @@ def test_compiled_training_step_keeps_one_program_per_shape():
         _close(compiled(x, y).asnumpy(), step(eager, trainers[1], x, y).asnumpy())
     for p, q in zip(net.collect_params().values(), eager.collect_params().values()):
         _close(p.data().asnumpy(), q.data().asnumpy())
+
+
+@settings(max_examples=12, deadline=None)
+@given(units=st.lists(st.integers(1, 7), min_size=1, max_size=3),
+       act=st.sampled_from(["relu", "tanh", "sigmoid", None]),
+       sizes=st.lists(st.integers(0, 9), min_size=2, max_size=8), record=st.booleans())
+def test_any_sequence_of_batch_sizes_matches_eager(units, act, sizes, record):
+    def make():
+        net = nn.HybridSequential()
+        for u in units:
+            net.add(nn.Dense(u, activation=act))
+        return net
+    net, eager = _pair(make, (3,))
+    rng = np.random.default_rng(len(sizes))
+    for b in sizes:
+        x = rng.standard_normal((b, 3)).astype(np.float32)
+        outs = []
+        for n in (net, eager):
+            with autograd.record() if record else contextlib.nullcontext():
+                y = n(nd.array(x))
+            if record:
+                y.backward()
+            outs.append([y.asnumpy()] + [p.grad().asnumpy() for p in
+                                         n.collect_params().values()] * record)
+        for a, e in zip(*outs):
+            _close(a, e)
