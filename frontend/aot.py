@@ -45,6 +45,7 @@ from ember.base import MXNetError
 from ember.ir.graph import Graph
 from ember.ir.printer import print_graph
 from ember.ndarray.utils import pid_alive
+from ember.runtime.arena import SharedArena
 
 from .aot_batch import dynamic_entry, input_batch, read_dynamic, shape_text, specialise
 from .aot_read import FORMAT, FORMAT_VERSION, MANIFEST, read_graph, read_manifest, read_params
@@ -345,6 +346,7 @@ class Package:
         self._structure = _structure_py(m.get("output_structure"))
         self.batched = read_dynamic(m, self.graph, self.directory)
         self._variants = SignatureCache()  # other batch sizes' programs (LRU)
+        self._arena = SharedArena()  # theirs, grown to the largest batch (runtime.arena)
 
     @property
     def dynamic_batch(self) -> bool:
@@ -359,12 +361,18 @@ class Package:
             return self.executable
 
         def make():
+            backend = self.manifest["backend"]
+            arena = self._arena if backend == "cpu" else None
+            grown = arena.generation if arena is not None else 0
             try:
-                return Executable(specialise(self.graph, self.batched, batch),
-                                  self.manifest["backend"])
+                exe = Executable(specialise(self.graph, self.batched, batch), backend,
+                                 arena=arena)
             except EmberError as e:
                 raise MXNetError(f"{self.directory}: graph.ir cannot run batch {batch}: "
                                  f"{e}") from None
+            if arena is not None and arena.generation != grown:
+                self._variants.clear()  # they point into the buffer that just grew
+            return exe
         return self._variants.build(batch, make)
 
     def _check(self, arrays: list):

@@ -287,3 +287,20 @@ def test_any_sequence_of_batch_sizes_matches_eager(units, act, sizes, record):
                                          n.collect_params().values()] * record)
         for a, e in zip(*outs):
             _close(a, e)
+
+
+def test_a_loaded_package_keeps_one_arena_for_all_batch_sizes(tmp_path):
+    net, eager = _pair(_mlp, (12,))
+    x0 = nd.array(np.ones((4, 12), np.float32))
+    compiled = mx.compile(lambda x: net(x))
+    compiled(x0)
+    mx.export(compiled, str(tmp_path / "pkg"), x0)
+    pkg = mx.load(str(tmp_path / "pkg"))
+    assert pkg.dynamic_batch
+    rng = np.random.default_rng(9)
+    held = []
+    for b in [60, *rng.permutation(np.arange(1, 60)).tolist()]:
+        x = rng.standard_normal((b, 12)).astype(np.float32)
+        _close(pkg(x).asnumpy(), eager(nd.array(x)).asnumpy())
+        held.append(pkg._arena.nbytes)
+    assert len(set(held)) == 1  # sized by batch 60, the others fit in it
