@@ -18,7 +18,9 @@ rate at every update, or an optimizer that reads its step count, traces every st
 update ops take these values as attributes, not as tensors).
 
 The compiled signatures are kept in a :class:`SignatureCache` (at most
-``$EMBER_MAX_VARIANTS``, least recently used dropped).
+``$EMBER_MAX_VARIANTS``, least recently used dropped). Signatures that differ only in the
+batch size share one program (``gluon.batch_family``: bound per size, not traced again),
+unless the function updates parameters or states (a step bakes its optimizer's values in).
 """
 from __future__ import annotations
 
