@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -352,8 +353,9 @@ def compile(graph: Graph, device_id: int = 0) -> Callable:
 
     Kernels are generated now (numba-cuda compiles each at its first launch); the arena is
     allocated now. ``run.steps(inputs, params, outputs)`` is the launch sequence alone
-    (what ``runtime/cuda_graph.py`` captures), ``run.capturable`` whether it has no host
-    round trip, ``run.report`` the kernels by kind and the fallbacks by op.
+    (what ``runtime/cuda_graph.py`` captures; hold ``run.lock`` around it: the program's
+    scratch buffers are shared), ``run.capturable`` whether it has no host round trip,
+    ``run.report`` the kernels by kind and the fallbacks by op.
     """
     if any(not v.type.known for v in graph.outputs):
         raise EmberError(f"graph {graph.name}: the cuda backend needs known output shapes; "
@@ -369,13 +371,15 @@ def compile(graph: Graph, device_id: int = 0) -> Callable:
     def new_outputs() -> list:
         return [cd.empty(t.shape, t.dtype, device_id) for t in out_types]
 
+    lock = threading.Lock()  # scratch and arena are shared by the program's runs
+
     def run(inputs, params):
         ins, ps = check_in(inputs), check_params(params)
         outs = new_outputs()
-        with cd.device(device_id):
+        with lock, cd.device(device_id):
             steps(ins, ps, outs)
         return outs
-    run.steps, run.new_outputs = steps, new_outputs
+    run.steps, run.new_outputs, run.lock = steps, new_outputs, lock
     run.check_inputs, run.check_params = check_in, check_params
     run.capturable = prog.fallbacks == 0 and not prog.sim
     run.stream, run.device_id, run.simulator = prog.stream, device_id, prog.sim

@@ -86,7 +86,7 @@ class GraphRunner:
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._slots_in: list | None = None
         self._slots_out: list | None = None
-        self._lock = threading.Lock()
+        self._lock = getattr(run, "lock", None) or threading.Lock()  # the program's own
         self.captures = 0  # how many times a sequence was captured (or recorded)
         self.report = getattr(run, "report", {})
 

@@ -408,3 +408,68 @@ def test_gpu_mlp_step_larger_shapes():
     report = check(joint, inputs, params, expect_kinds=("gemm[cublas]",), rtol=1e-3,
                    atol=1e-4)
     _no_fallback(report)
+
+
+def _block(n, c, f, hw):
+    """A ResNet-style block's forward+backward (conv, BatchNorm, relu, max pooling)."""
+    from ember.passes import run_pipeline
+    b = GraphBuilder("block")
+    x = b.input(TensorType((n, c, hw, hw), F32), "x")
+    w = b.param(TensorType((f, c, 3, 3), F32), "w")
+    ps = [b.param(TensorType((f,), F32), name) for name in ("gamma", "beta", "mm", "mv")]
+    (h,) = b.emit("convolution", [x, w], kernel=(3, 3), num_filter=f, pad=(1, 1),
+                  no_bias=True)
+    (h,) = b.emit("batch_norm", [h, *ps], fix_gamma=False, is_train=True)
+    (h,) = b.emit("relu", [h])
+    (h,) = b.emit("pooling", [h], kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max")
+    (loss,) = b.emit("mean", [h])
+    joint = run_pipeline(b.build([loss]), grad=True, head_grads="ones")
+    params = [_rand((f, c, 3, 3), 1) * 0.1, _rand((f,), 2), _rand((f,), 3), _rand((f,), 4),
+              np.abs(_rand((f,), 5)) + 0.5]
+    return joint, [_rand((n, c, hw, hw))], params
+
+
+def test_conv_bn_pool_block_training_graph():
+    joint, inputs, params = _block(2, 2, 3, 4)
+    report = check(joint, inputs, params, atol=1e-4,
+                   expect_kinds=("conv[", "batch_norm", "pooling_backward"))
+    _no_fallback(report)
+
+
+def test_resnet18_training_step_plans_without_a_round_trip():
+    """Every node of ResNet-18 v1's whole training step (forward, softmax cross-entropy,
+    backward, momentum SGD) gets a CUDA kernel (planned only: the simulator is too slow to
+    run it; each kernel family is checked against the reference above)."""
+    import ember as mx
+    from ember import autograd, gluon, nd
+    from ember.backends import cuda
+    from ember.gluon.model_zoo import vision
+    mx.random.seed(0)
+    net = vision.resnet18_v1(classes=4)
+    net.initialize(mx.init.Xavier())
+    x, y = nd.array(_rand((1, 3, 8, 8))), nd.array([1.0])
+    net(x)
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1,
+                                                          "momentum": 0.9})
+
+    @mx.compile(backend="reference")
+    def step(x, y):
+        with autograd.record():
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        trainer.step(1)
+        return loss
+    step(x, y)
+    report = cuda.compile(step.graphs[0]).report
+    _no_fallback(report)
+    assert report["conv[tiled]"] == 20 and report["batch_norm_backward"] == 20, report
+
+
+@pytest.mark.gpu
+def test_gpu_conv_bn_pool_training_graph_larger_shapes():
+    """The same block at realistic channel counts: cuBLAS GEMMs around im2col/col2im."""
+    joint, inputs, params = _block(8, 16, 32, 32)
+    report = check(joint, inputs, params, rtol=1e-3, atol=1e-4,
+                   expect_kinds=("conv[cublas]", "conv_wgrad[cublas]"))
+    _no_fallback(report)
