@@ -7,10 +7,11 @@ program's launch sequence (``run.steps``: numba-cuda kernels on ember's stream a
 calls whose handle's stream is that stream) writes fixed output slots, and fresh output
 arrays are copied from those slots. On the first call for a set of parameter arrays the
 sequence runs directly (numba compiles its kernels, cuBLAS sets itself up), and is then
-captured with ``cuStreamBeginCapture``/``cuStreamEndCapture`` (thread-local mode) and
-instantiated; later calls replay it with one ``cuGraphLaunch``. The graph bakes in every
-pointer, so it is keyed by the parameters' device addresses (a new set captures again; the
-last :data:`MAX_GRAPHS` are kept).
+captured with ``cuStreamBeginCapture``/``cuStreamEndCapture`` (thread-local mode; relaxed if
+the driver refuses; kernel by kernel, with a warning, if both fail) and instantiated; later
+calls replay it with one ``cuGraphLaunch``. The graph bakes in every pointer, so it is keyed
+by the parameters' device addresses (a new set captures again; the last :data:`MAX_GRAPHS`
+are kept).
 
 Under numba's CUDA simulator there are no graphs: the same slots and copies are used and the
 recorded launch sequence runs again on each call, so everything but the two driver calls is
@@ -20,6 +21,7 @@ synchronises mid-run) runs directly, uncaptured.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -55,11 +57,11 @@ class _Replay:
 class CudaGraph:
     """``launch()`` captured from ``stream`` into a CUDA graph and instantiated."""
 
-    def __init__(self, launch: Callable[[], None], stream):
+    def __init__(self, launch: Callable[[], None], stream, mode: str = "THREAD_LOCAL"):
         from cuda.bindings import driver
         self._driver = driver
         self._h = driver.CUstream(stream_ptr(stream))
-        mode = driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        mode = getattr(driver.CUstreamCaptureMode, f"CU_STREAM_CAPTURE_MODE_{mode}")
         _check(driver.cuStreamBeginCapture(self._h, mode), "cuStreamBeginCapture")
         try:
             launch()
@@ -87,6 +89,7 @@ class GraphRunner:
         self._slots_in: list | None = None
         self._slots_out: list | None = None
         self._lock = getattr(run, "lock", None) or threading.Lock()  # the program's own
+        self._direct = False  # capture failed: run kernel by kernel
         self.captures = 0  # how many times a sequence was captured (or recorded)
         self.report = getattr(run, "report", {})
 
@@ -101,14 +104,26 @@ class GraphRunner:
         return a.__array_interface__["data"][0] if self.run.simulator else device_ptr(a)
 
     def _make(self, steps, params, slots_in, slots_out):
+        """The graph of the launch sequence; None (with one warning) when the driver
+        refuses to capture it in thread-local and in relaxed mode: then runs go direct."""
         launch = lambda: steps(slots_in, params, slots_out)  # noqa: E731
         if self.run.simulator:
             return _Replay(launch)
-        return CudaGraph(launch, self.stream)
+        errors = []
+        for mode in ("THREAD_LOCAL", "RELAXED"):
+            try:
+                return CudaGraph(launch, self.stream, mode)
+            except Exception as e:  # an API call the capture does not allow
+                errors.append(f"{mode}: {type(e).__name__}: {e}")
+        warnings.warn(f"{getattr(self.run, '__qualname__', 'cuda program')}: CUDA graph "
+                      f"capture failed ({'; '.join(errors)}); running kernel by kernel",
+                      RuntimeWarning, stacklevel=3)
+        self._direct = True
+        return None
 
     def __call__(self, inputs: Sequence, params: Sequence) -> list:
         run = self.run
-        if not run.capturable and not run.simulator:
+        if self._direct or not run.capturable and not run.simulator:
             return run(inputs, params)
         ins, ps = run.check_inputs(inputs), run.check_params(params)
         with self._lock, cd.device(run.device_id):
@@ -120,8 +135,10 @@ class GraphRunner:
             graph = self._graphs.get(key)
             if graph is None:
                 run.steps(slots_in, ps, slots_out)  # warm-up: compiles, sets cuBLAS up
-                self._graphs[key] = self._make(run.steps, ps, slots_in, slots_out)
-                self.captures += 1
+                graph = self._make(run.steps, ps, slots_in, slots_out)
+                if graph is not None:
+                    self._graphs[key] = graph
+                    self.captures += 1
                 while len(self._graphs) > MAX_GRAPHS:
                     self._graphs.popitem(last=False)[1].close()
             else:

@@ -86,6 +86,40 @@ def test_programs_with_a_round_trip_are_not_captured_on_a_device():
     assert graphed(run) is run
 
 
+def test_a_refused_capture_warns_once_and_runs_kernel_by_kernel(monkeypatch):
+    """Where the driver refuses the capture (in both modes), the runner keeps the warm-up
+    run's results and runs the program directly from then on."""
+    from ember.backends import cuda
+    from ember.backends import cuda_device as cd
+    from ember.runtime import cuda_graph
+    graph = _sgd_graph()
+    prog = cuda.compile(graph)
+
+    def run(inputs, params):
+        return prog(inputs, params)
+    for name in ("steps", "new_outputs", "lock", "check_inputs", "check_params", "stream",
+                 "device_id", "report"):
+        setattr(run, name, getattr(prog, name))
+    run.capturable, run.simulator = True, False  # as on a device
+
+    def refuse(launch, stream, mode):
+        raise cuda_graph.EmberError(f"capture refused in {mode}")
+    monkeypatch.setattr(cuda_graph, "CudaGraph", refuse)
+    runner = cuda_graph.GraphRunner(run)
+    monkeypatch.setattr(cuda_graph, "device_ptr", lambda a: a.__array_interface__["data"][0])
+    g, w, mom = _rand((5, 3), 3), _rand((5, 3)), _rand((5, 3), 1)
+    dev = [cd.to_device(w), cd.to_device(mom)]
+    with pytest.warns(RuntimeWarning, match="THREAD_LOCAL.*RELAXED"):
+        first = runner([cd.to_device(g)], dev)
+    second = runner([cd.to_device(g)], dev)
+    ref = [w.copy(), mom.copy()]
+    want1 = reference.run_graph(graph, [g], ref)
+    want2 = reference.run_graph(graph, [g], ref)
+    np.testing.assert_allclose(cd.to_host(first[0]), want1[0], rtol=1e-5)
+    np.testing.assert_allclose(cd.to_host(second[0]), want2[0], rtol=1e-5)
+    assert runner.captures == 0 and runner._direct
+
+
 def test_executable_on_cuda_replays():
     from ember.backends import cuda_device as cd
     from ember.runtime.cuda_graph import GraphRunner
