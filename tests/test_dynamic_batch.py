@@ -304,3 +304,12 @@ def test_a_loaded_package_keeps_one_arena_for_all_batch_sizes(tmp_path):
         _close(pkg(x).asnumpy(), eager(nd.array(x)).asnumpy())
         held.append(pkg._arena.nbytes)
     assert len(set(held)) == 1  # sized by batch 60, the others fit in it
+
+
+def test_bench_worker_smoke():
+    import argparse
+
+    from bench import dynamic_batch
+    args = argparse.Namespace(model="mlp", sizes=4, train=True, static=False)
+    row = dynamic_batch.worker(args)
+    assert row["rss0"] > 0 and row["rss1"] > 0 and np.isfinite(row["new_ms"])
