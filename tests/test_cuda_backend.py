@@ -348,17 +348,33 @@ def test_multi_sgd_and_plain_sgd_updates_in_place():
     _no_fallback(report)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int64"])
+def test_transpose_swapaxes_and_concat(dtype):
+    b = GraphBuilder("layout")
+    x = b.input(TensorType((2, 3, 4), dtype), "x")
+    z = b.input(TensorType((2, 1, 4), dtype), "z")
+    (t,) = b.emit("transpose", [x], axes=(2, 0, 1))
+    (r,) = b.emit("transpose", [x])
+    (s,) = b.emit("swapaxes", [x], dim1=0, dim2=2)
+    (c,) = b.emit("concat", [x, z, x], dim=1)
+    (c0,) = b.emit("concat", [x, x], dim=0)
+    data = (_rand((2, 3, 4)) * 10).astype(dtype)
+    report = check(b.build([t, r, s, c, c0]), [data, (_rand((2, 1, 4), 1) * 10).astype(dtype)],
+                   expect_kinds=("transpose", "concat"))
+    _no_fallback(report)
+
+
 def test_fallback_round_trip_is_counted_and_writes_mutated_inputs_back():
     b = GraphBuilder("fb")
     x = b.input(TensorType((3, 4), F32), "x")
-    (t,) = b.emit("transpose", [x])
+    (t,) = b.emit("softmax_output", [x, b.input(TensorType((3,), F32), "label")])
     (y,) = b.emit("relu", [t])
     w, g = b.param(TensorType((4,), F32), "w"), b.input(TensorType((4,), F32), "g")
     n = b.param(TensorType((4,), F32), "n")
     (r,) = b.emit("rmsprop_update", [w, g, n], lr=0.1)  # no kernel: a host round trip
-    report = check(b.build([y, r]), [_rand((3, 4)), _rand((4,), 1)],
-                   [_rand((4,), 2), np.abs(_rand((4,), 3))])
-    assert report["fallback:transpose"] == 1 and report["fallback:rmsprop_update"] == 1
+    report = check(b.build([y, r]), [_rand((3, 4)), np.array([0, 2, 1], np.float32),
+                                     _rand((4,), 1)], [_rand((4,), 2), np.abs(_rand((4,), 3))])
+    assert report["fallback:softmax_output"] == 1 and report["fallback:rmsprop_update"] == 1
     assert report["elementwise"] == 1
 
 

@@ -1,0 +1,87 @@
+"""Data movement on the CUDA backend: axis permutations (``transpose``, ``swapaxes``) and
+``concat``, for any dtype.
+
+A permutation is one gather kernel over the output's flat index: each thread unravels its
+index over the output's dims and sums the matching input strides (the permuted input
+strides are kernel arguments, so one compiled kernel serves every permutation of a rank).
+``concat`` copies each input into its slab of the output viewed as (P, axis, Q), one launch
+per input.
+"""
+from __future__ import annotations
+
+import math
+
+from ember.ir.graph import Node
+from ember.ir.opset_shape import _perm, _swap_perm
+
+from .cuda_kernels import ConstPool, _module
+
+
+def permute_source(rank: int, sim: bool) -> str:
+    """``kernel(x, o, n0.., s0..)``: ``o[i] = x[sum(i_d * s_d)]`` over 1-D views, i unravelled
+    over the output dims ``n``; ``s`` the input strides (elements) of each output dim."""
+    lines = ["    for i in range(cuda.grid(1), o.shape[0], cuda.gridsize(1)):",
+             "        r = i", "        src = 0"]
+    for d in range(rank - 1, 0, -1):
+        lines += [f"        src += (r % n{d}) * s{d}", f"        r = r // n{d}"]
+    lines += ["        src += r * s0", "        o[i] = x[src]"]
+    args = ["x", "o", *(f"n{d}" for d in range(rank)), *(f"s{d}" for d in range(rank))]
+    return _module(lines, ConstPool(), args, sim)
+
+
+def slab_source(sim: bool) -> str:
+    """``kernel(x, o, off)``: ``o[p, off + r, q] = x[p, r, q]``."""
+    lines = ["    R = x.shape[1]", "    Q = x.shape[2]",
+             "    for i in range(cuda.grid(1), x.shape[0] * R * Q, cuda.gridsize(1)):",
+             "        q = i % Q", "        r = (i // Q) % R", "        p = i // (Q * R)",
+             "        o[p, off + r, q] = x[p, r, q]"]
+    return _module(lines, ConstPool(), ["x", "o", "off"], sim)
+
+
+class LayoutSteps:
+    """Permutation and concat steps (a mixin of ``cuda._Program``)."""
+
+    def _layout(self, node: Node) -> bool:
+        name = node.op.name
+        if name in ("transpose", "swapaxes"):
+            return self._permute(node)
+        if name == "concat":
+            return self._concat(node)
+        return False
+
+    def _permute(self, node: Node) -> bool:
+        x, y = node.inputs[0], node.outputs[0]
+        if not x.type.known or not y.type.known or x.type.dtype != y.type.dtype \
+                or x.type.ndim == 0:
+            return False
+        nd = x.type.ndim
+        perm = _perm(nd, node.attr_dict["axes"]) if node.op.name == "transpose" else \
+            _swap_perm(nd, node.attr_dict)
+        strides = [math.prod(x.type.shape[k + 1:]) for k in range(nd)]
+        args = [str(d) for d in y.type.shape] + [str(strides[p]) for p in perm]
+        self._buf(y)
+        if y.type.size:
+            self.b.emit(f"{self._launch(permute_source(nd, self.sim), y.type.size)}("
+                        f"{self._flat(x)}, {self._flat(y)}, {', '.join(args)})")
+        self.report["transpose"] += 1
+        return True
+
+    def _concat(self, node: Node) -> bool:
+        y = node.outputs[0]
+        vals = [*node.inputs, y]
+        if not all(v.type.known for v in vals) or len({v.type.dtype for v in vals}) != 1:
+            return False
+        shape = y.type.shape
+        ax = node.attr_dict["dim"] % len(shape)
+        p, q = math.prod(shape[:ax]), math.prod(shape[ax + 1:])
+        self._buf(y)
+        out = self.b.expr(y, (p, shape[ax], q))
+        off = 0
+        for x in node.inputs:
+            r = x.type.shape[ax]
+            if x.type.size:
+                self.b.emit(f"{self._launch(slab_source(self.sim), x.type.size)}("
+                            f"{self._arg(x, (p, r, q))}, {out}, {off})")
+            off += r
+        self.report["concat"] += 1
+        return True
