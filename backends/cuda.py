@@ -382,6 +382,7 @@ def compile(graph: Graph, device_id: int = 0) -> Callable:
             steps(ins, ps, outs)
         return outs
     run.steps, run.new_outputs, run.lock = steps, new_outputs, lock
+    run.output_types = out_types
     run.check_inputs, run.check_params = check_in, check_params
     run.capturable = prog.fallbacks == 0 and not prog.sim
     run.stream, run.device_id, run.simulator = prog.stream, device_id, prog.sim

@@ -4,14 +4,16 @@ A numba-cuda launch from Python costs ~25 us, so a program of dozens of kernels 
 time launching than computing at the seed MLP's sizes. :class:`GraphRunner` wraps the
 ``run`` of ``ember.backends.cuda.compile``: inputs are copied into fixed device slots, the
 program's launch sequence (``run.steps``: numba-cuda kernels on ember's stream and cuBLAS
-calls whose handle's stream is that stream) writes fixed output slots, and fresh output
-arrays are copied from those slots. On the first call for a set of parameter arrays the
-sequence runs directly (numba compiles its kernels, cuBLAS sets itself up), and is then
-captured with ``cuStreamBeginCapture``/``cuStreamEndCapture`` (thread-local mode; relaxed if
-the driver refuses; kernel by kernel, with a warning, if both fail) and instantiated; later
-calls replay it with one ``cuGraphLaunch``. The graph bakes in every pointer, so it is keyed
-by the parameters' device addresses (a new set captures again; the last :data:`MAX_GRAPHS`
-are kept).
+calls whose handle's stream is that stream) writes fixed output slots, packed in one buffer,
+and the fresh outputs of a call are views of one copy of that buffer (one allocation and one
+copy per call, however many outputs: a training step returns every updated weight).
+
+On the first call for a set of parameter arrays the sequence runs directly (numba compiles
+its kernels, cuBLAS sets itself up); it is then captured with ``cuStreamBeginCapture`` /
+``cuStreamEndCapture`` (thread-local mode; relaxed if the driver refuses; kernel by kernel,
+with a warning, if both fail) and instantiated, and later calls replay it with one
+``cuGraphLaunch``. The graph bakes in every pointer, so it is keyed by the parameters'
+device addresses (a new set captures again; the last :data:`MAX_GRAPHS` are kept).
 
 Under numba's CUDA simulator there are no graphs: the same slots and copies are used and the
 recorded launch sequence runs again on each call, so everything but the two driver calls is
@@ -25,11 +27,14 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from ember.backends import cuda_device as cd
 from ember.backends.cuda_blas import device_ptr, stream_ptr
 from ember.ir.errors import EmberError
 
 MAX_GRAPHS = 4
+_ALIGN = 256  # bytes between packed output slots (cudaMalloc's alignment)
 
 
 def _check(result, what: str):
@@ -94,10 +99,21 @@ class GraphRunner:
         self.report = getattr(run, "report", {})
 
     def _slots(self, inputs: Sequence) -> tuple[list, list]:
+        """Input slots, and output slots packed into one buffer (``_out_buf``) so that a
+        call hands out fresh outputs with one allocation and one copy."""
         if self._slots_in is None:
-            self._slots_in = [cd.empty(a.shape, a.dtype, self.run.device_id) for a in inputs]
-            self._slots_out = self.run.new_outputs()
+            dev = self.run.device_id
+            self._slots_in = [cd.empty(a.shape, a.dtype, dev) for a in inputs]
+            off, layout = 0, []
+            for t in self.run.output_types:
+                layout.append((off, t.nbytes, np.dtype(t.dtype), t.shape))
+                off += -(-max(t.nbytes, 1) // _ALIGN) * _ALIGN
+            self._out_layout, self._out_buf = layout, cd.empty((max(off, 1),), np.uint8, dev)
+            self._slots_out = self._unpack(self._out_buf)
         return self._slots_in, self._slots_out
+
+    def _unpack(self, buf) -> list:
+        return [buf[o:o + n].view(dt).reshape(shape) for o, n, dt, shape in self._out_layout]
 
     def _address(self, a) -> int:
         """Where ``a``'s data lives (the simulator's arrays are NumPy arrays inside)."""
@@ -144,7 +160,9 @@ class GraphRunner:
             else:
                 self._graphs.move_to_end(key)
                 graph.launch(self.stream)
-            return [cd.copy(o) for o in slots_out]
+            fresh = cd.empty(self._out_buf.shape, np.uint8, run.device_id)
+            fresh.copy_to_device(self._out_buf, stream=self.stream)
+            return self._unpack(fresh)
 
     def close(self) -> None:
         """Destroy the captured graphs."""

@@ -98,7 +98,7 @@ def test_a_refused_capture_warns_once_and_runs_kernel_by_kernel(monkeypatch):
     def run(inputs, params):
         return prog(inputs, params)
     for name in ("steps", "new_outputs", "lock", "check_inputs", "check_params", "stream",
-                 "device_id", "report"):
+                 "device_id", "report", "output_types"):
         setattr(run, name, getattr(prog, name))
     run.capturable, run.simulator = True, False  # as on a device
 
