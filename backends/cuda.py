@@ -306,7 +306,9 @@ class _Program(CudaSteps, ConvSteps, NormPoolSteps, LayoutSteps):
 
         def step(*arrays):
             ins, outs = arrays[:len(arrays) - n_out], arrays[len(arrays) - n_out:]
-            host = [cd.to_host(a) for a in ins]
+            seen: dict = {}  # one host copy per device array, as the op sees one array
+            host = [seen[id(a)] if id(a) in seen else seen.setdefault(id(a), cd.to_host(a))
+                    for a in ins]
             try:
                 res = run(host, attrs)
             except EmberError:

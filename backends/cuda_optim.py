@@ -1,5 +1,5 @@
 """Optimizer update kernels of the CUDA backend (``ir/opset_optim.py``'s SGD, momentum SGD,
-Adam and their multi-tensor forms).
+NAG, RMSProp, Adam and the multi-tensor SGD forms).
 
 One grid-stride kernel per (op, branch) updates the state inputs in place (momentum, mean,
 var: the arrays the op ``mutates``) and writes the new weight into the op's output, with the
@@ -28,7 +28,8 @@ def _step(clip: bool) -> list[str]:
     return ["        s = g[i] * lr_rescale"]
 
 
-def _source(op: str, clip: bool, wd: bool) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def _source(op: str, clip: bool, wd: bool, clip_w: bool = False
+            ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """(source, array args, scalar args) of the kernel of ``op`` for these branches."""
     if op == "sgd":
         arrays, scalars = ("w", "g", "out"), ("rescale", "c", "lr", "lr_rescale", "decay")
@@ -51,6 +52,25 @@ def _source(op: str, clip: bool, wd: bool) -> tuple[str, tuple[str, ...], tuple[
                  "        mean[i] = m",
                  "        var[i] = v",
                  "        out[i] = w[i] - (lr * m) / (math.sqrt(v) + eps)"]
+    elif op == "nag":  # MXNet's NAG: mom*=m; out = w - mom + (1+m)(mom - step); mom -= step
+        arrays = ("w", "g", "mom", "out")
+        scalars = ("rescale", "c", "lr", "wd", "momentum", "mom_p1")
+        body = ["        s = g[i] * rescale"]
+        if clip:
+            body.append("        s = c if s > c else (-c if s < -c else s)")
+        body += ["        s = (s + w[i] * wd) * lr", "        m = mom[i] * momentum",
+                 "        out[i] = (w[i] - m) + (m - s) * mom_p1", "        mom[i] = m - s"]
+    elif op == "rmsprop":
+        arrays = ("w", "g", "n", "out")
+        scalars = ("rescale", "c", "lr", "wd", "gamma1", "one_m_g1", "eps", "cw")
+        body = ["        gr = g[i] * rescale + w[i] * wd"]
+        if clip:
+            body.append("        gr = c if gr > c else (-c if gr < -c else gr)")
+        body += ["        v = n[i] * gamma1 + (gr * gr) * one_m_g1", "        n[i] = v",
+                 "        r = w[i] - lr * (gr / math.sqrt(v + eps))"]
+        if clip_w:
+            body.append("        r = cw if r > cw else (-cw if r < -cw else r)")
+        body.append("        out[i] = r")
     else:
         raise KeyError(op)
     src = _HEAD + f"def kernel({', '.join(arrays + scalars)}):\n" + _LOOP + "\n".join(body)
@@ -58,7 +78,8 @@ def _source(op: str, clip: bool, wd: bool) -> tuple[str, tuple[str, ...], tuple[
 
 
 _SINGLE = {"sgd_update": ("sgd", 2), "sgd_mom_update": ("sgd_mom", 3),
-           "adam_update": ("adam", 4)}
+           "adam_update": ("adam", 4), "nag_mom_update": ("nag", 3),
+           "rmsprop_update": ("rmsprop", 3)}
 _MULTI = {"multi_sgd_update": ("sgd", 2), "multi_sgd_mom_update": ("sgd_mom", 3)}
 OPS = (*_SINGLE, *_MULTI)
 
@@ -70,6 +91,11 @@ def _scalars(op: str, at: dict, lr: float, wd: float, dtype) -> dict:
         s.update(lr_rescale=lr * at["rescale_grad"], decay=1.0 - lr * wd)
     elif op == "sgd_mom":
         s.update(lr_rescale=lr * at["rescale_grad"], momentum=at["momentum"], lr_wd=lr * wd)
+    elif op == "nag":
+        s.update(wd=wd, momentum=at["momentum"], mom_p1=at["momentum"] + 1.0)
+    elif op == "rmsprop":
+        s.update(wd=wd, gamma1=at["gamma1"], one_m_g1=1.0 - at["gamma1"], eps=at["epsilon"],
+                 cw=max(at["clip_weights"], 0.0))
     else:
         s.update(wd=wd, beta1=at["beta1"], one_m_b1=1.0 - at["beta1"], beta2=at["beta2"],
                  one_m_b2=1.0 - at["beta2"], eps=at["epsilon"])
@@ -92,7 +118,8 @@ def update_calls(op_name: str, at: dict, dtype: str, sizes: list[int], stream, s
     for (lr, wd), n in zip(groups, sizes):
         sc = _scalars(op, at, lr, wd, dtype)
         decays = sc.get("decay", 1.0) != 1.0 if op == "sgd" else wd != 0
-        src, arrays, names = _source(op, at["clip_gradient"] >= 0, bool(decays))
+        src, arrays, names = _source(op, at["clip_gradient"] >= 0, bool(decays),
+                                     at.get("clip_weights", -1.0) >= 0)
         blocks, threads = launch_dims(n, sim)
         launch = kernel(src)[blocks, threads, stream]
         calls.append((launch, stride, tuple(sc[k] for k in names)))

@@ -342,9 +342,14 @@ def test_multi_sgd_and_plain_sgd_updates_in_place():
                   wds=(0.0, 0.01), momentum=0.9, rescale_grad=0.5, num_weights=2)
     (s,) = b.emit("sgd_update", [w1, g1], lr=0.3, wd=0.1)
     (s2,) = b.emit("multi_sgd_update", [w0, g0], lrs=(0.1,), wds=(0.2,), clip_gradient=0.1)
-    params = [_rand((4, 3)), _rand((5,), 1), _rand((4, 3), 2), _rand((5,), 3)]
-    report = check(b.build([*outs, s, s2]), [_rand((4, 3), 4), _rand((5,), 5)], params,
-                   expect_kinds=("update:multi_sgd_mom_update", "update:sgd_update"))
+    (s3,) = b.emit("nag_mom_update", [w0, g0, m0], lr=0.1, momentum=0.9, wd=0.01,
+                   clip_gradient=0.3)
+    (s4,) = b.emit("rmsprop_update", [w1, g1, m1], lr=0.01, wd=0.1, clip_weights=0.5)
+    params = [_rand((4, 3)), _rand((5,), 1), _rand((4, 3), 2), np.abs(_rand((5,), 3))]
+    report = check(b.build([*outs, s, s2, s3, s4]), [_rand((4, 3), 4), _rand((5,), 5)], params,
+                   expect_kinds=("update:multi_sgd_mom_update", "update:sgd_update",
+                                 "update:multi_sgd_update", "update:nag_mom_update",
+                                 "update:rmsprop_update"))
     _no_fallback(report)
 
 
@@ -370,11 +375,12 @@ def test_fallback_round_trip_is_counted_and_writes_mutated_inputs_back():
     (t,) = b.emit("softmax_output", [x, b.input(TensorType((3,), F32), "label")])
     (y,) = b.emit("relu", [t])
     w, g = b.param(TensorType((4,), F32), "w"), b.input(TensorType((4,), F32), "g")
-    n = b.param(TensorType((4,), F32), "n")
-    (r,) = b.emit("rmsprop_update", [w, g, n], lr=0.1)  # no kernel: a host round trip
+    z, n = b.param(TensorType((4,), F32), "z"), b.param(TensorType((4,), F32), "n")
+    (r,) = b.emit("ftrl_update", [w, g, z, n], lr=0.1)  # no kernel: a host round trip
     report = check(b.build([y, r]), [_rand((3, 4)), np.array([0, 2, 1], np.float32),
-                                     _rand((4,), 1)], [_rand((4,), 2), np.abs(_rand((4,), 3))])
-    assert report["fallback:softmax_output"] == 1 and report["fallback:rmsprop_update"] == 1
+                                     _rand((4,), 1)],
+                   [_rand((4,), 2), _rand((4,), 6), np.abs(_rand((4,), 3))])
+    assert report["fallback:softmax_output"] == 1 and report["fallback:ftrl_update"] == 1
     assert report["elementwise"] == 1
 
 
