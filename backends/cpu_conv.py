@@ -47,7 +47,10 @@ from .cpu_conv_kernels import (
 from .cpu_steps import PARALLEL_MIN, float_known, kernel
 
 CONV_OPS = ("convolution", "deconvolution", "convolution_backward_weight")
-CHUNK_BYTES = 1 << 23  # columns of one chunk of samples: about 4x L2, the GEMM's K side long
+# columns of one chunk of samples: about L3 (measured on ResNet-18's layers, batch 16:
+# 16-32 MB chunks ran the three directions 1.2-2x faster than L2-sized 2 MB ones; the
+# GEMM over more columns gains more than the columns lose by leaving L2)
+CHUNK_BYTES = 1 << 25
 _ALIGN = 64
 
 
