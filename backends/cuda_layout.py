@@ -1,5 +1,5 @@
 """Data movement on the CUDA backend: axis permutations (``transpose``, ``swapaxes``) and
-``concat``, for any dtype.
+``concat`` for any dtype, ``cast`` between numeric dtypes (float casts are templates).
 
 A permutation is one gather kernel over the output's flat index: each thread unravels its
 index over the output's dims and sums the matching input strides (the permuted input
@@ -38,8 +38,21 @@ def slab_source(sim: bool) -> str:
     return _module(lines, ConstPool(), ["x", "o", "off"], sim)
 
 
+def cast_source(sim: bool) -> str:
+    """``kernel(x, o)``: ``o[i] = x[i]`` over 1-D views of two dtypes (numba's conversion:
+    C's, float to int truncating, as NumPy's ``astype``)."""
+    lines = ["    for i in range(cuda.grid(1), o.shape[0], cuda.gridsize(1)):",
+             "        o[i] = x[i]"]
+    return _module(lines, ConstPool(), ["x", "o"], sim)
+
+
+# dtypes a numba-cuda kernel converts between exactly as NumPy's astype (not bool, float16)
+_NUMERIC = ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+            "uint32", "uint64")
+
+
 class LayoutSteps:
-    """Permutation and concat steps (a mixin of ``cuda._Program``)."""
+    """Permutation, concat and cast steps (a mixin of ``cuda._Program``)."""
 
     def _layout(self, node: Node) -> bool:
         name = node.op.name
@@ -47,7 +60,21 @@ class LayoutSteps:
             return self._permute(node)
         if name == "concat":
             return self._concat(node)
+        if name == "cast":
+            return self._cast(node)
         return False
+
+    def _cast(self, node: Node) -> bool:
+        """``cast`` between numeric dtypes the float templates do not cover (ints)."""
+        x, y = node.inputs[0], node.outputs[0]
+        if not x.type.known or x.type.dtype not in _NUMERIC or y.type.dtype not in _NUMERIC:
+            return False
+        self._buf(y)
+        if y.type.size:
+            self.b.emit(f"{self._launch(cast_source(self.sim), y.type.size)}("
+                        f"{self._flat(x)}, {self._flat(y)})")
+        self.report["cast"] += 1
+        return True
 
     def _permute(self, node: Node) -> bool:
         x, y = node.inputs[0], node.outputs[0]
