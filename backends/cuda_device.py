@@ -57,7 +57,10 @@ def _discover() -> dict:
             _STATE.update(state)
             return _STATE
         sim = bool(getattr(config, "ENABLE_CUDASIM", False))
-        if sim and not simulator_opted_in():
+        if getattr(cuda, "implementation", None) != "NVIDIA":  # numba's deprecated own target
+            state["reason"] = ("numba.cuda is numba's built-in CUDA target, not NVIDIA's "
+                               f"numba-cuda package; install the CUDA extra: {INSTALL_HINT}")
+        elif sim and not simulator_opted_in():
             state["reason"] = ("numba runs its CUDA simulator but NUMBA_ENABLE_CUDASIM is not "
                                "set in the environment; ember counts the simulator only when "
                                "the user opted in")

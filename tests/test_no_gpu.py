@@ -53,3 +53,19 @@ def test_no_device_error_says_why_and_which_extra():
         nd.zeros((1,), ctx=mx.gpu())
     msg = str(e.value)
     assert "gpu(0)" in msg and "num_gpus() == 0" in msg and "ember[cuda]" in msg
+
+
+def test_numbas_own_cuda_target_is_not_a_usable_gpu(monkeypatch):
+    from numba import cuda
+
+    from ember.backends import cuda_device
+    monkeypatch.setattr(cuda, "implementation", "Numba", raising=False)
+    cuda_device._reset_for_tests()
+    try:
+        assert cuda_device.device_count() == 0
+        assert "built-in CUDA target" in cuda_device.unavailable_reason()
+        assert "ember[cuda]" in cuda_device.unavailable_reason()
+    finally:
+        monkeypatch.undo()
+        cuda_device._reset_for_tests()
+    assert "no CUDA device found" in cuda_device.unavailable_reason()
