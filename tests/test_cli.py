@@ -139,9 +139,10 @@ def test_summary_of_the_demo_files_counts_every_weight(demo_files, capsys, tmp_p
 def test_ir_after_every_pass(capsys):
     assert main(["ir", MLP_JSON, "--input-shape", "4,8"]) == 0
     out = capsys.readouterr().out
-    for name in ("infer_shapes", "simplify", "fuse", "plan_memory"):
+    names = ("infer_shapes", "simplify", "fold_batch_norm", "fuse", "plan_memory")
+    for name in names:
         assert f"# ---- IR after pass {name} (" in out
-    assert out.count("graph mlp(%data: f32[4,8])") == 4
+    assert out.count("graph mlp(%data: f32[4,8])") == len(names)
     assert "# memory: naive " in out and " lower bound " in out and " arena " in out
 
 
@@ -149,9 +150,9 @@ def test_ir_after_one_pass(capsys):
     assert main(["ir", MLP_JSON, "--input-shape", "4,8", "--after", "fuse", "--no-meta"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert [line.split(":")[0] for line in lines[:3]] == \
-        ["# pass infer_shapes", "# pass simplify", "# pass fuse"]
-    assert lines[3].startswith("# ---- IR after pass fuse (")
+    assert [line.split(":")[0] for line in lines[:4]] == \
+        ["# pass infer_shapes", "# pass simplify", "# pass fold_batch_norm", "# pass fuse"]
+    assert lines[4].startswith("# ---- IR after pass fuse (")
     assert " fused(" in out and "@arena" not in out and "# meta:" not in out
     assert main(["ir", MLP_JSON, "--input-shape", "4,8", "--after", "trace"]) == 0
     assert "f32[*]" in capsys.readouterr().out  # the file's graph, before inference
