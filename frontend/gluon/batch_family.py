@@ -6,17 +6,21 @@ so is the second, and the family becomes *dynamic* when the first size's compile
 re-specialised to the second size by the ops' shape rules (:func:`ember.aot_batch.retype`),
 print exactly as the second size's own (the check of ``ember.export``'s dynamic batch, here
 on the lowered forward and backward graphs that actually run). From then on a new batch
-size is *bound*, not compiled: the lowered graphs are retyped, planned (``plan_memory``) and
-handed to the backend over arena buffers shared by the whole family
-(:class:`ember.runtime.arena.SharedArena`, grown to the largest size seen), so a new size
-costs no tracing, no optimisation passes and no numba compile (the kernels are looked up by
-their source, which does not name the batch), and memory stays that of the largest batch.
+size is *bound*, not compiled: the lowered graphs are retyped (an explicit ``shape``
+attribute that starts with the batch moves with it: :func:`moved_batch`), planned
+(``plan_memory``, the only pass that runs again) and handed to the backend over arena buffers
+shared by the whole family (:class:`ember.runtime.arena.SharedArena`, grown to the largest
+size seen), so a new size costs no tracing, no optimisation pass and no numba compile (the
+kernels are found by their source, which does not name the batch: ``backends.cpu_memo``),
+and memory stays that of the largest batch.
 
-A family whose graphs differ (a ``reshape`` to an explicit batch, Python code testing
+A family whose graphs differ (a slice ending at half the batch, Python code branching on
 ``x.shape[0]``, a simplification that only holds at batch 1) gets one more chance with the
 second size as its template, then stays *fixed*: one compiled program per shape, as before
 (and as with ``hybridize(static_shape=True)``). A size the graphs cannot be retyped to, and
-a batch of 0, are compiled on their own too. Results never depend on the path taken.
+a batch of 0, are compiled on their own too. Results never depend on the path taken. The
+check compares two batch sizes, as ONNX exporters check their dynamic axes: code that
+branches on the batch size only beyond both is not caught.
 """
 from __future__ import annotations
 
@@ -53,8 +57,7 @@ def batch_of(key) -> tuple[tuple, int, tuple[bool, ...]] | None:
         return None
     batch = ranked[0][0]
     batched = tuple(bool(s) and s[0] == batch for s in shapes)
-    general = tuple(((None, *s[1:]) if b else s, dt)
-                    for (s, dt), b in zip(((s, d) for s, d in key[1]), batched))
+    general = tuple(((None, *s[1:]) if b else s, dt) for (s, dt), b in zip(key[1], batched))
     return (key[0], general, *key[2:]), batch, batched
 
 
