@@ -136,6 +136,8 @@ class KernelCache:
                 self._write(path, text, corrupt=state == "corrupt")
         except OSError:
             return self._in_memory(source, backend)
+        if backend == "cuda":  # numba-cuda has its own copy of numba's cache file class
+            numba_seal.install_cuda()
         mod = self._exec(path, text)
         self._modules[str(path)] = mod
         if state != "ok" or not self._compiled(path):
