@@ -21,14 +21,15 @@ import threading
 
 import numpy as np
 
-from .cuda_kernels import kernel
+from .cuda_kernels import decorator, kernel
 
 _LOCK = threading.Lock()
 _BLAS: dict = {}  # "mod": nvmath's cublas bindings or None, "handle", "workspace", "why"
 WORKSPACE_BYTES = 32 << 20
 
 
-def gemm_source(ta: bool, tb: bool, tile: int, dtype: str, accumulate: bool = False) -> str:
+def gemm_source(ta: bool, tb: bool, tile: int, dtype: str, accumulate: bool = False,
+                sim: bool = False) -> str:
     """``kernel(a, b, c)``: ``c[z] = op(a[z]) @ op(b[z])`` (``+= `` with ``accumulate``), a
     (Z, M, K) or (Z, K, M) with ``ta``, b (Z, K, N) or (Z, N, K) with ``tb``; an operand
     with a batch of 1 serves every z. Blocks of (tile, tile) threads over a (ceil(N/tile),
@@ -63,15 +64,15 @@ def gemm_source(ta: bool, tb: bool, tile: int, dtype: str, accumulate: bool = Fa
         "        if row < M and col < N:",
         "            c[z, row, col] = " + ("c[z, row, col] + acc" if accumulate else "acc"),
     ]
-    return ("import numpy as np\nfrom numba import cuda\n\n\n@cuda.jit\n"
-            "def kernel(a, b, c):\n" + "\n".join(lines) + "\n")
+    return ("import numpy as np\nfrom numba import cuda\n\n\n" + decorator(sim)
+            + "def kernel(a, b, c):\n" + "\n".join(lines) + "\n")
 
 
 def tiled_gemm(ta: bool, tb: bool, dtype: str, stream, sim: bool, accumulate: bool = False):
     """``fn(a, b, c)`` running :func:`gemm_source`'s kernel on ``stream`` (tile 16 on a
     device; 8 under the simulator, whose threads are Python threads)."""
     tile = 8 if sim else 16
-    k = kernel(gemm_source(ta, tb, tile, dtype, accumulate))
+    k = kernel(gemm_source(ta, tb, tile, dtype, accumulate, sim))
 
     def fn(a, b, c):
         z, m, n = c.shape

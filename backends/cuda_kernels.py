@@ -24,22 +24,34 @@ from collections.abc import Sequence
 from ember.ir.graph import Node, Value
 
 from . import cuda_sim_math
-from .codegen import ConstPool, scalar_body, source_key
+from .codegen import ConstPool, load_module, scalar_body, source_key
 
 _HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n"
+CACHED = "cuda.jit(cache=True)"
 _KERNELS: dict[str, object] = {}
 
 
 def kernel(source: str):
-    """The ``kernel`` function of generated ``source`` (executed once per process, in memory:
-    numba-cuda compiles it at its first launch)."""
+    """The ``kernel`` function of generated ``source``, loaded once per process (numba-cuda
+    compiles it at its first launch). Device kernels (``@cuda.jit(cache=True)``) load through
+    the installed module loader, the runtime's on-disk kernel cache, so numba-cuda's compiled
+    code is reused by the next process (sealed files: ``runtime/numba_seal``); simulator
+    kernels run in memory."""
     fn = _KERNELS.get(source)
     if fn is None:
-        name = f"ember_cuda_{source_key(source)[:16]}"
-        mod = types.ModuleType(name)
-        exec(compile(source, f"<ember cuda {name}>", "exec"), mod.__dict__)
+        if CACHED in source:
+            mod = load_module(source, "cuda")
+        else:
+            name = f"ember_cuda_{source_key(source)[:16]}"
+            mod = types.ModuleType(name)
+            exec(compile(source, f"<ember cuda {name}>", "exec"), mod.__dict__)
         fn = _KERNELS[source] = mod.kernel
     return fn
+
+
+def decorator(sim: bool) -> str:
+    """``@cuda.jit`` of a generated kernel: cached on disk on a device."""
+    return "@cuda.jit\n" if sim else f"@{CACHED}\n"
 
 
 def launch_dims(n: int, sim: bool) -> tuple[int, int]:
@@ -66,7 +78,8 @@ def _module(lines: Sequence[str], pool: ConstPool, args: Sequence[str], sim: boo
         if used:
             names = ", ".join(f"sim_{f}" for f in used)
             head += f"from ember.backends.cuda_sim_math import {names}\n"
-    return head + pool.source() + f"\n\n@cuda.jit\ndef kernel({', '.join(args)}):\n{body}\n"
+    return (head + pool.source() + f"\n\n{decorator(sim)}def kernel({', '.join(args)}):\n"
+            f"{body}\n")
 
 
 def _index(flags: Sequence[bool]) -> str:

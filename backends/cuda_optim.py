@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cuda_kernels import kernel, launch_dims
+from .cuda_kernels import decorator, kernel, launch_dims
 
-_HEAD = "import math\n\nimport numpy as np\nfrom numba import cuda\n\n\n@cuda.jit\n"
+_HEAD = "import math\n\nimport numpy as np\nfrom numba import cuda\n\n\n"
 _LOOP = "    for i in range(cuda.grid(1), w.shape[0], cuda.gridsize(1)):\n"
 
 
@@ -28,7 +28,7 @@ def _step(clip: bool) -> list[str]:
     return ["        s = g[i] * lr_rescale"]
 
 
-def _source(op: str, clip: bool, wd: bool, clip_w: bool = False
+def _source(op: str, clip: bool, wd: bool, clip_w: bool = False, sim: bool = False
             ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """(source, array args, scalar args) of the kernel of ``op`` for these branches."""
     if op == "sgd":
@@ -73,7 +73,8 @@ def _source(op: str, clip: bool, wd: bool, clip_w: bool = False
         body.append("        out[i] = r")
     else:
         raise KeyError(op)
-    src = _HEAD + f"def kernel({', '.join(arrays + scalars)}):\n" + _LOOP + "\n".join(body)
+    src = _HEAD + decorator(sim) + f"def kernel({', '.join(arrays + scalars)}):\n" + _LOOP
+    src += "\n".join(body)
     return src + "\n", arrays, scalars
 
 
@@ -119,7 +120,7 @@ def update_calls(op_name: str, at: dict, dtype: str, sizes: list[int], stream, s
         sc = _scalars(op, at, lr, wd, dtype)
         decays = sc.get("decay", 1.0) != 1.0 if op == "sgd" else wd != 0
         src, arrays, names = _source(op, at["clip_gradient"] >= 0, bool(decays),
-                                     at.get("clip_weights", -1.0) >= 0)
+                                     at.get("clip_weights", -1.0) >= 0, sim)
         blocks, threads = launch_dims(n, sim)
         launch = kernel(src)[blocks, threads, stream]
         calls.append((launch, stride, tuple(sc[k] for k in names)))

@@ -15,7 +15,9 @@ that class:
   bit flips, written by someone else, an older unsealed file) is deleted and treated as
   absent: numba compiles the kernel again and saves a good file (``discarded`` counts them).
 
-Files of other numba functions are left to numba as they are.
+Files of other numba functions are left to numba as they are. numba-cuda has its own copy of
+the class (``numba.cuda.core.caching``) for its kernels' files: :func:`install_cuda` wraps it
+the same way when the first CUDA kernel module loads.
 """
 from __future__ import annotations
 
@@ -133,6 +135,19 @@ def _save_data(self, name, data, original):
     _write(self, path, self._dump(data))
 
 
+def _patch(cls) -> None:
+    """Route ``cls``'s (an ``IndexDataCacheFile``) index and data IO through the seal."""
+    for meth, wrapper in (("_load_index", _load_index), ("_save_index", _save_index),
+                          ("_load_data", _load_data), ("_save_data", _save_data)):
+        original = getattr(cls, meth)
+
+        def patched(self, *args, _w=wrapper, _o=original):
+            return _w(self, *args, _o)
+        patched.__name__ = meth
+        patched.__doc__ = original.__doc__
+        setattr(cls, meth, patched)
+
+
 def install() -> None:
     """Wrap numba's ``IndexDataCacheFile`` (once per process)."""
     global _installed
@@ -140,13 +155,23 @@ def install() -> None:
         if _installed:
             return
         from numba.core.caching import IndexDataCacheFile as C
-        for meth, wrapper in (("_load_index", _load_index), ("_save_index", _save_index),
-                              ("_load_data", _load_data), ("_save_data", _save_data)):
-            original = getattr(C, meth)
-
-            def patched(self, *args, _w=wrapper, _o=original):
-                return _w(self, *args, _o)
-            patched.__name__ = meth
-            patched.__doc__ = original.__doc__
-            setattr(C, meth, patched)
+        _patch(C)
         _installed = True
+
+
+_cuda_installed = False
+
+
+def install_cuda() -> None:
+    """Wrap numba-cuda's own copy of ``IndexDataCacheFile`` (the cache files of ember's CUDA
+    kernels), once; called when the first CUDA kernel module is loaded, so that processes
+    without the CUDA backend never import numba-cuda."""
+    global _cuda_installed
+    with _LOCK:
+        if _cuda_installed:
+            return
+        from numba.core.caching import IndexDataCacheFile as CPU
+        from numba.cuda.core.caching import IndexDataCacheFile as C
+        if C is not CPU:  # the same class would be wrapped twice
+            _patch(C)
+        _cuda_installed = True
