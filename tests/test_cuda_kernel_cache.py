@@ -48,3 +48,32 @@ def test_device_kernel_modules_load_through_the_disk_cache(tmp_path):
     assert mod.__file__.startswith(str(tmp_path)) and callable(mod.kernel.py_func)
     assert os.path.basename(mod.__file__).startswith("cuda_")
     assert numba_seal._cuda_installed
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_kernels_are_cached_sealed_and_reused(tmp_path):
+    """On a device, running a program leaves numba-cuda's sealed index and data files next
+    to the kernel modules; a second loader over the same directory finds them."""
+    import numpy as np
+
+    from ember.backends import codegen, cuda, cuda_kernels
+    from ember.backends import cuda_device as cd
+    from ember.ir.graph import GraphBuilder
+    from ember.ir.types import TensorType
+    cache = KernelCache(tmp_path)
+    saved = codegen._loader
+    codegen.set_module_loader(cache.load)
+    cuda_kernels._KERNELS.clear()
+    try:
+        b = GraphBuilder("cached")
+        x = b.input(TensorType((1000,), "float32"), "x")
+        (y,) = b.emit("sigmoid", [x])
+        (y,) = b.emit("mul_scalar", [y], scalar=3.0)
+        out = cuda.compile(b.build([y]))([cd.to_device(np.ones(1000, np.float32))], [])
+        np.testing.assert_allclose(cd.to_host(out[0]), 3 / (1 + np.exp(-1.0)), rtol=1e-6)
+        index = list((tmp_path / "__pycache__").glob("cuda_*.nbi"))
+        assert index and all(p.read_bytes().startswith(b"EMBERNB1") for p in index)
+        assert all(KernelCache._compiled(p) for p in tmp_path.glob("cuda_*.py"))
+    finally:
+        codegen.set_module_loader(saved)
+        cuda_kernels._KERNELS.clear()
