@@ -118,7 +118,7 @@ def geometry(node: Node) -> Geo | None:
     geo = Geo(img[0], img[1], img[2], img[3], x[1], x[2], x[3], tuple(k), tuple(s),
               tuple(d), tuple(p), at["num_group"])
     if 0 in (geo.n, geo.c, geo.h, geo.w, geo.f, geo.oh, geo.ow) or geo.c % geo.g \
-            or geo.f % geo.g:
+            or geo.f % geo.g or min(geo.p) < 0:
         return None
     return geo
 
