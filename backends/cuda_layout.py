@@ -1,5 +1,6 @@
 """Data movement on the CUDA backend: axis permutations (``transpose``, ``swapaxes``) and
-``concat`` for any dtype, ``cast`` between numeric dtypes (float casts are templates).
+``concat`` for any dtype, ``cast`` between numeric dtypes (float casts are templates), and
+the gathers ``take``/``embedding`` with ``take_backward`` (atomic adds).
 
 A permutation is one gather kernel over the output's flat index: each thread unravels its
 index over the output's dims and sums the matching input strides (the permuted input
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ember.ir.graph import Node
 from ember.ir.opset_shape import _perm, _swap_perm
 
-from .cuda_kernels import ConstPool, _module
+from .cuda_kernels import ConstPool, _module, fill_source
 
 
 def permute_source(rank: int, sim: bool) -> str:
@@ -46,6 +49,25 @@ def cast_source(sim: bool) -> str:
     return _module(lines, ConstPool(), ["x", "o"], sim)
 
 
+_FIX = {"clip": "k = min(max(k, 0), A - 1)", "wrap": "k = k % A"}
+
+
+def take_source(mode: str, backward: bool, sim: bool) -> str:
+    """``kernel(a, idx, out)``: ``out[p, i, q] = a[p, fix(idx[i]), q]`` over (P, A, Q) and
+    (P, I, Q) views (``take``, ``embedding``), or with ``backward`` ``kernel(og, idx, out)``
+    adding ``og[p, i, q]`` into ``out[p, fix(idx[i]), q]`` atomically (repeated indices),
+    the output zeroed before. Indices truncate to integers, then clip or wrap (MXNet)."""
+    src, n = ("og", "og") if backward else ("a", "out")
+    lines = [f"    P = {n}.shape[0]", f"    I = {n}.shape[1]", f"    Q = {n}.shape[2]",
+             f"    A = {'out' if backward else 'a'}.shape[1]",
+             "    for j in range(cuda.grid(1), P * I * Q, cuda.gridsize(1)):",
+             "        q = j % Q", "        i = (j // Q) % I", "        p = j // (Q * I)",
+             "        k = int(idx[i])", f"        {_FIX[mode]}"]
+    lines.append("        cuda.atomic.add(out, (p, k, q), og[p, i, q])" if backward else
+                 "        out[p, i, q] = a[p, k, q]")
+    return _module(lines, ConstPool(), [src, "idx", "out"], sim)
+
+
 # dtypes a numba-cuda kernel converts between exactly as NumPy's astype (not bool, float16)
 _NUMERIC = ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
             "uint32", "uint64")
@@ -62,7 +84,43 @@ class LayoutSteps:
             return self._concat(node)
         if name == "cast":
             return self._cast(node)
+        if name in ("take", "embedding", "take_backward"):
+            return self._take(node)
         return False
+
+    def _take(self, node: Node) -> bool:
+        """``take`` (clip/wrap), ``embedding`` (take of its weight's rows, clipped) and
+        ``take_backward``."""
+        at, name = node.attr_dict, node.op.name
+        y = node.outputs[0]
+        if name == "embedding":
+            idx, a, ax, mode = node.inputs[0], node.inputs[1], 0, "clip"
+        elif name == "take":
+            a, idx, ax, mode = node.inputs[0], node.inputs[1], at["axis"], at["mode"]
+        else:
+            idx, a, ax, mode = node.inputs[1], node.inputs[2], at["axis"], at["mode"]
+        if mode not in _FIX or not all(v.type.known for v in node.inputs) or a.type.ndim == 0 \
+                or a.type.shape[ax % a.type.ndim] == 0 or y.type.dtype != a.type.dtype:
+            return False
+        if name == "take_backward" and y.type.dtype not in ("float32", "float64"):
+            return False
+        shape = a.type.shape
+        ax %= len(shape)
+        p, q, n_idx = math.prod(shape[:ax]), math.prod(shape[ax + 1:]), idx.type.size
+        ppp, piq = (p, shape[ax], q), (p, n_idx, q)
+        self._buf(y)
+        src = take_source(mode, name == "take_backward", self.sim)
+        flat_idx = self._flat(idx)
+        if name == "take_backward":
+            zero = self.b.constant(np.dtype(y.type.dtype).type(0), "c")
+            self.b.emit(f"{self._launch(fill_source(), y.type.size)}({self._flat(y)}, {zero})")
+            args = [self._arg(node.inputs[0], piq), flat_idx, self.b.expr(y, ppp)]
+        else:
+            args = [self._arg(a, ppp), flat_idx, self.b.expr(y, piq)]
+        if y.type.size and n_idx:
+            self.b.emit(f"{self._launch(src, p * n_idx * q)}({', '.join(args)})")
+        self.report[name] += 1
+        return True
 
     def _cast(self, node: Node) -> bool:
         """``cast`` between numeric dtypes the float templates do not cover (ints)."""

@@ -400,6 +400,23 @@ def test_transpose_swapaxes_and_concat(dtype):
     _no_fallback(report)
 
 
+@pytest.mark.parametrize("mode", ["clip", "wrap"])
+def test_take_embedding_and_take_backward(mode):
+    """Repeated and out-of-range indices (the backward's atomic adds, clip and wrap)."""
+    b = GraphBuilder("take")
+    a = b.input(TensorType((3, 5, 2), F32), "a")
+    idx = b.input(TensorType((2, 3), F32), "idx")
+    w = b.param(TensorType((6, 4), F32), "w")
+    (t,) = b.emit("take", [a, idx], axis=1, mode=mode)
+    og = b.input(t.type, "og")
+    (tb,) = b.emit("take_backward", [og, idx, a], axis=1, mode=mode)
+    (e,) = b.emit("embedding", [idx, w], input_dim=6, output_dim=4)
+    index = np.array([[0, 4, 4], [-2, 7, 1.7]], np.float32)
+    report = check(b.build([t, tb, e]), [_rand((3, 5, 2)), index, _rand(t.type.shape, 1)],
+                   [_rand((6, 4), 2)], expect_kinds=("take", "take_backward", "embedding"))
+    _no_fallback(report)
+
+
 def test_fallback_round_trip_is_counted_and_writes_mutated_inputs_back():
     b = GraphBuilder("fb")
     x = b.input(TensorType((3, 4), F32), "x")
