@@ -425,5 +425,6 @@ def compile(graph: Graph, arena=None) -> Compiled:
     def fn(inputs, params):
         return run_fn(check_in(inputs), check_params(params))
     fn.report = dict(prog.report)
+    fn.run_fn = run_fn  # its source and constants (runtime.precompile reads its calls)
     fn.__qualname__ = f"cpu[{graph.name}]"
     return fn

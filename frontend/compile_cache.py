@@ -10,7 +10,8 @@ process with the same model runs no pass at all.
 :func:`announce` prints ``ember: compiling <name> (<n> new kernels) ...`` on stderr when it
 is a terminal and kernels of the programs just built have no compiled code in the kernel
 cache yet (numba compiles them on the first run: seconds each); nothing otherwise.
-``EMBER_PROGRESS=1`` always prints the line, ``0`` never.
+``EMBER_PROGRESS=1`` always prints the line, ``0`` never. It then has them compiled on
+every core before the first run (:mod:`ember.runtime.precompile`).
 """
 from __future__ import annotations
 
@@ -89,10 +90,19 @@ def new_kernels() -> int:
     return default_cache().uncompiled
 
 
-def announce(name: str, since: int) -> None:
+def announce(name: str, since: int, executables=()) -> None:
     """Say on a terminal that ``name``'s kernels are being compiled, when some loaded
-    since the count ``since`` (from :func:`new_kernels`) have no compiled code yet."""
+    since the count ``since`` (from :func:`new_kernels`) have no compiled code yet; then
+    compile them on every core (:mod:`ember.runtime.precompile`) for the CPU programs
+    among ``executables``, before their first run."""
     n = new_kernels() - since
-    if n > 0 and _wanted():
+    if n <= 0:
+        return
+    if _wanted():
         sys.stderr.write(f"ember: compiling {name} ({n} new kernel{'s' * (n != 1)}) ...\n")
         sys.stderr.flush()
+    programs = [(exe._fn.run_fn, exe.graph) for exe in executables
+                if exe.backend == "cpu" and hasattr(exe._fn, "run_fn")]
+    if programs:
+        from ember.runtime.precompile import precompile
+        precompile(programs)

@@ -90,6 +90,7 @@ class KernelCache:
         self.rebuilt = 0   # entries found corrupt and written again (for tests and reports)
         self.written = 0   # entries written because they were missing
         self.uncompiled = 0  # modules loaded without numba's compiled code (compile at 1st call)
+        self.sources: dict[str, str] = {}  # module name -> the verified source it runs
         numba_seal.install()
 
     @property
@@ -140,6 +141,7 @@ class KernelCache:
             numba_seal.install_cuda()
         mod = self._exec(path, text)
         self._modules[str(path)] = mod
+        self.sources[mod.__name__] = source
         if state != "ok" or not self._compiled(path):
             self.uncompiled += 1
         return mod
@@ -147,6 +149,11 @@ class KernelCache:
     def _in_memory(self, source: str, backend: str) -> types.ModuleType:
         self.uncompiled += 1
         return codegen._load_in_memory(source, backend)
+
+    @staticmethod
+    def backend_of(module_name: str) -> str:
+        """The backend a kernel module loaded by this cache was generated for."""
+        return module_name[len(_MODULE_PREFIX):].split("_", 1)[0]
 
     @staticmethod
     def _compiled(path: Path) -> bool:

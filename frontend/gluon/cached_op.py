@@ -381,12 +381,12 @@ class CachedGraph:
         if not with_grad:
             self.forward = Executable(compile_cache.lower(graph, LOWERING_PASSES, backend),
                                       backend)
-            compile_cache.announce(name, before)
+            compile_cache.announce(name, before, [self.forward])
             return
         self.forward = None
         variant = self._variant(tuple(autograd._needs_grad(a) for a in split_args(args)[0]))
         self.backward = variant.backward
-        compile_cache.announce(name, before)
+        compile_cache.announce(name, before, [variant.forward, variant.backward])
 
     def _variant(self, mask: tuple) -> _Variant:
         v = self._variants.get(mask)

@@ -1,0 +1,261 @@
+"""Compile a new program's numba kernels on every core before its first run.
+
+numba compiles a kernel on its first call, one after another on one core, holding the GIL:
+a ResNet's first step spent most of its time there (20-odd kernels, 0.3-3 s each, the
+parallel ones 3-6x longer than serial ones). Here the kernels a freshly built program will
+call are found before it runs, with their argument types, and compiled by worker processes
+(:mod:`ember.runtime.compile_worker`), one per core, which save the machine code into the
+kernel cache; the program's first calls then load it from there like any warm process.
+
+Finding the calls: the CPU backend's run loop is straight-line generated code (``k12(v3,
+A7.reshape(S9), 4)``). It is walked statement by statement with stand-in arrays of the
+graph's input and parameter types and the buffers the loop itself allocates (``np.empty``:
+no memory is touched), and each call of a numba dispatcher gives its argument types
+(numba's ``typeof``: dtype, rank, layout). A call whose arguments come from elsewhere (a
+NumPy fallback's result, a nested program) is left to compile on first call, as before.
+
+Only ember's own kernel sources travel to the workers (the text the kernel cache wrote and
+verified), with argument types as plain data (JSON), never pickles. Used when at least
+:data:`MIN_KERNELS` kernels are new and at least two cores are free (the cores this process
+may use less the load average of the others: on a busy machine more compiling processes
+only slow everyone down); ``EMBER_PRECOMPILE=0`` turns it off, ``EMBER_PRECOMPILE=N``
+(N >= 2) uses N workers whatever the load. A worker that fails costs nothing but time: the
+kernel compiles on first call.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+from numba.core import types
+from numba.core.dispatcher import Dispatcher
+
+from .cache import default_cache
+from .numba_seal import MODULE_PREFIX
+
+MIN_KERNELS = 6  # below this, starting the workers (an import of ember each) costs more
+STATS: Counter = Counter()   # "jobs", "compiled", "failed", "workers"
+_SCALARS = {"int64", "int32", "uint64", "uint32", "float64", "float32", "boolean", "bool"}
+
+
+def workers_wanted() -> int | None:
+    """``EMBER_PRECOMPILE``: 0 off (returns 0), unset or 1 automatic (None), N >= 2 exactly
+    N workers whatever the load."""
+    raw = os.environ.get("EMBER_PRECOMPILE", "")
+    try:
+        n = int(raw) if raw else 1
+    except ValueError:
+        n = 1
+    return None if n == 1 else max(0, n)
+
+
+def cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def free_cores() -> int:
+    """Cores not busy with other processes: this process's, less the 1-minute load average
+    beyond this process itself (which only waits while workers compile)."""
+    try:
+        busy = max(0.0, os.getloadavg()[0] - 1.0)
+    except (AttributeError, OSError):
+        busy = 0.0
+    return max(1, int(cores() - busy + 0.5))
+
+
+def type_spec(t) -> list | None:
+    """A numba argument type as JSON data (arrays and plain scalars only), or None."""
+    if isinstance(t, types.Array) and isinstance(t.dtype, types.Number | types.Boolean):
+        return ["array", str(t.dtype), t.ndim, t.layout, bool(t.mutable is False),
+                bool(t.aligned)]
+    if isinstance(t, types.Number | types.Boolean) and str(t) in _SCALARS:
+        return ["scalar", str(t)]
+    return None
+
+
+def spec_type(spec: list):
+    """The numba type of :func:`type_spec` data (ValueError on anything else)."""
+    if spec[0] == "scalar" and spec[1] in _SCALARS:
+        return getattr(types, spec[1])
+    if spec[0] == "array" and len(spec) == 6 and spec[1] in _SCALARS and spec[3] in "CFA":
+        return types.Array(getattr(types, spec[1]), int(spec[2]), spec[3],
+                           readonly=bool(spec[4]), aligned=bool(spec[5]))
+    raise ValueError(f"not an argument type ember precompiles: {spec!r}")
+
+
+class _Unknown(Exception):
+    pass
+
+
+def _value(node: ast.expr, env: dict, ns: dict):
+    """Evaluate an argument of the generated loop: names, constants, ``x.reshape(s)``."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id in env:
+            return env[node.id]
+        v = ns.get(node.id, _Unknown)
+        if v is _Unknown or not isinstance(v, np.ndarray | tuple | int | float | bool |
+                                           np.dtype | np.generic):
+            raise _Unknown
+        return v
+    if isinstance(node, ast.Attribute) and node.attr == "T":
+        return _array(_value(node.value, env, ns)).T
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+            node.func.attr == "reshape" and not node.keywords:
+        arr = _array(_value(node.func.value, env, ns))
+        return arr.reshape(*[_value(a, env, ns) for a in node.args])
+    raise _Unknown
+
+
+def _array(x) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise _Unknown
+    return x
+
+
+def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
+    """(dispatcher, argument types) of each ember kernel call in a CPU run loop whose
+    arguments can be told before it runs (module docstring); each pair once."""
+    src, ns = getattr(run_fn, "source", None), getattr(run_fn, "__globals__", None)
+    if src is None or ns is None:
+        return []
+    try:
+        stand_in = {"inputs": [np.empty(v.type.shape, v.type.dtype) for v in graph.inputs],
+                    "params": [np.empty(v.type.shape, v.type.dtype) for v in graph.params]}
+    except (TypeError, ValueError):   # an unknown dim: nothing to tell
+        return []
+    env: dict = {}
+    found, seen = [], set()
+    for stmt in ast.parse(src).body[0].body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            target, value = stmt.targets[0], stmt.value
+            if isinstance(value, ast.Name) and value.id in stand_in and \
+                    isinstance(target, ast.Tuple):
+                names = [t.id for t in target.elts if isinstance(t, ast.Name)]
+                env.update(zip(names, stand_in[value.id]))
+            elif isinstance(target, ast.Name) and isinstance(value, ast.Call) and \
+                    isinstance(value.func, ast.Name) and value.func.id == "empty":
+                try:
+                    env[target.id] = np.empty(*[_value(a, env, ns) for a in value.args])
+                except (_Unknown, TypeError, ValueError):
+                    pass
+            continue
+        if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+                and isinstance(stmt.value.func, ast.Name)):
+            continue
+        fn = ns.get(stmt.value.func.id)
+        if not isinstance(fn, Dispatcher) or stmt.value.keywords or \
+                not fn.py_func.__module__.startswith(MODULE_PREFIX):
+            continue
+        try:
+            sig = tuple(fn.typeof_pyval(_value(a, env, ns)) for a in stmt.value.args)
+        except (_Unknown, TypeError, ValueError, AttributeError):
+            continue
+        if (id(fn), sig) not in seen and tuple(sig) not in fn.overloads:
+            seen.add((id(fn), sig))
+            found.append((fn, sig))
+    return found
+
+
+def _jobs(calls: Sequence[tuple[Dispatcher, tuple]]) -> list[dict]:
+    cache = default_cache()
+    jobs = []
+    for fn, sig in calls:
+        source = cache.sources.get(fn.py_func.__module__)
+        specs = [type_spec(t) for t in sig]
+        if source is None or any(s is None for s in specs):
+            continue
+        jobs.append({"source": source, "backend": cache.backend_of(fn.py_func.__module__),
+                     "func": fn.py_func.__name__, "sig": specs})
+    return jobs
+
+
+def _worker(directory: str) -> subprocess.Popen:
+    from numba.core.registry import cpu_target
+    # numba keys cached code by (triple, CPU name, features): the worker must build for
+    # exactly this process's (cpu_math may have set features at import, racing numba's init)
+    _, cpu, features = cpu_target.target_context.codegen().magic_tuple()
+    env = dict(os.environ, EMBER_CACHE_DIR=directory, EMBER_WARMUP="0", EMBER_PRECOMPILE="0",
+               NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features)
+    return subprocess.Popen([sys.executable, "-m", "ember.runtime.compile_worker"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
+
+
+def precompile(programs: Sequence) -> int:
+    """Compile the new kernels of ``programs`` (pairs ``(run_fn, graph)``) in worker
+    processes and wait for them; returns how many compiled. Does nothing (0) when off, with
+    fewer than two free cores, without a usable cache directory, or with fewer than
+    :data:`MIN_KERNELS` kernels to compile."""
+    workers = workers_wanted()
+    workers = free_cores() if workers is None else workers
+    if workers < 2:
+        return 0
+    cache = default_cache()
+    directory = cache.directory
+    try:
+        if not cache._usable(directory):
+            return 0
+    except OSError:
+        return 0
+    calls = [c for run_fn, graph in programs for c in kernel_calls(run_fn, graph)]
+    jobs = _jobs(calls)
+    if len(jobs) < MIN_KERNELS:
+        return 0
+    todo: queue.Queue = queue.Queue()
+    for j in jobs:
+        todo.put(j)
+    done = Counter()
+    lock = threading.Lock()
+
+    def serve():
+        try:
+            proc = _worker(str(directory))
+        except OSError:
+            return
+        try:
+            while True:
+                try:
+                    job = todo.get_nowait()
+                except queue.Empty:
+                    break
+                proc.stdin.write(json.dumps(job) + "\n")
+                proc.stdin.flush()
+                reply = proc.stdout.readline()
+                ok = reply.strip() == "ok"
+                with lock:
+                    done["compiled" if ok else "failed"] += 1
+                if not reply:   # the worker died: its remaining jobs compile on first call
+                    break
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            proc.wait()
+    n = min(workers, len(jobs))
+    threads = [threading.Thread(target=serve, name=f"ember-precompile-{i}", daemon=True)
+               for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    STATS.update(done)
+    STATS["jobs"] += len(jobs)
+    STATS["workers"] += n
+    return done["compiled"]

@@ -1,0 +1,105 @@
+"""Kernels of a new program compile in worker processes before its first run: the calls
+and argument types are found from the generated run loop, the workers' machine code is
+what the program then loads, and the numbers do not change."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numba.core import types
+
+from ember.backends import cpu, cpu_steps
+from ember.ir.graph import GraphBuilder
+from ember.ir.types import TensorType
+from ember.runtime import precompile
+
+
+def test_argument_types_travel_as_data():
+    arr = types.Array(types.float32, 3, "C")
+    for t in (arr, types.Array(types.float64, 1, "A", readonly=True), types.int64,
+              types.float64, types.boolean):
+        assert precompile.spec_type(json.loads(json.dumps(precompile.type_spec(t)))) == t
+    assert precompile.type_spec(types.UniTuple(types.int64, 2)) is None
+    for bad in (["scalar", "__import__"], ["array", "object", 1, "C", False, True],
+                ["array", "float32", 1, "Z", False, True], ["call", "x"]):
+        with pytest.raises(ValueError):
+            precompile.spec_type(bad)
+
+
+def _graph():
+    b = GraphBuilder("g")
+    x = b.input(TensorType((64, 32), "float32"), "x")
+    w = b.param(TensorType((16, 32), "float32"), "w")
+    (h,) = b.emit("fully_connected", [x, w], num_hidden=16, no_bias=True)
+    (y,) = b.emit("tanh", [h])
+    (z,) = b.emit("broadcast_mul", [y, y])
+    (s,) = b.emit("sum", [z], axis=1)
+    (m,) = b.emit("softmax", [z], axis=1)
+    return b.build([s, m])
+
+
+def test_found_calls_are_the_calls_the_program_makes(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_steps, "_KERNELS", {})   # new dispatchers: nothing compiled yet
+    graph = _graph()
+    fn = cpu.compile(graph)
+    calls = precompile.kernel_calls(fn.run_fn, graph)
+    assert len(calls) >= 3
+    assert all(not k.overloads for k, _ in calls)
+    fn([np.ones((64, 32), np.float32)], [np.full((16, 32), 0.01, np.float32)])
+    for k, sig in calls:   # each kernel was called with exactly the types found
+        assert tuple(sig) in k.overloads
+
+
+SCRIPT = """
+import json
+import numpy as np
+from numba.core import event
+import ember as mx
+from ember import autograd, nd
+from ember.gluon import nn
+from ember.runtime import precompile
+compiled = []
+
+class Count(event.Listener):
+    def on_start(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__module__)
+    def on_end(self, ev):
+        pass
+event.register("numba:compile", Count())
+net = nn.HybridSequential()
+net.add(nn.Conv2D(4, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"), nn.Dense(3))
+net.initialize(mx.init.Constant(0.05))
+net.hybridize()
+x = nd.array(np.linspace(-1, 1, 2 * 3 * 6 * 6, dtype=np.float32).reshape(2, 3, 6, 6))
+with autograd.record():
+    loss = (net(x) ** 2).sum()
+loss.backward()
+grads = [float(p.grad().asnumpy().sum()) for p in net.collect_params().values()
+         if p.grad_req != "null"]
+print(json.dumps({"loss": float(loss.asnumpy().sum()), "grads": grads,
+                  "numba": sum(m.startswith("ember_kernels.") for m in compiled),
+                  "pre": dict(precompile.STATS)}))
+"""
+
+
+def _run(cache_dir, workers: str):
+    env = dict(os.environ, EMBER_CACHE_DIR=str(cache_dir), EMBER_PRECOMPILE=workers)
+    res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_workers_compile_what_the_first_run_would_have(tmp_path):
+    serial = _run(tmp_path / "serial", "0")
+    assert serial["pre"] == {} and serial["numba"] >= precompile.MIN_KERNELS
+    parallel = _run(tmp_path / "parallel", "2")
+    assert parallel["pre"]["workers"] == 2 and parallel["pre"]["compiled"] >= 4, parallel
+    assert parallel["pre"].get("failed", 0) == 0
+    # every kernel compiled once, by a worker or on first call; the worker's code is loaded
+    assert parallel["numba"] + parallel["pre"]["compiled"] == serial["numba"]
+    assert parallel["loss"] == serial["loss"] and parallel["grads"] == serial["grads"]
