@@ -237,6 +237,10 @@ def default_cache() -> KernelCache:
 
 def install(cache: KernelCache | None = None) -> KernelCache:
     """Make the backends load generated modules through ``cache`` (default: the default)."""
+    # numba's CPU features are part of every cached kernel's key and are fixed when numba
+    # first compiles or loads anything: cpu_math sets them at import (8 ms), so do that now,
+    # not in the warm-up thread, which raced with the first kernel of a process
+    from ember.backends import cpu_math  # noqa: F401
     cache = cache or default_cache()
     codegen.set_module_loader(cache.load)
     return cache
