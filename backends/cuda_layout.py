@@ -86,7 +86,28 @@ class LayoutSteps:
             return self._cast(node)
         if name in ("take", "embedding", "take_backward"):
             return self._take(node)
+        if name == "dropout":
+            return self._inactive_dropout(node)
         return False
+
+    def _inactive_dropout(self, node: Node) -> bool:
+        """Dropout outside training (or p = 0): a copy and a mask of ones, as the reference
+        (training draws from ember's host random state: a round trip)."""
+        at = node.attr_dict
+        if at["mode"] == "always" or at.get("is_train", False) and at["p"] != 0:
+            return False
+        x, (y, mask) = node.inputs[0], node.outputs
+        if not x.type.known or x.type.dtype not in _NUMERIC:
+            return False
+        for v in (y, mask):
+            self._buf(v)
+        if x.type.size:
+            one = self.b.constant(np.dtype(mask.type.dtype).type(1), "c")
+            self.b.emit(f"{self._launch(cast_source(self.sim), x.type.size)}("
+                        f"{self._flat(x)}, {self._flat(y)})")
+            self.b.emit(f"{self._launch(fill_source(), x.type.size)}({self._flat(mask)}, {one})")
+        self.report["dropout(inactive)"] += 1
+        return True
 
     def _take(self, node: Node) -> bool:
         """``take`` (clip/wrap), ``embedding`` (take of its weight's rows, clipped) and
