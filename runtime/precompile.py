@@ -33,6 +33,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from numba.core import types
@@ -178,6 +179,9 @@ def _jobs(calls: Sequence[tuple[Dispatcher, tuple]]) -> list[dict]:
         specs = [type_spec(t) for t in sig]
         if source is None or any(s is None for s in specs):
             continue
+        if cache._compiled(Path(fn.py_func.__globals__.get("__file__", ""))):
+            continue  # some process compiled it: numba loads it (or compiles another
+                      # signature) at the first call, faster than a worker starts
         jobs.append({"source": source, "backend": cache.backend_of(fn.py_func.__module__),
                      "func": fn.py_func.__name__, "sig": specs})
     return jobs

@@ -103,3 +103,5 @@ def test_workers_compile_what_the_first_run_would_have(tmp_path):
     # every kernel compiled once, by a worker or on first call; the worker's code is loaded
     assert parallel["numba"] + parallel["pre"]["compiled"] == serial["numba"]
     assert parallel["loss"] == serial["loss"] and parallel["grads"] == serial["grads"]
+    warm = _run(tmp_path / "parallel", "2")   # all compiled: no worker is started
+    assert warm["pre"] == {} and warm["numba"] == 0 and warm["grads"] == serial["grads"]
