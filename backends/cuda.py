@@ -11,7 +11,8 @@ device stream, over one device arena (DESIGN.md s.6; issue 14).
   kernels around the same GEMM (``cuda_conv``), then the bias/epilogue kernel;
 - reductions, softmax, pick/pick_backward, reshapes, fills, optimizer updates:
   ``cuda_steps``; BatchNorm and pooling, forward and backward: ``cuda_norm_pool``;
-  transpose/swapaxes and concat: ``cuda_layout``;
+  transpose/swapaxes, concat, cast, take/embedding: ``cuda_layout``; training-mode dropout
+  drawn on the device: ``cuda_random``;
 - a fused group no single kernel covers: its body planned node by node;
 - anything else: a host round trip (copy the inputs to the host, the op's NumPy kernel, copy
   the results and the inputs it mutates back), counted as ``fallback:<op>`` in the report
@@ -51,12 +52,13 @@ from .cuda_conv import ConvSteps
 from .cuda_kernels import epilogue_source, ewise_source, kernel, launch_dims
 from .cuda_layout import LayoutSteps
 from .cuda_norm_pool import NormPoolSteps
+from .cuda_random import RandomSteps
 from .cuda_steps import CudaSteps, float_known
 
 __all__ = ["compile"]
 
 
-class _Program(CudaSteps, ConvSteps, NormPoolSteps, LayoutSteps):
+class _Program(CudaSteps, ConvSteps, NormPoolSteps, LayoutSteps, RandomSteps):
     """Chooses a kernel per node and generates the ``steps`` function."""
 
     def __init__(self, graph: Graph, device_id: int = 0):
@@ -168,7 +170,7 @@ class _Program(CudaSteps, ConvSteps, NormPoolSteps, LayoutSteps):
                 return
         elif self._gemm(node, [node], node.outputs, {}, {}) or \
                 self._conv(node, [node], node.outputs, {}, {}) or self._op_step(node) or \
-                self._norm_pool(node) or self._layout(node):
+                self._norm_pool(node) or self._layout(node) or self._dropout_train(node):
             return
         self._fallback(node)
 

@@ -14,6 +14,8 @@ from ember.ir.graph import GraphBuilder
 from ember.ir.types import TensorType
 
 CUDA_SIMULATOR_MODULE = True
+# the simulator runs kernels as Python: NumPy scalars warn where a device wraps (uint64 hash)
+pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in scalar:RuntimeWarning")
 test_cuda_simulator_subprocess = simulator_module(__file__)
 F32 = "float32"
 
@@ -75,6 +77,21 @@ def test_new_parameter_arrays_capture_again():
     assert runner.captures == 2
     want = reference.run_graph(graph, [_rand((5, 3), 3)], [_rand((5, 3), 4), _rand((5, 3), 5)])
     np.testing.assert_allclose(cd.to_host(out_b[0]), want[0], rtol=1e-5, atol=1e-6)
+
+
+def test_replays_draw_new_dropout_masks():
+    """The dropout step count lives on the device, so each replay draws a new mask."""
+    from ember.backends import cuda
+    from ember.backends import cuda_device as cd
+    from ember.runtime.cuda_graph import GraphRunner
+    b = GraphBuilder("drop")
+    x = b.input(TensorType((32, 16), F32), "x")
+    runner = GraphRunner(cuda.compile(b.build(b.emit("dropout", [x], p=0.5,
+                                                     is_train=True)[1:])))
+    xs = cd.to_device(np.ones((32, 16), np.float32))
+    masks = [cd.to_host(runner([xs], [])[0]) for _ in range(3)]
+    assert runner.captures == 1
+    assert (masks[0] != masks[1]).any() and (masks[1] != masks[2]).any()
 
 
 def test_programs_with_a_round_trip_are_not_captured_on_a_device():

@@ -12,6 +12,8 @@ from ember.ir.graph import GraphBuilder
 from ember.ir.types import TensorType
 
 CUDA_SIMULATOR_MODULE = True
+# the simulator runs kernels as Python: NumPy scalars warn where a device wraps (uint64 hash)
+pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in scalar:RuntimeWarning")
 test_cuda_simulator_subprocess = simulator_module(__file__)
 
 
@@ -161,4 +163,32 @@ def test_gpu_conv_bn_pool_training_graph_larger_shapes():
     joint, inputs, params = _block(8, 16, 32, 32)
     report = check(joint, inputs, params, rtol=1e-3, atol=1e-4,
                    expect_kinds=("conv[cublas]", "conv_wgrad[cublas]"))
+    _no_fallback(report)
+
+
+def test_training_dropout_draws_on_the_device():
+    """Drop rate, mask values and ``out = x * mask`` as the reference's law; a new mask each
+    run (the step count advances on the device); outside training, a copy."""
+    from cuda_check import run_cuda
+
+    from ember.backends import cuda
+    from ember.backends import cuda_device as cd
+    b = GraphBuilder("drop")
+    x = b.input(TensorType((64, 48), F32), "x")
+    y, mask = b.emit("dropout", [x], p=0.25, is_train=True)
+    graph = b.build([y, mask])
+    xs = _rand((64, 48))
+    fn = cuda.compile(graph)
+    (y1, m1), (y2, m2) = ([cd.to_host(a) for a in fn([cd.to_device(xs)], [])]
+                          for _ in range(2))
+    assert fn.report == {"dropout": 1}
+    assert set(np.unique(m1)) == {0, np.float32(1 / 0.75)}
+    assert abs((m1 == 0).mean() - 0.25) < 0.04
+    np.testing.assert_array_equal(y1, xs * m1)
+    assert 0.3 < (m1 != m2).mean() < 0.45  # independent masks differ in 2p(1-p) = 37.5%
+    b = GraphBuilder("keep")
+    x = b.input(TensorType((4, 3), F32), "x")
+    outs, _, report = run_cuda(b.build(b.emit("dropout", [x], p=0.5, is_train=False)),
+                               [_rand((4, 3))])
+    np.testing.assert_array_equal(outs[0], _rand((4, 3)))
     _no_fallback(report)
