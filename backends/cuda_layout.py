@@ -1,6 +1,7 @@
 """Data movement on the CUDA backend: axis permutations (``transpose``, ``swapaxes``) and
 ``concat`` for any dtype, ``cast`` between numeric dtypes (float casts are templates), and
-the gathers ``take``/``embedding`` with ``take_backward`` (atomic adds).
+the gathers ``take``/``embedding`` with ``take_backward`` (atomic adds), strided slices
+(``slice``, ``slice_axis``, ``slice_like``, ``getitem``) and their adjoint.
 
 A permutation is one gather kernel over the output's flat index: each thread unravels its
 index over the output's dims and sums the matching input strides (the permuted input
@@ -16,20 +17,47 @@ import numpy as np
 
 from ember.ir.graph import Node
 from ember.ir.opset_shape import _perm, _swap_perm
+from ember.ir.opset_slice import _slice_axis_key, _slice_key, _slice_like_key
 
 from .cuda_kernels import ConstPool, _module, fill_source
 
 
-def permute_source(rank: int, sim: bool) -> str:
-    """``kernel(x, o, n0.., s0..)``: ``o[i] = x[sum(i_d * s_d)]`` over 1-D views, i unravelled
-    over the output dims ``n``; ``s`` the input strides (elements) of each output dim."""
-    lines = ["    for i in range(cuda.grid(1), o.shape[0], cuda.gridsize(1)):",
-             "        r = i", "        src = 0"]
+def permute_source(rank: int, sim: bool, scatter: bool = False) -> str:
+    """``kernel(x, o, base, n0.., s0..)``: ``o[i] = x[base + sum(i_d * s_d)]`` over 1-D views,
+    i unravelled over the dims ``n`` (a permutation, a strided slice); ``s`` the strides
+    (elements, negative for reversed steps) in ``x`` of each dim. ``scatter``: the other way,
+    ``o[base + sum(i_d * s_d)] = x[i]``, i over ``x`` (a slice's adjoint into zeros)."""
+    over = "x" if scatter else "o"
+    lines = [f"    for i in range(cuda.grid(1), {over}.shape[0], cuda.gridsize(1)):",
+             "        r = i", "        src = base"]
     for d in range(rank - 1, 0, -1):
         lines += [f"        src += (r % n{d}) * s{d}", f"        r = r // n{d}"]
-    lines += ["        src += r * s0", "        o[i] = x[src]"]
-    args = ["x", "o", *(f"n{d}" for d in range(rank)), *(f"s{d}" for d in range(rank))]
+    lines += ["        src += r * s0",
+              "        o[src] = x[i]" if scatter else "        o[i] = x[src]"]
+    args = ["x", "o", "base", *(f"n{d}" for d in range(rank)), *(f"s{d}" for d in range(rank))]
     return _module(lines, ConstPool(), args, sim)
+
+
+def strided_view(shape: tuple, key: tuple):
+    """``(base, dims, strides)`` of ``x[key]`` as a strided view of contiguous ``x`` (element
+    units), for keys of slices and integers only (``ir/opset_index``'s encoding); None for
+    other keys."""
+    if len(key) > len(shape) or any(k[0] not in ("s", "i") for k in key):
+        return None
+    strides = [math.prod(shape[d + 1:]) for d in range(len(shape))]
+    base, dims, steps = 0, [], []
+    for d, n in enumerate(shape):
+        k = key[d] if d < len(key) else ("s", None, None, None)
+        if k[0] == "i":
+            if not -n <= k[1] < n:
+                return None
+            base += (k[1] % n) * strides[d]
+            continue
+        start, stop, step = slice(*k[1:]).indices(n)
+        base += start * strides[d]
+        dims.append(len(range(start, stop, step)))
+        steps.append(strides[d] * step)
+    return base, dims or [1], steps or [0]
 
 
 def slab_source(sim: bool) -> str:
@@ -49,6 +77,8 @@ def cast_source(sim: bool) -> str:
     return _module(lines, ConstPool(), ["x", "o"], sim)
 
 
+_KEYS = {"slice": lambda s, o, at, ts: _slice_key(len(s), at, ts),
+         "slice_axis": _slice_axis_key, "slice_like": _slice_like_key}
 _FIX = {"clip": "k = min(max(k, 0), A - 1)", "wrap": "k = k % A"}
 
 
@@ -88,7 +118,43 @@ class LayoutSteps:
             return self._take(node)
         if name == "dropout":
             return self._inactive_dropout(node)
+        if name in _KEYS or name in ("getitem", "getitem_backward"):
+            return self._slice(node)
         return False
+
+    def _slice(self, node: Node) -> bool:
+        """slice / slice_axis / slice_like / getitem (slices and integers) as one strided
+        gather, getitem_backward as zeros and one strided scatter."""
+        name, at = node.op.name, node.attr_dict
+        x = node.inputs[1] if name == "getitem_backward" else node.inputs[0]
+        y = node.outputs[0]
+        if not all(v.type.known for v in node.inputs) or y.type.dtype != x.type.dtype:
+            return False
+        if name in _KEYS:
+            others = [v.type.shape for v in node.inputs[1:]]
+            key = _KEYS[name](x.type.shape, others, at, ())
+        else:
+            key = at["key"]
+        view = strided_view(x.type.shape, tuple(key))
+        if view is None or math.prod(view[1]) != node.inputs[0].type.size \
+                and name == "getitem_backward":
+            return False
+        base, dims, steps = view
+        self._buf(y)
+        args = [str(base), *map(str, dims), *map(str, steps)]
+        n = math.prod(dims)
+        if name == "getitem_backward":
+            zero = self.b.constant(np.dtype(y.type.dtype).type(0), "c")
+            self.b.emit(f"{self._launch(fill_source(), y.type.size)}({self._flat(y)}, {zero})")
+            src = permute_source(len(dims), self.sim, scatter=True)
+            if n:
+                self.b.emit(f"{self._launch(src, n)}({self._flat(node.inputs[0])}, "
+                            f"{self._flat(y)}, {', '.join(args)})")
+        elif n:
+            self.b.emit(f"{self._launch(permute_source(len(dims), self.sim), n)}("
+                        f"{self._flat(x)}, {self._flat(y)}, {', '.join(args)})")
+        self.report["slice"] += 1
+        return True
 
     def _inactive_dropout(self, node: Node) -> bool:
         """Dropout outside training (or p = 0): a copy and a mask of ones, as the reference
@@ -164,7 +230,7 @@ class LayoutSteps:
         perm = _perm(nd, node.attr_dict["axes"]) if node.op.name == "transpose" else \
             _swap_perm(nd, node.attr_dict)
         strides = [math.prod(x.type.shape[k + 1:]) for k in range(nd)]
-        args = [str(d) for d in y.type.shape] + [str(strides[p]) for p in perm]
+        args = ["0"] + [str(d) for d in y.type.shape] + [str(strides[p]) for p in perm]
         self._buf(y)
         if y.type.size:
             self.b.emit(f"{self._launch(permute_source(nd, self.sim), y.type.size)}("

@@ -287,6 +287,26 @@ def test_transpose_swapaxes_and_concat(dtype):
     _no_fallback(report)
 
 
+def test_slices_getitem_and_its_adjoint():
+    """Strided slices (negative steps, integer indices) as one gather, the adjoint as zeros
+    and one scatter."""
+    from ember.ir.opset_index import encode_key
+    b = GraphBuilder("slices")
+    x = b.input(TensorType((4, 5, 6), F32), "x")
+    like = b.input(TensorType((2, 3), F32), "like")
+    (s1,) = b.emit("slice", [x], begin=(1, None), end=(4, None), step=(2, -2))
+    (s2,) = b.emit("slice_axis", [x], axis=2, begin=1, end=-1)
+    (s3,) = b.emit("slice_like", [x, like], axes=(0, 1))
+    key = encode_key((1, slice(None, None, -1), slice(2, 5)))
+    (s4,) = b.emit("getitem", [x], key=key)
+    og = b.input(s4.type, "og")
+    (s5,) = b.emit("getitem_backward", [og, x], key=key)
+    report = check(b.build([s1, s2, s3, s4, s5]),
+                   [_rand((4, 5, 6)), _rand((2, 3), 1), _rand(s4.type.shape, 2)],
+                   expect_kinds=("slice",))
+    _no_fallback(report)
+
+
 @pytest.mark.parametrize("mode", ["clip", "wrap"])
 def test_take_embedding_and_take_backward(mode):
     """Repeated and out-of-range indices (the backward's atomic adds, clip and wrap)."""
