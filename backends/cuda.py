@@ -49,6 +49,7 @@ from .cpu import _chain_io, broadcast_layout
 from .cpu_run import RunBuilder
 from .cuda_blas import gemm_fn
 from .cuda_conv import ConvSteps
+from .cuda_depthwise import DepthwiseSteps
 from .cuda_kernels import epilogue_source, ewise_source, kernel, launch_dims
 from .cuda_layout import LayoutSteps
 from .cuda_norm_pool import NormPoolSteps
@@ -58,7 +59,7 @@ from .cuda_steps import CudaSteps, float_known
 __all__ = ["compile"]
 
 
-class _Program(CudaSteps, ConvSteps, NormPoolSteps, LayoutSteps, RandomSteps):
+class _Program(CudaSteps, ConvSteps, DepthwiseSteps, NormPoolSteps, LayoutSteps, RandomSteps):
     """Chooses a kernel per node and generates the ``steps`` function."""
 
     def __init__(self, graph: Graph, device_id: int = 0):

@@ -1,7 +1,8 @@
 """Convolution on the CUDA backend: im2col / col2im kernels around the backend's GEMM.
 
-2-D, one group, NCHW (what ResNet-18's training step needs); other convolutions take the
-host round trip. As Caffe's GPU path (Jia et al. 2014) and MXNet's ``im2col.cuh``:
+2-D, NCHW, one group (what ResNet-18's training step needs) or depthwise
+(``cuda_depthwise``); other convolutions take the host round trip. As Caffe's GPU path
+(Jia et al. 2014) and MXNet's ``im2col.cuh``:
 
 - ``convolution``: per chunk of samples, im2col writes the windows as columns (nc, C*KH*KW,
   OH*OW) and one batched GEMM contracts them with the weight (its batch stride 0) straight
@@ -143,8 +144,7 @@ class ConvSteps:
         k = k if isinstance(k, int) and 0 <= k < len(nodes) else 0
         master, epilogue = nodes[k], [n for n in nodes if n is not nodes[k]]
         name, at = master.op.name, master.attr_dict
-        if name not in _CONV_OPS or master.body is not None or len(at["kernel"]) != 2 \
-                or at["num_group"] != 1:
+        if name not in _CONV_OPS or master.body is not None or len(at["kernel"]) != 2:
             return False
         if at.get("layout") not in (None, "NCHW") or \
                 not all(codegen.is_scalar_node(n) for n in epilogue):
@@ -156,6 +156,8 @@ class ConvSteps:
                 any(v.type.size == 0 for v in (*master.inputs, mv)):
             return False
         if any(v.type.shape != mv.type.shape for v in outputs):
+            return False
+        if at["num_group"] != 1 and not self._depthwise(name, ins, mv, at):
             return False
         leaves = _chain_io(epilogue, outputs, exclude=[mv])
         if leaves is None or not float_known(leaves):
@@ -174,7 +176,9 @@ class ConvSteps:
         for v in outs:
             self._buf(v)
         dt = mv.type.dtype
-        if name == "convolution":
+        if at["num_group"] != 1:
+            how = self._depthwise_step(name, ins, outs[0], at)
+        elif name == "convolution":
             how = self._conv_forward(ins, outs[0], at, dt)
         elif name == "deconvolution":
             how = self._deconv(ins, outs[0], at, dt)

@@ -43,6 +43,32 @@ def test_convolution_data_and_weight_gradients(chunked, monkeypatch):
     _no_fallback(report)
 
 
+def test_depthwise_convolution_and_its_gradients():
+    """MobileNet's depthwise convolutions (num_group = channels = filters): forward with bias
+    and relu, the data gradient and the weight gradient through autodiff."""
+    from ember.passes import run_pipeline
+    b = GraphBuilder("dw")
+    x = b.input(TensorType((2, 3, 5, 5), F32), "x")
+    w = b.param(TensorType((3, 1, 3, 3), F32), "w")
+    bias = b.param(TensorType((3,), F32), "bias")
+    (h,) = b.emit("convolution", [x, w, bias], kernel=(3, 3), num_filter=3, num_group=3,
+                  stride=(2, 1), pad=(1, 1))
+    (h,) = b.emit("relu", [h])
+    (loss,) = b.emit("sum", [h])
+    joint = run_pipeline(b.build([loss]), grad=True, head_grads="ones")
+    report = check(joint, [_rand((2, 3, 5, 5))], [_rand((3, 1, 3, 3), 1), _rand((3,), 2)],
+                   atol=1e-4, expect_kinds=("conv[depthwise]", "conv_wgrad[depthwise]"))
+    _no_fallback(report)
+    b = GraphBuilder("dwdata")  # the data gradient alone: deconvolution with the groups
+    g = b.input(TensorType((2, 3, 3, 5), F32), "g")
+    w = b.param(TensorType((3, 1, 3, 3), F32), "w")
+    (dx,) = b.emit("deconvolution", [g, w], kernel=(3, 3), num_filter=3, num_group=3,
+                   stride=(2, 1), pad=(1, 1), adj=(0, 0), no_bias=True)
+    report = check(b.build([dx]), [_rand((2, 3, 3, 5), 3)], [_rand((3, 1, 3, 3), 4)],
+                   atol=1e-4, expect_kinds=("deconv[depthwise]",))
+    _no_fallback(report)
+
+
 def test_fused_convolution_epilogues_forward_and_backward():
     """A conv-relu-conv net's forward+backward through the fuse pass: out_ewise groups with
     convolution and deconvolution masters run as GEMM + epilogue kernels."""
