@@ -77,6 +77,15 @@ def cast_source(sim: bool) -> str:
     return _module(lines, ConstPool(), ["x", "o"], sim)
 
 
+def add_n_source(n: int, sim: bool) -> str:
+    """``kernel(x0.., o)``: ``o[i] = ((x0[i] + x1[i]) + ...)`` left to right, as the
+    reference's running ``np.add``."""
+    total = " + ".join(f"x{j}[i]" for j in range(n))
+    lines = ["    for i in range(cuda.grid(1), o.shape[0], cuda.gridsize(1)):",
+             f"        o[i] = {total}"]
+    return _module(lines, ConstPool(), [*(f"x{j}" for j in range(n)), "o"], sim)
+
+
 _KEYS = {"slice": lambda s, o, at, ts: _slice_key(len(s), at, ts),
          "slice_axis": _slice_axis_key, "slice_like": _slice_like_key}
 _FIX = {"clip": "k = min(max(k, 0), A - 1)", "wrap": "k = k % A"}
@@ -120,7 +129,22 @@ class LayoutSteps:
             return self._inactive_dropout(node)
         if name in _KEYS or name in ("getitem", "getitem_backward"):
             return self._slice(node)
+        if name == "add_n":
+            return self._add_n(node)
         return False
+
+    def _add_n(self, node: Node) -> bool:
+        y = node.outputs[0]
+        if not all(v.type.known and v.type.shape == y.type.shape and v.type.dtype ==
+                   y.type.dtype for v in node.inputs) or y.type.dtype not in _NUMERIC:
+            return False
+        self._buf(y)
+        if y.type.size:
+            args = [self._flat(v) for v in (*node.inputs, y)]
+            self.b.emit(f"{self._launch(add_n_source(len(node.inputs), self.sim), y.type.size)}"
+                        f"({', '.join(args)})")
+        self.report["add_n"] += 1
+        return True
 
     def _slice(self, node: Node) -> bool:
         """slice / slice_axis / slice_like / getitem (slices and integers) as one strided

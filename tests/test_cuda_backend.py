@@ -276,14 +276,15 @@ def test_transpose_swapaxes_and_concat(dtype):
     (s,) = b.emit("swapaxes", [x], dim1=0, dim2=2)
     (c,) = b.emit("concat", [x, z, x], dim=1)
     (c0,) = b.emit("concat", [x, x], dim=0)
+    (a,) = b.emit("add_n", [x, x, x])
     if dtype == "float32":  # outside training: a copy (and its mask of ones)
         x = b.emit("dropout", [x], p=0.5, is_train=False)[0]
     (f,) = b.emit("cast", [x], dtype="float32" if dtype == "int64" else "int32")
     (i,) = b.emit("cast", [f], dtype="int64")
     data = (_rand((2, 3, 4)) * 10).astype(dtype)
-    report = check(b.build([t, r, s, c, c0, f, i]),
+    report = check(b.build([t, r, s, c, c0, f, i, a]),
                    [data, (_rand((2, 1, 4), 1) * 10).astype(dtype)],
-                   expect_kinds=("transpose", "concat", "cast"))
+                   expect_kinds=("transpose", "concat", "cast", "add_n"))
     _no_fallback(report)
 
 
