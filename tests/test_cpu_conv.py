@@ -181,3 +181,42 @@ def test_outputs_run_twice_and_the_scratch_is_shared():
     want = reference.run_graph(graph, ins, ps)[0]
     np.testing.assert_allclose(a, want, rtol=1e-4, atol=1e-4)
     assert fn.report.get("conv") == 2
+
+
+def test_hybridized_conv_bn_relu_blocks_fold_and_match_eager(monkeypatch, capsys):
+    """Inference of a depthwise + pointwise block and a residual block through hybridize():
+    BatchNorm folds into the convolutions' epilogues, nothing falls back, results equal
+    eager mode's."""
+    import ember as mx
+    from ember import nd
+    from ember.gluon import nn
+
+    class Block(nn.HybridBlock):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.dw = nn.Conv2D(4, 3, padding=1, groups=4, in_channels=4, use_bias=False)
+            self.bn1 = nn.BatchNorm(in_channels=4)
+            self.pw = nn.Conv2D(4, 1, in_channels=4, use_bias=False)
+            self.bn2 = nn.BatchNorm(in_channels=4)
+
+        def hybrid_forward(self, F, x):
+            y = F.relu(self.bn1(self.dw(x)))
+            return F.relu(self.bn2(self.pw(y)) + x)
+
+    monkeypatch.setenv("EMBER_DEBUG_BACKEND", "1")
+    net = Block()
+    net.initialize(mx.init.Xavier())
+    rng = np.random.default_rng(0)
+    for p in net.collect_params().values():   # statistics that are not 0 and 1
+        if p.name.endswith(("running_var", "gamma")):
+            p.set_data(nd.array(rng.uniform(0.5, 2.0, p.shape)))
+        elif p.name.endswith(("running_mean", "beta")):
+            p.set_data(nd.array(rng.standard_normal(p.shape)))
+    x = nd.array(rng.standard_normal((2, 4, 7, 6)).astype(np.float32))
+    want = net(x).asnumpy()
+    net.hybridize()
+    got = net(x).asnumpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    report = capsys.readouterr().err
+    assert "conv+epilogue=2" in report, report
+    assert "fallback" not in report and "batch_norm" not in report, report
