@@ -1,9 +1,12 @@
-"""Convolution steps of the CPU backend: forward, data gradient, weight gradient (2-D NCHW).
+"""Convolution steps of the CPU backend: forward, data gradient, weight gradient (1-D and 2-D,
+channels first).
 
 A mixin of ``cpu._Program`` (as ``cpu_steps.OpSteps``). ``_conv`` takes a node, or a fused
 group whose master is ``convolution``/``deconvolution`` with an elementwise epilogue, and
-emits one step; it declines (False) what it does not cover: 1-D/3-D kernels, other layouts,
-mixed or integer dtypes, a weight gradient with an epilogue, empty shapes. All three
+emits one step; it declines (False) what it does not cover, which keeps the op's NumPy
+kernel: 3-D kernels, channels-last layouts, mixed or integer dtypes, negative padding, a
+weight gradient with an epilogue, empty shapes. A 1-D convolution runs as the 2-D one of
+height 1. All three
 directions are one convolution geometry: the *image* (N, C, H, W), the *output*
 (N, F, OH, OW) and the weight (F, C/G, kh, kw); ``deconvolution(x, w)`` is the data gradient
 of the convolution whose output is ``x`` (its own use as a transposed convolution too).
@@ -92,9 +95,11 @@ class Geo:
 
 
 def geometry(node: Node) -> Geo | None:
-    """The geometry of a 2-D NCHW conv-family node with known shapes, or None."""
+    """The geometry of a 1-D or 2-D channels-first conv-family node with known shapes, or
+    None. A 1-D convolution is the 2-D one of height 1 (NCW viewed as NC1W)."""
     at = node.attr_dict
-    if len(at["kernel"]) != 2 or at.get("layout") not in (None, "NCHW"):
+    nsp = len(at["kernel"])
+    if nsp not in (1, 2) or at.get("layout") not in (None, "NCW", "NCHW"):
         return None
     name = node.op.name
     if name == "deconvolution":
@@ -103,13 +108,16 @@ def geometry(node: Node) -> Geo | None:
         if any(v is None for v in p):
             return None
     else:
-        k, s, d, p = _geom(at, 2)
+        k, s, d, p = _geom(at, nsp)
         if name == "convolution":
             img, x = node.inputs[0].type.shape, node.outputs[0].type.shape
         else:
             x, img = node.inputs[0].type.shape, node.inputs[1].type.shape
-    if len(img) != 4 or len(x) != 4:
+    if len(img) != nsp + 2 or len(x) != nsp + 2:
         return None
+    if nsp == 1:   # height 1
+        img, x = img[:2] + (1,) + img[2:], x[:2] + (1,) + x[2:]
+        k, s, d, p = (1, *k), (1, *s), (1, *d), (0, *p)
     geo = Geo(img[0], img[1], img[2], img[3], x[1], x[2], x[3], tuple(k), tuple(s),
               tuple(d), tuple(p), at["num_group"])
     if 0 in (geo.n, geo.c, geo.h, geo.w, geo.f, geo.oh, geo.ow) or geo.c % geo.g \
@@ -154,7 +162,7 @@ class ConvSteps:
         made = {id(o) for n in epilogue for o in n.outputs}
         if any(id(v) in made for v in master.inputs):
             return False
-        view = (shape[0], shape[1], shape[2] * shape[3])
+        view = (shape[0], shape[1], math.prod(shape[2:]))
         flags, reshapes = [], []
         for v in leaves:
             fl = _leaf_flags(v.type.shape, shape)
@@ -213,15 +221,15 @@ class ConvSteps:
 
 
 def _leaf_flags(s: tuple, out: tuple) -> tuple | None:
-    """Broadcast flags of an epilogue input of shape ``s`` over the (N, C, H*W) view of
+    """Broadcast flags of an epilogue input of shape ``s`` over the (N, C, spatial) view of
     ``out``, or None when it broadcasts along only part of the spatial dims."""
-    if len(s) > 4:
+    if len(s) > len(out):
         return None
-    s = (1,) * (4 - len(s)) + tuple(s)
+    s = (1,) * (len(out) - len(s)) + tuple(s)
     if s[2:] == out[2:]:
         fm = False
-    elif s[2:] == (1, 1):
-        fm = out[2] * out[3] != 1
+    elif all(v == 1 for v in s[2:]):
+        fm = math.prod(out[2:]) != 1
     else:
         return None
     return (s[0] == 1 and out[0] != 1, s[1] == 1 and out[1] != 1, fm)

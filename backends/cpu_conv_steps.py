@@ -83,10 +83,10 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
         bias = rest[0] if has_bias else None
         rest = rest[1:] if has_bias else rest
         leaves, y, extra = rest[:n_leaves], rest[n_leaves], rest[n_leaves + 1:]
-        x = np.ascontiguousarray(x)
+        x = np.ascontiguousarray(x).reshape(geo.n, geo.c, geo.h, geo.w)
         y3 = y.reshape(geo.n, f, m)
         if direct:
-            im2col(x, np.ascontiguousarray(w), *gargs, y)
+            im2col(x, np.ascontiguousarray(w), *gargs, y.reshape(geo.n, f, geo.oh, geo.ow))
             if post:
                 _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, 0, geo.n)
             return
@@ -145,8 +145,9 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
         bias = rest[0] if has_bias else None
         rest = rest[1:] if has_bias else rest
         leaves, dx, extra = rest[:n_leaves], rest[n_leaves], rest[n_leaves + 1:]
-        gy = np.ascontiguousarray(gy)
+        gy = np.ascontiguousarray(gy).reshape(geo.n, f, geo.oh, geo.ow)
         dx3 = dx.reshape(geo.n, geo.c, hw)
+        dx = dx.reshape(geo.n, geo.c, geo.h, geo.w)
         if direct:
             col2im(gy, np.ascontiguousarray(w), *gargs, dx)
             if epi is not None:
@@ -186,7 +187,8 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
     gargs = geo.args()
 
     def step(gy, x, dw):
-        gy, x = np.ascontiguousarray(gy), np.ascontiguousarray(x)
+        gy = np.ascontiguousarray(gy).reshape(geo.n, f, geo.oh, geo.ow)
+        x = np.ascontiguousarray(x).reshape(geo.n, geo.c, geo.h, geo.w)
         if direct:
             im2col(gy, x, *gargs, dw)
             return

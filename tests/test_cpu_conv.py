@@ -220,3 +220,18 @@ def test_hybridized_conv_bn_relu_blocks_fold_and_match_eager(monkeypatch, capsys
     report = capsys.readouterr().err
     assert "conv+epilogue=2" in report, report
     assert "fallback" not in report and "batch_norm" not in report, report
+
+
+def test_one_dimensional_convolutions_run_as_height_one():
+    for g, c, f, k, s, p, d in ((1, 3, 4, 3, 1, 1, 1), (2, 4, 2, 2, 2, 0, 2),
+                                (3, 3, 6, 3, 2, 2, 1)):
+        cfg = dict(n=3, c=c, f=f, g=g, hw=(9,), k=(k,), s=(s,), p=(p,), d=(d,), bias=True,
+                   epi="residual")
+        graph, _, _ = _conv_graph(cfg)
+        joint = run_pipeline(graph, grad=True, head_grads="ones")
+        inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
+        params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
+        with _chunk_bytes(2 * c * k * 9 * 4):
+            rep = _compare(joint, inputs, params)
+        assert rep.get("conv_wgrad") == 1 and rep.get("conv") == 1, rep
+        assert rep.get("conv_dgrad", 0) + rep.get("conv_dgrad+epilogue", 0) == 1, rep
