@@ -38,6 +38,7 @@ class _Step:
     """One compiled signature of a function that may update parameters and states."""
 
     def __init__(self, fn, args, training: bool, backend: str, name: str):
+        from ember import compile_cache
         from ember import symbol as sym
         from ember.gluon.cached_op import (
             FORWARD_PASSES,
@@ -49,7 +50,6 @@ class _Step:
         )
         from ember.gluon.parameter import _BY_VALUE
         from ember.ir.graph import Graph, topo_nodes
-        from ember.passes import run_pipeline
         from ember.runtime.executable import Executable
         from ember.trace_state import TraceState
         from ember.util import np_shape
@@ -88,8 +88,10 @@ class _Step:
             leaves.append(v)
         self.updates, self.reads, self.rescales = state.updates, state.reads, state.rescales
         graph = Graph(name, [s._value for s in ins], leaves, nodes, out_values)
-        self.graph = run_pipeline(graph, FORWARD_PASSES + LOWERING_PASSES)
+        before = compile_cache.new_kernels()
+        self.graph = compile_cache.optimize(graph, FORWARD_PASSES + LOWERING_PASSES, backend)
         self.exe = Executable(self.graph, backend)
+        compile_cache.announce(name, before, [self.exe])
 
     def advance(self) -> bool:
         """Do the optimizers' bookkeeping of one more step (``rescale_grad``, update
