@@ -164,3 +164,21 @@ def test_identical_layers_share_their_kernels(tmp_path, monkeypatch):
     monkeypatch.setattr(cpu_steps, "_KERNELS", {})
     widening = _stack_kernels(tmp_path / "w8", monkeypatch, 8, widen=2)
     assert 0 < deep == shallow == widening  # kernel sources do not embed shapes
+
+
+def test_a_compiled_function_is_cached_too(tmp_path, monkeypatch):
+    import ember
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
+    net = nn.Dense(3, in_units=4)
+    net.initialize()
+
+    def twice(x):
+        return net(x) * 2
+
+    x = nd.array(np.arange(8, dtype=np.float32).reshape(2, 4))
+    first = ember.compile(twice)(x).asnumpy()
+    before = dict(pc.STATS)
+    again = ember.compile(twice)(x).asnumpy()   # a new compiled function: traced again
+    assert pc.STATS["hit"] == before.get("hit", 0) + 1
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first, 2 * net(x).asnumpy(), rtol=1e-6)
