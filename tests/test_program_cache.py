@@ -166,19 +166,46 @@ def test_identical_layers_share_their_kernels(tmp_path, monkeypatch):
     assert 0 < deep == shallow == widening  # kernel sources do not embed shapes
 
 
-def test_a_compiled_function_is_cached_too(tmp_path, monkeypatch):
-    import ember
-    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
-    net = nn.Dense(3, in_units=4)
-    net.initialize()
+STEP = """
+import json
+import numpy as np
+import ember
+import ember.passes
+from ember import autograd, gluon, nd
+from ember.gluon import nn
+from ember.runtime import program_cache
 
-    def twice(x):
-        return net(x) * 2
+runs = []
+real = ember.passes.run_pipeline
+ember.passes.run_pipeline = lambda g, *a, **k: runs.append(g.name) or real(g, *a, **k)
+net = nn.Dense(3, in_units=4)
+net.initialize(ember.init.Constant(0.1))
+trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
 
-    x = nd.array(np.arange(8, dtype=np.float32).reshape(2, 4))
-    first = ember.compile(twice)(x).asnumpy()
-    before = dict(pc.STATS)
-    again = ember.compile(twice)(x).asnumpy()   # a new compiled function: traced again
-    assert pc.STATS["hit"] == before.get("hit", 0) + 1
-    np.testing.assert_array_equal(first, again)
-    np.testing.assert_allclose(first, 2 * net(x).asnumpy(), rtol=1e-6)
+@ember.compile
+def step(x):
+    with autograd.record():
+        loss = (net(x) ** 2).sum()
+    loss.backward()
+    trainer.step(2)
+    return loss
+
+x = nd.array(np.arange(8, dtype=np.float32).reshape(2, 4))
+loss = float(step(x).asnumpy().sum())
+print(json.dumps({"loss": loss, "w": float(net.weight.data().asnumpy().sum()),
+                  "passes": len(runs), "stats": dict(program_cache.STATS)}))
+"""
+
+
+def test_a_compiled_training_step_is_cached_too(tmp_path):
+    env = dict(os.environ, EMBER_CACHE_DIR=str(tmp_path))
+    out = []
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", STEP], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    cold, warm = out
+    assert cold["passes"] > 0 and cold["stats"] == {"miss": 1, "stored": 1}
+    assert warm["passes"] == 0 and warm["stats"] == {"hit": 1}
+    assert warm["loss"] == cold["loss"] and warm["w"] == cold["w"]
