@@ -42,6 +42,7 @@ from numba.core.dispatcher import Dispatcher
 from .cache import default_cache
 from .numba_seal import MODULE_PREFIX
 
+JOB_TIMEOUT_S = 600  # a worker still compiling one kernel after this is killed
 MIN_KERNELS = 6  # below this, starting the workers (an import of ember each) costs more
 STATS: Counter = Counter()   # "jobs", "compiled", "failed", "workers"
 _SCALARS = {"int64", "int32", "uint64", "uint32", "float64", "float32", "boolean", "bool"}
@@ -172,8 +173,10 @@ def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
 
 
 def _jobs(calls: Sequence[tuple[Dispatcher, tuple]]) -> list[dict]:
+    """One job per kernel function, with all its signatures: two workers saving into one
+    numba index at once would lose one of the entries."""
     cache = default_cache()
-    jobs = []
+    jobs: dict[int, dict] = {}
     for fn, sig in calls:
         source = cache.sources.get(fn.py_func.__module__)
         specs = [type_spec(t) for t in sig]
@@ -182,9 +185,11 @@ def _jobs(calls: Sequence[tuple[Dispatcher, tuple]]) -> list[dict]:
         if cache._compiled(Path(fn.py_func.__globals__.get("__file__", ""))):
             continue  # some process compiled it: numba loads it (or compiles another
                       # signature) at the first call, faster than a worker starts
-        jobs.append({"source": source, "backend": cache.backend_of(fn.py_func.__module__),
-                     "func": fn.py_func.__name__, "sig": specs})
-    return jobs
+        job = jobs.setdefault(id(fn), {
+            "source": source, "backend": cache.backend_of(fn.py_func.__module__),
+            "func": fn.py_func.__name__, "sigs": []})
+        job["sigs"].append(specs)
+    return list(jobs.values())
 
 
 def _worker(directory: str) -> subprocess.Popen:
@@ -236,9 +241,14 @@ def precompile(programs: Sequence) -> int:
                     job = todo.get_nowait()
                 except queue.Empty:
                     break
-                proc.stdin.write(json.dumps(job) + "\n")
-                proc.stdin.flush()
-                reply = proc.stdout.readline()
+                watchdog = threading.Timer(JOB_TIMEOUT_S, proc.kill)  # a hung worker
+                watchdog.start()
+                try:
+                    proc.stdin.write(json.dumps(job) + "\n")
+                    proc.stdin.flush()
+                    reply = proc.stdout.readline()
+                finally:
+                    watchdog.cancel()
                 ok = reply.strip() == "ok"
                 with lock:
                     done["compiled" if ok else "failed"] += 1
