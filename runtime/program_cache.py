@@ -34,6 +34,7 @@ from pathlib import Path
 
 import llvmlite.binding as llvm
 import numba
+import numpy as np
 
 from ember.ir.graph import Graph
 from ember.ir.printer import parse_graph, print_graph
@@ -44,7 +45,8 @@ from .numba_seal import unsafe_reason
 
 _MAGIC = "# ember-program sha256="
 _FORMAT = "1"
-# "hit", "miss", "stored", "discarded" (damaged entries deleted), "unusable" (no cache dir)
+# "hit", "miss", "stored", "discarded" (damaged entries deleted), "unusable" (no cache dir),
+# "uncacheable" (a graph whose text does not say everything about it: see cacheable)
 STATS: Counter = Counter()
 _FINGERPRINTS: dict[tuple, str] = {}
 _LOCK = threading.Lock()
@@ -91,6 +93,29 @@ def key(graph_text: str, request: str, backend: str, code: str) -> str:
                  llvm.get_host_cpu_name(), code):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:32]
+
+
+def _plain_value(v) -> bool:
+    if v is None or isinstance(v, bool | int | float | str | np.generic):
+        return True
+    if isinstance(v, tuple | list):
+        return all(_plain_value(x) for x in v)
+    if isinstance(v, dict):
+        return all(_plain_value(k) and _plain_value(x) for k, x in v.items())
+    return False
+
+
+def cacheable(graph: Graph) -> bool:
+    """Whether ``graph``'s text says all there is to it: every attribute a plain literal.
+    (An array or object attribute prints as a summary or an address: two different graphs
+    could share a key.)"""
+    for node in graph.nodes:
+        if not all(_plain_value(v) for _, v in node.attrs or ()):
+            return False
+        body = getattr(node, "body", None)
+        if body is not None and not cacheable(body):
+            return False
+    return True
 
 
 def _read(path: Path) -> str | None:
@@ -172,8 +197,8 @@ def cached(graph: Graph, request: str, backend: str, code: Iterable[str | os.Pat
         graphs, extra = build()
         return list(graphs), extra
     where = directory()
-    if where is None:
-        STATS["unusable"] += 1
+    if where is None or not cacheable(graph):
+        STATS["unusable" if where is None else "uncacheable"] += 1
         graphs, extra = build()
         return list(graphs), extra
     path = where / f"program_{key(print_graph(graph), request, backend, code_fingerprint(code))}.ir"

@@ -209,3 +209,22 @@ def test_a_compiled_training_step_is_cached_too(tmp_path):
     assert cold["passes"] > 0 and cold["stats"] == {"miss": 1, "stored": 1}
     assert warm["passes"] == 0 and warm["stats"] == {"hit": 1}
     assert warm["loss"] == cold["loss"] and warm["w"] == cold["w"]
+
+
+def test_a_graph_with_an_object_attribute_is_not_cached(tmp_path, monkeypatch):
+    from ember.ir.graph import GraphBuilder
+    from ember.ir.types import TensorType
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
+    b = GraphBuilder("g")
+    x = b.input(TensorType((2, 3), "float32"), "x")
+    (y,) = b.emit("relu", [x])
+    plain = b.build([y])
+    assert pc.cacheable(plain)
+    node = plain.nodes[0]
+    node.attrs = (("table", np.arange(2000.0)),)   # prints as a summary: "[0. 1. ... 1999.]"
+    assert not pc.cacheable(plain)
+    before = dict(pc.STATS)
+    built = []
+    graphs, _ = pc.cached(plain, "test", "cpu", [], lambda: (built.append(1) or [plain], {}))
+    assert built and graphs[0] is plain and not list(tmp_path.glob("program_*.ir"))
+    assert pc.STATS["uncacheable"] == before.get("uncacheable", 0) + 1
