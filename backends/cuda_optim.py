@@ -7,7 +7,10 @@ reference kernels' formulas and float order (MXNet 1.9.1 ``optimizer_op-inl.h``)
 rounded to the weight's dtype as NumPy's weak Python scalars are, no fastmath. Branches on
 attributes (clipping, weight decay) are decided when the source is generated; the scalar
 values are kernel arguments, so a new learning rate compiles nothing. ``multi_*`` ops launch
-the single-weight kernel once per weight.
+the single-weight kernel once per weight. An op whose learning rate is its ``hyper`` input
+(a compiled training step feeds it per run) reads it from that float64 device array in the
+kernel's prologue and derives ``lr * rescale``, ``1 - lr * wd``... there in float64, as the
+host does, so a CUDA-graph replay picks up each step's rate.
 """
 from __future__ import annotations
 
@@ -28,9 +31,10 @@ def _step(clip: bool) -> list[str]:
     return ["        s = g[i] * lr_rescale"]
 
 
-def _source(op: str, clip: bool, wd: bool, clip_w: bool = False, sim: bool = False
-            ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """(source, array args, scalar args) of the kernel of ``op`` for these branches."""
+def _source(op: str, clip: bool, wd: bool, clip_w: bool = False, sim: bool = False,
+            fed: str | None = None) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(source, array args, scalar args) of the kernel of ``op`` for these branches; with
+    ``fed`` (the weight's dtype) the learning rate comes from a last array ``hy``."""
     if op == "sgd":
         arrays, scalars = ("w", "g", "out"), ("rescale", "c", "lr", "lr_rescale", "decay")
         body = _step(clip) + [f"        out[i] = {'w[i] * decay' if wd else 'w[i]'} - s"]
@@ -73,9 +77,28 @@ def _source(op: str, clip: bool, wd: bool, clip_w: bool = False, sim: bool = Fal
         body.append("        out[i] = r")
     else:
         raise KeyError(op)
-    src = _HEAD + decorator(sim) + f"def kernel({', '.join(arrays + scalars)}):\n" + _LOOP
+    head = []
+    if fed:  # the learning rate from the op's hyper input: derived scalars as on the host
+        arrays += ("hy",)
+        scalars, head = _fed_scalars(scalars, fed)
+    src = _HEAD + decorator(sim) + f"def kernel({', '.join(arrays + scalars)}):\n"
+    src += "".join(h + "\n" for h in head) + _LOOP
     src += "\n".join(body)
     return src + "\n", arrays, scalars
+
+
+# scalars that depend on the learning rate, computed in float64 as the host does, from the
+# float64 ``lr64`` read off the hyper input and float64 ``rescale64``/``wd64`` arguments
+_FROM_LR = {"lr": "lr64", "lr_rescale": "lr64 * rescale64", "decay": "1.0 - lr64 * wd64",
+            "lr_wd": "lr64 * wd64"}
+
+
+def _fed_scalars(scalars: tuple, dtype: str) -> tuple[tuple[str, ...], list[str]]:
+    """(kernel scalar arguments, prologue lines) when the learning rate is fed at run time."""
+    kept = tuple(k for k in scalars if k not in _FROM_LR) + ("rescale64", "wd64")
+    head = ["    lr64 = hy[0]"]
+    head += [f"    {k} = np.{dtype}({_FROM_LR[k]})" for k in scalars if k in _FROM_LR]
+    return kept, head
 
 
 _SINGLE = {"sgd_update": ("sgd", 2), "sgd_mom_update": ("sgd_mom", 3),
@@ -107,10 +130,11 @@ def update_calls(op_name: str, at: dict, dtype: str, sizes: list[int], stream, s
     """``[(launch, n_arrays, scalars)]``, one per weight of an update op: ``launch(*arrays,
     *scalars)`` with the group's arrays (weight, grad, states..., out) as 1-D views; None when
     the op has no kernel here."""
-    if op_name in _SINGLE:
+    fed = at.get("hyper", ())
+    if op_name in _SINGLE and fed in ((), ("lr",)):
         op, stride = _SINGLE[op_name]
         groups = [(at["lr"], at["wd"])]
-    elif op_name in _MULTI:
+    elif op_name in _MULTI and not fed:
         op, stride = _MULTI[op_name]
         groups = list(zip(at["lrs"], at["wds"]))
     else:
@@ -118,9 +142,11 @@ def update_calls(op_name: str, at: dict, dtype: str, sizes: list[int], stream, s
     calls = []
     for (lr, wd), n in zip(groups, sizes):
         sc = _scalars(op, at, lr, wd, dtype)
-        decays = sc.get("decay", 1.0) != 1.0 if op == "sgd" else wd != 0
+        sc.update(rescale64=np.float64(at["rescale_grad"]), wd64=np.float64(wd))
+        decays = (sc.get("decay", 1.0) != 1.0 if op == "sgd" and not fed else wd != 0)
         src, arrays, names = _source(op, at["clip_gradient"] >= 0, bool(decays),
-                                     at.get("clip_weights", -1.0) >= 0, sim)
+                                     at.get("clip_weights", -1.0) >= 0, sim,
+                                     np.dtype(dtype).name if fed else None)
         blocks, threads = launch_dims(n, sim)
         launch = kernel(src)[blocks, threads, stream]
         calls.append((launch, stride, tuple(sc[k] for k in names)))

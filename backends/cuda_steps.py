@@ -211,20 +211,23 @@ class CudaSteps:
     def _update(self, node: Node) -> bool:
         """An optimizer update: one kernel per weight updating its states in place."""
         at, n_out = node.attr_dict, len(node.outputs)
+        ins, fed = node.inputs, ()  # the per-step scalars' input, read by the kernels
+        if at.get("hyper"):
+            ins, fed = ins[:-1], (ins[-1],)
         if not float_known([*node.inputs, *node.outputs]):
             return False
-        dtypes = {v.type.dtype for v in (*node.inputs, *node.outputs)}
+        dtypes = {v.type.dtype for v in (*ins, *node.outputs)}
         if len(dtypes) != 1:
             return False
-        stride = len(node.inputs) // n_out
+        stride = len(ins) // n_out
         sizes = [node.outputs[k].type.size for k in range(n_out)]
         calls = update_calls(node.op.name, at, dtypes.pop(), sizes, self.stream, self.sim)
         if calls is None:
             return False
         for k, (launch, _, scalars) in enumerate(calls):
-            group = node.inputs[k * stride:(k + 1) * stride]
+            group = ins[k * stride:(k + 1) * stride]
             self._buf(node.outputs[k])
-            arrays = [self._flat(v) for v in (*group, node.outputs[k])]
+            arrays = [self._flat(v) for v in (*group, node.outputs[k], *fed)]
             if sizes[k]:
                 sc = [self.b.constant(s, "c") for s in scalars]
                 self.b.emit(f"{self.b.constant(launch, 'k')}({', '.join(arrays + sc)})")

@@ -8,14 +8,18 @@ are traced too, and the compiled graph updates parameters and optimizer states i
 when it runs. Inside ``autograd.record()`` a compiled function of arrays is one tape entry
 whose backward is the compiled backward graph, exactly like a hybridized block.
 
-Python-side optimizer state is baked into the graph when the step is traced: the learning
-rate (after the ``lr_scheduler``), weight decay, hyperparameters and, for Adam-like
-optimizers, the step count. Before each run a compiled step does the optimizer's
-bookkeeping as ``trainer.step`` would (it counts the updates, then reads the values at the
-new count, exactly when an eager update reads them); where they differ from what the graph
-baked in, the count is undone and the step traced again (so a schedule that changes the
-rate at every update, or an optimizer that reads its step count, traces every step: the
-update ops take these values as attributes, not as tensors).
+The per-step scalars of the optimizers on update ops (SGD, NAG, Signum, Adam, AdamW, FTML,
+LAMB, RMSProp, Ftrl) are run-time inputs of the graph: the learning rate after the
+``lr_scheduler`` and ``lr_mult``, Adam's bias-corrected rate, the step count. Each update op
+reads them from a small float64 array (its ``hyper`` input) that the compiled step refills
+before every run with the values an eager ``trainer.step`` would compute (it replays the
+update counts, then calls the same functions, at the same point of the counting). The rest
+is baked in when the step is traced: weight decay, ``rescale_grad``, the other
+hyperparameters (and the learning rate and step count of the optimizers written with
+plain array arithmetic: Adamax, Nadam, AdaGrad, SGLD, DCASGD). Before each run the step
+compares those with what the graph baked in; where they differ, the count is undone and
+the step traced again. So a schedule that changes the rate at every update, or Adam's
+step count, runs one program; a new weight decay or momentum traces a new one.
 
 The compiled signatures are kept in a :class:`SignatureCache` (at most
 ``$EMBER_MAX_VARIANTS``, least recently used dropped). Signatures that differ only in the
@@ -32,6 +36,15 @@ from ember import autograd
 from ember.base import MXNetError
 from ember.gluon.cached_op import SignatureCache
 from ember.ndarray.ndarray import NDArray
+
+
+def _fill(arr: NDArray, values: list) -> None:
+    """Write a step's scalars into the array an update op reads them from (its buffer is
+    bound to the compiled program, so in place)."""
+    if type(arr._data) is np.ndarray:
+        arr._data[...] = values
+    else:  # on a GPU: one host-to-device copy into the same device buffer
+        arr._data.copy_to_device(np.asarray(values, dtype=arr._data.dtype))
 
 
 class _Step:
@@ -87,6 +100,7 @@ class _Step:
                                  "neither an argument, a parameter nor an array it captured")
             leaves.append(v)
         self.updates, self.reads, self.rescales = state.updates, state.reads, state.rescales
+        self.feeds = state.feeds
         graph = Graph(name, [s._value for s in ins], leaves, nodes, out_values)
         before = compile_cache.new_kernels()
         self.graph = compile_cache.optimize(graph, FORWARD_PASSES + LOWERING_PASSES, backend)
@@ -95,19 +109,28 @@ class _Step:
 
     def advance(self) -> bool:
         """Do the optimizers' bookkeeping of one more step (``rescale_grad``, update
-        counts), as the traced ``trainer.step`` did; True if every update then reads what
-        the graph baked in, else undo it (False: the step must be traced again)."""
+        counts), as the traced ``trainer.step`` did, and refill the per-step scalars the
+        updates read as inputs (learning rates, step counts: each computed at the same
+        point of the counting as in the traced step); True if every update then reads
+        the same structural values as the graph baked in, else undo it (False: the step
+        must be traced again)."""
         if not self.updates:
             return True
         saved = [(opt, dict(opt._index_update_count), opt.num_update, opt.rescale_grad)
                  for opt, _ in self.rescales]
         for opt, rescale in self.rescales:
             opt.rescale_grad = rescale
-        reads = []
-        for opt, indices in self.updates:
-            opt._count(indices)
-            reads.append(opt._traced_reads(indices))
+        reads, fed, f = [], [], 0
+        for k, (opt, indices) in enumerate([(None, None), *self.updates]):
+            if k:
+                opt._count(indices)
+                reads.append(opt._traced_reads(indices))
+            while f < len(self.feeds) and self.feeds[f][0] == k:
+                fed.append(self.feeds[f][1]())
+                f += 1
         if reads == self.reads:
+            for (_, _, arr), values in zip(self.feeds, fed):
+                _fill(arr, values)
             return True
         for opt, counts, num_update, rescale in saved:
             opt._index_update_count.clear()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from ember.base import MXNetError
 
 _local = threading.local()
@@ -36,6 +38,7 @@ class TraceState:
         self.updates: list = []         # (optimizer, indices) counted by the traced step
         self.reads: list = []           # what each of those updates read once counted
         self.rescales: list = []        # (optimizer, rescale_grad the step set)
+        self.feeds: list = []           # (updates counted before, values fn, array): see feed
         self._prev = None
 
     def __enter__(self):
@@ -90,6 +93,19 @@ class TraceState:
             self.rescales.append((optimizer, optimizer.rescale_grad))
         self.updates.append((optimizer, index))
         self.reads.append(optimizer._traced_reads(index))
+
+    def feed(self, values_of, values: list):
+        """A float64 array holding ``values``, the per-step scalars of an update (learning
+        rate, step count) that the update op reads as an input: a compiled step refills it
+        with ``values_of()`` before each run, at the same point of its replayed update
+        counts, instead of tracing again. The op reading it captures it like a state."""
+        from ember import ndarray as nd
+        from ember.context import current_context
+        ctxs = [p.list_ctx()[0] for p in self.params.values() if p._data is not None]
+        arr = nd.array(np.array(values, dtype=np.float64), ctx=ctxs[0] if ctxs
+                       else current_context(), dtype=np.float64)
+        self.feeds.append((len(self.updates), values_of, arr))
+        return arr
 
     # ---- backward ----------------------------------------------------------------------------
     def backward(self, head, head_grad=None):

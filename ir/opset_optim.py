@@ -35,8 +35,14 @@ def _same_shape(name, types):
 
 def _rule(name, n_shaped=None, f32=(), out_dtype=None):
     """Rule of an update op: the first ``n_shaped`` inputs share the weight's shape, inputs
-    at ``f32`` are float32 (master copies, fp32 states), the output is the weight's type."""
+    at ``f32`` are float32 (master copies, fp32 states), the output is the weight's type.
+    The optional last input ``hyper`` (see :func:`_fed`) is a float vector of
+    ``len(hyper)`` values."""
     def infer(in_types, at):
+        if at.get("hyper"):
+            in_types = _check_hyper(name, in_types, at)
+            outs, refined = infer(in_types[:-1], {**at, "hyper": ()})
+            return outs, [*refined, in_types[-1]]
         k = len(in_types) if n_shaped is None else n_shaped
         shape = _same_shape(name, in_types[:k])
         refined = [t.with_shape(shape) if i < k and shape is not None else t
@@ -92,10 +98,45 @@ def _f32(x):
 _COMMON = {"wd": 0.0, "rescale_grad": 1.0, "clip_gradient": -1.0}
 
 
+# ---- per-step scalars as a run-time input ------------------------------------------------
+# An update op given ``hyper=("lr", ...)`` takes one more, last input: a float vector (float64
+# for exact values) whose entries replace those attributes when the op runs. A compiled
+# training step feeds the learning rate (after its scheduler) and the step count through it,
+# so that a new value is new data, not a new graph; the attributes named there are then
+# placeholders. Branches stay on the other attributes (clipping on, weight decay zero...).
+def _check_hyper(name, in_types, at):
+    t = in_types[-1]
+    n = len(at["hyper"])
+    if t.shape is not None and (len(t.shape) != 1 or t.shape[0] not in (None, n)) \
+            or t.dtype not in ("float32", "float64"):
+        fail(name, f"the hyper input must be a float32/float64 vector of {n} values "
+                   f"({', '.join(at['hyper'])})", in_types)
+    for k in at["hyper"]:
+        if k not in at or k == "hyper":
+            fail(name, f"hyper names {k!r}, which is not a scalar attribute", in_types)
+    return in_types
+
+
+def _fed(name, compute):
+    """``compute`` with the attributes named in ``hyper`` read from the last input."""
+    def run(ins, at):
+        names = at["hyper"]
+        if not names:
+            return compute(ins, at)
+        values = np.asarray(ins[-1])
+        if values.ndim != 1 or values.size != len(names) or values.dtype.kind != "f":
+            fail(name, f"the hyper input must be a float vector of {len(names)} values "
+                       f"({', '.join(names)}), got {values.dtype.name}{list(values.shape)}",
+                 [TensorType(np.shape(x), np.asarray(x).dtype.name) for x in ins])
+        return compute(ins[:-1], {**at, **dict(zip(names, values.tolist()))})
+    return run
+
+
 def _update(name, compute, inputs, attrs, mutates, n_shaped=None, f32=(), out_dtype=None,
             doc="", **kw):
-    defop(name, O, compute, _rule(name, n_shaped, f32, out_dtype), inputs=inputs, attrs=attrs,
-          mutates=mutates, doc=doc, **kw)
+    defop(name, O, _fed(name, compute), _rule(name, n_shaped, f32, out_dtype),
+          inputs=(*inputs, "hyper?"), attrs={**attrs, "hyper": ()}, mutates=mutates,
+          doc=doc + " (attributes named in hyper come from the last input)", **kw)
 
 
 # ---- SGD family --------------------------------------------------------------------------

@@ -238,8 +238,9 @@ def test_mlp_training_step_matches_reference_without_fallback(opt, kw):
     x, y = _rand((5, 6)), (np.arange(5) % 4).astype(np.float32)
     step(nd.array(x), nd.array(y))
     graph = step.graphs[0]
-    params = [_rand(v.type.shape, i) * 0.2 if "state" not in (v.name_hint or "")
-              else np.abs(_rand(v.type.shape, i)) * 0.01 for i, v in enumerate(graph.params)]
+    params = [(_rand(v.type.shape, i) * 0.2 if "state" not in (v.name_hint or "")
+               else np.abs(_rand(v.type.shape, i)) * 0.01).astype(v.type.dtype)
+              for i, v in enumerate(graph.params)]  # (the float64 learning-rate input too)
     inputs = [x, y.astype(graph.inputs[1].type.dtype)]
     report = check(graph, inputs, params, rtol=1e-4, atol=1e-5)
     _no_fallback(report)

@@ -38,14 +38,19 @@ class Adam(Optimizer):
 
     def update(self, index, weight, grad, state):
         self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
+        kw = {"wd": self._get_wd(index)}
+        lr = self._step_scalars(kw, lambda: {"lr": self._corrected_lr(index)})
+        mean, var = state
+        nd.adam_update(weight, grad, mean, var, *lr, out=weight, lazy_update=self.lazy_update,
+                       beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
+                       rescale_grad=self.rescale_grad, **kw, **self._clip_kw())
+
+    def _corrected_lr(self, index) -> float:
+        """The learning rate times the bias correction at this update's count."""
+        lr = self._get_lr(index)
         t = self._index_update_count[index]
         lr *= math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
-        mean, var = state
-        nd.adam_update(weight, grad, mean, var, out=weight, lazy_update=self.lazy_update,
-                       lr=lr, wd=wd, beta1=self.beta1, beta2=self.beta2,
-                       epsilon=self.epsilon, rescale_grad=self.rescale_grad,
-                       **self._clip_kw())
+        return lr
 
 
 @register
@@ -73,27 +78,33 @@ class AdamW(Optimizer):
         return (_zeros(weight), _zeros(weight))
 
     def _args(self, index):
+        """(keyword arguments, [hyper array] or []) of this update, counted."""
         self._update_count(index)
+        kw = {"wd": self._get_wd(index), "beta1": self.beta1, "beta2": self.beta2,
+              "epsilon": self.epsilon, **self._clip_kw()}
+        return kw, self._step_scalars(kw, lambda: self._rates(index))
+
+    def _rates(self, index) -> dict:
         t = self._index_update_count[index]
         coef = math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t) \
             if self.correct_bias else 1.0
-        return {"lr": coef, "eta": self._get_lr(index), "wd": self._get_wd(index),
-                "beta1": self.beta1, "beta2": self.beta2, "epsilon": self.epsilon,
-                **self._clip_kw()}
+        return {"lr": coef, "eta": self._get_lr(index)}
 
     def _scale(self, weight):
         return nd.array([self.rescale_grad], ctx=weight.context, dtype=np.float32)
 
     def update(self, index, weight, grad, state):
         mean, var = state
-        nd.adamw_update(weight, grad, mean, var, self._scale(weight), out=weight,
-                        **self._args(index))
+        kw, hyper = self._args(index)
+        nd.adamw_update(weight, grad, mean, var, self._scale(weight), *hyper, out=weight,
+                        **kw)
 
     def update_multi_precision(self, index, weight, grad, state):
         if self.multi_precision and weight.dtype == np.float16:
             master, (mean, var) = state
-            nd.mp_adamw_update(weight, grad, mean, var, master, self._scale(weight),
-                               out=weight, **self._args(index))
+            kw, hyper = self._args(index)
+            nd.mp_adamw_update(weight, grad, mean, var, master, self._scale(weight), *hyper,
+                               out=weight, **kw)
         else:
             self.update(index, weight, grad, state)
 
@@ -180,11 +191,13 @@ class FTML(Optimizer):
 
     def update(self, index, weight, grad, state):
         self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
+        kw = {"wd": self._get_wd(index)}
+        hyper = self._step_scalars(kw, lambda: {"lr": self._get_lr(index),
+                                                "t": self._index_update_count[index]})
         d, v, z = state
-        nd.ftml_update(weight, grad, d, v, z, out=weight, lr=lr, wd=wd, beta1=self.beta1,
+        nd.ftml_update(weight, grad, d, v, z, *hyper, out=weight, beta1=self.beta1,
                        beta2=self.beta2, epsilon=self.epsilon, rescale_grad=self.rescale_grad,
-                       t=self._index_update_count[index], **self._clip_kw("clip_grad"))
+                       **kw, **self._clip_kw("clip_grad"))
 
 
 @register
@@ -208,24 +221,25 @@ class LAMB(Optimizer):
 
     def _update_impl(self, index, weight, grad, state, multi_precision=False):
         self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
         kw = {"beta1": self.beta1, "beta2": self.beta2, "epsilon": self.epsilon,
               "bias_correction": self.bias_correction, "rescale_grad": self.rescale_grad,
-              "t": self._index_update_count[index], "wd": wd, **self._clip_kw()}
+              "wd": self._get_wd(index), **self._clip_kw()}
+        t = self._step_scalars(kw, lambda: {"t": self._index_update_count[index]})
         bounds = {}
         if self.lower_bound:
             bounds["lower_bound"] = self.lower_bound
         if self.upper_bound:
             bounds["upper_bound"] = self.upper_bound
+        lr = self._step_scalars(bounds, lambda: {"lr": self._get_lr(index)})
         if multi_precision:
             w32, (mean, var) = state
-            g = nd.mp_lamb_update_phase1(weight, grad, mean, var, w32, **kw)
-            nd.mp_lamb_update_phase2(weight, g, w32.norm(), g.norm(), w32, lr=lr, out=weight,
+            g = nd.mp_lamb_update_phase1(weight, grad, mean, var, w32, *t, **kw)
+            nd.mp_lamb_update_phase2(weight, g, w32.norm(), g.norm(), w32, *lr, out=weight,
                                      **bounds)
         else:
             mean, var = state
-            g = nd.lamb_update_phase1(weight, grad, mean, var, **kw)
-            nd.lamb_update_phase2(weight, g, weight.norm(), g.norm(), lr=lr, out=weight,
+            g = nd.lamb_update_phase1(weight, grad, mean, var, *t, **kw)
+            nd.lamb_update_phase2(weight, g, weight.norm(), g.norm(), *lr, out=weight,
                                   **bounds)
 
     def update(self, index, weight, grad, state):
@@ -236,7 +250,9 @@ class LAMB(Optimizer):
                           multi_precision=self.multi_precision and weight.dtype == np.float16)
 
 
-# their update reads the step count t (bias correction): a compiled training step must be
-# traced again for every step (see ember.compile)
+# their update reads the step count t (bias correction)...
 for _cls in (Adam, AdamW, Adamax, Nadam, FTML, LAMB):
     _cls.uses_step_count = True
+# ...which those on update ops take as an input instead (a compiled step feeds it)
+for _cls in (Adam, AdamW, FTML, LAMB):
+    _cls.feeds_step_scalars = True

@@ -29,6 +29,9 @@ class Optimizer:
     """Base class of all optimizers (see the module docstring for the lr/wd rules)."""
 
     uses_step_count = False  # whether an update reads the step count (Adam's t)
+    # whether every update passes its learning rate and step count through _step_scalars
+    # (so a compiled step feeds them per run instead of tracing again when they change)
+    feeds_step_scalars = False
 
     opt_registry: dict[str, type] = {}
 
@@ -161,11 +164,33 @@ class Optimizer:
         ``num_update``, ``lr_mult``) and weight decays, the update counts where the update
         reads them (Adam's t), and the other scalar hyperparameters. ``ember.compile``
         compares them step by step and traces again when they differ."""
+        wds = tuple(self._get_wds(indices))
+        if self.feeds_step_scalars:  # fed per run (_step_scalars): no retrace when they move
+            hyper = tuple((k, v) for k, v in vars(self).items()
+                          if type(v) in (int, float, bool) and k not in _REPLAYED + ("lr",))
+            return None, wds, None, hyper
         ts = tuple(self._index_update_count[i] for i in indices) \
             if self.uses_step_count else None
         hyper = tuple((k, v) for k, v in vars(self).items()
                       if type(v) in (int, float, bool) and k not in _REPLAYED)
-        return tuple(self._get_lrs(indices)), tuple(self._get_wds(indices)), ts, hyper
+        return tuple(self._get_lrs(indices)), wds, ts, hyper
+
+    def _step_scalars(self, kw: dict, values_of) -> list:
+        """Put an update's per-step scalars, ``values_of()`` (attribute -> value: the
+        learning rate, Adam's bias-corrected rate, the step count...; called once the update
+        is counted), into the op's keyword arguments ``kw``. Eagerly they are attributes and
+        nothing is returned. In a traced step they become the op's ``hyper`` input (returned
+        as ``[array]``, to pass after the op's other arrays), which a compiled step refills
+        with ``values_of()`` before every run: a new rate or step count runs the same graph.
+        The attributes it names keep a placeholder 0."""
+        from ember import trace_state
+        values = values_of()
+        trace = trace_state.current()
+        if trace is None:
+            kw.update(values)
+            return []
+        kw.update(dict.fromkeys(values, 0.0), hyper=tuple(values))
+        return [trace.feed(lambda: list(values_of().values()), list(values.values()))]
 
     def _mults(self, indices, base, attr, table):
         out = [base] * len(indices)

@@ -34,17 +34,18 @@ class RMSProp(Optimizer):
 
     def update(self, index, weight, grad, state):
         self._update_count(index)
-        kw = {"lr": self._get_lr(index), "wd": self._get_wd(index), "gamma1": self.gamma1,
+        kw = {"wd": self._get_wd(index), "gamma1": self.gamma1,
               "epsilon": self.epsilon, "rescale_grad": self.rescale_grad, **self._clip_kw()}
+        lr = self._step_scalars(kw, lambda: {"lr": self._get_lr(index)})
         if self.clip_weights:
             kw["clip_weights"] = self.clip_weights
         if self.centered:
             n, g, delta = state
-            nd.rmspropalex_update(weight, grad, n, g, delta, out=weight, gamma2=self.gamma2,
-                                  **kw)
+            nd.rmspropalex_update(weight, grad, n, g, delta, *lr, out=weight,
+                                  gamma2=self.gamma2, **kw)
         else:
             (n,) = state
-            nd.rmsprop_update(weight, grad, n, out=weight, **kw)
+            nd.rmsprop_update(weight, grad, n, *lr, out=weight, **kw)
 
 
 @register
@@ -116,10 +117,15 @@ class Ftrl(Optimizer):
 
     def update(self, index, weight, grad, state):
         self._update_count(index)
-        wd, lr = self._get_wd(index), self._get_lr(index)
+        kw = {"wd": self._get_wd(index)}
+        lr = self._step_scalars(kw, lambda: {"lr": self._get_lr(index)})
         z, n = state
-        nd.ftrl_update(weight, grad, z, n, out=weight, lr=lr, wd=wd, lamda1=self.lamda1,
-                       beta=self.beta, rescale_grad=self.rescale_grad, **self._clip_kw())
+        nd.ftrl_update(weight, grad, z, n, *lr, out=weight, lamda1=self.lamda1,
+                       beta=self.beta, rescale_grad=self.rescale_grad, **kw,
+                       **self._clip_kw())
+
+
+RMSProp.feeds_step_scalars = Ftrl.feeds_step_scalars = True
 
 
 @register

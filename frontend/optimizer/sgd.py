@@ -67,6 +67,9 @@ class SGD(_MasterCopyFirstState, Optimizer):
         self._update_count(indices)
         if not multi_precision and _update_in_place(self, indices, weights, grads, states):
             return
+        if trace_state.current() is not None:
+            self._traced_update(indices, weights, grads, states, multi_precision)
+            return
         kw = {"rescale_grad": self.rescale_grad, "lrs": self._get_lrs(indices),
               "wds": self._get_wds(indices), "num_weights": len(weights),
               **self._clip_kw()}
@@ -90,6 +93,24 @@ class SGD(_MasterCopyFirstState, Optimizer):
             for w, g, (_, w32) in zip(weights, grads, states):
                 groups += (w, g, w32)
             nd.multi_mp_sgd_update(*groups, out=weights, **kw)
+
+    def _traced_update(self, indices, weights, grads, states, multi_precision):
+        """Inside ``@ember.compile``: one single-weight update op per weight (the same
+        formulas as the multi-tensor ops), each reading its learning rate as an input."""
+        wds = self._get_wds(indices)
+        for idx, w, g, st, wd in zip(indices, weights, grads, states, wds):
+            kw = {"rescale_grad": self.rescale_grad, "wd": wd, **self._clip_kw()}
+            if self.momentum > 0:
+                kw["momentum"] = self.momentum
+            lr = self._step_scalars(kw, lambda idx=idx: {"lr": self._get_lr(idx)})
+            if not multi_precision:
+                arrays = (w, g, st) if self.momentum > 0 else (w, g)
+                op = nd.sgd_mom_update if self.momentum > 0 else nd.sgd_update
+            else:
+                mom, w32 = st
+                arrays = (w, g, mom, w32) if self.momentum > 0 else (w, g, w32)
+                op = nd.mp_sgd_mom_update if self.momentum > 0 else nd.mp_sgd_update
+            op(*arrays, *lr, out=w, **kw)
 
     def update(self, index, weight, grad, state):
         self._update_impl(index, weight, grad, state, multi_precision=False)
@@ -161,19 +182,20 @@ class NAG(_MasterCopyFirstState, Optimizer):
 
     def _update_impl(self, index, weight, grad, state, multi_precision=False):
         self._update_count(index)
-        kw = {"rescale_grad": self.rescale_grad, "lr": self._get_lr(index),
-              "wd": self._get_wd(index), **self._clip_kw()}
+        kw = {"rescale_grad": self.rescale_grad, "wd": self._get_wd(index),
+              **self._clip_kw()}
+        lr = self._step_scalars(kw, lambda: {"lr": self._get_lr(index)})
         if self.momentum > 0:
             kw["momentum"] = self.momentum
         if not multi_precision:
             if state is not None:
-                nd.nag_mom_update(weight, grad, state, out=weight, **kw)
+                nd.nag_mom_update(weight, grad, state, *lr, out=weight, **kw)
             else:
-                nd.sgd_update(weight, grad, out=weight, **kw)
+                nd.sgd_update(weight, grad, *lr, out=weight, **kw)
         elif state[0] is not None:
-            nd.mp_nag_mom_update(weight, grad, state[0], state[1], out=weight, **kw)
+            nd.mp_nag_mom_update(weight, grad, state[0], state[1], *lr, out=weight, **kw)
         else:
-            nd.mp_sgd_update(weight, grad, state[1], out=weight, **kw)
+            nd.mp_sgd_update(weight, grad, state[1], *lr, out=weight, **kw)
 
     def update(self, index, weight, grad, state):
         self._update_impl(index, weight, grad, state, multi_precision=False)
@@ -200,16 +222,21 @@ class Signum(Optimizer):
 
     def update(self, index, weight, grad, state):
         self._update_count(index)
-        kw = {"rescale_grad": self.rescale_grad, "lr": self._get_lr(index),
-              "wd": self._get_wd(index), **self._clip_kw()}
+        kw = {"rescale_grad": self.rescale_grad, "wd": self._get_wd(index),
+              **self._clip_kw()}
+        lr = self._step_scalars(kw, lambda: {"lr": self._get_lr(index)})
         if self.momentum > 0:
             kw["momentum"] = self.momentum
         if state is not None:
             if self.wd_lh:
                 kw["wd_lh"] = self.wd_lh
-            nd.signum_update(weight, grad, state, out=weight, **kw)
+            nd.signum_update(weight, grad, state, *lr, out=weight, **kw)
         else:
-            nd.signsgd_update(weight, grad, out=weight, **kw)
+            nd.signsgd_update(weight, grad, *lr, out=weight, **kw)
+
+
+for _cls in (SGD, NAG, Signum):
+    _cls.feeds_step_scalars = True
 
 
 @register
