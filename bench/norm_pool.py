@@ -1,5 +1,8 @@
 """Pooling and BatchNorm per layer at ResNet-18 v1 shapes (batch 16): the CPU backend's
 compiled kernels against the ops' NumPy reference kernels, as ratios measured in one run.
+BatchNorm's backward is also timed as the chain of small ops its gradient rule emitted
+before ``batch_norm_backward`` existed (``opset_norm._norm_dx``), compiled by the same
+backend (fused elementwise kernels and reductions): what a hybridized net ran before.
 
 ``python -m bench.norm_pool [--reps N]`` (run it under the shared bench lock).
 """
@@ -11,8 +14,10 @@ import time
 import numpy as np
 
 from ember.backends import cpu
-from ember.ir.graph import GraphBuilder
+from ember.ir.emit import F, Sym
+from ember.ir.graph import Graph, GraphBuilder, topo_nodes
 from ember.ir.ops import get_op
+from ember.ir.opset_norm import _norm_dx
 from ember.ir.types import TensorType
 from ember.passes import run_pipeline
 from ember.runtime import cache
@@ -51,6 +56,21 @@ def _case(op: str, ins: list[np.ndarray], n_in: int, attrs: dict, reps: int):
             _best(lambda: ref(ins, ref_attrs), reps))
 
 
+def _chain_backward(g: np.ndarray, x: np.ndarray, gamma: np.ndarray, reps: int) -> float:
+    """Seconds of BatchNorm's training-mode gradient as the former small-op rule, compiled."""
+    b = GraphBuilder("bn_chain")
+    gv, xv, wv = (b.input(TensorType(a.shape, "float32"), n)
+                  for a, n in ((g, "g"), (x, "x"), (gamma, "gamma")))
+    gs = Sym(gv) * F.reshape(Sym(wv), shape=(1, -1, 1, 1))
+    dx, xhat = _norm_dx(F, Sym(xv), gs, (0, 2, 3), 1e-5)
+    outs = [dx._value, F.sum(Sym(gv) * xhat, axis=1, exclude=True)._value,
+            F.sum(Sym(gv), axis=1, exclude=True)._value]
+    graph = Graph("bn_chain", [gv, xv, wv], [], topo_nodes(outs), outs, {})
+    graph = run_pipeline(graph, ["infer_shapes", "simplify", "fuse", "plan_memory"])
+    fn = cpu.compile(graph)
+    return _best(lambda: fn([g, x, gamma], []), reps)
+
+
 def main(argv=None) -> None:
     """Print one line per layer: compiled ms, NumPy ms, and their ratio."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -58,7 +78,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     cache.install()
     rng = np.random.default_rng(0)
-    rows = []
+    rows, chain = [], []
     for shape in BN_SHAPES:
         c = shape[1]
         x = rng.standard_normal(shape, np.float32)
@@ -68,9 +88,10 @@ def main(argv=None) -> None:
         bn = dict(fix_gamma=False, eps=1e-5, is_train=True)
         rows.append((f"BN fwd train {shape}", *_case("batch_norm", [x, gamma, beta, mm, mv],
                                                      3, bn, args.reps)))
-        rows.append((f"BN bwd train {shape}",
-                     *_case("batch_norm_backward", [g, x, gamma, mm, mv], 5,
-                            dict(fix_gamma=False, eps=1e-5, train=True), args.reps)))
+        tc, tr = _case("batch_norm_backward", [g, x, gamma, mm, mv], 5,
+                       dict(fix_gamma=False, eps=1e-5, train=True), args.reps)
+        rows.append((f"BN bwd train {shape}", tc, tr))
+        chain.append((shape, tc, _chain_backward(g, x, gamma, args.reps)))
     for name, shape, at in POOLS:
         x = rng.standard_normal(shape, np.float32)
         rows.append((f"pool fwd {name} {shape}", *_case("pooling", [x], 1, at, args.reps)))
@@ -85,6 +106,9 @@ def main(argv=None) -> None:
               f"speedup {tr / tc:6.2f}x")
     print(f"{'all layers above':44s} compiled {tot_c * 1e3:8.2f} ms  numpy {tot_r * 1e3:8.2f} ms"
           f"  speedup {tot_r / tot_c:6.2f}x")
+    for shape, tc, tch in chain:
+        print(f"BN bwd {str(shape):37s} kernel {tc * 1e3:8.2f} ms  small ops compiled "
+              f"{tch * 1e3:8.2f} ms  speedup {tch / tc:6.2f}x")
 
 
 if __name__ == "__main__":
