@@ -10,69 +10,19 @@ do (``mutates`` names them), and return the new weight as a fresh array, so that
 The ``multi_*`` ops update several weights in one call: inputs are the per-weight groups
 ``(weight, grad[, mom][, weight32])`` flattened, with ``lrs``/``wds`` tuples (MXNet's
 multi-tensor kernels); the ``preloaded_*`` forms take ``lrs``/``wds`` as two last arrays.
+The single-weight ops take an optional last input ``hyper`` whose values replace the
+attributes named in ``hyper=(...)`` (how a compiled training step feeds each step's learning
+rate and step count; ``optim_rules``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .ops import REQUIRED, OpKind, defop
-from .shape_rules import fail, unify
-from .types import TensorType
+from .optim_rules import fed, multi_rule, update_rule
 
 O = OpKind.OPAQUE
 _F32 = np.float32
-
-
-# ---- shape rules -------------------------------------------------------------------------
-def _same_shape(name, types):
-    shape = None
-    for t in types:
-        if t.shape is None:
-            continue
-        shape = t.shape if shape is None else unify(shape, t.shape, name, types)
-    return shape
-
-
-def _rule(name, n_shaped=None, f32=(), out_dtype=None):
-    """Rule of an update op: the first ``n_shaped`` inputs share the weight's shape, inputs
-    at ``f32`` are float32 (master copies, fp32 states), the output is the weight's type.
-    The optional last input ``hyper`` (see :func:`_fed`) is a float vector of
-    ``len(hyper)`` values."""
-    def infer(in_types, at):
-        if at.get("hyper"):
-            in_types = _check_hyper(name, in_types, at)
-            outs, refined = infer(in_types[:-1], {**at, "hyper": ()})
-            return outs, [*refined, in_types[-1]]
-        k = len(in_types) if n_shaped is None else n_shaped
-        shape = _same_shape(name, in_types[:k])
-        refined = [t.with_shape(shape) if i < k and shape is not None else t
-                   for i, t in enumerate(in_types)]
-        for i in f32:
-            refined[i] = TensorType(refined[i].shape, "float32")
-        return [TensorType(shape, out_dtype or in_types[0].dtype)], refined
-    return infer
-
-
-def _multi_rule(name, stride, f32=(), extra=0):
-    """Rule of a multi-tensor op: one output per ``stride``-sized input group."""
-    def infer(in_types, at):
-        n = at["num_weights"]
-        if len(in_types) != stride * n + extra:
-            fail(name, f"expected {stride * n + extra} inputs for num_weights={n}, "
-                       f"got {len(in_types)}", in_types)
-        if extra == 0 and (len(at["lrs"]) != n or len(at["wds"]) != n):
-            fail(name, f"lrs and wds must have num_weights={n} entries, got "
-                       f"{len(at['lrs'])} and {len(at['wds'])}", in_types)
-        outs, refined = [], list(in_types)
-        for k in range(n):
-            group = in_types[k * stride:(k + 1) * stride]
-            shape = _same_shape(name, group)
-            for j in range(stride):
-                t = group[j].with_shape(shape) if shape is not None else group[j]
-                refined[k * stride + j] = TensorType(t.shape, "float32") if j in f32 else t
-            outs.append(TensorType(shape, group[0].dtype))
-        return outs, refined
-    return infer
 
 
 # ---- shared pieces -----------------------------------------------------------------------
@@ -98,43 +48,9 @@ def _f32(x):
 _COMMON = {"wd": 0.0, "rescale_grad": 1.0, "clip_gradient": -1.0}
 
 
-# ---- per-step scalars as a run-time input ------------------------------------------------
-# An update op given ``hyper=("lr", ...)`` takes one more, last input: a float vector (float64
-# for exact values) whose entries replace those attributes when the op runs. A compiled
-# training step feeds the learning rate (after its scheduler) and the step count through it,
-# so that a new value is new data, not a new graph; the attributes named there are then
-# placeholders. Branches stay on the other attributes (clipping on, weight decay zero...).
-def _check_hyper(name, in_types, at):
-    t = in_types[-1]
-    n = len(at["hyper"])
-    if t.shape is not None and (len(t.shape) != 1 or t.shape[0] not in (None, n)) \
-            or t.dtype not in ("float32", "float64"):
-        fail(name, f"the hyper input must be a float32/float64 vector of {n} values "
-                   f"({', '.join(at['hyper'])})", in_types)
-    for k in at["hyper"]:
-        if k not in at or k == "hyper":
-            fail(name, f"hyper names {k!r}, which is not a scalar attribute", in_types)
-    return in_types
-
-
-def _fed(name, compute):
-    """``compute`` with the attributes named in ``hyper`` read from the last input."""
-    def run(ins, at):
-        names = at["hyper"]
-        if not names:
-            return compute(ins, at)
-        values = np.asarray(ins[-1])
-        if values.ndim != 1 or values.size != len(names) or values.dtype.kind != "f":
-            fail(name, f"the hyper input must be a float vector of {len(names)} values "
-                       f"({', '.join(names)}), got {values.dtype.name}{list(values.shape)}",
-                 [TensorType(np.shape(x), np.asarray(x).dtype.name) for x in ins])
-        return compute(ins[:-1], {**at, **dict(zip(names, values.tolist()))})
-    return run
-
-
 def _update(name, compute, inputs, attrs, mutates, n_shaped=None, f32=(), out_dtype=None,
             doc="", **kw):
-    defop(name, O, _fed(name, compute), _rule(name, n_shaped, f32, out_dtype),
+    defop(name, O, fed(name, compute), update_rule(name, n_shaped, f32, out_dtype),
           inputs=(*inputs, "hyper?"), attrs={**attrs, "hyper": ()}, mutates=mutates,
           doc=doc + " (attributes named in hyper come from the last input)", **kw)
 
@@ -263,14 +179,14 @@ for _name, _kernel, _stride, _attrs, _mut, _f in (
         ("multi_sgd_mom_update", _sgd_mom, 3, _MULTI_MOM, (2,), ()),
         ("multi_mp_sgd_update", _mp_sgd, 3, _MULTI, (2,), (2,)),
         ("multi_mp_sgd_mom_update", _mp_sgd_mom, 4, _MULTI_MOM, (2, 3), (2, 3))):
-    defop(_name, O, _multi(_kernel, _stride), _multi_rule(_name, _stride, _f),
+    defop(_name, O, _multi(_kernel, _stride), multi_rule(_name, _stride, _f),
           inputs=("*data",), attrs=_attrs, num_outputs=lambda at: at["num_weights"],
           mutates=_strided(_stride, _mut),
           doc=f"{_name[6:]} over num_weights (weight, grad, ...) groups in one call, "
               "weight k with lrs[k] and wds[k]")
     _pre = "preloaded_" + _name
     defop(_pre, O, _multi(_kernel, _stride, preloaded=True),
-          _multi_rule(_pre, _stride, _f, extra=2), inputs=("*data",),
+          multi_rule(_pre, _stride, _f, extra=2), inputs=("*data",),
           attrs=_PRE_MOM if "mom" in _name else _PRE,
           num_outputs=lambda at: at["num_weights"], mutates=_strided(_stride, _mut),
           doc=f"{_name} with lrs and wds given as the two last (float32) arrays")
