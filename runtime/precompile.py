@@ -44,7 +44,8 @@ from .numba_seal import MODULE_PREFIX
 
 JOB_TIMEOUT_S = 600  # a worker still compiling one kernel after this is killed
 MIN_KERNELS = 6  # below this, starting the workers (an import of ember each) costs more
-STATS: Counter = Counter()   # "jobs", "compiled", "failed", "workers"
+# "jobs" (kernels), "compiled" (by workers), "here" (by this process), "failed", "workers"
+STATS: Counter = Counter()
 _SCALARS = {"int64", "int32", "uint64", "uint32", "float64", "float32", "boolean", "bool"}
 
 
@@ -187,8 +188,9 @@ def _jobs(calls: Sequence[tuple[Dispatcher, tuple]]) -> list[dict]:
                       # signature) at the first call, faster than a worker starts
         job = jobs.setdefault(id(fn), {
             "source": source, "backend": cache.backend_of(fn.py_func.__module__),
-            "func": fn.py_func.__name__, "sigs": []})
+            "func": fn.py_func.__name__, "sigs": [], "_fn": fn, "_types": []})
         job["sigs"].append(specs)
+        job["_types"].append(sig)
     return list(jobs.values())
 
 
@@ -205,10 +207,10 @@ def _worker(directory: str) -> subprocess.Popen:
 
 
 def precompile(programs: Sequence) -> int:
-    """Compile the new kernels of ``programs`` (pairs ``(run_fn, graph)``) in worker
-    processes and wait for them; returns how many compiled. Does nothing (0) when off, with
-    fewer than two free cores, without a usable cache directory, or with fewer than
-    :data:`MIN_KERNELS` kernels to compile."""
+    """Compile the new kernels of ``programs`` (pairs ``(run_fn, graph)``) here and in
+    worker processes (one per free core besides this one) and wait for them; returns how
+    many compiled. Does nothing (0) when off, with fewer than two free cores, without a
+    usable cache directory, or with fewer than :data:`MIN_KERNELS` kernels to compile."""
     workers = workers_wanted()
     workers = free_cores() if workers is None else workers
     if workers < 2:
@@ -244,7 +246,8 @@ def precompile(programs: Sequence) -> int:
                 watchdog = threading.Timer(JOB_TIMEOUT_S, proc.kill)  # a hung worker
                 watchdog.start()
                 try:
-                    proc.stdin.write(json.dumps(job) + "\n")
+                    data = {k: v for k, v in job.items() if not k.startswith("_")}
+                    proc.stdin.write(json.dumps(data) + "\n")
                     proc.stdin.flush()
                     reply = proc.stdout.readline()
                 finally:
@@ -262,14 +265,27 @@ def precompile(programs: Sequence) -> int:
             except OSError:
                 pass
             proc.wait()
-    n = min(workers, len(jobs))
+    n = min(workers - 1, len(jobs) - 1)   # processes besides this one, which compiles too
     threads = [threading.Thread(target=serve, name=f"ember-precompile-{i}", daemon=True)
                for i in range(n)]
     for t in threads:
         t.start()
+    while True:   # this process takes jobs too (in program order) while the workers start
+        try:
+            job = todo.get_nowait()
+        except queue.Empty:
+            break
+        try:
+            for sig in job["_types"]:
+                job["_fn"].compile(sig)
+            outcome = "here"
+        except Exception:  # noqa: BLE001 (it compiles again, and fails, at its first call)
+            outcome = "failed"
+        with lock:
+            done[outcome] += 1
     for t in threads:
         t.join()
     STATS.update(done)
     STATS["jobs"] += len(jobs)
     STATS["workers"] += n
-    return done["compiled"]
+    return done["compiled"] + done["here"]

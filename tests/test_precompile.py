@@ -98,10 +98,11 @@ def test_workers_compile_what_the_first_run_would_have(tmp_path):
     serial = _run(tmp_path / "serial", "0")
     assert serial["pre"] == {} and serial["numba"] >= precompile.MIN_KERNELS
     parallel = _run(tmp_path / "parallel", "2")
-    assert parallel["pre"]["workers"] == 2 and parallel["pre"]["compiled"] >= 4, parallel
-    assert parallel["pre"].get("failed", 0) == 0
-    # every kernel compiled once, by a worker or on first call; the worker's code is loaded
-    assert parallel["numba"] + parallel["pre"]["compiled"] == serial["numba"]
+    pre = parallel["pre"]
+    assert pre["workers"] == 1 and pre["compiled"] >= 2 and pre["here"] >= 1, parallel
+    assert pre.get("failed", 0) == 0
+    # every kernel compiled once: by the worker (then loaded here), here, or at first call
+    assert parallel["numba"] + pre["compiled"] == serial["numba"]
     assert parallel["loss"] == serial["loss"] and parallel["grads"] == serial["grads"]
     warm = _run(tmp_path / "parallel", "2")   # all compiled: no worker is started
     assert warm["pre"] == {} and warm["numba"] == 0 and warm["grads"] == serial["grads"]
