@@ -3,9 +3,10 @@
 numba compiles a kernel on its first call, one after another on one core, holding the GIL:
 a ResNet's first step spent most of its time there (20-odd kernels, 0.3-3 s each, the
 parallel ones 3-6x longer than serial ones). Here the kernels a freshly built program will
-call are found before it runs, with their argument types, and compiled by worker processes
-(:mod:`ember.runtime.compile_worker`), one per core, which save the machine code into the
-kernel cache; the program's first calls then load it from there like any warm process.
+call are found before it runs, with their argument types, and compiled by this process and
+worker processes (:mod:`ember.runtime.compile_worker`) side by side; the workers save the
+machine code into the kernel cache, and the program's first calls load it from there like
+any warm process.
 
 Finding the calls: the CPU backend's run loop is straight-line generated code (``k12(v3,
 A7.reshape(S9), 4)``). It is walked statement by statement with stand-in arrays of the
@@ -16,11 +17,13 @@ NumPy fallback's result, a nested program) is left to compile on first call, as 
 
 Only ember's own kernel sources travel to the workers (the text the kernel cache wrote and
 verified), with argument types as plain data (JSON), never pickles. Used when at least
-:data:`MIN_KERNELS` kernels are new and at least two cores are free (the cores this process
-may use less the load average of the others: on a busy machine more compiling processes
-only slow everyone down); ``EMBER_PRECOMPILE=0`` turns it off, ``EMBER_PRECOMPILE=N``
-(N >= 2) uses N workers whatever the load. A worker that fails costs nothing but time: the
-kernel compiles on first call.
+:data:`MIN_KERNELS` kernels are new and this process may run on two cores or more: this
+process compiles too, beside one worker process, and one more per further free core (the
+cores this process may use less the load average of the others: on a busy machine more
+compiling processes only slow everyone down). ``EMBER_PRECOMPILE=0`` turns it off,
+``EMBER_PRECOMPILE=N`` (N >= 2) compiles in N processes (this one and N - 1 workers)
+whatever the load. A worker that fails costs nothing but time: the kernel compiles on first
+call.
 """
 from __future__ import annotations
 
@@ -208,11 +211,12 @@ def _worker(directory: str) -> subprocess.Popen:
 
 def precompile(programs: Sequence) -> int:
     """Compile the new kernels of ``programs`` (pairs ``(run_fn, graph)``) here and in
-    worker processes (one per free core besides this one) and wait for them; returns how
-    many compiled. Does nothing (0) when off, with fewer than two free cores, without a
-    usable cache directory, or with fewer than :data:`MIN_KERNELS` kernels to compile."""
+    worker processes (module docstring) and wait for them; returns how many compiled. Does
+    nothing (0) when off, on one core, without a usable cache directory, or with fewer than
+    :data:`MIN_KERNELS` kernels to compile."""
     workers = workers_wanted()
-    workers = free_cores() if workers is None else workers
+    if workers is None:   # automatic: one worker beside this process, more on free cores
+        workers = max(2, free_cores()) if cores() >= 2 else 1
     if workers < 2:
         return 0
     cache = default_cache()
