@@ -9,6 +9,7 @@ and ragged chunks all run. float32: rtol 1e-4, atol 1e-4 (GEMMs sum in other ord
 import contextlib
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -127,6 +128,7 @@ def test_deconvolution_op_matches_reference(cfg, adj0, adj1):
     assert rep.get("conv_dgrad+epilogue", 0) + rep.get("conv_dgrad", 0) == 1, rep
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_nan_and_inf_propagate_as_in_eager():
     for g, c, f in ((1, 3, 4), (3, 3, 3)):   # GEMM path and depthwise
         cfg = dict(n=2, c=c, f=f, g=g, hw=(6, 7), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
