@@ -43,8 +43,9 @@ def _fill(arr: NDArray, values: list) -> None:
     bound to the compiled program, so in place)."""
     if type(arr._data) is np.ndarray:
         arr._data[...] = values
-    else:  # on a GPU: one host-to-device copy into the same device buffer
-        arr._data.copy_to_device(np.asarray(values, dtype=arr._data.dtype))
+    else:  # on a GPU: one copy into the same device buffer, on ember's stream (ordered
+        from ember.ndarray.device import assign  # with the replays of the step's graph)
+        assign(arr._data, np.asarray(values, dtype=np.float64))
 
 
 class _Step:

@@ -83,6 +83,14 @@ class TraceState:
                 return
         raise MXNetError(f"{self.name}: out= must name a parameter's array while tracing")
 
+    def context_of(self, value):
+        """The context of the parameter whose current value is the Symbol ``value``, or None
+        (a Symbol itself only knows the default context)."""
+        for key, cur in self.values.items():
+            if cur is value:
+                return self.params[key].list_ctx()[0]
+        return None
+
     # ---- optimizers ------------------------------------------------------------------------
     def count_updates(self, optimizer, index):
         """Remember that the step counted updates of ``index`` (a compiled step replays the

@@ -67,3 +67,37 @@ def test_one_compiled_kernel_follows_a_changing_rate():
         (new,) = b.emit("sgd_mom_update", [pw, pg, pm], lr=lr, momentum=0.9, wd=0.01)
         (want,) = reference.run_graph(b.build([new]), [g.copy()], [w.copy(), mom.copy()])
         np.testing.assert_array_equal(cd.to_host(got), want)
+
+
+@pytest.mark.parametrize("opt,kw", [("adam", {}), ("sgd", {"momentum": 0.9, "wd": 0.01})])
+def test_compiled_step_on_gpu_follows_a_schedule_with_one_trace(opt, kw):
+    """A compiled training step on mx.gpu() under a per-step schedule: one trace, the
+    rate refilled on the device each step, the same weights as on the CPU."""
+    import ember as mx
+    from ember import autograd, gluon, nd
+    from ember.gluon.cached_op import STATS
+
+    def run(ctx):
+        mx.random.seed(0)
+        net = gluon.nn.Dense(3, in_units=4)
+        net.initialize(mx.init.Xavier(), ctx=ctx)
+        sched = mx.lr_scheduler.CosineScheduler(max_update=5, base_lr=0.5, final_lr=0.01)
+        trainer = gluon.Trainer(net.collect_params(), opt, dict(kw, lr_scheduler=sched))
+        loss_fn = gluon.loss.L2Loss()
+
+        @mx.compile
+        def step(x, y):
+            with autograd.record():
+                loss = loss_fn(net(x), y)
+            loss.backward()
+            trainer.step(x.shape[0])
+            return loss
+
+        rng, traces = np.random.default_rng(2), STATS["trace"]
+        for _ in range(5):
+            step(nd.array(rng.standard_normal((2, 4)), ctx=ctx),
+                 nd.array(rng.standard_normal((2, 3)), ctx=ctx))
+        assert STATS["trace"] - traces == 1
+        return net.weight.data().asnumpy(), net.bias.data().asnumpy()
+    for c, g in zip(run(mx.cpu()), run(mx.gpu())):
+        np.testing.assert_allclose(g, c, rtol=1e-5, atol=1e-6)

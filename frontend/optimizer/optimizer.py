@@ -288,7 +288,9 @@ class Updater:
             if isinstance(idx, bytes):
                 idx = indices[i] = idx.decode()
             if idx not in self.states:
-                self.states[idx] = self.optimizer.create_state_multi_precision(idx, weights[i])
+                state = self.optimizer.create_state_multi_precision(idx, weights[i])
+                ctx = _traced_context(weights[i])
+                self.states[idx] = state if ctx is None else self.sync_state_context(state, ctx)
                 self.states_synced[idx] = True
             elif not self.states_synced[idx]:
                 self.states[idx] = self.sync_state_context(self.states[idx],
@@ -330,6 +332,17 @@ class Updater:
     def get_states(self, dump_optimizer: bool = False) -> bytes:
         """The states pickled; with ``dump_optimizer`` the optimizer (lr, counts) too."""
         return pickle.dumps((self.states, self.optimizer) if dump_optimizer else self.states)
+
+
+def _traced_context(weight):
+    """Inside ``@ember.compile``, the context of the parameter a traced weight stands for:
+    its states must live there (a Symbol's own context is only the default one, so a GPU
+    step's momentum was made on the host and its in-place updates were lost); else None."""
+    from ember import trace_state
+    trace = trace_state.current()
+    if trace is None or isinstance(weight, NDArray):
+        return None
+    return trace.context_of(weight)
 
 
 def get_updater(optimizer: Optimizer) -> Updater:
