@@ -55,7 +55,10 @@ Build = Callable[[], tuple[Sequence[Graph], dict]]
 
 
 def enabled() -> bool:
-    """Whether whole programs are cached (``EMBER_PROGRAM_CACHE``, default on)."""
+    """Whether whole programs are cached (``EMBER_PROGRAM_CACHE``, default on). Off while
+    ``EMBER_DUMP`` asks for the IR after passes: a hit would run no pass, so print nothing."""
+    if os.environ.get("EMBER_DUMP", "").strip():
+        return False
     return os.environ.get("EMBER_PROGRAM_CACHE", "1") != "0"
 
 

@@ -70,6 +70,9 @@ def test_a_warm_process_runs_no_pass_and_compiles_nothing(tmp_path):
     assert warm["loss"] == cold["loss"] and warm["grads"] == cold["grads"]
     off = _run(tmp_path, EMBER_PROGRAM_CACHE="0")  # switched off: passes run again
     assert off["passes"] > 0 and off["stats"] == {} and off["grads"] == cold["grads"]
+    # EMBER_DUMP prints the IR after passes: a warm entry must not skip them silently
+    dump = _run(tmp_path, EMBER_DUMP="fuse")
+    assert dump["passes"] > 0 and dump["stats"] == {} and dump["grads"] == cold["grads"]
 
 
 def _graph():
