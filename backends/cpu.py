@@ -33,7 +33,7 @@ import numpy as np
 from ember.ir.errors import EmberError, fmt_shapes
 from ember.ir.graph import Graph, Node, Value
 
-from . import codegen, cpu_memo
+from . import codegen, cpu_memo, cpu_optim
 from .cpu_conv import ConvSteps
 from .cpu_kernels import ewise_source, gemm_epilogue_source
 from .cpu_norm_pool import NormPoolSteps
@@ -365,8 +365,8 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
             run = lambda ins, attrs: prog.run(ins[:n_in], ins[n_in:])
             self.report.update(prog.report)
             self.report["nested"] += 1
-        else:
-            run = node.op.compute
+        else:  # (optimizer updates: one-pass kernels, cpu_optim)
+            run = cpu_optim.update_compute(node.op) or node.op.compute
         attrs, n_out = node.attr_dict, len(node.outputs)
 
         def step(*ins):
@@ -399,7 +399,8 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
             outs.append(self.b.bind_local(v) if view is None else f"_{self.b.fresh('u')}")
         self.b.emit(f"{', '.join(outs)}, = {self.b.constant(step, 'f')}({', '.join(args)})")
         if node.body is None:
-            self.report[f"fallback:{node.op.name}"] += 1
+            kind = "fallback" if run is node.op.compute else "update"
+            self.report[f"{kind}:{node.op.name}"] += 1
 
     def run(self, inputs: Sequence[np.ndarray], params: Sequence[np.ndarray]) -> list:
         """Bind, step, collect: outputs never alias the arena or the caller's arrays."""
