@@ -164,13 +164,18 @@ def test_training_graph_kernels_compile(pretend_device):
     a = gb.input(TensorType((3, 4), f32), "a")
     idx = gb.input(TensorType((3,), "int64"), "idx")
     m = gb.param(TensorType((3, 4), f32), "m")
+    hy = gb.param(TensorType((1,), "float64"), "hy")  # a learning rate fed at run time
     outs = [gb.emit("transpose", [a])[0], gb.emit("concat", [a, a], dim=0)[0],
             gb.emit("take", [a, idx], axis=1)[0], gb.emit("pick", [a, idx])[0],
             gb.emit("slice", [a], begin=(1,), end=(3,))[0],
             gb.emit("cast", [a], dtype="int32")[0], gb.emit("add_n", [a, a, a])[0],
             gb.emit("sgd_mom_update", [a, a, m], lr=0.1, momentum=0.9, wd=0.1)[0],
-            gb.emit("adam_update", [a, a, m, m], lr=0.1)[0]]
+            gb.emit("adam_update", [a, a, m, m], lr=0.1)[0],
+            gb.emit("sgd_update", [a, a, hy], lr=0.0, wd=0.1, hyper=("lr",))[0],
+            gb.emit("sgd_mom_update", [a, a, m, hy], lr=0.0, momentum=0.9, wd=0.1,
+                    hyper=("lr",))[0],
+            gb.emit("adam_update", [a, a, m, m, hy], lr=0.0, hyper=("lr",))[0]]
     _run(pretend_device, gb.build(outs), [np.ones((3, 4), np.float32), np.zeros(3, np.int64)],
-         [np.ones((3, 4), np.float32)])
+         [np.ones((3, 4), np.float32), np.array([0.1])])
     _assert_compiled()
     assert len(_Compile.compiled) > 30
