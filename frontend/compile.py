@@ -15,8 +15,8 @@ reads them from a small float64 array (its ``hyper`` input) that the compiled st
 before every run with the values an eager ``trainer.step`` would compute (it replays the
 update counts, then calls the same functions, at the same point of the counting). The rest
 is baked in when the step is traced: weight decay, ``rescale_grad``, the other
-hyperparameters (and the learning rate and step count of the optimizers written with
-plain array arithmetic: Adamax, Nadam, AdaGrad, SGLD, DCASGD). Before each run the step
+hyperparameters. (Adamax, Nadam, AdaGrad, AdaDelta, SGLD and DCASGD update by slice
+assignment, which a trace does not support: they do not compile yet.) Before each run the step
 compares those with what the graph baked in; where they differ, the count is undone and
 the step traced again. So a schedule that changes the rate at every update, or Adam's
 step count, runs one program; a new weight decay or momentum traces a new one.
