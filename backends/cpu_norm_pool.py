@@ -33,7 +33,7 @@ from .cpu_norm_pool_kernels import (
     pool_backward_source,
     pool_source,
 )
-from .cpu_steps import PARALLEL_MIN, float_known, kernel
+from .cpu_steps import PARALLEL_MIN, float_known, split
 
 _POOL_KINDS = ("max", "avg", "sum")
 _BN_OPS = ("batch_norm", "_contrib_SyncBatchNorm")
@@ -89,10 +89,10 @@ class NormPoolSteps:
             if backward:
                 src = global_pool_backward_source(kind, dt, parallel)
                 args = [self._arg(node.inputs[0], (planes,)), self._arg(x, ps)]
-                self._call(kernel(src), args, [(y, ps)])
+                self._call(split(src), args, [(y, ps)])
             else:
                 src = global_pool_source(kind, parallel)
-                self._call(kernel(src), [self._arg(x, ps)], [(y, (planes,))])
+                self._call(split(src), [self._arg(x, ps)], [(y, (planes,))])
             self.report[node.op.name] += 1
             return True
         k, s, pl, pr, out = _pool_geom(at, sp)
@@ -108,11 +108,11 @@ class NormPoolSteps:
         if backward:
             src = pool_backward_source(kind, dt, parallel, geom)
             args = [self._arg(node.inputs[0], g3), self._arg(x, x3), *args]
-            self._call(kernel(src), args, [(y, x3)])
+            self._call(split(src), args, [(y, x3)])
             self.report["pooling_backward"] += 1
         else:
             src = pool_source(kind, dt, parallel, geom)
-            self._call(kernel(src), [self._arg(x, x3), *args], [(y, g3)])
+            self._call(split(src), [self._arg(x, x3), *args], [(y, g3)])
             self.report["pooling"] += 1
         return True
 
@@ -147,11 +147,11 @@ class NormPoolSteps:
         src = batch_norm_source(c >= 2 and x.type.size >= PARALLEL_MIN // 4)
         args = [self._arg(x, ncs), *ps, *consts]
         if at["output_mean_var"]:
-            self._call(kernel(src), args, outs)
+            self._call(split(src), args, outs)
         else:
             self._buf(outs[0][0])
             out = self.b.expr(outs[0][0], ncs)
-            k = self.b.constant(kernel(src), "k")
+            k = self.b.constant(split(src), "k")
             self.b.emit(f"{k}({', '.join(args[:-2] + [out] + args[-2:])})")
         self.report["batch_norm"] += 1
         return True
@@ -170,7 +170,7 @@ class NormPoolSteps:
                 repr(float(at["eps"])), self.b.constant(pd.type(at["eps"]), "c"),
                 repr(bool(at["fix_gamma"])), repr(bool(at["train"]))]
         src = batch_norm_backward_source(ncs[1] >= 2 and x.type.size >= PARALLEL_MIN // 4)
-        self._call(kernel(src), args, [(dx, ncs), (dgamma, None), (dbeta, None)])
+        self._call(split(src), args, [(dx, ncs), (dgamma, None), (dbeta, None)])
         self.report["batch_norm_backward"] += 1
         return True
 
@@ -193,6 +193,6 @@ class NormPoolSteps:
         for v, _ in outs:
             self._buf(v)
         views = [self.b.expr(v, shape) for v, shape in outs] + scratch
-        self.b.emit(f"{self.b.constant(kernel(src), 'k')}({', '.join([*args, *views])})")
+        self.b.emit(f"{self.b.constant(split(src), 'k')}({', '.join([*args, *views])})")
         self.report["layer_norm"] += 1
         return True

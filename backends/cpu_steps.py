@@ -17,6 +17,7 @@ from ember.ir.opset_reduce import reduced_axes
 
 from . import codegen
 from .cpu_kernels import pick_source, reduce_source, softmax_source
+from .cpu_split import split_kernel
 
 PARALLEL_MIN = 1 << 17  # elements below which thread start-up costs more than it saves
 _REDUCE_OPS = ("sum", "mean", "max", "min", "sum_like")
@@ -31,6 +32,12 @@ def kernel(source: str):
     if fn is None:
         fn = _KERNELS[source] = codegen.load_module(source, "cpu").kernel
     return fn
+
+
+def split(source: str):
+    """:func:`kernel` of ``source``, its ``prange`` loop (if any) run by
+    :mod:`ember.backends.cpu_split` as a serial kernel over parts of the range."""
+    return split_kernel(source, kernel)   # the serial kernel is loaded once (``kernel``)
 
 
 def float_known(values) -> bool:
@@ -83,7 +90,7 @@ class OpSteps:
             return False
         kind = "sum" if name == "sum_like" else name
         src = reduce_source(kind, ppp[0] >= 2 and x.type.size >= PARALLEL_MIN)
-        self._kernel_step(kernel(src), [self._arg(x, ppp)], node.outputs, (ppp[0], ppp[2]))
+        self._kernel_step(split(src), [self._arg(x, ppp)], node.outputs, (ppp[0], ppp[2]))
         self.report["reduce"] += 1
         return True
 
@@ -99,7 +106,7 @@ class OpSteps:
         scale = sign / (at["temperature"] or 1.0)
         src = softmax_source(log, ppp[0] >= 2 and x.type.size >= PARALLEL_MIN,
                              x.type.dtype == "float32")
-        self._kernel_step(kernel(src), [self._arg(x, ppp), repr(float(scale))], [y], ppp)
+        self._kernel_step(split(src), [self._arg(x, ppp), repr(float(scale))], [y], ppp)
         self.report["softmax"] += 1
         return True
 

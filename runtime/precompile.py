@@ -42,6 +42,8 @@ import numpy as np
 from numba.core import types
 from numba.core.dispatcher import Dispatcher
 
+from ember.backends.cpu_split import SplitKernel
+
 from .cache import default_cache
 from .numba_seal import MODULE_PREFIX
 
@@ -163,11 +165,14 @@ def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
                 and isinstance(stmt.value.func, ast.Name)):
             continue
         fn = ns.get(stmt.value.func.id)
+        # a split kernel (backends.cpu_split) calls its serial dispatcher with (lo, hi) added
+        extra = (types.int64, types.int64) if isinstance(fn, SplitKernel) else ()
+        fn = fn.serial if extra else fn
         if not isinstance(fn, Dispatcher) or stmt.value.keywords or \
                 not fn.py_func.__module__.startswith(MODULE_PREFIX):
             continue
         try:
-            sig = tuple(fn.typeof_pyval(_value(a, env, ns)) for a in stmt.value.args)
+            sig = tuple(fn.typeof_pyval(_value(a, env, ns)) for a in stmt.value.args) + extra
         except (_Unknown, TypeError, ValueError, AttributeError):
             continue
         if (id(fn), sig) not in seen and tuple(sig) not in fn.overloads:

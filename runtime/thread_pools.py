@@ -24,6 +24,8 @@ import os
 import threading
 import time
 
+from ember.backends import cpu_split
+
 INTERVAL = 0.25      # seconds between samples
 _ALPHA = 0.5         # weight of the newest sample in the moving average
 
@@ -135,3 +137,11 @@ def adapt() -> None:
 def governor() -> Governor | None:
     """The process's governor (None until the first :func:`adapt` or when disabled)."""
     return _GOVERNOR
+
+
+def _split_threads() -> int | None:
+    """The governor's thread count for the CPU backend's split kernels (None: not running)."""
+    return _GOVERNOR.threads if _GOVERNOR is not None else None
+
+
+cpu_split.set_thread_source(_split_threads)
