@@ -54,7 +54,7 @@ def test_every_parallel_kernel_becomes_serial_over_a_range(name):
     text, arg, axis = out
     assert (arg, axis) == BUILDERS[name][2]
     assert "prange(" not in text and "parallel=True" not in text
-    assert "lo_, hi_):" in text and "range(lo_, min(hi_, " in text
+    assert "lo_, hi_):" in text and "range(_u64(lo_), _u64(min(hi_, " in text
 
 
 def test_serial_and_unsplittable_sources_are_left_alone():
