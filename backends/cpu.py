@@ -38,8 +38,9 @@ from .cpu_conv import ConvSteps
 from .cpu_kernels import ewise_source, gemm_epilogue_source
 from .cpu_norm_pool import NormPoolSteps
 from .cpu_run import RunBuilder, arg_checker
-from .cpu_steps import _KERNELS, PARALLEL_MIN, OpSteps, kernel, split  # noqa: F401 (_KERNELS: tests)
+from .cpu_steps import _KERNELS, PARALLEL_MIN, OpSteps, kernel  # noqa: F401 (_KERNELS: tests)
 from .cpu_steps import float_known as _float_known
+from .cpu_steps import split_one_pass as _split_one_pass
 
 Compiled = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], list[np.ndarray]]
 __all__ = ["PARALLEL_MIN", "broadcast_layout", "compile", "kernel"]
@@ -278,7 +279,7 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
                                                         len(dims), parallel, alias))
         args = [self._arg(sub.get(id(v), v), r) for j, (v, r) in enumerate(zip(leaves, reshapes))
                 if j not in alias]
-        self._kernel_step(split(src), args, outs, dims)
+        self._kernel_step(_split_one_pass(src), args, outs, dims)
         self.report["elementwise"] += 1
         return True
 
@@ -351,7 +352,8 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
                 bias, epilogue, mv, leaves, flags, outputs, parallel))
             args = [views[0]] + ([self._arg(ins[2])] if bias else [])
             args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
-            self.b.emit(f"{self.b.constant(split(src), 'k')}({', '.join(args + views[1:])})")
+            kfn = self.b.constant(_split_one_pass(src), 'k')
+            self.b.emit(f"{kfn}({', '.join(args + views[1:])})")
         self.report["gemm" + ("+epilogue" if epilogue else "")] += 1
         return True
 

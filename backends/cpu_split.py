@@ -8,20 +8,23 @@ iterations are independent (elements' rows, reduction rows, N*C planes, channels
 same work splits by hand: :func:`split_kernel` rewrites a generated kernel's single
 ``for p in prange(P)`` into ``for p in range(lo_, min(hi_, P))`` (unsigned) with ``lo_, hi_`` as two
 more arguments, compiles it serially (``nogil=True``: it runs without the GIL), and returns
-a :class:`SplitKernel` that calls it on ``threads()`` contiguous parts of ``[0, P)``: the
-calling thread runs the first, a persistent pool of worker threads the others (OpenMP's
-static schedule, the one numba's parfors use). Each iteration does the same arithmetic in
-the same order as before, so results are unchanged.
+a :class:`SplitKernel` that calls it on contiguous chunks of ``[0, P)``, taken in turn by
+the calling thread and ``threads() - 1`` persistent worker threads (OpenMP's dynamic
+schedule: a worker woken late by the OS takes fewer chunks; parfors' static halves waited
+for it). Each iteration does the same arithmetic in the same order as before, so results
+are unchanged.
 
 Compiled programs run from several threads at once: the pool takes one split job at a time
 (a non-blocking lock); a call that finds it busy runs all its parts in its own thread, so
 two programs never wait on each other. ``threads()`` is the thread-pool governor's count
 (``ember.runtime.thread_pools`` installs it with :func:`set_thread_source`), else the cores
 this process may use. Kernels below the backend's size threshold are generated serial and
-never reach this module. ``EMBER_CPU_SPLIT=0`` keeps numba's parfors (for comparisons).
+never reach this module; one-pass ones called on fewer than ``SPLIT_MIN`` elements run in
+the calling thread alone. ``EMBER_CPU_SPLIT=0`` keeps numba's parfors (for comparisons).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -85,18 +88,42 @@ def _workers(n: int) -> ThreadPoolExecutor:
         return _pool
 
 
+# elements (of the argument whose dimension is split) below which a one-pass kernel
+# (elementwise, GEMM epilogue) runs the whole range in the caller: handing chunks to a
+# worker costs ~60 us, and on the 2-core box a 1-D relu ran serially in 12/35/73 us at
+# 128K/392K/784K floats, split in 78/119/159 us, as numba parfors in 26/59/129 us (same run);
+# from 3M floats on both halves paid. BatchNorm (several passes) gains from 400K on: split
+# 271/392 us fwd/bwd at 16x512x49, serial 354/593
+SPLIT_MIN = 1 << 20
+CHUNKS_PER_THREAD = 4   # parts handed out on demand, so a late worker costs no wait
+
+
+def _drain(fn: Callable, args: tuple, cut: list[int], claim) -> None:
+    """Run ``fn`` over parts ``next(claim)`` of ``cut`` until none is left."""
+    last = len(cut) - 1
+    for i in claim:
+        if i >= last:
+            return
+        fn(*args, cut[i], cut[i + 1])
+
+
 def run_split(fn: Callable, args: tuple, n: int, parts: int) -> None:
-    """``fn(*args, lo, hi)`` over ``[0, n)`` in ``parts`` contiguous parts (see module doc)."""
+    """``fn(*args, lo, hi)`` over ``[0, n)`` in contiguous chunks (see module doc): the
+    calling thread and ``parts - 1`` workers take chunks in turn (``itertools.count``'s
+    ``next`` is atomic under the GIL), so a worker that the OS wakes late (another process on
+    its core) takes fewer and the caller never waits on a whole static part."""
     parts = min(parts, n)
     if parts <= 1 or not _busy.acquire(blocking=False):
         fn(*args, 0, n)
         return
     try:
         pool = _workers(parts - 1)
-        cut = [n * i // parts for i in range(parts + 1)]
-        futures = [pool.submit(fn, *args, cut[i], cut[i + 1]) for i in range(1, parts)]
+        chunks = min(n, parts * CHUNKS_PER_THREAD)
+        cut = [n * i // chunks for i in range(chunks + 1)]
+        claim = itertools.count()
+        futures = [pool.submit(_drain, fn, args, cut, claim) for _ in range(parts - 1)]
         try:
-            fn(*args, cut[0], cut[1])
+            _drain(fn, args, cut, claim)
         finally:
             for f in futures:
                 f.result()
@@ -108,15 +135,16 @@ class SplitKernel:
     """A serial kernel ``serial(*args, lo, hi)`` called over its outer range in parts;
     ``arg``/``axis``: which argument's dimension is that range."""
 
-    __slots__ = ("serial", "arg", "axis")
+    __slots__ = ("serial", "arg", "axis", "min_size")
 
-    def __init__(self, serial: Callable, arg: int, axis: int):
-        self.serial, self.arg, self.axis = serial, arg, axis
+    def __init__(self, serial: Callable, arg: int, axis: int, min_size: int = 0):
+        self.serial, self.arg, self.axis, self.min_size = serial, arg, axis, min_size
 
     def __call__(self, *args) -> None:
-        n = args[self.arg].shape[self.axis]
+        a = args[self.arg]
+        n = a.shape[self.axis]
         parts = threads()
-        if parts <= 1 or n <= 1:
+        if parts <= 1 or n <= 1 or a.size < self.min_size:
             self.serial(*args, 0, n)
         else:
             run_split(self.serial, args, n, parts)
@@ -154,12 +182,13 @@ def serial_source(source: str) -> tuple[str, int, int] | None:
     return out, args.index(name), axis
 
 
-def split_kernel(source: str, load: Callable[[str], Callable]) -> Callable:
+def split_kernel(source: str, load: Callable[[str], Callable], min_size: int = 0) -> Callable:
     """The kernel of generated ``source`` (loaded by ``load(source) -> kernel``): a
     :class:`SplitKernel` over its serial form where :func:`serial_source` applies, else the
-    kernel as it is (serial ones, and loops it cannot split)."""
+    kernel as it is (serial ones, and loops it cannot split). ``min_size``: elements below
+    which a call runs in the caller alone (:data:`SPLIT_MIN` for one-pass kernels)."""
     serial = serial_source(source) if _ENABLED else None
     if serial is None:
         return load(source)
     text, arg, axis = serial
-    return SplitKernel(load(text), arg, axis)
+    return SplitKernel(load(text), arg, axis, min_size)

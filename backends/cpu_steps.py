@@ -17,7 +17,7 @@ from ember.ir.opset_reduce import reduced_axes
 
 from . import codegen
 from .cpu_kernels import pick_source, reduce_source, softmax_source
-from .cpu_split import split_kernel
+from .cpu_split import SPLIT_MIN, split_kernel
 
 PARALLEL_MIN = 1 << 17  # elements below which thread start-up costs more than it saves
 _REDUCE_OPS = ("sum", "mean", "max", "min", "sum_like")
@@ -34,10 +34,17 @@ def kernel(source: str):
     return fn
 
 
-def split(source: str):
+def split(source: str, min_size: int = 0):
     """:func:`kernel` of ``source``, its ``prange`` loop (if any) run by
-    :mod:`ember.backends.cpu_split` as a serial kernel over parts of the range."""
-    return split_kernel(source, kernel)   # the serial kernel is loaded once (``kernel``)
+    :mod:`ember.backends.cpu_split` as a serial kernel over parts of the range (in the
+    caller alone below ``min_size`` elements)."""
+    return split_kernel(source, kernel, min_size)   # the serial kernel loads once (kernel)
+
+
+def split_one_pass(source: str):
+    """:func:`split` for one-pass kernels (elementwise, GEMM epilogues): split from
+    ``cpu_split.SPLIT_MIN`` elements on."""
+    return split_kernel(source, kernel, SPLIT_MIN)
 
 
 def float_known(values) -> bool:

@@ -65,8 +65,10 @@ def test_serial_and_unsplittable_sources_are_left_alone():
 
 @pytest.fixture
 def parts(monkeypatch):
-    """Split into 3 parts whatever the machine (odd extents give unequal parts)."""
+    """Split into 3 parts whatever the machine (odd extents give unequal parts), however
+    small the data."""
     monkeypatch.setattr(cpu_split, "_thread_source", lambda: 3)
+    monkeypatch.setattr(cpu_split, "SPLIT_MIN", 0)
 
 
 def test_batch_norm_split_equals_serial(parts):
@@ -140,12 +142,22 @@ def test_two_threads_at_once_neither_waits_nor_mixes(parts):
 def test_one_thread_runs_the_whole_range_in_the_caller(monkeypatch):
     monkeypatch.setattr(cpu_split, "_thread_source", lambda: 1)
     calls = []
-    sk = cpu_split.SplitKernel(lambda x, lo, hi: calls.append((lo, hi)), 0, 0)
+    sk = cpu_split.SplitKernel(lambda x, lo, hi: calls.append((lo, hi)), 0, 0, min_size=21)
     sk(np.empty((10, 2)))
     assert calls == [(0, 10)]
+    monkeypatch.setattr(cpu_split, "_thread_source", lambda: 2)
+    calls.clear()
+    sk(np.empty((10, 2)))   # 20 elements, below min_size: the caller runs it all
+    assert calls == [(0, 10)]
+    calls.clear()
+    sk(np.empty((10, 3)))
+    assert len(calls) == 8 and sorted(calls)[-1][1] == 10
     calls.clear()
     cpu_split.run_split(lambda x, lo, hi: calls.append((lo, hi)), (None,), 10, 3)
-    assert sorted(calls) == [(0, 3), (3, 6), (6, 10)]
+    assert sorted(calls) == [(i, i + 1) for i in range(10)]   # chunks cover the range once
+    calls.clear()
+    cpu_split.run_split(lambda x, lo, hi: calls.append((lo, hi)), (None,), 100, 2)
+    assert sorted(calls) == [(i * 100 // 8, (i + 1) * 100 // 8) for i in range(8)]
 
 
 def test_the_governor_sets_the_parts(monkeypatch):
