@@ -1,7 +1,9 @@
 """Thread pools that cooperate with the machine (issue 13, item 4).
 
-ember computes with two thread pools: OpenBLAS's (NumPy's GEMMs) and numba's (``prange``
-kernels). Both split a job into equal static parts, one per thread, and a job ends when its
+ember computes with thread pools: OpenBLAS's (NumPy's GEMMs), numba's (the ``prange``
+kernels left) and the CPU backend's split kernels' (``backends/cpu_split.py``, which asks
+this governor for its count through ``set_thread_source``).
+BLAS and numba split a job into equal static parts, one per thread, and a job ends when its
 last part does. When another process keeps a core busy, the thread that shares that core
 gets half of it, so every parallel job waits for that straggler: with 2 threads on 2 cores
 and one busy process, a step takes about as long as on 1/2 core per part, and the threads
