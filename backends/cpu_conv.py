@@ -87,7 +87,7 @@ class Geo:
 
     @property
     def depthwise(self) -> bool:
-        return self.c == self.g
+        return self.g > 1 and self.c == self.g
 
     def args(self) -> tuple:
         return (*self.k, *self.s, *self.d, *self.p)
