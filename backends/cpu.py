@@ -39,64 +39,17 @@ from .cpu_kernels import ewise_source, gemm_epilogue_source
 from .cpu_norm_pool import NormPoolSteps
 from .cpu_run import RunBuilder, arg_checker
 from .cpu_steps import _KERNELS, PARALLEL_MIN, OpSteps, kernel  # noqa: F401 (_KERNELS: tests)
-from .cpu_steps import float_known as _float_known
 from .cpu_steps import split_one_pass as _split_one_pass
+from .plan import broadcast_layout, ewise_plan, gemm_plan, master_first
 
 Compiled = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], list[np.ndarray]]
 __all__ = ["PARALLEL_MIN", "broadcast_layout", "compile", "kernel"]
-
-
-def broadcast_layout(out_shape: tuple, in_shapes: Sequence[tuple]):
-    """Collapse the iteration space of a broadcast: ``(shape, in_reshapes, in_flags)``.
-
-    Dims of size 1 drop out; adjacent dims merge when every input broadcasts both or
-    neither (NumPy's iterator coalescing). Each input is then viewed with the collapsed rank,
-    1 on its broadcast dims (``flags``). None when an input does not broadcast to the shape.
-    """
-    n = len(out_shape)
-    aligned = []
-    for s in in_shapes:
-        if len(s) > n:
-            return None
-        s = (1,) * (n - len(s)) + tuple(s)
-        if any(d != o and d != 1 for d, o in zip(s, out_shape)):
-            return None
-        aligned.append(s)
-    dims: list[int] = []
-    flags: list[list[bool]] = [[] for _ in in_shapes]
-    for d, size in enumerate(out_shape):
-        if size == 1:
-            continue
-        bits = [s[d] == 1 for s in aligned]
-        if dims and all(f[-1] == b for f, b in zip(flags, bits)):
-            dims[-1] *= size
-        else:
-            dims.append(size)
-            for f, b in zip(flags, bits):
-                f.append(b)
-    if not dims:
-        dims, flags = [1], [[False] for _ in in_shapes]
-    reshapes = [tuple(1 if b else d for d, b in zip(dims, f)) for f in flags]
-    return tuple(dims), reshapes, flags
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two arrays are exactly the same memory (pointer, shape, dtype)."""
     return a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and \
         a.size == b.size and a.dtype == b.dtype
-
-
-def _chain_io(nodes: Sequence[Node], outputs: Sequence[Value], exclude=()):
-    """Leaves (values read but not computed by ``nodes``) or None if an output is a leaf."""
-    made = {id(o) for n in nodes for o in n.outputs} | {id(v) for v in exclude}
-    if any(id(v) not in made for v in outputs):
-        return None
-    leaves: list[Value] = []
-    for n in nodes:
-        for v in n.inputs[:codegen.n_scalar_args(n)]:
-            if id(v) not in made and all(v is not x for x in leaves):
-                leaves.append(v)
-    return leaves
 
 
 class _Program(OpSteps, NormPoolSteps, ConvSteps):
@@ -250,18 +203,10 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
             self.aliasing.add(id(v))
 
     def _ewise(self, node, nodes, outputs, sub, outer) -> bool:
-        if not all(codegen.is_scalar_node(n) for n in nodes):
+        plan = ewise_plan(nodes, outputs)
+        if plan is None:
             return False
-        leaves = _chain_io(nodes, outputs)
-        if leaves is None or not _float_known(leaves):
-            return False
-        shape = outputs[0].type.shape
-        if any(v.type.shape != shape for v in outputs):
-            return False
-        layout = broadcast_layout(shape, [v.type.shape for v in leaves])
-        if layout is None:
-            return False
-        dims, reshapes, flags = layout
+        leaves, dims, reshapes, flags = plan
         parallel = math.prod(dims) >= PARALLEL_MIN
         outs = [outer.get(id(v), v) for v in outputs]
         for v in outs:
@@ -284,65 +229,22 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
         return True
 
     def _gemm(self, node, nodes, outputs, sub, outer) -> bool:
-        k = node.attr_dict.get("master", 0) if node.body is not None else 0
-        k = k if isinstance(k, int) and 0 <= k < len(nodes) else 0
-        master, epilogue = nodes[k], [n for n in nodes if n is not nodes[k]]
-        name, at = master.op.name, master.attr_dict
-        if name not in ("fully_connected", "dot") or master.body is not None:
+        p = gemm_plan(node, nodes, outputs)
+        if p is None:
             return False
-        if not all(codegen.is_scalar_node(n) for n in epilogue):
-            return False
-        mv = master.outputs[0]
-        if not _float_known([*master.inputs, mv, *outputs]):
-            return False
-        if len({v.type.dtype for v in (*master.inputs, mv)}) != 1:
-            return False
-        shape = mv.type.shape
-        if name == "fully_connected":
-            x = master.inputs[0]
-            rows = math.prod(shape[:-1])
-            if rows == 0:
-                return False
-            a_shape, ta, tb, bias = (rows, x.type.size // rows), False, True, not at["no_bias"]
-            if bias and master.inputs[2].type.shape != (shape[-1],):
-                return False
-        else:
-            a, b = master.inputs
-            if a.type.ndim != 2 or b.type.ndim != 2:
-                return False
-            a_shape, ta, tb, bias = a.type.shape, at["transpose_a"], at["transpose_b"], False
-        if any(v.type.shape != shape for v in outputs):
-            return False
-        leaves = _chain_io(epilogue, outputs, exclude=[mv])
-        if leaves is None or not _float_known(leaves):
-            return False
-        made = {id(o) for n in epilogue for o in n.outputs}
-        if any(id(v) in made for v in master.inputs):
-            return False
-        mat = (math.prod(shape[:-1]), shape[-1])
-        flags, reshapes = [], []
-        for v in leaves:
-            s = (1,) * (len(shape) - len(v.type.shape)) + tuple(v.type.shape)
-            rows_b = all(d == 1 for d in s[:-1])
-            if not rows_b and s[:-1] != shape[:-1] or s[-1] not in (1, shape[-1]):
-                return False
-            fl = (rows_b and mat[0] != 1, s[-1] == 1 and mat[1] != 1)
-            flags.append(fl)
-            reshapes.append(tuple(1 if f else d for f, d in zip(fl, mat)))
-        m_index = next((j for j, v in enumerate(outputs) if v is mv), 0)
+        master, epilogue, bias, leaves, mat = p.master, p.epilogue, p.bias, p.leaves, p.mat
+        mv, ta, tb, flags = master.outputs[0], p.ta, p.tb, p.flags
         outs = [outer.get(id(v), v) for v in outputs]
         for v in outs:
             self._buf(v)
         views = [self.b.expr(v, mat) for v in outs]
         ins = [sub.get(id(v), v) for v in master.inputs]
-        if m_index:  # the kernel writes outputs[0] into m: put the master's output first
-            order = [m_index] + [j for j in range(len(outs)) if j != m_index]
-            outputs, outs, views = ([x[j] for j in order] for x in (outputs, outs, views))
-            m_index = 0
-        lhs, rhs = self._arg(ins[0], a_shape), self._arg(ins[1])
+        order = master_first(outputs, mv)  # the kernel writes outputs[0] into m
+        outputs, outs, views = ([x[j] for j in order] for x in (outputs, outs, views))
+        lhs, rhs = self._arg(ins[0], p.a_shape), self._arg(ins[1])
         # NumPy's matmul: faster than np.dot(out=) on a transposed operand
         self.b.emit(f"matmul({lhs}{'.T' if ta else ''}, {rhs}{'.T' if tb else ''}, "
-                    f"out={views[m_index]})")
+                    f"out={views[0]})")
         looped = bool(epilogue or bias or any(v is not mv for v in outputs))
         if looped:
             parallel = mat[0] * mat[1] >= PARALLEL_MIN
@@ -351,7 +253,7 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
             src = cpu_memo.source(key, lambda: gemm_epilogue_source(
                 bias, epilogue, mv, leaves, flags, outputs, parallel))
             args = [views[0]] + ([self._arg(ins[2])] if bias else [])
-            args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
+            args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, p.reshapes)]
             kfn = self.b.constant(_split_one_pass(src), 'k')
             self.b.emit(f"{kfn}({', '.join(args + views[1:])})")
         self.report["gemm" + ("+epilogue" if epilogue else "")] += 1

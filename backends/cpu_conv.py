@@ -44,6 +44,7 @@ from . import codegen, cpu_memo
 from .cpu_conv_kernels import conv_epilogue_source
 from .cpu_conv_steps import Scratch, dgrad_step, forward_step, wgrad_step
 from .cpu_steps import PARALLEL_MIN, float_known, kernel
+from .plan import epilogue_leaves, master_first
 
 CONV_OPS = ("convolution", "deconvolution", "convolution_backward_weight")
 # Samples per chunk: the fewest whose GEMM has MIN_COLS columns, at most CHUNK_BYTES of
@@ -159,12 +160,8 @@ class ConvSteps:
         shape = mv.type.shape
         if any(v.type.shape != shape for v in outputs):
             return False
-        from .cpu import _chain_io  # the backend's own helper (cpu imports this module)
-        leaves = _chain_io(epilogue, outputs, exclude=[mv])
-        if leaves is None or not float_known(leaves):
-            return False
-        made = {id(o) for n in epilogue for o in n.outputs}
-        if any(id(v) in made for v in master.inputs):
+        leaves = epilogue_leaves(master, epilogue, outputs)
+        if leaves is None:
             return False
         view = (shape[0], shape[1], math.prod(shape[2:]))
         flags, reshapes = [], []
@@ -174,9 +171,7 @@ class ConvSteps:
                 return False
             flags.append(fl)
             reshapes.append(tuple(1 if f else d for f, d in zip(fl, view)))
-        m_index = next((j for j, v in enumerate(outputs) if v is mv), 0)
-        order = [m_index] + [j for j in range(len(outputs)) if j != m_index]
-        outputs = [outputs[j] for j in order]
+        outputs = [outputs[j] for j in master_first(outputs, mv)]
         outs = [outer.get(id(v), v) for v in outputs]
         for v in outs:
             self._buf(v)

@@ -8,16 +8,14 @@ into the output's buffer; ``full`` fills it.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ember.ir.graph import Node
-from ember.ir.opset_reduce import reduced_axes
 
 from . import codegen
 from .cpu_kernels import pick_source, reduce_source, softmax_source
 from .cpu_split import SPLIT_MIN, split_kernel
+from .plan import float_known, pick_layout, reduce_layout, softmax_layout
 
 PARALLEL_MIN = 1 << 17  # elements below which thread start-up costs more than it saves
 _REDUCE_OPS = ("sum", "mean", "max", "min", "sum_like")
@@ -47,11 +45,6 @@ def split_one_pass(source: str):
     return split_kernel(source, kernel, SPLIT_MIN)
 
 
-def float_known(values) -> bool:
-    """Whether every value has a known shape and a float dtype the kernels handle."""
-    return all(v.type.known and v.type.dtype in codegen.FLOAT_DTYPES for v in values)
-
-
 class OpSteps:
     """Single-op steps (a mixin: needs ``b``, ``views``, ``report``, ``_arg``, ``_buf``,
     ``_kernel_step``)."""
@@ -62,37 +55,15 @@ class OpSteps:
             self._pick(node) or self._reshape(node) or self._full(node)
 
     def _reduce(self, node: Node) -> bool:
-        name, at = node.op.name, node.attr_dict
+        name = node.op.name
         if name not in _REDUCE_OPS or not float_known([node.inputs[0], node.outputs[0]]):
             return False
         x = node.inputs[0]
-        shape = x.type.shape
-        if name == "sum_like":
-            like = node.inputs[1].type.shape
-            lead = len(shape) - len(like)
-            axes = set(range(lead)) | {i + lead for i, d in enumerate(like) if d == 1}
-        else:
-            axes = set(reduced_axes(len(shape), at["axis"], at.get("exclude", False)))
-        runs: list[list] = []  # [reduced?, size] with size-1 dims dropped
-        for d, size in enumerate(shape):
-            if size == 1:
-                continue
-            red = d in axes
-            if runs and runs[-1][0] == red:
-                runs[-1][1] *= size
-            else:
-                runs.append([red, size])
-        reds = [r for r in runs if r[0]]
-        if len(reds) > 1:
+        ppp, mid = reduce_layout(node)
+        if ppp is None or mid:  # (one reduced run only: R == 1 when no dim is reduced)
             return False
-        if not reds:
-            if name in ("max", "min") and x.type.size == 0:
-                return False
-            ppp = (x.type.size, 1, 1)
-        else:
-            i = runs.index(reds[0])
-            pre = math.prod(r[1] for r in runs[:i])
-            ppp = (pre, reds[0][1], math.prod(r[1] for r in runs[i + 1:]))
+        if ppp[1] == 1 and name in ("max", "min") and x.type.size == 0:
+            return False
         if ppp[1] == 0 and name in ("max", "min", "mean"):
             return False
         kind = "sum" if name == "sum_like" else name
@@ -104,13 +75,11 @@ class OpSteps:
     def _softmax(self, node: Node) -> bool:
         if node.op.name not in _SOFTMAX or len(node.inputs) != 1:
             return False
-        x, y, at = node.inputs[0], node.outputs[0], node.attr_dict
-        if not float_known([x, y]) or x.type.dtype != y.type.dtype or x.type.ndim == 0:
+        x, y, ppp = node.inputs[0], node.outputs[0], softmax_layout(node)
+        if ppp is None:
             return False
-        shape, axis = x.type.shape, at["axis"] % x.type.ndim
-        ppp = (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))
         sign, log = _SOFTMAX[node.op.name]
-        scale = sign / (at["temperature"] or 1.0)
+        scale = sign / (node.attr_dict["temperature"] or 1.0)
         src = softmax_source(log, ppp[0] >= 2 and x.type.size >= PARALLEL_MIN,
                              x.type.dtype == "float32")
         self._kernel_step(split(src), [self._arg(x, ppp), repr(float(scale))], [y], ppp)
@@ -135,14 +104,10 @@ class OpSteps:
         name, at = node.op.name, node.attr_dict
         if name not in ("pick", "pick_backward") or at["mode"] not in ("clip", "wrap"):
             return False
-        data = node.inputs[0] if name == "pick" else node.inputs[2]
-        idx, vals = node.inputs[1], [node.inputs[0], node.outputs[0]]
-        if data.type.ndim < 2 or not float_known(vals) or not idx.type.known \
-                or not data.type.known or data.type.shape[at["axis"] % data.type.ndim] == 0:
+        layout = pick_layout(node)
+        if layout is None:
             return False
-        shape = data.type.shape
-        ax = at["axis"] % len(shape)
-        ppp = (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:]))
+        (data, ppp), idx = layout, node.inputs[1]
         src = pick_source(at["mode"], name == "pick_backward")
         pq = (ppp[0], ppp[2])
         if name == "pick":

@@ -45,7 +45,6 @@ from ember.ir.graph import Graph, Node, Value
 
 from . import codegen
 from . import cuda_device as cd
-from .cpu import _chain_io, broadcast_layout
 from .cpu_run import RunBuilder
 from .cuda_blas import gemm_fn
 from .cuda_conv import ConvSteps
@@ -54,7 +53,8 @@ from .cuda_kernels import epilogue_source, ewise_source, kernel, launch_dims
 from .cuda_layout import LayoutSteps
 from .cuda_norm_pool import NormPoolSteps
 from .cuda_random import RandomSteps
-from .cuda_steps import CudaSteps, float_known
+from .cuda_steps import CudaSteps
+from .plan import ewise_plan, gemm_plan, master_first
 
 __all__ = ["compile"]
 
@@ -208,18 +208,10 @@ class _Program(CudaSteps, ConvSteps, DepthwiseSteps, NormPoolSteps, LayoutSteps,
             b.const[id(v)] = b.const[id(src)]
 
     def _ewise(self, nodes, outputs, sub, outer) -> bool:
-        if not all(codegen.is_scalar_node(n) for n in nodes):
+        plan = ewise_plan(nodes, outputs)
+        if plan is None:
             return False
-        leaves = _chain_io(nodes, outputs)
-        if leaves is None or not float_known(leaves):
-            return False
-        shape = outputs[0].type.shape
-        if any(v.type.shape != shape for v in outputs):
-            return False
-        layout = broadcast_layout(shape, [v.type.shape for v in leaves])
-        if layout is None:
-            return False
-        dims, reshapes, flags = layout
+        leaves, dims, reshapes, flags = plan
         src = ewise_source(nodes, leaves, flags, outputs, len(dims), self.sim)
         args = [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
         outs = [outer.get(id(v), v) for v in outputs]
@@ -228,69 +220,26 @@ class _Program(CudaSteps, ConvSteps, DepthwiseSteps, NormPoolSteps, LayoutSteps,
         return True
 
     def _gemm(self, node, nodes, outputs, sub, outer) -> bool:
-        k = node.attr_dict.get("master", 0) if node.body is not None else 0
-        k = k if isinstance(k, int) and 0 <= k < len(nodes) else 0
-        master, epilogue = nodes[k], [n for n in nodes if n is not nodes[k]]
-        name, at = master.op.name, master.attr_dict
-        if name not in ("fully_connected", "dot") or master.body is not None:
+        p = gemm_plan(node, nodes, outputs, nonempty=True)
+        if p is None:
             return False
-        if not all(codegen.is_scalar_node(n) for n in epilogue):
-            return False
-        mv = master.outputs[0]
-        if not float_known([*master.inputs, mv, *outputs]):
-            return False
-        if len({v.type.dtype for v in (*master.inputs, mv)}) != 1:
-            return False
-        shape = mv.type.shape
-        if name == "fully_connected":
-            x = master.inputs[0]
-            rows = math.prod(shape[:-1])
-            if rows == 0 or x.type.size == 0:
-                return False
-            a_shape, ta, tb, bias = (rows, x.type.size // rows), False, True, not at["no_bias"]
-            if bias and master.inputs[2].type.shape != (shape[-1],):
-                return False
-        else:
-            a, b = master.inputs
-            if a.type.ndim != 2 or b.type.ndim != 2 or a.type.size == 0 or b.type.size == 0:
-                return False
-            a_shape, ta, tb, bias = a.type.shape, at["transpose_a"], at["transpose_b"], False
-        if any(v.type.shape != shape for v in outputs):
-            return False
-        leaves = _chain_io(epilogue, outputs, exclude=[mv])
-        if leaves is None or not float_known(leaves):
-            return False
-        made = {id(o) for n in epilogue for o in n.outputs}
-        if any(id(v) in made for v in master.inputs):
-            return False
-        mat = (math.prod(shape[:-1]), shape[-1])
-        flags, reshapes = [], []
-        for v in leaves:
-            s = (1,) * (len(shape) - len(v.type.shape)) + tuple(v.type.shape)
-            rows_b = all(d == 1 for d in s[:-1])
-            if not rows_b and s[:-1] != shape[:-1] or s[-1] not in (1, shape[-1]):
-                return False
-            fl = (rows_b and mat[0] != 1, s[-1] == 1 and mat[1] != 1)
-            flags.append(fl)
-            reshapes.append(tuple(1 if f else d for f, d in zip(fl, mat)))
-        m_index = next((j for j, v in enumerate(outputs) if v is mv), 0)
+        epilogue, bias, leaves, mat, mv = p.epilogue, p.bias, p.leaves, p.mat, p.master.outputs[0]
+        order = master_first(outputs, mv)  # the epilogue writes outputs[0] into m
+        outputs = [outputs[j] for j in order]
         outs = [outer.get(id(v), v) for v in outputs]
-        if m_index:  # the epilogue writes outputs[0] into m: put the master's output first
-            order = [m_index] + [j for j in range(len(outs)) if j != m_index]
-            outputs, outs = [outputs[j] for j in order], [outs[j] for j in order]
         for v in outs:
             self._buf(v)
-        ins = [sub.get(id(v), v) for v in master.inputs]
-        fn, how = gemm_fn(ta, tb, mv.type.dtype, self.stream, self.sim)
+        ins = [sub.get(id(v), v) for v in p.master.inputs]
+        fn, how = gemm_fn(p.ta, p.tb, mv.type.dtype, self.stream, self.sim)
         b_shape = ins[1].type.shape
-        lhs, rhs = self._arg(ins[0], (1, *a_shape)), self._arg(ins[1], (1, *b_shape))
+        lhs, rhs = self._arg(ins[0], (1, *p.a_shape)), self._arg(ins[1], (1, *b_shape))
         self.b.emit(f"{self.b.constant(fn, 'g')}({lhs}, {rhs}, "
                     f"{self.b.expr(outs[0], (1, *mat))})")
         if epilogue or bias or len(outputs) > 1:
-            src = epilogue_source(2, 1 if bias else None, epilogue, mv, leaves, flags, outputs,
-                                  self.sim)
+            src = epilogue_source(2, 1 if bias else None, epilogue, mv, leaves, p.flags,
+                                  outputs, self.sim)
             args = [self.b.expr(outs[0], mat)] + ([self._arg(ins[2])] if bias else [])
-            args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
+            args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, p.reshapes)]
             args += [self.b.expr(v, mat) for v in outs[1:]]
             self.b.emit(f"{self._launch(src, math.prod(mat))}({', '.join(args)})")
         self.report[f"gemm[{how}]" + ("+epilogue" if epilogue else "")] += 1

@@ -31,10 +31,10 @@ from ember.ir.opset_conv import _deconv_geom
 
 from . import codegen
 from . import cuda_device as cd
-from .cpu import _chain_io
 from .cuda_blas import gemm_fn
 from .cuda_kernels import ConstPool, _module, epilogue_source
 from .cuda_steps import float_known
+from .plan import epilogue_leaves, master_first
 
 SCRATCH_BYTES = 256 << 20  # im2col columns of one chunk of samples, at most
 _CONV_OPS = ("convolution", "deconvolution", "convolution_backward_weight")
@@ -159,20 +159,15 @@ class ConvSteps:
             return False
         if at["num_group"] != 1 and not self._depthwise(name, ins, mv, at):
             return False
-        leaves = _chain_io(epilogue, outputs, exclude=[mv])
-        if leaves is None or not float_known(leaves):
-            return False
-        if any(id(v) in {id(o) for n in epilogue for o in n.outputs} for v in master.inputs):
+        leaves = epilogue_leaves(master, epilogue, outputs)
+        if leaves is None:
             return False
         shape = mv.type.shape
         lay = [_epilogue_flags(shape, v.type.shape) for v in leaves]
         if any(x is None for x in lay) or (epilogue and name == _CONV_OPS[2]):
             return False
-        m_index = next((j for j, v in enumerate(outputs) if v is mv), 0)
+        outputs = [outputs[j] for j in master_first(outputs, mv)]
         outs = [outer.get(id(v), v) for v in outputs]
-        if m_index:
-            order = [m_index] + [j for j in range(len(outs)) if j != m_index]
-            outputs, outs = [outputs[j] for j in order], [outs[j] for j in order]
         for v in outs:
             self._buf(v)
         dt = mv.type.dtype

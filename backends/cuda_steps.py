@@ -14,9 +14,7 @@ import math
 import numpy as np
 
 from ember.ir.graph import Node
-from ember.ir.opset_reduce import reduced_axes
 
-from . import codegen
 from .cuda_blas import gemm_fn
 from .cuda_kernels import (
     copy_source,
@@ -28,41 +26,12 @@ from .cuda_kernels import (
     softmax_source,
 )
 from .cuda_optim import update_calls
+from .plan import float_known, pick_layout, reduce_layout, softmax_layout
 
 _REDUCE_OPS = ("sum", "mean", "max", "min", "sum_like")
 _SOFTMAX = {"softmax": (1.0, False), "log_softmax": (1.0, True), "softmin": (-1.0, False)}
 _RESHAPES = ("reshape", "reshape_like", "flatten", "expand_dims", "squeeze")
 BLOCKWISE_BELOW = 4096  # outputs below which a reduction takes one block per output
-
-
-def float_known(values) -> bool:
-    """Whether every value has a known shape and a float dtype the kernels handle."""
-    return all(v.type.known and v.type.dtype in codegen.FLOAT_DTYPES for v in values)
-
-
-def reduce_runs(shape: tuple, axes: set) -> tuple[tuple[int, int, int] | None, bool]:
-    """``((P, R, Q), False)`` of a reduction over ``axes`` when the reduced dims (size-1 dims
-    dropped) form one run R; ``((P, C, Q), True)`` when they are all but one run C; else
-    ``(None, False)``."""
-    runs: list[list] = []
-    for d, size in enumerate(shape):
-        if size == 1:
-            continue
-        red = d in axes
-        if runs and runs[-1][0] == red:
-            runs[-1][1] *= size
-        else:
-            runs.append([red, size])
-    reds = [r for r in runs if r[0]]
-    if len(runs) == 3 and [r[0] for r in runs] == [True, False, True]:
-        return (runs[0][1], runs[1][1], runs[2][1]), True
-    if len(reds) > 1:
-        return None, False
-    if not reds:
-        return (math.prod(shape), 1, 1), False
-    i = runs.index(reds[0])
-    return (math.prod(r[1] for r in runs[:i]), reds[0][1],
-            math.prod(r[1] for r in runs[i + 1:])), False
 
 
 class CudaSteps:
@@ -85,18 +54,11 @@ class CudaSteps:
         return lambda n: k[(*launch_dims(n, self.sim), self.stream)]
 
     def _reduce(self, node: Node) -> bool:
-        name, at = node.op.name, node.attr_dict
+        name = node.op.name
         if name not in _REDUCE_OPS or not float_known([node.inputs[0], node.outputs[0]]):
             return False
         x, y = node.inputs[0], node.outputs[0]
-        shape = x.type.shape
-        if name == "sum_like":
-            like = node.inputs[1].type.shape
-            lead = len(shape) - len(like)
-            axes = set(range(lead)) | {i + lead for i, d in enumerate(like) if d == 1}
-        else:
-            axes = set(reduced_axes(len(shape), at["axis"], at.get("exclude", False)))
-        ppp, mid = reduce_runs(shape, axes)
+        ppp, mid = reduce_layout(node)
         if ppp is None or x.type.size == 0 or y.type.size == 0:
             return False
         n_out = ppp[1] if mid else ppp[0] * ppp[2]
@@ -118,13 +80,11 @@ class CudaSteps:
     def _softmax(self, node: Node) -> bool:
         if node.op.name not in _SOFTMAX or len(node.inputs) != 1:
             return False
-        x, y, at = node.inputs[0], node.outputs[0], node.attr_dict
-        if not float_known([x, y]) or x.type.dtype != y.type.dtype or x.type.ndim == 0:
+        x, y, ppp = node.inputs[0], node.outputs[0], softmax_layout(node)
+        if ppp is None:
             return False
-        shape, axis = x.type.shape, at["axis"] % x.type.ndim
-        ppp = (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))
         sign, log = _SOFTMAX[node.op.name]
-        scale = sign / (at["temperature"] or 1.0)
+        scale = sign / (node.attr_dict["temperature"] or 1.0)
         self._kernel_step(softmax_source(log, self.sim), ppp[0] * ppp[2],
                           [self._arg(x, ppp), repr(float(scale))], [y], ppp)
         self.report["softmax"] += 1
@@ -152,14 +112,10 @@ class CudaSteps:
         name, at = node.op.name, node.attr_dict
         if name not in ("pick", "pick_backward") or at["mode"] not in ("clip", "wrap"):
             return False
-        data = node.inputs[0] if name == "pick" else node.inputs[2]
-        idx, vals = node.inputs[1], [node.inputs[0], node.outputs[0]]
-        if data.type.ndim < 2 or not float_known(vals) or not idx.type.known \
-                or not data.type.known or data.type.shape[at["axis"] % data.type.ndim] == 0:
+        layout = pick_layout(node)
+        if layout is None:
             return False
-        shape = data.type.shape
-        ax = at["axis"] % len(shape)
-        ppp = (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:]))
+        (data, ppp), idx = layout, node.inputs[1]
         pq = (ppp[0], ppp[2])
         src = pick_source(at["mode"], name == "pick_backward")
         if name == "pick":
