@@ -15,11 +15,10 @@ from ember.ir.graph import Node
 from . import codegen
 from .cpu_kernels import pick_source, reduce_source, softmax_source
 from .cpu_split import SPLIT_MIN, split_kernel
-from .plan import float_known, pick_layout, reduce_layout, softmax_layout
+from .plan import float_known, pick_layout, reduce_layout, softmax_plan
 
 PARALLEL_MIN = 1 << 17  # elements below which thread start-up costs more than it saves
 _REDUCE_OPS = ("sum", "mean", "max", "min", "sum_like")
-_SOFTMAX = {"softmax": (1.0, False), "log_softmax": (1.0, True), "softmin": (-1.0, False)}
 _RESHAPES = ("reshape", "reshape_like", "flatten", "expand_dims", "squeeze")
 _KERNELS: dict[str, object] = {}
 
@@ -73,13 +72,10 @@ class OpSteps:
         return True
 
     def _softmax(self, node: Node) -> bool:
-        if node.op.name not in _SOFTMAX or len(node.inputs) != 1:
+        plan = softmax_plan(node)
+        if plan is None:
             return False
-        x, y, ppp = node.inputs[0], node.outputs[0], softmax_layout(node)
-        if ppp is None:
-            return False
-        sign, log = _SOFTMAX[node.op.name]
-        scale = sign / (node.attr_dict["temperature"] or 1.0)
+        (ppp, log, scale), x, y = plan, node.inputs[0], node.outputs[0]
         src = softmax_source(log, ppp[0] >= 2 and x.type.size >= PARALLEL_MIN,
                              x.type.dtype == "float32")
         self._kernel_step(split(src), [self._arg(x, ppp), repr(float(scale))], [y], ppp)

@@ -26,10 +26,9 @@ from .cuda_kernels import (
     softmax_source,
 )
 from .cuda_optim import update_calls
-from .plan import float_known, pick_layout, reduce_layout, softmax_layout
+from .plan import float_known, pick_layout, reduce_layout, softmax_plan
 
 _REDUCE_OPS = ("sum", "mean", "max", "min", "sum_like")
-_SOFTMAX = {"softmax": (1.0, False), "log_softmax": (1.0, True), "softmin": (-1.0, False)}
 _RESHAPES = ("reshape", "reshape_like", "flatten", "expand_dims", "squeeze")
 BLOCKWISE_BELOW = 4096  # outputs below which a reduction takes one block per output
 
@@ -78,13 +77,10 @@ class CudaSteps:
         return True
 
     def _softmax(self, node: Node) -> bool:
-        if node.op.name not in _SOFTMAX or len(node.inputs) != 1:
+        plan = softmax_plan(node)
+        if plan is None:
             return False
-        x, y, ppp = node.inputs[0], node.outputs[0], softmax_layout(node)
-        if ppp is None:
-            return False
-        sign, log = _SOFTMAX[node.op.name]
-        scale = sign / (node.attr_dict["temperature"] or 1.0)
+        (ppp, log, scale), x, y = plan, node.inputs[0], node.outputs[0]
         self._kernel_step(softmax_source(log, self.sim), ppp[0] * ppp[2],
                           [self._arg(x, ppp), repr(float(scale))], [y], ppp)
         self.report["softmax"] += 1

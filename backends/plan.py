@@ -217,12 +217,20 @@ def reduce_layout(node: Node) -> tuple[tuple[int, int, int] | None, bool]:
     return reduce_runs(shape, axes)
 
 
-def softmax_layout(node: Node) -> tuple[int, int, int] | None:
-    """``(P, R, Q)`` of a single-input softmax-like node over its axis, or None."""
+_SOFTMAX = {"softmax": (1.0, False), "log_softmax": (1.0, True), "softmin": (-1.0, False)}
+
+
+def softmax_plan(node: Node) -> tuple[tuple[int, int, int], bool, float] | None:
+    """``((P, R, Q), log, scale)`` of a single-input softmax/log_softmax/softmin node over its
+    axis (``scale``: the sign over the temperature), or None."""
+    if node.op.name not in _SOFTMAX or len(node.inputs) != 1:
+        return None
     x, y, at = node.inputs[0], node.outputs[0], node.attr_dict
     if not float_known([x, y]) or x.type.dtype != y.type.dtype or x.type.ndim == 0:
         return None
-    return axis_runs(x.type.shape, at["axis"] % x.type.ndim)
+    sign, log = _SOFTMAX[node.op.name]
+    return axis_runs(x.type.shape, at["axis"] % x.type.ndim), log, \
+        sign / (at["temperature"] or 1.0)
 
 
 def pick_layout(node: Node) -> tuple[Value, tuple[int, int, int]] | None:
