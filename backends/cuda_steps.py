@@ -105,10 +105,7 @@ class CudaSteps:
         return True
 
     def _pick(self, node: Node) -> bool:
-        name, at = node.op.name, node.attr_dict
-        if name not in ("pick", "pick_backward") or at["mode"] not in ("clip", "wrap"):
-            return False
-        layout = pick_layout(node)
+        name, at, layout = node.op.name, node.attr_dict, pick_layout(node)
         if layout is None:
             return False
         (data, ppp), idx = layout, node.inputs[1]

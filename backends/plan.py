@@ -234,9 +234,11 @@ def softmax_plan(node: Node) -> tuple[tuple[int, int, int], bool, float] | None:
 
 
 def pick_layout(node: Node) -> tuple[Value, tuple[int, int, int]] | None:
-    """``(data, (P, R, Q))`` of a pick / pick_backward node (data: the array picked from,
-    R its picked axis), or None when it does not fit the kernels."""
+    """``(data, (P, R, Q))`` of a pick / pick_backward node in clip or wrap mode (data: the
+    array picked from, R its picked axis), or None when it does not fit the kernels."""
     name, at = node.op.name, node.attr_dict
+    if name not in ("pick", "pick_backward") or at["mode"] not in ("clip", "wrap"):
+        return None
     data = node.inputs[0] if name == "pick" else node.inputs[2]
     idx, vals = node.inputs[1], [node.inputs[0], node.outputs[0]]
     if data.type.ndim < 2 or not float_known(vals) or not idx.type.known \
