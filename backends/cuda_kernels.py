@@ -44,6 +44,8 @@ def kernel(source: str):
         else:
             name = f"ember_cuda_{source_key(source)[:16]}"
             mod = types.ModuleType(name)
+            # ``source`` is ember's own generated text from this process (the simulator's
+            # kernels never touch the disk cache): nothing read from a file runs here
             exec(compile(source, f"<ember cuda {name}>", "exec"), mod.__dict__)
         fn = _KERNELS[source] = mod.kernel
     return fn
