@@ -18,6 +18,9 @@ value, a replacement node, or None):
   (``op.mutated``), or when it would make a graph output alias an input or parameter;
 - ``reshape(reshape(x))`` -> one reshape to the final shape (written explicitly, as MXNet's
   codes 0/-1 refer to the input they are applied to), and a reshape to x's own shape -> x;
+- ``sum_like(x, like)``, ``broadcast_to``, ``broadcast_like`` and ``broadcast_axis`` whose
+  output has x's own type -> x (the adjoint of a same-shape broadcast is no reduction, and
+  keeping it would keep ``like`` alive for its shape alone: a residual per residual add);
 - ``transpose(transpose(x, p), q)`` -> ``transpose(x, p[q])``, and an identity permutation
   -> x;
 - constant folding. Constants are the outputs of nodes without inputs that draw no random
@@ -199,6 +202,15 @@ def _reshape(r: _Round, node: Node, ins: list[Value]):
     return None
 
 
+_SAME_SHAPE = frozenset({"sum_like", "broadcast_to", "broadcast_like", "broadcast_axis"})
+
+
+def _same_shape(r: _Round, node: Node, ins: list[Value]):
+    if node.op.name not in _SAME_SHAPE or not ins[0].type.known:
+        return None
+    return r.alias(node, ins[0]) if ins[0].type == node.outputs[0].type else None
+
+
 def _perm(ndim: int, axes: tuple) -> tuple[int, ...]:
     return tuple(range(ndim))[::-1] if not axes else tuple(a % ndim for a in axes)
 
@@ -247,7 +259,7 @@ def _fold(r: _Round, node: Node, ins: list[Value]):
     return r.emit("full", [], out, shape=out.type.shape, value=value, dtype=out.type.dtype)
 
 
-_RULES = (_neutral_scalar, _copies, _reshape, _transpose, _fold)
+_RULES = (_neutral_scalar, _copies, _reshape, _same_shape, _transpose, _fold)
 
 
 @register_pass("simplify")

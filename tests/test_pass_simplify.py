@@ -145,6 +145,30 @@ def test_reshape_of_reshape_is_one_reshape():
         """)
 
 
+def test_same_shape_broadcasts_and_sum_like_go():
+    # the residual-add gradient: sum_like(g, y) of equal shapes kept y alive for its shape;
+    # an output may not become an input (%4 stays)
+    check("""\
+        graph g(%x: f32[2,3], %y: f32[2,3], %b: f32[1,3]) {
+          %0: f32[2,3] = sum_like(%x, %y)
+          %1: f32[1,3] = sum_like(%x, %b)
+          %2: f32[2,3] = broadcast_to(%y) {shape=(2, 3)}
+          %3: f32[2,3] = broadcast_like(%b, %x)
+          %4: f32[2,3] = broadcast_like(%y, %x)
+          %5: f32[2,3] = elemwise_add(%0, %2)
+          return %5, %1, %3, %4
+        }
+        """, """\
+        graph g(%x: f32[2,3], %y: f32[2,3], %b: f32[1,3]) {
+          %0: f32[1,3] = sum_like(%x, %b)
+          %1: f32[2,3] = broadcast_like(%b, %x)
+          %2: f32[2,3] = broadcast_like(%y, %x)
+          %3: f32[2,3] = elemwise_add(%x, %y)
+          return %3, %0, %1, %2
+        }
+        """)
+
+
 def test_transpose_of_transpose_composes():
     check("""\
         graph g(%x: f32[2,3,4]) {
