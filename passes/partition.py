@@ -6,11 +6,19 @@ its backward later, once head gradients are known, without recomputing the forwa
 ops such as Dropout would draw a different mask). Nodes that depend on a head-gradient
 input form the backward graph; every value the backward reads from the forward side is a
 *residual*: an extra forward output and a backward input (the split of JAX's
-``partial_eval`` / functorch's partitioner, without rematerialisation).
+``partial_eval`` / functorch's partitioner).
+
+Cheap elementwise forward nodes that only the backward reads are recomputed there instead
+of stored (functorch's min-cut partitioner recomputes pointwise ops for the same reason):
+relu's gradient reads ``y > 0`` and ``min(y, 0)``, two arrays written by the forward and
+read back, where the backward can read ``y`` once and fuse both masks into the consumer of
+the gradient. A node moves when every reader of its output is on the backward side and the
+residuals it adds (its inputs not already kept) take no more bytes than the one it removes.
 """
 from __future__ import annotations
 
 from ember.ir.graph import Graph, Node, Value
+from ember.ir.ops import OpKind
 
 
 def split_forward_backward(joint: Graph, n_forward_outputs: int,
@@ -33,6 +41,11 @@ def split_forward_backward(joint: Graph, n_forward_outputs: int,
         else:
             fwd_nodes.append(n)
     params = {id(v) for v in joint.params}
+    keep = {id(v) for v in joint.outputs}  # forward outputs and gradients that are forward values
+    moved = _recompute(fwd_nodes, bwd_nodes, tainted, params, keep)
+    fwd_nodes = [n for n in fwd_nodes if id(n) not in moved]
+    bwd_nodes = [n for n in joint.nodes if id(n) in moved] + bwd_nodes
+    tainted.update(id(n.outputs[0]) for n in bwd_nodes if id(n) in moved)
     residuals: list[Value] = []
     seen: set[int] = set()
 
@@ -70,3 +83,47 @@ def split_forward_backward(joint: Graph, n_forward_outputs: int,
                      list(joint.params), new_nodes, [vmap.get(id(v), v) for v in grads],
                      {"n_residuals": len(residuals)})
     return forward, backward, residuals
+
+
+_CHEAP = (OpKind.ELEMWISE, OpKind.BROADCAST)
+
+
+def _cheap(n: Node) -> bool:
+    """An elementwise node the backward may recompute: one output, a scalar template (so
+    the fusion pass folds it into its consumer), no randomness or side effects."""
+    return (n.body is None and len(n.outputs) == 1 and n.op.kind in _CHEAP
+            and n.op.template is not None and not n.op.random and not n.op.mutated(n.attr_dict))
+
+
+def _size(vs: list[Value]) -> float:
+    sizes = [v.type.nbytes for v in vs]
+    return float("inf") if any(s is None for s in sizes) else sum(sizes)
+
+
+def _recompute(fwd_nodes: list[Node], bwd_nodes: list[Node], tainted: set[int],
+               params: set[int], keep: set[int]) -> set[int]:
+    """The ids of the forward nodes to move into the backward (see the module docstring),
+    chosen from the last forward node to the first so that chains move whole."""
+    readers: dict[int, list[Node]] = {}
+    for n in fwd_nodes + bwd_nodes:
+        for v in n.inputs:
+            readers.setdefault(id(v), []).append(n)
+    back = {id(n) for n in bwd_nodes}
+    kept = {id(v) for n in bwd_nodes for v in n.inputs
+            if id(v) not in tainted and id(v) not in params}
+    moved: set[int] = set()
+    for n in reversed(fwd_nodes):
+        out = n.outputs[0] if len(n.outputs) == 1 else None
+        if out is None or id(out) in keep or not _cheap(n) or id(out) not in kept:
+            continue
+        if not all(id(r) in back for r in readers.get(id(out), ())):
+            continue
+        new = list({id(v): v for v in n.inputs
+                    if id(v) not in params and id(v) not in kept}.values())
+        if _size(new) > _size([out]):
+            continue
+        moved.add(id(n))
+        back.add(id(n))
+        kept.discard(id(out))
+        kept.update(id(v) for v in new)
+    return moved
