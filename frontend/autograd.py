@@ -199,6 +199,9 @@ def _run(heads, head_grads, retain_graph, create_graph, train_mode):
                     add(x, g)
             if not retain_graph:  # release the saved arrays; the node stays as a marker
                 node.freed, node.inputs, node.out_data = True, None, []
+                release = getattr(node.op, "release", None)
+                if release is not None:  # an op holding saved arrays of its own
+                    release()
     return leaves
 
 

@@ -10,7 +10,8 @@ any warm process.
 
 Finding the calls: the CPU backend's run loop is straight-line generated code (``k12(v3,
 A7.reshape(S9), 4)``). It is walked statement by statement with stand-in arrays of the
-graph's input and parameter types and the buffers the loop itself allocates (``np.empty``:
+graph's input and parameter types and the buffers the loop itself allocates (``np.empty``
+or the recycler's ``take``:
 no memory is touched), and each call of a numba dispatcher gives its argument types
 (numba's ``typeof``: dtype, rank, layout). A call whose arguments come from elsewhere (a
 NumPy fallback's result, a nested program) is left to compile on first call, as before.
@@ -155,9 +156,11 @@ def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
                 names = [t.id for t in target.elts if isinstance(t, ast.Name)]
                 env.update(zip(names, stand_in[value.id]))
             elif isinstance(target, ast.Name) and isinstance(value, ast.Call) and \
-                    isinstance(value.func, ast.Name) and value.func.id == "empty":
+                    isinstance(value.func, ast.Name) and value.func.id in ("empty", "take"):
+                # take(slot, shape, dtype): an output from the program's recycler
+                args = value.args[1:] if value.func.id == "take" else value.args
                 try:
-                    env[target.id] = np.empty(*[_value(a, env, ns) for a in value.args])
+                    env[target.id] = np.empty(*[_value(a, env, ns) for a in args])
                 except (_Unknown, TypeError, ValueError):
                     pass
             continue

@@ -292,6 +292,13 @@ class _Backward:
             out[slot] = NDArray(g, ctx)
         return out
 
+    def release(self) -> None:
+        """Drop the residuals once autograd has freed this entry: the output NDArrays and
+        the entry can stay alive (in a reference cycle until the garbage collector runs),
+        but the forward's saved activations go now, and the compiled forward's recycler
+        (``backends.cpu_run.Recycler``) reuses their memory on the next step."""
+        self.residuals = self.param_arrays = None
+
 
 def compile_split(graph: Graph, n_outputs: int, wrt: list, backend: str):
     """Compile ``graph``'s forward and, apart, the backward for the Values ``wrt``.

@@ -1,0 +1,76 @@
+"""Output arrays of compiled CPU programs are reused once nobody holds them, never before;
+autograd drops a hybridized block's residuals when its backward has run."""
+from __future__ import annotations
+
+import numpy as np
+
+import ember as mx
+from ember import autograd, gluon, nd
+from ember.backends import cpu
+from ember.ir.graph import GraphBuilder
+from ember.ir.types import TensorType
+from ember.runtime import cache
+
+cache.install()
+
+
+def _program():
+    b = GraphBuilder("g")
+    x = b.input(TensorType((64, 32), "float32"), "x")
+    (y,) = b.emit("exp", [x])
+    (z,) = b.emit("mul_scalar", [y], scalar=2.0)
+    return cpu.compile(b.build([y, z]))
+
+
+def _addr(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def test_a_dropped_output_is_reused_by_the_next_run():
+    fn = _program()
+    x = np.random.default_rng(0).standard_normal((64, 32)).astype("float32")
+    y, z = fn([x], [])
+    where = _addr(y), _addr(z)
+    del y, z
+    x1 = x + 1
+    taken = [np.empty((64, 32), "float32") for _ in range(4)]  # malloc's freed chunks
+    y2, z2 = fn([x1], [])
+    assert (_addr(y2), _addr(z2)) == where
+    np.testing.assert_allclose(y2, np.exp(x1), rtol=1e-6)
+    np.testing.assert_allclose(z2, 2 * np.exp(x1), rtol=1e-6)
+    assert all(not np.shares_memory(t, y2) for t in taken)
+
+
+def test_an_output_still_held_is_never_overwritten():
+    fn = _program()
+    x = np.ones((64, 32), "float32")
+    y, z = fn([x], [])
+    view = z[3:5]           # a view keeps its base alive: z must not be reused either
+    del z
+    keep = y.copy(), view.copy()
+    for k in range(4):       # more runs than the recycler keeps arrays per output
+        y2, z2 = fn([x * (k + 2)], [])
+        assert not np.shares_memory(y2, y) and not np.shares_memory(z2, view)
+        np.testing.assert_allclose(z2, 2 * np.exp(x * (k + 2)), rtol=1e-6)
+    np.testing.assert_array_equal(y, keep[0])
+    np.testing.assert_array_equal(view, keep[1])
+
+
+def test_backward_releases_a_hybridized_blocks_residuals():
+    net = gluon.nn.HybridSequential()
+    net.add(gluon.nn.Dense(8, activation="relu"), gluon.nn.Dense(3))
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    x = nd.array(np.random.default_rng(1).standard_normal((4, 5)).astype("float32"))
+    with autograd.record():
+        out = net(x)
+    entry = out._node[0].op
+    assert entry.residuals is not None
+    out.backward()
+    # the output is still alive (and can be in a reference cycle with its tape entry), but
+    # the saved activations are not
+    assert entry.residuals is None
+    with autograd.record():
+        out2 = net(x)
+    out2.backward()
+    np.testing.assert_array_equal(out.asnumpy(), out2.asnumpy())
