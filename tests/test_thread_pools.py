@@ -1,4 +1,5 @@
 """runtime.thread_pools: the thread pools shrink to the cores other processes leave free."""
+import os
 import subprocess
 import sys
 import time
@@ -59,3 +60,52 @@ def test_disabled_by_environment(monkeypatch):
     monkeypatch.setattr(threads, "_GOVERNOR", None)
     threads.adapt()
     assert threads.governor() is None
+
+
+_SPIN = """\
+import os, sys, time
+import numpy as np
+from threadpoolctl import threadpool_info
+
+
+def spin():
+    # CPU seconds burnt in 0.3 s of sleep right after a threaded GEMM
+    a = np.random.default_rng(0).random((600, 600))
+    a @ a
+    t = os.times()
+    time.sleep(0.3)
+    t2 = os.times()
+    return (t2.user + t2.system) - (t.user + t.system)
+
+
+blas = [i for i in threadpool_info() if i.get("internal_api") == "openblas"]
+if not blas or blas[0].get("num_threads", 1) < 2:
+    print("None None None")
+    sys.exit()
+before = spin()
+import ember  # noqa: E402
+print(before, spin(), os.environ.get("OPENBLAS_THREAD_TIMEOUT"))
+"""
+
+
+def test_importing_ember_stops_openblas_idle_spin():
+    # in a fresh process: OpenBLAS's workers spin ~0.1 s after each GEMM unless told not to
+    # (a conv net's BLAS workers then never sleep and take the cores from ember's kernels)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_THREAD_TIMEOUT", "EMBER_ADAPTIVE_THREADS")}
+    out = subprocess.run([sys.executable, "-c", _SPIN], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after, var = out.stdout.split()
+    if before == "None":
+        pytest.skip("NumPy's BLAS is not a threaded OpenBLAS here")
+    assert float(after) < 0.03 < float(before)
+    assert var == "None"  # children (benchmark peers) keep OpenBLAS's own default
+
+
+def test_a_users_openblas_timeout_is_left_alone(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "20")
+    assert threads.quiet_blas() is False
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT")
+    monkeypatch.setenv("EMBER_ADAPTIVE_THREADS", "0")
+    assert threads.quiet_blas() is False
