@@ -24,6 +24,8 @@ GEMM as in Chetlur et al. 2014's cuDNN "batched im2col"):
 - weight gradient: one GEMM per chunk and group over the chunk's nc*M columns,
   (F, nc*M) @ (nc*M, C*K), accumulated over the chunks (not one GEMM per sample and a sum).
 - one input channel per group (depthwise): direct numba kernels (``DW_*``).
+- 3x3, stride 1 (forward and data gradient), where it pays: Winograd F(2x2, 3x3)
+  (``cpu_winograd``), with the im2col step kept for calls with non-finite values.
 Scratch (columns, transposed operands) is one buffer per compiled program (or the shared
 arena of a graph's programs at several batch sizes), allocated at the largest size a step
 asked for while planning; steps run one at a time. The run-time steps are in
@@ -191,8 +193,14 @@ class ConvSteps:
                     lambda: conv_epilogue_source(bias, epilogue, mv, leaves, flags, outputs,
                                                  parallel, tr)))
         make = forward_step if forward else dgrad_step
+        sliced = [not fl[0] for fl in flags]
         step = make(geo, dt, self._conv_scratch(), epi.get(False), epi.get(True), bias,
-                    len(leaves), [not fl[0] for fl in flags])
+                    len(leaves), sliced)
+        from .cpu_winograd import applies, winograd_step
+        if applies(geo, forward):  # 3x3 stride 1: Winograd, im2col for non-finite inputs
+            step = winograd_step(geo, dt, self._conv_scratch(), epi.get(False), bias,
+                                 len(leaves), sliced, forward, step)
+            self.report["winograd"] += 1
         args = [self._arg(v) for v in ins[:3 if bias else 2]]
         args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
         args += [self.b.expr(outs[0])] + [self.b.expr(v, view) for v in outs[1:]]

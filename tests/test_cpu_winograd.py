@@ -1,0 +1,106 @@
+"""Winograd F(2x2, 3x3) convolutions of the CPU backend (backends/cpu_winograd.py) against
+the reference backend: forward and data gradient, padding 0-2, odd and even sizes, ragged
+chunks, fused epilogues; calls with Inf or NaN take the im2col step and agree exactly where
+the reference is not finite. float32 tolerances as tests/test_cpu_conv.py (rtol/atol 1e-4):
+the transforms sum in another order."""
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_cpu_conv import _compare, _conv_graph, _rand
+
+from ember.backends import cpu, cpu_winograd, reference
+from ember.passes import run_pipeline
+
+
+@contextlib.contextmanager
+def _small(tiles=1, chunk=None):
+    """Winograd for small test shapes; ``chunk``: CHUNK_BYTES (ragged chunks)."""
+    w = cpu_winograd
+    old = w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.CHUNK_BYTES
+    w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP = tiles, 1, 1
+    if chunk is not None:
+        w.CHUNK_BYTES = chunk
+    try:
+        yield
+    finally:
+        w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.CHUNK_BYTES = old
+
+
+@st.composite
+def convs3x3(draw):
+    n = draw(st.integers(1, 4))
+    c, f = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    p = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    hw = (draw(st.integers(3, 11)), draw(st.integers(3, 11)))
+    return dict(n=n, c=c, f=f, g=1, hw=hw, k=(3, 3), s=(1, 1), p=p, d=(1, 1),
+                bias=draw(st.booleans()), epi=draw(st.sampled_from(["none", "relu", "residual"])),
+                per_chunk=draw(st.sampled_from([1, 2, 64])))
+
+
+def _per_sample_bytes(cfg):
+    h, w = cfg["hw"]
+    oh, ow = h + 2 * cfg["p"][0] - 2, w + 2 * cfg["p"][1] - 2
+    tiles = max(-(-oh // 2) * -(-ow // 2), -(-h // 2) * -(-w // 2))
+    return 16 * max(cfg["c"], cfg["f"]) * tiles * 4
+
+
+@settings(max_examples=30, deadline=None)
+@given(convs3x3())
+def test_winograd_forward_and_data_gradient_match_reference(cfg):
+    graph, _, _ = _conv_graph(cfg)
+    joint = run_pipeline(graph, grad=True)      # head gradients are inputs: random
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
+    with _small(chunk=cfg["per_chunk"] * _per_sample_bytes(cfg)):
+        rep = _compare(joint, inputs, params)
+    # forward always; the data gradient where its padding 2 - p is not negative
+    assert rep.get("winograd", 0) == 2, rep
+
+
+def test_large_channels_and_an_odd_map_as_in_resnet():
+    cfg = dict(n=3, c=32, f=48, g=1, hw=(7, 7), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
+               bias=False, epi="relu")
+    graph, _, _ = _conv_graph(cfg)
+    joint = run_pipeline(graph, grad=True)
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
+    with _small():
+        rep = _compare(joint, inputs, params)
+    assert rep.get("winograd") == 2, rep
+
+
+def test_defaults_keep_im2col_where_winograd_does_not_pay():
+    big = dict(n=2, c=128, f=128, g=1, hw=(24, 24), k=(3, 3), s=(1, 1), p=(1, 1),
+               d=(1, 1), bias=False, epi="none")
+    cases = [big, dict(big, c=64), dict(big, hw=(7, 7), n=32), dict(big, n=1, hw=(14, 14)),
+             dict(big, s=(2, 2))]
+    reps = [cpu.compile(_conv_graph(cfg)[0]).report for cfg in cases]
+    assert [r.get("winograd", 0) for r in reps] == [1, 0, 0, 0, 0], reps
+
+
+@pytest.mark.parametrize("where", ["image", "weight"])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_values_give_the_reference_result(where, bad):
+    # the transforms would spread an Inf to outputs whose windows do not hold it (inf - inf)
+    cfg = dict(n=2, c=4, f=3, g=1, hw=(8, 8), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
+               bias=True, epi="none")
+    graph, _, _ = _conv_graph(cfg)
+    x = _rand((2, 4, 8, 8), 1)
+    w = _rand((3, 4, 3, 3), 2)
+    if where == "image":
+        x[1, 2, 3, 5] = bad
+    else:
+        w[1, 0, 2, 2] = bad
+    params = [w, _rand((3,), 3)]
+    with _small():
+        fn = cpu.compile(graph)
+        got = fn([x.copy()], [p.copy() for p in params])[0]
+    want = reference.run_graph(graph, [x.copy()], [p.copy() for p in params])[0]
+    assert fn.report.get("winograd") == 1, fn.report
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-4, atol=1e-4)
