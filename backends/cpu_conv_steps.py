@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cpu_conv_kernels import COL2IM, DW_BWD_DATA, DW_BWD_WEIGHT, DW_FWD, IM2COL
+from .cpu_split import SplitKernel
 from .cpu_steps import kernel
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     direct = geo.depthwise
     pieces = [] if direct else [((geo.ck, nc, m), dt)] + ([((f, nc, m), dt)] if nc > 1 else [])
     scratch.need(pieces)
-    im2col = kernel(DW_FWD if direct else IM2COL)
+    im2col = SplitKernel(kernel(DW_FWD), 10, 0) if direct else kernel(IM2COL)
     gargs = geo.args()
     post = epi is not None
 
@@ -86,7 +87,7 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
         x = np.ascontiguousarray(x).reshape(geo.n, geo.c, geo.h, geo.w)
         y3 = y.reshape(geo.n, f, m)
         if direct:
-            im2col(x, np.ascontiguousarray(w), *gargs, y.reshape(geo.n, f, geo.oh, geo.ow))
+            im2col(x, np.ascontiguousarray(w), *gargs, y.reshape(geo.n * f, geo.oh, geo.ow))
             if post:
                 _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, 0, geo.n)
             return
