@@ -111,39 +111,43 @@ def kernel(x, ph, pw, th, tw, v):
     wp = 2 * tw + 2
     c0 = min(pw, wp)
     c1 = max(min(pw + w, wp), c0)
+    xf, vf = x.ravel(), v.ravel()
+    kst = u(c * v.shape[2])          # distance between two of the 16 rows of v
     for q in prange(P):
         b = q // c
         ci = q - b * c
-        rows = np.empty((4, wp), x.dtype)
-        t = np.empty((4, wp), x.dtype)
+        rows = np.zeros(4 * wp, x.dtype)
+        t = np.empty(4 * wp, x.dtype)
         for ty in range(th):
             for i in range(4):
                 r = 2 * ty - ph + i
+                ro = u(i * wp)
                 if r < 0 or r >= h:
                     for col in range(wp):
-                        rows[i, col] = 0
+                        rows[ro + u(col)] = 0
                     continue
-                for col in range(c0):
-                    rows[i, col] = 0
+                src = u((q * h + r) * w) - u(pw)
                 for col in range(c0, c1):
-                    rows[i, col] = x[q, r, col - pw]
-                for col in range(c1, wp):
-                    rows[i, col] = 0
+                    rows[ro + u(col)] = xf[src + u(col)]
             for col in range(wp):   # B^T d: down the columns, every tile of the row at once
-                d0, d1, d2, d3 = rows[0, col], rows[1, col], rows[2, col], rows[3, col]
-                t[0, col] = d0 - d2
-                t[1, col] = d1 + d2
-                t[2, col] = d2 - d1
-                t[3, col] = d1 - d3
-            base = b * T + ty * tw
+                d0, d1 = rows[u(col)], rows[u(wp + col)]
+                d2, d3 = rows[u(2 * wp + col)], rows[u(3 * wp + col)]
+                t[u(col)] = d0 - d2
+                t[u(wp + col)] = d1 + d2
+                t[u(2 * wp + col)] = d2 - d1
+                t[u(3 * wp + col)] = d1 - d3
+            base = u(ci * v.shape[2] + b * T + ty * tw)
             for i in range(4):      # (B^T d) B: along each tile's columns
+                ti = u(i * wp)
+                o0 = u(4 * i) * kst + base
+                o1, o2, o3 = o0 + kst, o0 + 2 * kst, o0 + 3 * kst
                 for tx in range(tw):
-                    a0, a1 = t[i, 2 * tx], t[i, 2 * tx + 1]
-                    a2, a3 = t[i, 2 * tx + 2], t[i, 2 * tx + 3]
-                    v[4 * i, ci, base + tx] = a0 - a2
-                    v[4 * i + 1, ci, base + tx] = a1 + a2
-                    v[4 * i + 2, ci, base + tx] = a2 - a1
-                    v[4 * i + 3, ci, base + tx] = a1 - a3
+                    e = ti + u(2 * tx)
+                    a0, a1, a2, a3 = t[e], t[e + u(1)], t[e + u(2)], t[e + u(3)]
+                    vf[o0 + u(tx)] = a0 - a2
+                    vf[o1 + u(tx)] = a1 + a2
+                    vf[o2 + u(tx)] = a2 - a1
+                    vf[o3 + u(tx)] = a1 - a3
 """
 
 WINO_OUT = _HEAD + """@njit(parallel=True, fastmath={'contract'}, **_OPTS)
@@ -151,27 +155,38 @@ def kernel(m, th, tw, y):
     P, oh, ow = y.shape
     f = m.shape[1]
     T = th * tw
+    mf, yf = m.ravel(), y.ravel()
+    kst = u(f * m.shape[2])
     for q in prange(P):
         b = q // f
         fi = q - b * f
-        r = np.empty((2, 4, tw), y.dtype)
+        r = np.empty(8 * tw, y.dtype)
         for ty in range(th):
-            base = b * T + ty * tw
+            base = u(fi * m.shape[2] + b * T + ty * tw)
             for j in range(4):      # A^T M: down the tile's columns
+                s0 = u(j) * kst + base
+                s1, s2, s3 = s0 + 4 * kst, s0 + 8 * kst, s0 + 12 * kst
+                r0, r1 = u(j * tw), u((4 + j) * tw)
                 for tx in range(tw):
-                    m0, m1 = m[j, fi, base + tx], m[4 + j, fi, base + tx]
-                    m2, m3 = m[8 + j, fi, base + tx], m[12 + j, fi, base + tx]
-                    r[0, j, tx] = m0 + m1 + m2
-                    r[1, j, tx] = m1 - m2 - m3
+                    m0, m1 = mf[s0 + u(tx)], mf[s1 + u(tx)]
+                    m2, m3 = mf[s2 + u(tx)], mf[s3 + u(tx)]
+                    r[r0 + u(tx)] = m0 + m1 + m2
+                    r[r1 + u(tx)] = m1 - m2 - m3
             for i in range(2):      # (A^T M) A: along the rows
                 yr = 2 * ty + i
                 if yr >= oh:
                     break
-                for tx in range(tw):
-                    a0, a1, a2, a3 = r[i, 0, tx], r[i, 1, tx], r[i, 2, tx], r[i, 3, tx]
-                    y[q, yr, 2 * tx] = a0 + a1 + a2
-                    if 2 * tx + 1 < ow:
-                        y[q, yr, 2 * tx + 1] = a1 - a2 - a3
+                ri = u(4 * i * tw)
+                dst = u((q * oh + yr) * ow)
+                for tx in range(ow // 2):
+                    a0, a1 = r[ri + u(tx)], r[ri + u(tw + tx)]
+                    a2, a3 = r[ri + u(2 * tw + tx)], r[ri + u(3 * tw + tx)]
+                    yf[dst + u(2 * tx)] = a0 + a1 + a2
+                    yf[dst + u(2 * tx + 1)] = a1 - a2 - a3
+                if ow % 2:
+                    tx = tw - 1
+                    a0, a1, a2 = r[ri + u(tx)], r[ri + u(tw + tx)], r[ri + u(2 * tw + tx)]
+                    yf[dst + u(2 * tx)] = a0 + a1 + a2
 """
 
 
