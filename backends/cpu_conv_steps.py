@@ -177,7 +177,7 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
 def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
     """``step(gy, x, dw)`` of a weight gradient: one GEMM per chunk and group over the
     chunk's columns, accumulated over the chunks."""
-    nc, g, f, m = geo.chunk(dt.itemsize), geo.g, geo.f, geo.m
+    nc, g, f, m = geo.chunk(dt.itemsize, widest=True), geo.g, geo.f, geo.m
     ck, fg = geo.ck // g, f // g
     direct = geo.depthwise
     chunks = -(-geo.n // nc)
