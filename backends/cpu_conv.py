@@ -201,10 +201,10 @@ class ConvSteps:
         sliced = [not fl[0] for fl in flags]
         step = make(geo, dt, self._conv_scratch(), epi.get(False), epi.get(True), bias,
                     len(leaves), sliced)
-        from .cpu_winograd import applies, winograd_step
+        from .cpu_winograd import applies, tile, winograd_step
         if applies(geo, forward):  # 3x3 stride 1: Winograd, im2col for non-finite inputs
             step = winograd_step(geo, dt, self._conv_scratch(), epi.get(False), bias,
-                                 len(leaves), sliced, forward, step)
+                                 len(leaves), sliced, forward, step, tile(geo, forward))
             self.report["winograd"] += 1
         args = [self._arg(v) for v in ins[:3 if bias else 2]]
         args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]

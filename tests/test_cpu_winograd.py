@@ -1,8 +1,9 @@
-"""Winograd F(2x2, 3x3) convolutions of the CPU backend (backends/cpu_winograd.py) against
-the reference backend: forward and data gradient, padding 0-2, odd and even sizes, ragged
-chunks, fused epilogues; calls with Inf or NaN take the im2col step and agree exactly where
-the reference is not finite. float32 tolerances as tests/test_cpu_conv.py (rtol/atol 1e-4):
-the transforms sum in another order."""
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) convolutions of the CPU backend
+(backends/cpu_winograd.py) against the reference backend: forward and data gradient, padding
+0-2, sizes that are and are not multiples of the tile, ragged chunks, fused epilogues; calls
+with Inf or NaN take the im2col step and agree exactly where the reference is not finite.
+float32 tolerances as tests/test_cpu_conv.py (rtol/atol 1e-4): the transforms sum in
+another order."""
 import contextlib
 
 import numpy as np
@@ -11,22 +12,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cpu_conv import _compare, _conv_graph, _rand
 
-from ember.backends import cpu, cpu_winograd, reference
+from ember.backends import cpu, cpu_conv, cpu_winograd, reference
 from ember.passes import run_pipeline
 
 
 @contextlib.contextmanager
-def _small(tiles=1, chunk=None):
-    """Winograd for small test shapes; ``chunk``: CHUNK_BYTES (ragged chunks)."""
+def _small(tiles=1, chunk=None, m=2):
+    """Winograd F(m x m) for small test shapes; ``chunk``: CHUNK_BYTES (ragged chunks)."""
     w = cpu_winograd
-    old = w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.CHUNK_BYTES
-    w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP = tiles, 1, 1
+    old = w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.CHUNK_BYTES, w.TILE
+    w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.TILE = tiles, 1, 1, m
     if chunk is not None:
         w.CHUNK_BYTES = chunk
     try:
         yield
     finally:
-        w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.CHUNK_BYTES = old
+        w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.CHUNK_BYTES, w.TILE = old
 
 
 @st.composite
@@ -40,50 +41,57 @@ def convs3x3(draw):
                 per_chunk=draw(st.sampled_from([1, 2, 64])))
 
 
-def _per_sample_bytes(cfg):
+def _per_sample_bytes(cfg, m):
     h, w = cfg["hw"]
     oh, ow = h + 2 * cfg["p"][0] - 2, w + 2 * cfg["p"][1] - 2
-    tiles = max(-(-oh // 2) * -(-ow // 2), -(-h // 2) * -(-w // 2))
-    return 16 * max(cfg["c"], cfg["f"]) * tiles * 4
+    tiles = max(-(-oh // m) * -(-ow // m), -(-h // m) * -(-w // m))
+    return (m + 2) ** 2 * max(cfg["c"], cfg["f"]) * tiles * 4
 
 
-@settings(max_examples=30, deadline=None)
-@given(convs3x3())
-def test_winograd_forward_and_data_gradient_match_reference(cfg):
+@pytest.mark.parametrize("m", [2, 4])
+@settings(max_examples=20, deadline=None)
+@given(cfg=convs3x3())
+def test_winograd_forward_and_data_gradient_match_reference(m, cfg):
     graph, _, _ = _conv_graph(cfg)
     joint = run_pipeline(graph, grad=True)      # head gradients are inputs: random
     inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
     params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
-    with _small(chunk=cfg["per_chunk"] * _per_sample_bytes(cfg)):
+    with _small(chunk=cfg["per_chunk"] * _per_sample_bytes(cfg, m), m=m):
         rep = _compare(joint, inputs, params)
     # forward always; the data gradient where its padding 2 - p is not negative
     assert rep.get("winograd", 0) == 2, rep
 
 
-def test_large_channels_and_an_odd_map_as_in_resnet():
+@pytest.mark.parametrize("m", [2, 4])
+def test_large_channels_and_an_odd_map_as_in_resnet(m):
     cfg = dict(n=3, c=32, f=48, g=1, hw=(7, 7), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
                bias=False, epi="relu")
     graph, _, _ = _conv_graph(cfg)
     joint = run_pipeline(graph, grad=True)
     inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
     params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
-    with _small():
+    with _small(m=m):
         rep = _compare(joint, inputs, params)
     assert rep.get("winograd") == 2, rep
 
 
 def test_defaults_keep_im2col_where_winograd_does_not_pay():
-    big = dict(n=2, c=128, f=128, g=1, hw=(24, 24), k=(3, 3), s=(1, 1), p=(1, 1),
+    big = dict(n=2, c=64, f=64, g=1, hw=(24, 24), k=(3, 3), s=(1, 1), p=(1, 1),
                d=(1, 1), bias=False, epi="none")
-    cases = [big, dict(big, c=64), dict(big, hw=(7, 7), n=32), dict(big, n=1, hw=(14, 14)),
+    cases = [big, dict(big, c=32), dict(big, hw=(7, 7), n=32), dict(big, n=1, hw=(14, 14)),
              dict(big, s=(2, 2))]
     reps = [cpu.compile(_conv_graph(cfg)[0]).report for cfg in cases]
     assert [r.get("winograd", 0) for r in reps] == [1, 0, 0, 0, 0], reps
+    geo = cpu_conv.geometry(_conv_graph(big)[0].nodes[0])
+    assert cpu_winograd.tile(geo, True) == 2
+    assert cpu_winograd.tile(cpu_conv.geometry(_conv_graph(dict(big, hw=(56, 56)))[0]
+                                               .nodes[0]), True) == 4
 
 
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("where", ["image", "weight"])
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
-def test_non_finite_values_give_the_reference_result(where, bad):
+def test_non_finite_values_give_the_reference_result(where, bad, m):
     # the transforms would spread an Inf to outputs whose windows do not hold it (inf - inf)
     cfg = dict(n=2, c=4, f=3, g=1, hw=(8, 8), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
                bias=True, epi="none")
@@ -95,7 +103,7 @@ def test_non_finite_values_give_the_reference_result(where, bad):
     else:
         w[1, 0, 2, 2] = bad
     params = [w, _rand((3,), 3)]
-    with _small():
+    with _small(m=m):
         fn = cpu.compile(graph)
         got = fn([x.copy()], [p.copy() for p in params])[0]
     want = reference.run_graph(graph, [x.copy()], [p.copy() for p in params])[0]
