@@ -226,6 +226,10 @@ class ConvSteps:
         self._buf(out)
         dt = np.dtype(out.type.dtype)
         step = wgrad_step(geo, dt, self._conv_scratch())
+        from .cpu_winograd import applies_wgrad, tile, wgrad_winograd_step
+        if applies_wgrad(geo):
+            step = wgrad_winograd_step(geo, dt, self._conv_scratch(), step, tile(geo, True))
+            self.report["winograd"] += 1
         args = [self._arg(v) for v in ins] + [self.b.expr(out)]
         self.b.emit(f"{self.b.constant(step, 'k')}({', '.join(args)})")
         self.report["conv_wgrad"] += 1

@@ -42,7 +42,7 @@ import numpy as np
 from .cpu_conv import Geo
 from .cpu_conv_steps import Scratch, _part, _run_epilogue
 from .cpu_steps import kernel, split
-from .cpu_winograd_gen import alpha, in_source, out_source, w_source
+from .cpu_winograd_gen import alpha, grad_source, in_source, out_source, w_source, wadj_source
 
 MIN_CHANNELS = 64
 MIN_MAP = 14
@@ -131,5 +131,59 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
             wino_out(mv, th, tw, y_planes[a * cout:e * cout])
             if epi is not None:
                 _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, a, e)
+    step.winograd = True
+    return step
+
+
+def applies_wgrad(geo: Geo) -> bool:
+    """Whether a weight gradient runs as Winograd (the forward's conditions)."""
+    return applies(geo, True)
+
+
+def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: int = 2):
+    """``step(gy, x, dw)`` of a weight gradient by Winograd: the forward is
+    ``Y_t = A^T (U * V_t) A`` per tile t, so ``dL/dU = sum_t (A dY_t A^T) * V_t`` (one GEMM
+    per transform point over all tiles, ``Z[k] @ V[k]^T``) and ``dW = G^T dL/dU G``
+    (Lavin & Gray 2016, s.5, training). ``fallback`` (the im2col step) runs for non-finite
+    inputs."""
+    kk = alpha(m) ** 2
+    c, f = geo.c, geo.f
+    th, tw = -(-geo.oh // m), -(-geo.ow // m)
+    tiles = th * tw
+    per = kk * max(c, f) * tiles * dt.itemsize
+    nc = max(1, min(geo.n, CHUNK_BYTES // max(1, per)))
+    chunks = -(-geo.n // nc)
+    pieces = [((kk, c, nc * tiles), dt), ((kk, f, nc * tiles), dt), ((kk, f, c), dt)] + \
+        ([((kk, f, c), dt)] if chunks > 1 else [])
+    scratch.need(pieces)
+    finite = kernel(FINITE)
+    wino_in, wino_grad = split(in_source(m)), split(grad_source(m))
+    wino_adj = split(wadj_source(m))
+    n, ph, pw = geo.n, geo.p[0], geo.p[1]
+
+    def step(gy, x, dw):
+        gy = np.ascontiguousarray(gy)
+        x = np.ascontiguousarray(x)
+        if not (finite(gy) and finite(x)):
+            return fallback(gy, x, dw)
+        views = scratch.views(pieces)
+        v, z = views[0], views[1]
+        du = views[2].reshape(kk, f, c)
+        acc = views[3].reshape(kk, f, c) if chunks > 1 else None
+        x3 = x.reshape(n * c, geo.h, geo.w)
+        g3 = gy.reshape(n * f, geo.oh, geo.ow)
+        for a in range(0, n, nc):
+            e = min(n, a + nc)
+            cols = (e - a) * tiles
+            vv = _part(v, (kk, c, cols))
+            zz = _part(z, (kk, f, cols))
+            wino_in(x3[a * c:e * c], ph, pw, th, tw, vv)
+            wino_grad(g3[a * f:e * f], th, tw, zz)
+            dst = du if a == 0 else acc
+            for k in range(kk):
+                np.matmul(zz[k], vv[k].T, out=dst[k])
+            if a:
+                du += acc
+        wino_adj(du, dw.reshape(f, c, 3, 3))
     step.winograd = True
     return step

@@ -198,3 +198,79 @@ def kernel(mm, th, tw, y):
                     for cut in range(ow - {m} * tx):
                         yf[dst + u({m} * tx + cut)] = vals[cut]
 """
+
+
+def grad_source(m: int) -> str:
+    """``kernel(gy, th, tw, z)``: output-gradient planes gy (N*F, OH, OW) -> Z (alpha^2, F,
+    tiles), ``Z = A dY A^T`` per m x m tile (the adjoint of the output transform; tiles past
+    the map read zeros)."""
+    _, _, at = MATRICES[m]
+    a, k = alpha(m), _Consts()
+    gs = [f"g{p}" for p in range(m)]
+    col = "".join(f"                g{p} = rows[u({p} * wd + col)]\n" for p in range(m))
+    a_cols = [[at[p][i] for p in range(m)] for i in range(a)]   # the rows of A = (A^T)^T
+    col += "".join(f"                t[u({i} * wd + col)] = {_dot(a_cols[i], gs, k)}\n"
+                   for i in range(a))
+    qs = [f"a{q}" for q in range(m)]
+    tile = "".join(f"                    a{q} = t[e + u({q})]\n" for q in range(m))
+    tile += "".join(f"                    zf[o{j} + u(tx)] = {_dot(a_cols[j], qs, k)}\n"
+                    for j in range(a))
+    offs = "".join(f"                o{j} = o + u({j}) * kst\n" for j in range(a))
+    return _HEAD + f"""@njit(parallel=True, fastmath={{'contract'}}, **_OPTS)
+def kernel(gy, th, tw, z):
+    P, oh, ow = gy.shape
+    f = z.shape[1]
+    T = th * tw
+    wd = {m} * tw
+    gf, zf = gy.ravel(), z.ravel()
+    kst = u(f * z.shape[2])
+    dt = gy.dtype.type
+{k.lines("    ")}    for q in prange(P):
+        b = q // f
+        fi = q - b * f
+        rows = np.zeros({m} * wd, gy.dtype)
+        t = np.empty({a} * wd, gy.dtype)
+        for ty in range(th):
+            for p in range({m}):
+                r = {m} * ty + p
+                ro = u(p * wd)
+                if r >= oh:
+                    for cc in range(wd):
+                        rows[ro + u(cc)] = 0
+                    continue
+                src = u((q * oh + r) * ow)
+                for cc in range(ow):
+                    rows[ro + u(cc)] = gf[src + u(cc)]
+            for col in range(wd):   # A dY: down the columns
+{col}            base = u(fi * z.shape[2] + b * T + ty * tw)
+            for i in range({a}):    # (A dY) A^T: along each tile
+                o = u({a} * i) * kst + base
+{offs}                ti = u(i * wd)
+                for tx in range(tw):
+                    e = ti + u({m} * tx)
+{tile}"""
+
+
+def wadj_source(m: int) -> str:
+    """``kernel(du, dw)``: dU (alpha^2, F, C) -> the weight gradient dW (F, C, 3, 3) =
+    G^T dU G (the adjoint of the filter transform)."""
+    _, g_mat, _ = MATRICES[m]
+    a, k = alpha(m), _Consts()
+    body = "".join(f"            d{i}{j} = du[{a * i + j}, fi, ci]\n"
+                   for i in range(a) for j in range(a))
+    g_cols = [[g_mat[j][b] for j in range(a)] for b in range(3)]   # the rows of G^T
+    for i in range(a):   # s = dU G (alpha x 3)
+        for b in range(3):
+            ds = [f"d{i}{j}" for j in range(a)]
+            body += f"            s{i}{b} = {_dot(g_cols[b], ds, k)}\n"
+    for r in range(3):   # dW = G^T s (3 x 3)
+        for b in range(3):
+            ss = [f"s{i}{b}" for i in range(a)]
+            body += f"            dw[fi, ci, {r}, {b}] = {_dot(g_cols[r], ss, k)}\n"
+    return _HEAD + f"""@njit(parallel=True, fastmath={{'contract'}}, **_OPTS)
+def kernel(du, dw):
+    F, C, kh, kw = dw.shape
+    dt = dw.dtype.type
+{k.lines("    ")}    for fi in prange(F):
+        for ci in range(C):
+{body}"""

@@ -58,8 +58,8 @@ def test_winograd_forward_and_data_gradient_match_reference(m, cfg):
     params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
     with _small(chunk=cfg["per_chunk"] * _per_sample_bytes(cfg, m), m=m):
         rep = _compare(joint, inputs, params)
-    # forward always; the data gradient where its padding 2 - p is not negative
-    assert rep.get("winograd", 0) == 2, rep
+    # forward, data gradient (its padding 2 - p is not negative) and weight gradient
+    assert rep.get("winograd", 0) == 3, rep
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -72,7 +72,7 @@ def test_large_channels_and_an_odd_map_as_in_resnet(m):
     params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
     with _small(m=m):
         rep = _compare(joint, inputs, params)
-    assert rep.get("winograd") == 2, rep
+    assert rep.get("winograd") == 3, rep
 
 
 def test_defaults_keep_im2col_where_winograd_does_not_pay():
@@ -112,3 +112,25 @@ def test_non_finite_values_give_the_reference_result(where, bad, m):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     ok = np.isfinite(want)
     np.testing.assert_allclose(got[ok], want[ok], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_a_non_finite_output_gradient_gives_the_reference_weight_gradient(bad, m):
+    cfg = dict(n=2, c=3, f=4, g=1, hw=(9, 9), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
+               bias=False, epi="none")
+    graph, _, _ = _conv_graph(cfg)
+    joint = run_pipeline(graph, grad=True)
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
+    inputs[-1][1, 2, 4, 0] = bad       # the head gradient
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
+    with _small(m=m):
+        fn = cpu.compile(joint)
+        got = fn([a.copy() for a in inputs], [p.copy() for p in params])
+    want = reference.run_graph(joint, [a.copy() for a in inputs], [p.copy() for p in params])
+    assert fn.report.get("winograd") == 3, fn.report
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        np.testing.assert_array_equal(np.isinf(g), np.isinf(w))
+        ok = np.isfinite(w)
+        np.testing.assert_allclose(g[ok], w[ok], rtol=1e-4, atol=1e-4)
