@@ -248,3 +248,10 @@ def set_module_loader(loader: ModuleLoader | None) -> None:
 def load_module(source: str, name: str) -> types.ModuleType:
     """Load generated ``source`` with the installed loader (in memory when there is none)."""
     return (_loader or _load_in_memory)(source, name)
+
+
+def compiled_before(source: str, name: str) -> bool:
+    """Whether the installed loader's cache holds machine code an earlier process saved for
+    ``source`` (its ``compiled_before``; False without one)."""
+    check = getattr(getattr(_loader, "__self__", None), "compiled_before", None)
+    return bool(check is not None and check(source, name))

@@ -31,7 +31,9 @@ of 5, the two back to back in one process): 64 channels at 56x56 F(2) 1.38 / 1.2
 8x8, and the filter transform, redone every call, outweighs the saving). Chunks of
 ``CHUNK_BYTES`` (4 MB) of transformed tiles stay in cache between the transform and the
 GEMMs (32 MB chunks: 5-10% slower). ``EMBER_WINOGRAD=0`` turns it off;
-``EMBER_WINOGRAD_M=2`` or ``4`` forces the tile.
+``EMBER_WINOGRAD_M=2`` or ``4`` forces the tile. The kernels are compiled off the first
+call's path (``cpu_tiered.Deferred``): with a cold kernel cache the first steps run the
+im2col step while a thread compiles them.
 """
 from __future__ import annotations
 
@@ -41,7 +43,9 @@ import numpy as np
 
 from .cpu_conv import Geo
 from .cpu_conv_steps import Scratch, _part, _run_epilogue
+from .cpu_split import SplitKernel
 from .cpu_steps import kernel, split
+from .cpu_tiered import Deferred
 from .cpu_winograd_gen import alpha, grad_source, in_source, out_source, w_source, wadj_source
 
 MIN_CHANNELS = 64
@@ -102,9 +106,16 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
     nc = max(1, min(geo.n, CHUNK_BYTES // max(1, per)))
     pieces = [((kk, cout, cin), dt), ((kk, cin, nc * tiles), dt), ((kk, cout, nc * tiles), dt)]
     scratch.need(pieces)
-    finite, wino_w = kernel(FINITE), split(w_source(m))
-    wino_in, wino_out = split(in_source(m)), split(out_source(m))
+    sources = [FINITE, w_source(m), in_source(m), out_source(m)]
+    finite, wino_w, wino_in, wino_out = kernel(sources[0]), *map(split, sources[1:])
     n, m_out = geo.n, hout * wout
+
+    def warm():
+        finite(np.zeros((1, 1, 1, 1), dt))
+        _call_empty(wino_w, np.zeros((0, 1, 3, 3), dt), not forward, np.zeros((kk, 1, 1), dt))
+        _call_empty(wino_in, np.zeros((0, 1, 1), dt), 0, 0, 1, 1, np.zeros((kk, 1, 1), dt))
+        _call_empty(wino_out, np.zeros((kk, 1, 1), dt), 1, 1, np.zeros((0, 1, 1), dt))
+    tier = Deferred(warm, sources)
 
     def step(x, w, *rest):
         bias = rest[0] if has_bias else None
@@ -112,7 +123,7 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
         leaves, y, extra = rest2[:n_leaves], rest2[n_leaves], rest2[n_leaves + 1:]
         x = np.ascontiguousarray(x)
         w = np.ascontiguousarray(w)
-        if not (finite(x) and finite(w)):
+        if not (tier.ready() and finite(x) and finite(w)):
             return fallback(x, w, *rest)
         u, v, mm = scratch.views(pieces)
         u = u.reshape(kk, cout, cin)
@@ -131,8 +142,16 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
             wino_out(mv, th, tw, y_planes[a * cout:e * cout])
             if epi is not None:
                 _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, a, e)
-    step.winograd = True
+    step.deferred = tier
     return step
+
+
+def _call_empty(k, *args) -> None:
+    """Compile ``k`` for these argument types by a call over an empty range."""
+    if isinstance(k, SplitKernel):
+        k.serial(*args, 0, 0)
+    else:
+        k(*args)
 
 
 def applies_wgrad(geo: Geo) -> bool:
@@ -156,15 +175,21 @@ def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: i
     pieces = [((kk, c, nc * tiles), dt), ((kk, f, nc * tiles), dt), ((kk, f, c), dt)] + \
         ([((kk, f, c), dt)] if chunks > 1 else [])
     scratch.need(pieces)
-    finite = kernel(FINITE)
-    wino_in, wino_grad = split(in_source(m)), split(grad_source(m))
-    wino_adj = split(wadj_source(m))
+    sources = [FINITE, in_source(m), grad_source(m), wadj_source(m)]
+    finite, wino_in, wino_grad, wino_adj = kernel(sources[0]), *map(split, sources[1:])
     n, ph, pw = geo.n, geo.p[0], geo.p[1]
+
+    def warm():
+        finite(np.zeros((1, 1, 1, 1), dt))
+        _call_empty(wino_in, np.zeros((0, 1, 1), dt), 0, 0, 1, 1, np.zeros((kk, 1, 1), dt))
+        _call_empty(wino_grad, np.zeros((0, 1, 1), dt), 1, 1, np.zeros((kk, 1, 1), dt))
+        _call_empty(wino_adj, np.zeros((kk, 0, 1), dt), np.zeros((0, 1, 3, 3), dt))
+    tier = Deferred(warm, sources)
 
     def step(gy, x, dw):
         gy = np.ascontiguousarray(gy)
         x = np.ascontiguousarray(x)
-        if not (finite(gy) and finite(x)):
+        if not (tier.ready() and finite(gy) and finite(x)):
             return fallback(gy, x, dw)
         views = scratch.views(pieces)
         v, z = views[0], views[1]
@@ -185,5 +210,5 @@ def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: i
             if a:
                 du += acc
         wino_adj(du, dw.reshape(f, c, 3, 3))
-    step.winograd = True
+    step.deferred = tier
     return step

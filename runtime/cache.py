@@ -155,6 +155,10 @@ class KernelCache:
         """The backend a kernel module loaded by this cache was generated for."""
         return module_name[len(_MODULE_PREFIX):].split("_", 1)[0]
 
+    def compiled_before(self, source: str, backend: str) -> bool:
+        """Whether numba's index for ``source``'s module exists (``_compiled``)."""
+        return self._compiled(self.path(source, backend))
+
     @staticmethod
     def _compiled(path: Path) -> bool:
         """Whether numba's index of the module at ``path`` exists (its kernels were

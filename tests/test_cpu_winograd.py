@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cpu_conv import _compare, _conv_graph, _rand
 
-from ember.backends import cpu, cpu_conv, cpu_winograd, reference
+from ember.backends import cpu, cpu_conv, cpu_tiered, cpu_winograd, reference
 from ember.passes import run_pipeline
 
 
@@ -20,14 +20,16 @@ from ember.passes import run_pipeline
 def _small(tiles=1, chunk=None, m=2):
     """Winograd F(m x m) for small test shapes; ``chunk``: CHUNK_BYTES (ragged chunks)."""
     w = cpu_winograd
-    old = w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.CHUNK_BYTES, w.TILE
+    old = w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.CHUNK_BYTES, w.TILE, cpu_tiered._BACKGROUND
     w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.TILE = tiles, 1, 1, m
+    cpu_tiered._BACKGROUND = False    # compiled before the first call: it runs Winograd
     if chunk is not None:
         w.CHUNK_BYTES = chunk
     try:
         yield
     finally:
-        w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.CHUNK_BYTES, w.TILE = old
+        (w.MIN_TILES, w.MIN_CHANNELS, w.MIN_MAP, w.CHUNK_BYTES, w.TILE,
+         cpu_tiered._BACKGROUND) = old
 
 
 @st.composite

@@ -1,0 +1,84 @@
+"""backends/cpu_tiered.py: kernels compiled off the first call's path, and a Winograd step
+that runs im2col until its kernels are ready, then Winograd, with the reference's numbers
+throughout."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from test_cpu_conv import _conv_graph, _rand
+
+from ember.backends import cpu, cpu_tiered, cpu_winograd, reference
+from ember.runtime import cache
+
+
+def _deferred(warm, cached=False):
+    class D(cpu_tiered.Deferred):
+        def _cached(self):
+            return cached
+    d = D(warm, [])
+    d.background = True
+    return d
+
+
+def test_cold_kernels_compile_in_a_thread_from_the_second_call():
+    started = threading.Event()
+    release = threading.Event()
+
+    def warm():
+        started.set()
+        release.wait(10)
+    d = _deferred(warm)
+    assert d.ready() is False and d.state == "new"          # first call: the fallback
+    assert d.ready() is False and d.state == "compiling"    # second: the thread starts
+    assert started.wait(10)
+    assert d.ready() is False                               # still compiling
+    release.set()
+    assert d.wait(10) and d.ready()
+
+
+def test_warm_kernels_are_used_from_the_first_call():
+    calls = []
+    d = _deferred(lambda: calls.append(1), cached=True)
+    assert d.ready() and calls == [1]
+    assert d.ready() and calls == [1]
+
+
+def test_a_failed_compile_keeps_the_fallback():
+    def warm():
+        raise RuntimeError("no")
+    d = _deferred(warm)
+    d.ready()
+    d.ready()
+    assert not d.wait(10) and d.state == "failed"
+    assert not d.ready()
+
+
+def test_a_winograd_step_switches_from_im2col_once_compiled(tmp_path, monkeypatch):
+    monkeypatch.setattr(cpu_winograd, "MIN_TILES", 1)
+    monkeypatch.setattr(cpu_winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(cpu_winograd, "MIN_MAP", 1)
+    monkeypatch.setattr(cpu_tiered, "_BACKGROUND", True)
+    cache.install(cache.KernelCache(tmp_path))   # cold: nothing compiled
+    try:
+        cfg = dict(n=2, c=5, f=4, g=1, hw=(9, 8), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
+                   bias=True, epi="relu")
+        graph, _, _ = _conv_graph(cfg)
+        fn = cpu.compile(graph)
+        assert fn.report.get("winograd") == 1
+        step = next(v for v in fn.run_fn.__globals__.values()
+                    if getattr(v, "deferred", None) is not None)
+        x = _rand((2, 5, 9, 8), 1)
+        params = [_rand((4, 5, 3, 3), 2), _rand((4,), 3)]
+        want = reference.run_graph(graph, [x], params)[0]
+        states = []
+        for _ in range(3):
+            got = fn([x.copy()], [p.copy() for p in params])[0]
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+            states.append(step.deferred.state)
+        assert states[0] == "new" and states[1] in ("compiling", "ready")
+        assert step.deferred.wait(120)
+        got = fn([x.copy()], [p.copy() for p in params])[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    finally:
+        cache.install()
