@@ -28,7 +28,9 @@ ResNet-18's layers at batch 16, speed-up over im2col + GEMM (forward / data grad
 of 5, the two back to back in one process): 64 channels at 56x56 F(2) 1.38 / 1.21, F(4)
 1.57 / 1.51; 128 at 28x28 F(2) 1.30 / 1.50, F(4) 1.43 / 1.66; 256 at 14x14 F(2) 1.31 /
 1.54, F(4) 0.98 / 1.06; 512 at 7x7 F(2) 0.84 / 0.91, F(4) 0.58 / 0.54 (a 7x7 map computes
-8x8, and the filter transform, redone every call, outweighs the saving). Chunks of
+8x8, and the filter transform, redone every call, outweighs the saving). At batch 1 the
+56x56 layers (196 F(4x4) tiles) measured 1.49 / 1.45 alone, but ResNet-18's batch-1
+latency rose from 28-29 to 31-36 ms with them: hence ``MIN_TILES``. Chunks of
 ``CHUNK_BYTES`` (4 MB) of transformed tiles stay in cache between the transform and the
 GEMMs (32 MB chunks: 5-10% slower). ``EMBER_WINOGRAD=0`` turns it off;
 ``EMBER_WINOGRAD_M=2`` or ``4`` forces the tile. The kernels are compiled off the first
