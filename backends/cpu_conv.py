@@ -13,13 +13,13 @@ too).
 
 Algorithms (Chellapilla et al. 2006 / Caffe's im2col + GEMM, with the batch folded into the
 GEMM as in Chetlur et al. 2014's cuDNN "batched im2col"):
-- forward: the windows of a chunk of ``nc`` samples are copied once (``IM2COL``, parallel)
+- forward: the windows of a chunk of ``nc`` samples are copied once (``IM2COL``, split)
   into columns (C*K, nc, M), ``nc`` chosen by ``Geo.chunk``; one BLAS GEMM per group,
   (F, C*K) @ (C*K, nc*M), NumPy's ``np.matmul(out=)`` (one BLAS thread pool); the (F, nc, M)
   result is transposed to NCHW by the epilogue pass, which also adds the bias and applies the
   fused elementwise chain. A chunk of one sample writes NCHW directly; a 1x1, stride-1,
   unpadded convolution of one sample needs no im2col at all.
-- data gradient: (C*K, F) @ (F, nc*M) into the columns, then ``COL2IM`` (parallel over the
+- data gradient: (C*K, F) @ (F, nc*M) into the columns, then ``COL2IM`` (split over the
   (sample, channel) planes) into the output, then the epilogue in place.
 - weight gradient: one GEMM per chunk and group over the chunk's nc*M columns,
   (F, nc*M) @ (nc*M, C*K), accumulated over the chunks (not one GEMM per sample and a sum);

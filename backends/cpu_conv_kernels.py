@@ -8,10 +8,11 @@ a network compiles each kernel once per dtype) and one generated epilogue per fu
   row so that one GEMM covers the chunk); the padding handled by column ranges;
 - ``COL2IM``: the adjoint, ``dx[b, c]`` accumulated from the rows of channel ``c``, one
   (sample, channel) plane at a time, each zeroed and summed while in cache.
-  Both are serial: they run between BLAS GEMMs, whose threads keep spinning for a while
-  after each call, and a numba ``prange`` beside them waits for its straggler on the shared
-  core (measured, ResNet-18 layer 1, batch 16: GEMMs 20 ms, im2col 4 ms, the two alternating
-  52-62 ms with a parallel im2col, 24 ms with a serial one; col2im alike);
+  Both split their outer loop over ``cpu_split``'s threads (``dx`` viewed as (N*C, H, W)).
+  They were serial while OpenBLAS's workers spun ~0.1 s after each GEMM and a parallel
+  im2col beside them waited for its straggler (ResNet-18 layer 1, batch 16: 52-62 ms
+  parallel, 24 ms serial); with the spin cut to 2**16 cycles (``runtime.thread_pools``)
+  the split halves pay;
 - ``DW_FWD``, ``DW_BWD_DATA``, ``DW_BWD_WEIGHT``: direct kernels for convolutions with one
   input channel per group (depthwise, as in MobileNet): a GEMM of one row would waste BLAS
   (the forward a serial kernel over a range of output planes, split by ``cpu_split``);
@@ -34,12 +35,13 @@ from .cpu_kernels import FUNCS, _decorator, _header
 _HEAD = ("import numpy as np\nfrom numba import njit, prange\nfrom numba import uint64 as u\n\n"
          "_OPTS = dict(cache=True, nogil=True, error_model='numpy')\n\n\n")
 
-IM2COL = _HEAD + """@njit(parallel=False, fastmath={'contract'}, **_OPTS)
+IM2COL = _HEAD + """@njit(parallel=True, fastmath={'contract'}, **_OPTS)
 def kernel(x, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols):
     n, c, h, w = x.shape
+    R = cols.shape[0]
     m = oh * ow
     xf, cf = x.ravel(), cols.ravel()
-    for r in range(c * kh * kw):
+    for r in prange(R):
         ci = r // (kh * kw)
         i = (r // kw) % kh
         j = r % kw
@@ -67,12 +69,14 @@ def kernel(x, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols):
                     cf[o + u(q)] = 0
 """
 
-COL2IM = _HEAD + """@njit(parallel=False, fastmath={'contract'}, **_OPTS)
+COL2IM = _HEAD + """@njit(parallel=True, fastmath={'contract'}, **_OPTS)
 def kernel(cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, dx):
-    n, c, h, w = dx.shape
+    P, h, w = dx.shape
+    n = cols.shape[1]
+    c = P // n
     m = oh * ow
     cf, xf = cols.ravel(), dx.ravel()
-    for p in range(n * c):
+    for p in prange(P):
         b = p // c
         ci = p % c
         base = u(p * h * w)

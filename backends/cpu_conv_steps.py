@@ -14,7 +14,7 @@ import numpy as np
 
 from .cpu_conv_kernels import COL2IM, DW_BWD_DATA, DW_BWD_WEIGHT, DW_FWD, IM2COL
 from .cpu_split import SplitKernel
-from .cpu_steps import kernel
+from .cpu_steps import kernel, split
 
 if TYPE_CHECKING:
     from .cpu_conv import Geo
@@ -76,7 +76,7 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     direct = geo.depthwise
     pieces = [] if direct else [((geo.ck, nc, m), dt)] + ([((f, nc, m), dt)] if nc > 1 else [])
     scratch.need(pieces)
-    im2col = SplitKernel(kernel(DW_FWD), 10, 0) if direct else kernel(IM2COL)
+    im2col = SplitKernel(kernel(DW_FWD), 10, 0) if direct else split(IM2COL)
     gargs = geo.args()
     post = epi is not None
 
@@ -138,7 +138,7 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
     pieces = [] if direct else [((g, ck, fg), dt), ((geo.ck, nc, m), dt)] + \
         ([((f, nc, m), dt)] if nc > 1 else [])
     scratch.need(pieces)
-    col2im = kernel(DW_BWD_DATA if direct else COL2IM)
+    col2im = kernel(DW_BWD_DATA) if direct else split(COL2IM)
     gargs = geo.args()
     hw = geo.h * geo.w
 
@@ -168,7 +168,7 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
                 np.copyto(tt, g3[a:e].transpose(1, 0, 2))
                 src = tt.reshape(g, fg, -1)
             _mm(wt, src, cc.reshape(g, ck, -1))
-            col2im(cc, *gargs, geo.oh, geo.ow, dx[a:e])
+            col2im(cc, *gargs, geo.oh, geo.ow, dx[a:e].reshape((e - a) * geo.c, geo.h, geo.w))
             if epi is not None:
                 _run_epilogue(epi, dx3, None, bias, leaves, sliced, extra, a, e)
     return step
@@ -184,7 +184,7 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
     pieces = [] if direct else [((geo.ck, nc, m), dt)] + \
         ([((f, nc, m), dt)] if nc > 1 else []) + ([((g, fg, ck), dt)] if chunks > 1 else [])
     scratch.need(pieces)
-    im2col = kernel(DW_BWD_WEIGHT if direct else IM2COL)
+    im2col = kernel(DW_BWD_WEIGHT) if direct else split(IM2COL)
     gargs = geo.args()
 
     def step(gy, x, dw):
