@@ -37,7 +37,7 @@ from . import codegen, cpu_memo, cpu_optim
 from .cpu_conv import ConvSteps
 from .cpu_kernels import ewise_source, gemm_epilogue_source
 from .cpu_norm_pool import NormPoolSteps
-from .cpu_run import RunBuilder, arg_checker
+from .cpu_run import Recycler, RunBuilder, arg_checker
 from .cpu_steps import _KERNELS, PARALLEL_MIN, OpSteps, kernel  # noqa: F401 (_KERNELS: tests)
 from .cpu_steps import split_one_pass as _split_one_pass
 from .plan import broadcast_layout, ewise_plan, gemm_plan, master_first
@@ -58,7 +58,8 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
     def __init__(self, graph: Graph, arena=None):
         self.graph = graph
         self.report: Counter = Counter()
-        b = self.b = RunBuilder(graph.name)
+        shared = getattr(arena, "shared", None)   # one recycler for a graph's batch sizes
+        b = self.b = RunBuilder(graph.name, shared("recycler", Recycler) if shared else None)
         mutated = {id(n.inputs[i]) for n in graph.nodes for i in n.op.mutated(n.attr_dict)}
         # graph outputs get fresh arrays: a run hands them out, so they may not live in the
         # arena that the next run overwrites (no copy at the end)

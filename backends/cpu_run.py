@@ -16,7 +16,9 @@ run, when nothing outside the recycler refers to it any more (CPython's referenc
 says so, as every view keeps its base alive), else a new one. A training step's forward
 returns its residuals (for ResNet-18 at batch 16, ~100 MB) and the backward drops them: new
 arrays each step cost 26k page faults and up to 0.6 s of system time per step (measured),
-reused ones none. A caller holding an output (or a view of it) keeps it from reuse, so a
+reused ones none. The programs of one graph at several batch sizes share one recycler (through
+their ``SharedArena``), so that 1,000 batch sizes do not keep 1,000 sets of outputs. A
+caller holding an output (or a view of it) keeps it from reuse, so a
 run never writes an array somebody can still read.
 """
 from __future__ import annotations
@@ -43,9 +45,12 @@ class Recycler:
     def __init__(self):
         self.arrays: list[list] = []
 
-    def slot(self) -> int:
-        self.arrays.append([None, None])
-        return len(self.arrays) - 1
+    def slot(self, i: int) -> int:
+        """Make slot ``i`` (programs of one graph at several batch sizes share a recycler
+        and number their ``out`` lines alike)."""
+        while len(self.arrays) <= i:
+            self.arrays.append([None, None])
+        return i
 
     def take(self, i: int, shape: tuple, dt: np.dtype) -> np.ndarray:
         pair = self.arrays[i]
@@ -63,9 +68,10 @@ class Recycler:
 class RunBuilder:
     """Collects the lines and constants of a generated ``run`` function."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, recycler: Recycler | None = None):
         self.name = name
-        self.recycler = Recycler()
+        self.recycler = recycler if recycler is not None else Recycler()
+        self._slots = 0
         self.ns: dict = {"empty": np.empty, "take": self.recycler.take, "copyto": np.copyto,
                          "matmul": np.matmul}
         self.lines: list[str] = []
@@ -114,7 +120,8 @@ class RunBuilder:
             return self.ref[id(v)]
         name = self.bind_local(v)
         dt = self.constant(np.dtype(v.type.dtype), "D")
-        slot = self.constant(self.recycler.slot(), "R")
+        slot = self.constant(self.recycler.slot(self._slots), "R")
+        self._slots += 1
         self.lines.append(f"{name} = take({slot}, {self.shape(v.type.shape)}, {dt})")
         return name
 

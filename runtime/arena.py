@@ -26,6 +26,15 @@ class SharedArena:
         self.lock = threading.Lock()
         self.generation = 0
         self._bufs: dict[str, np.ndarray] = {}
+        self._shared: dict[str, object] = {}
+
+    def shared(self, key: str, make):
+        """The object under ``key`` that the programs sharing this arena share (made by
+        ``make()`` the first time): the CPU backend's output recycler."""
+        obj = self._shared.get(key)
+        if obj is None:
+            obj = self._shared[key] = make()
+        return obj
 
     def buffer(self, name: str, nbytes: int) -> np.ndarray:
         """A uint8 buffer of at least ``nbytes`` for arena ``name``; a bigger one than the

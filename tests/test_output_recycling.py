@@ -74,3 +74,24 @@ def test_backward_releases_a_hybridized_blocks_residuals():
         out2 = net(x)
     out2.backward()
     np.testing.assert_array_equal(out.asnumpy(), out2.asnumpy())
+
+
+def test_programs_sharing_an_arena_share_one_recycler():
+    # a graph's programs at many batch sizes share one arena; with a recycler each, 200
+    # batch sizes of a small CNN kept 200 sets of residuals (RSS 177 -> 409 MiB, not 203)
+    from ember.runtime.arena import SharedArena
+    arena = SharedArena()
+    progs = []
+    for n in (3, 5):
+        b = GraphBuilder("g")
+        x = b.input(TensorType((n, 32), "float32"), "x")
+        (y,) = b.emit("exp", [x])
+        progs.append(cpu.compile(b.build([y]), arena))
+    takes = [p.run_fn.__globals__["take"].__self__ for p in progs]
+    assert takes[0] is takes[1]
+    y3 = progs[0]([np.ones((3, 32), "float32")], [])[0]
+    held = [a for pair in takes[0].arrays for a in pair if a is not None]
+    del y3
+    progs[1]([np.ones((5, 32), "float32")], [])
+    held2 = [a for pair in takes[0].arrays for a in pair if a is not None]
+    assert len(held) == 1 and len(held2) == 2   # bounded: two arrays per output line
