@@ -23,7 +23,10 @@ run never writes an array somebody can still read.
 """
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -35,15 +38,38 @@ _CODE: dict[str, object] = {}  # run sources -> their code objects (a graph at m
 _CODE_MAX = 256
 
 
+def _budget() -> int:
+    """Bytes all recyclers together may hold: a quarter of the machine's memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (AttributeError, ValueError, OSError):
+        return 2 << 30
+
+
+BUDGET = _budget()
+_held = [0]             # bytes in every live recycler's slots
+_held_lock = threading.Lock()
+
+
+def _release(box: list) -> None:
+    with _held_lock:
+        _held[0] -= box[0]
+
+
 class Recycler:
     """Two reusable output arrays per ``out`` line of a program (see the module doc): two,
     because some outputs are held until the next run's have been made (a gradient becomes
-    the parameter's ``.grad`` buffer, replaced by the next step's)."""
+    the parameter's ``.grad`` buffer, replaced by the next step's). All recyclers together
+    keep at most ``BUDGET`` bytes: a program per input shape (``static_shape=True``, or
+    shapes other than the batch) each keeping a training step's residuals would add up;
+    past the budget an output is a plain new array, as without recycling."""
 
-    __slots__ = ("arrays",)
+    __slots__ = ("arrays", "held", "__weakref__")
 
     def __init__(self):
         self.arrays: list[list] = []
+        self.held = [0]   # this recycler's bytes (boxed: its finalizer returns them)
+        weakref.finalize(self, _release, self.held)
 
     def slot(self, i: int) -> int:
         """Make slot ``i`` (programs of one graph at several batch sizes share a recycler
@@ -61,6 +87,13 @@ class Recycler:
                     and sys.getrefcount(a) == 3:
                 return a
         a = np.empty(shape, dt)
+        old = pair[1]
+        change = a.nbytes - (old.nbytes if old is not None else 0)
+        with _held_lock:
+            if _held[0] + change > BUDGET:
+                return a
+            _held[0] += change
+        self.held[0] += change
         pair[0], pair[1] = a, pair[0]
         return a
 

@@ -95,3 +95,20 @@ def test_programs_sharing_an_arena_share_one_recycler():
     progs[1]([np.ones((5, 32), "float32")], [])
     held2 = [a for pair in takes[0].arrays for a in pair if a is not None]
     assert len(held) == 1 and len(held2) == 2   # bounded: two arrays per output line
+
+
+def test_recyclers_keep_no_more_than_their_budget(monkeypatch):
+    from ember.backends import cpu_run
+    fn = _program()
+    x = np.ones((64, 32), "float32")
+    fn([x], [])
+    held = cpu_run._held[0]
+    assert held >= 2 * x.nbytes                 # its two outputs
+    monkeypatch.setattr(cpu_run, "BUDGET", held)  # full: new arrays are not kept
+    y, z = fn([x], [])                            # held: the next run cannot reuse them
+    y2, z2 = fn([x], [])
+    assert not np.shares_memory(y2, y) and cpu_run._held[0] == held
+    del fn, y, z, y2, z2
+    import gc
+    gc.collect()
+    assert cpu_run._held[0] < held              # a dropped program returns its bytes
