@@ -71,6 +71,24 @@ def alpha(m: int) -> int:
     return m + 2
 
 
+def _separable(mat, width: str, out: str, k: _Consts) -> tuple[str, str, str]:
+    """The two passes of ``out = mat X mat^T`` over a row of tiles (a transform of the
+    tiles' input rows): ``col`` combines the len(mat[0]) input ``rows`` down every column
+    into ``t`` (row stride ``width``), ``tile`` combines each tile's columns of ``t`` into
+    the len(mat) rows ``o{j}`` of ``out``; ``offs`` sets those row offsets."""
+    n_in, n_out = len(mat[0]), len(mat)
+    ins = [f"d{i}" for i in range(n_in)]
+    col = "".join(f"                d{i} = rows[u({i} * {width} + col)]\n" for i in range(n_in))
+    col += "".join(f"                t[u({r} * {width} + col)] = {_dot(mat[r], ins, k)}\n"
+                   for r in range(n_out))
+    ts = [f"a{i}" for i in range(n_in)]
+    tile = "".join(f"                    a{i} = t[e + u({i})]\n" for i in range(n_in))
+    tile += "".join(f"                    {out}[o{r} + u(tx)] = {_dot(mat[r], ts, k)}\n"
+                    for r in range(n_out))
+    offs = "".join(f"                o{r} = o + u({r}) * kst\n" for r in range(n_out))
+    return col, tile, offs
+
+
 def w_source(m: int) -> str:
     """``kernel(w, flip, uw)``: the filter transform U = G g G^T."""
     _, g_mat, _ = MATRICES[m]
@@ -107,15 +125,7 @@ def in_source(m: int) -> str:
     """``kernel(x, ph, pw, th, tw, v)``: x (N*C, H, W) planes -> V (alpha^2, C, tiles)."""
     bt, _, _ = MATRICES[m]
     a, k = alpha(m), _Consts()
-    d = [f"d{i}" for i in range(a)]
-    col = "".join(f"                d{i} = rows[u({i} * wp + col)]\n" for i in range(a))
-    col += "".join(f"                t[u({r} * wp + col)] = {_dot(bt[r], d, k)}\n"
-                   for r in range(a))
-    ts = [f"a{i}" for i in range(a)]
-    tile = "".join(f"                    a{i} = t[e + u({i})]\n" for i in range(a))
-    tile += "".join(f"                    vf[o{r} + u(tx)] = {_dot(bt[r], ts, k)}\n"
-                    for r in range(a))
-    offs = "".join(f"                o{r} = o + u({r}) * kst\n" for r in range(a))
+    col, tile, offs = _separable(bt, "wp", "vf", k)
     return _HEAD + f"""@njit(parallel=True, fastmath={{'contract'}}, **_OPTS)
 def kernel(x, ph, pw, th, tw, v):
     P, h, w = x.shape
@@ -206,16 +216,8 @@ def grad_source(m: int) -> str:
     the map read zeros)."""
     _, _, at = MATRICES[m]
     a, k = alpha(m), _Consts()
-    gs = [f"g{p}" for p in range(m)]
-    col = "".join(f"                g{p} = rows[u({p} * wd + col)]\n" for p in range(m))
-    a_cols = [[at[p][i] for p in range(m)] for i in range(a)]   # the rows of A = (A^T)^T
-    col += "".join(f"                t[u({i} * wd + col)] = {_dot(a_cols[i], gs, k)}\n"
-                   for i in range(a))
-    qs = [f"a{q}" for q in range(m)]
-    tile = "".join(f"                    a{q} = t[e + u({q})]\n" for q in range(m))
-    tile += "".join(f"                    zf[o{j} + u(tx)] = {_dot(a_cols[j], qs, k)}\n"
-                    for j in range(a))
-    offs = "".join(f"                o{j} = o + u({j}) * kst\n" for j in range(a))
+    a_rows = [[at[p][i] for p in range(m)] for i in range(a)]   # A = (A^T)^T
+    col, tile, offs = _separable(a_rows, "wd", "zf", k)
     return _HEAD + f"""@njit(parallel=True, fastmath={{'contract'}}, **_OPTS)
 def kernel(gy, th, tw, z):
     P, oh, ow = gy.shape

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import numpy as np
+from test_pass_simplify import evaluate
 
 from ember.ir.printer import parse_graph, print_graph
 from ember.ir.verify import verify
@@ -17,15 +18,6 @@ def split(joint: str, n_out: int, n_heads: int):
     verify(fwd)
     verify(bwd)
     return g, fwd, bwd, res
-
-
-def run(g, arrays):
-    env = {id(v): a for v, a in zip(g.inputs + g.params, arrays)}
-    for n in g.nodes:
-        r = n.op.compute([env[id(v)] for v in n.inputs], n.attr_dict)
-        r = r if isinstance(r, tuple | list) else (r,)
-        env.update((id(o), np.asarray(x)) for o, x in zip(n.outputs, r))
-    return [env[id(v)] for v in g.outputs]
 
 
 RELU = """\
@@ -72,9 +64,9 @@ def test_the_split_graphs_compute_what_the_joint_graph_does():
     x = np.array([-1.0, 0.0, 2.0, np.nan], np.float32)
     w = np.array([1.0, 3.0, -2.0, 1.0], np.float32)
     g = np.array([0.5, 1.0, 2.0, 3.0], np.float32)
-    want = run(joint, [x, g, w])
-    f = run(fwd, [x, w])
-    b = run(bwd, f[1:] + [g, w])
+    want = evaluate(joint, [x, g, w])
+    f = evaluate(fwd, [x, w])
+    b = evaluate(bwd, f[1:] + [g, w])
     np.testing.assert_array_equal(f[0], want[0])
     np.testing.assert_array_equal(b[0], want[1])  # NaN where the joint graph has NaN
 
