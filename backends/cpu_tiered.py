@@ -29,6 +29,16 @@ from .cpu_split import _ENABLED as SPLIT_ENABLED
 from .cpu_split import serial_source
 
 _BACKGROUND = os.environ.get("EMBER_DEFER_KERNELS", "1").lower() not in ("0", "false", "no")
+_THREADS: list[threading.Thread] = []   # background compiles started (finished ones pruned)
+
+
+def wait_all(timeout: float | None = None) -> bool:
+    """Wait for every background compile this process started (a benchmark's timed loop
+    measures the steady state after them); whether none is still running."""
+    for t in list(_THREADS):
+        t.join(timeout)
+    _THREADS[:] = [t for t in _THREADS if t.is_alive()]
+    return not _THREADS
 
 
 class Deferred:
@@ -71,6 +81,7 @@ class Deferred:
                 self.thread = threading.Thread(target=self._compile, daemon=True,
                                                name="ember-deferred-compile")
                 self.thread.start()
+                _THREADS[:] = [t for t in _THREADS if t.is_alive()] + [self.thread]
             self.calls += 1
         return False
 

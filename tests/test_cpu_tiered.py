@@ -33,8 +33,9 @@ def test_cold_kernels_compile_in_a_thread_from_the_second_call():
     assert d.ready() is False and d.state == "compiling"    # second: the thread starts
     assert started.wait(10)
     assert d.ready() is False                               # still compiling
+    assert not cpu_tiered.wait_all(0.01)                    # wait_all sees it running
     release.set()
-    assert d.wait(10) and d.ready()
+    assert cpu_tiered.wait_all(10) and d.ready()
 
 
 def test_warm_kernels_are_used_from_the_first_call():
