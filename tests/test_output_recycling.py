@@ -98,7 +98,10 @@ def test_programs_sharing_an_arena_share_one_recycler():
 
 
 def test_recyclers_keep_no_more_than_their_budget(monkeypatch):
+    import gc
+
     from ember.backends import cpu_run
+    gc.collect()   # other tests' programs: their finalizers only ever lower the count
     fn = _program()
     x = np.ones((64, 32), "float32")
     fn([x], [])
@@ -107,8 +110,7 @@ def test_recyclers_keep_no_more_than_their_budget(monkeypatch):
     monkeypatch.setattr(cpu_run, "BUDGET", held)  # full: new arrays are not kept
     y, z = fn([x], [])                            # held: the next run cannot reuse them
     y2, z2 = fn([x], [])
-    assert not np.shares_memory(y2, y) and cpu_run._held[0] == held
+    assert not np.shares_memory(y2, y) and cpu_run._held[0] <= held
     del fn, y, z, y2, z2
-    import gc
     gc.collect()
     assert cpu_run._held[0] < held              # a dropped program returns its bytes
