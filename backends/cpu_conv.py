@@ -25,8 +25,9 @@ GEMM as in Chetlur et al. 2014's cuDNN "batched im2col"):
   (F, nc*M) @ (nc*M, C*K), accumulated over the chunks (not one GEMM per sample and a sum);
   its chunks are as wide as ``CHUNK_BYTES`` allows.
 - one input channel per group (depthwise): direct numba kernels (``DW_*``).
-- 3x3, stride 1 (forward and data gradient), where it pays: Winograd F(2x2, 3x3)
-  (``cpu_winograd``), with the im2col step kept for calls with non-finite values.
+- 3x3, stride 1 (forward, data and weight gradient), where it measured faster: Winograd
+  F(4x4, 3x3) or F(2x2, 3x3) (``cpu_winograd``), the im2col step kept for calls with
+  non-finite values and until the Winograd kernels are compiled (``cpu_tiered``).
 Scratch (columns, transposed operands) is one buffer per compiled program (or the shared
 arena of a graph's programs at several batch sizes), allocated at the largest size a step
 asked for while planning; steps run one at a time. The run-time steps are in
@@ -201,7 +202,7 @@ class ConvSteps:
         sliced = [not fl[0] for fl in flags]
         step = make(geo, dt, self._conv_scratch(), epi.get(False), epi.get(True), bias,
                     len(leaves), sliced)
-        from .cpu_winograd import applies, tile, winograd_step
+        from .cpu_winograd import applies, tile, winograd_step  # (it imports this module)
         if applies(geo, forward):  # 3x3 stride 1: Winograd, im2col for non-finite inputs
             step = winograd_step(geo, dt, self._conv_scratch(), epi.get(False), bias,
                                  len(leaves), sliced, forward, step, tile(geo, forward))
@@ -226,8 +227,8 @@ class ConvSteps:
         self._buf(out)
         dt = np.dtype(out.type.dtype)
         step = wgrad_step(geo, dt, self._conv_scratch())
-        from .cpu_winograd import applies_wgrad, tile, wgrad_winograd_step
-        if applies_wgrad(geo):
+        from .cpu_winograd import applies, tile, wgrad_winograd_step
+        if applies(geo, True):   # the weight gradient of a convolution Winograd runs
             step = wgrad_winograd_step(geo, dt, self._conv_scratch(), step, tile(geo, True))
             self.report["winograd"] += 1
         args = [self._arg(v) for v in ins] + [self.b.expr(out)]

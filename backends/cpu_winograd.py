@@ -156,11 +156,6 @@ def _call_empty(k, *args) -> None:
         k(*args)
 
 
-def applies_wgrad(geo: Geo) -> bool:
-    """Whether a weight gradient runs as Winograd (the forward's conditions)."""
-    return applies(geo, True)
-
-
 def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: int = 2):
     """``step(gy, x, dw)`` of a weight gradient by Winograd: the forward is
     ``Y_t = A^T (U * V_t) A`` per tile t, so ``dL/dU = sum_t (A dY_t A^T) * V_t`` (one GEMM
