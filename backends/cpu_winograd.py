@@ -45,7 +45,6 @@ import numpy as np
 
 from .cpu_conv import Geo
 from .cpu_conv_steps import Scratch, _part, _run_epilogue
-from .cpu_split import SplitKernel
 from .cpu_steps import kernel, split
 from .cpu_tiered import Deferred
 from .cpu_winograd_gen import alpha, grad_source, in_source, out_source, w_source, wadj_source
@@ -112,12 +111,12 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
     finite, wino_w, wino_in, wino_out = kernel(sources[0]), *map(split, sources[1:])
     n, m_out = geo.n, hout * wout
 
-    def warm():
-        finite(np.zeros((1, 1, 1, 1), dt))
-        _call_empty(wino_w, np.zeros((0, 1, 3, 3), dt), not forward, np.zeros((kk, 1, 1), dt))
-        _call_empty(wino_in, np.zeros((0, 1, 1), dt), 0, 0, 1, 1, np.zeros((kk, 1, 1), dt))
-        _call_empty(wino_out, np.zeros((kk, 1, 1), dt), 1, 1, np.zeros((0, 1, 1), dt))
-    tier = Deferred(warm, sources)
+    def calls():   # each kernel with arguments of the types step's calls have
+        return [(finite, (np.zeros((1, 1, 1, 1), dt),)),
+                (wino_w, (np.zeros((0, 1, 3, 3), dt), not forward, np.zeros((kk, 1, 1), dt))),
+                (wino_in, (np.zeros((0, 1, 1), dt), 0, 0, 1, 1, np.zeros((kk, 1, 1), dt))),
+                (wino_out, (np.zeros((kk, 1, 1), dt), 1, 1, np.zeros((0, 1, 1), dt)))]
+    tier = Deferred(calls, sources)
 
     def step(x, w, *rest):
         bias = rest[0] if has_bias else None
@@ -148,14 +147,6 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
     return step
 
 
-def _call_empty(k, *args) -> None:
-    """Compile ``k`` for these argument types by a call over an empty range."""
-    if isinstance(k, SplitKernel):
-        k.serial(*args, 0, 0)
-    else:
-        k(*args)
-
-
 def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: int = 2):
     """``step(gy, x, dw)`` of a weight gradient by Winograd: the forward is
     ``Y_t = A^T (U * V_t) A`` per tile t, so ``dL/dU = sum_t (A dY_t A^T) * V_t`` (one GEMM
@@ -176,12 +167,12 @@ def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: i
     finite, wino_in, wino_grad, wino_adj = kernel(sources[0]), *map(split, sources[1:])
     n, ph, pw = geo.n, geo.p[0], geo.p[1]
 
-    def warm():
-        finite(np.zeros((1, 1, 1, 1), dt))
-        _call_empty(wino_in, np.zeros((0, 1, 1), dt), 0, 0, 1, 1, np.zeros((kk, 1, 1), dt))
-        _call_empty(wino_grad, np.zeros((0, 1, 1), dt), 1, 1, np.zeros((kk, 1, 1), dt))
-        _call_empty(wino_adj, np.zeros((kk, 0, 1), dt), np.zeros((0, 1, 3, 3), dt))
-    tier = Deferred(warm, sources)
+    def calls():
+        return [(finite, (np.zeros((1, 1, 1, 1), dt),)),
+                (wino_in, (np.zeros((0, 1, 1), dt), 0, 0, 1, 1, np.zeros((kk, 1, 1), dt))),
+                (wino_grad, (np.zeros((0, 1, 1), dt), 1, 1, np.zeros((kk, 1, 1), dt))),
+                (wino_adj, (np.zeros((kk, 0, 1), dt), np.zeros((0, 1, 3, 3), dt)))]
+    tier = Deferred(calls, sources)
 
     def step(gy, x, dw):
         gy = np.ascontiguousarray(gy)

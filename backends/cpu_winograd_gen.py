@@ -20,6 +20,7 @@ loop (split by ``cpu_split``), flat arrays with unsigned offsets:
 """
 from __future__ import annotations
 
+import functools
 from fractions import Fraction as Fr
 
 # F(2x2, 3x3) and F(4x4, 3x3), Lavin & Gray 2016, s.4-5 (points 0, +-1 and 0, +-1, +-2)
@@ -89,6 +90,7 @@ def _separable(mat, width: str, out: str, k: _Consts) -> tuple[str, str, str]:
     return col, tile, offs
 
 
+@functools.cache
 def w_source(m: int) -> str:
     """``kernel(w, flip, uw)``: the filter transform U = G g G^T."""
     _, g_mat, _ = MATRICES[m]
@@ -121,6 +123,7 @@ def kernel(w, flip, uw):
 {stores[False]}"""
 
 
+@functools.cache
 def in_source(m: int) -> str:
     """``kernel(x, ph, pw, th, tw, v)``: x (N*C, H, W) planes -> V (alpha^2, C, tiles)."""
     bt, _, _ = MATRICES[m]
@@ -163,6 +166,7 @@ def kernel(x, ph, pw, th, tw, v):
 {tile}"""
 
 
+@functools.cache
 def out_source(m: int) -> str:
     """``kernel(mm, th, tw, y)``: M (alpha^2, F, tiles) -> y (N*F, OH, OW) planes."""
     _, _, at = MATRICES[m]
@@ -210,6 +214,7 @@ def kernel(mm, th, tw, y):
 """
 
 
+@functools.cache
 def grad_source(m: int) -> str:
     """``kernel(gy, th, tw, z)``: output-gradient planes gy (N*F, OH, OW) -> Z (alpha^2, F,
     tiles), ``Z = A dY A^T`` per m x m tile (the adjoint of the output transform; tiles past
@@ -253,6 +258,7 @@ def kernel(gy, th, tw, z):
 {tile}"""
 
 
+@functools.cache
 def wadj_source(m: int) -> str:
     """``kernel(du, dw)``: dU (alpha^2, F, C) -> the weight gradient dW (F, C, 3, 3) =
     G^T dU G (the adjoint of the filter transform)."""

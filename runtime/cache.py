@@ -239,6 +239,13 @@ def default_cache() -> KernelCache:
     return _default
 
 
+def installed() -> KernelCache:
+    """The cache the backends load generated modules through (:func:`install`'s), else the
+    default."""
+    cache = getattr(codegen._loader, "__self__", None)
+    return cache if isinstance(cache, KernelCache) else default_cache()
+
+
 def install(cache: KernelCache | None = None) -> KernelCache:
     """Make the backends load generated modules through ``cache`` (default: the default)."""
     # numba's CPU features are part of every cached kernel's key and are fixed when numba

@@ -45,7 +45,7 @@ from numba.core.dispatcher import Dispatcher
 
 from ember.backends.cpu_split import SplitKernel
 
-from .cache import default_cache
+from .cache import installed
 from .numba_seal import MODULE_PREFIX
 
 JOB_TIMEOUT_S = 600  # a worker still compiling one kernel after this is killed
@@ -187,7 +187,7 @@ def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
 def _jobs(calls: Sequence[tuple[Dispatcher, tuple]]) -> list[dict]:
     """One job per kernel function, with all its signatures: two workers saving into one
     numba index at once would lose one of the entries."""
-    cache = default_cache()
+    cache = installed()
     jobs: dict[int, dict] = {}
     for fn, sig in calls:
         source = cache.sources.get(fn.py_func.__module__)
@@ -217,6 +217,79 @@ def _worker(directory: str) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
 
 
+class Worker:
+    """One compile worker process (:mod:`ember.runtime.compile_worker`) on the kernel cache
+    directory ``directory``; ``run`` one job at a time, ``close`` when done."""
+
+    def __init__(self, directory: str):
+        self.proc = _worker(directory)   # OSError when it cannot start
+        self.alive = True
+
+    def run(self, job: dict) -> bool:
+        """Compile ``job`` (from :func:`_jobs`) there; whether it did. A worker that dies or
+        hangs past ``JOB_TIMEOUT_S`` is not alive afterwards."""
+        if not self.alive:
+            return False
+        watchdog = threading.Timer(JOB_TIMEOUT_S, self.proc.kill)
+        watchdog.start()
+        try:
+            data = {k: v for k, v in job.items() if not k.startswith("_")}
+            self.proc.stdin.write(json.dumps(data) + "\n")
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.readline()
+        except (OSError, ValueError):
+            reply = ""
+        finally:
+            watchdog.cancel()
+        if not reply:
+            self.alive = False
+        return reply.strip() == "ok"
+
+    def close(self) -> None:
+        """End the worker (it finishes the job it has, then sees its input close)."""
+        self.alive = False
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()
+
+
+def usable_directory() -> str | None:
+    """The kernel cache directory workers can share with this process, or None."""
+    cache = installed()
+    try:
+        return str(cache.directory) if cache._usable(cache.directory) else None
+    except OSError:
+        return None
+
+
+def compile_in_worker(calls: Sequence[tuple[Dispatcher, tuple]],
+                      worker: Worker | None = None) -> int:
+    """Compile ``calls`` (dispatcher, argument types) that no process compiled yet in
+    ``worker`` (a new one, closed afterwards, when None), leaving this process's
+    interpreter free meanwhile; how many jobs it compiled (0 when there is no usable cache
+    directory or the worker cannot start). This process then loads them from the cache at
+    their first call."""
+    jobs = _jobs(calls)
+    directory = usable_directory()
+    if not jobs or directory is None:
+        return 0
+    own = worker is None
+    try:
+        worker = worker or Worker(directory)
+    except OSError:
+        return 0
+    try:
+        done = sum(worker.run(j) for j in jobs)
+    finally:
+        if own:
+            worker.close()
+    STATS["compiled"] += done
+    STATS["jobs"] += len(jobs)
+    return done
+
+
 def precompile(programs: Sequence) -> int:
     """Compile the new kernels of ``programs`` (pairs ``(run_fn, graph)``) here and in
     worker processes (module docstring) and wait for them; returns how many compiled. Does
@@ -227,7 +300,7 @@ def precompile(programs: Sequence) -> int:
         workers = max(2, free_cores()) if cores() >= 2 else 1
     if workers < 2:
         return 0
-    cache = default_cache()
+    cache = installed()
     directory = cache.directory
     try:
         if not cache._usable(directory):
@@ -246,37 +319,20 @@ def precompile(programs: Sequence) -> int:
 
     def serve():
         try:
-            proc = _worker(str(directory))
+            worker = Worker(str(directory))
         except OSError:
             return
         try:
-            while True:
+            while worker.alive:
                 try:
                     job = todo.get_nowait()
                 except queue.Empty:
                     break
-                watchdog = threading.Timer(JOB_TIMEOUT_S, proc.kill)  # a hung worker
-                watchdog.start()
-                try:
-                    data = {k: v for k, v in job.items() if not k.startswith("_")}
-                    proc.stdin.write(json.dumps(data) + "\n")
-                    proc.stdin.flush()
-                    reply = proc.stdout.readline()
-                finally:
-                    watchdog.cancel()
-                ok = reply.strip() == "ok"
+                ok = worker.run(job)
                 with lock:
                     done["compiled" if ok else "failed"] += 1
-                if not reply:   # the worker died: its remaining jobs compile on first call
-                    break
-        except (OSError, ValueError):
-            pass
-        finally:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-            proc.wait()
+        finally:   # a worker that died leaves its remaining jobs to the first calls
+            worker.close()
     n = min(workers - 1, len(jobs) - 1)   # processes besides this one, which compiles too
     threads = [threading.Thread(target=serve, name=f"ember-precompile-{i}", daemon=True)
                for i in range(n)]

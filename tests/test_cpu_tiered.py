@@ -9,14 +9,14 @@ import numpy as np
 from test_cpu_conv import _conv_graph, _rand
 
 from ember.backends import cpu, cpu_tiered, cpu_winograd, reference
-from ember.runtime import cache
+from ember.runtime import cache, precompile
 
 
 def _deferred(warm, cached=False):
     class D(cpu_tiered.Deferred):
         def _cached(self):
             return cached
-    d = D(warm, [])
+    d = D(None, [], warm=warm)
     d.background = True
     return d
 
@@ -72,6 +72,7 @@ def test_a_winograd_step_switches_from_im2col_once_compiled(tmp_path, monkeypatc
         x = _rand((2, 5, 9, 8), 1)
         params = [_rand((4, 5, 3, 3), 2), _rand((4,), 3)]
         want = reference.run_graph(graph, [x], params)[0]
+        compiled = precompile.STATS["compiled"]
         states = []
         for _ in range(3):
             got = fn([x.copy()], [p.copy() for p in params])[0]
@@ -79,7 +80,40 @@ def test_a_winograd_step_switches_from_im2col_once_compiled(tmp_path, monkeypatc
             states.append(step.deferred.state)
         assert states[0] == "new" and states[1] in ("compiling", "ready")
         assert step.deferred.wait(120)
+        # a worker process compiled them (this process only loaded them from the cache)
+        assert precompile.STATS["compiled"] > compiled
         got = fn([x.copy()], [p.copy() for p in params])[0]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     finally:
         cache.install()
+
+
+def test_without_a_worker_the_thread_compiles_them(tmp_path, monkeypatch):
+    """A worker that cannot start leaves the compile to the serving thread."""
+    def no_worker(directory):
+        raise OSError("no processes here")
+    monkeypatch.setattr(precompile, "Worker", no_worker)
+    monkeypatch.setattr(cpu_tiered, "_BACKGROUND", True)
+    cache.install(cache.KernelCache(tmp_path))
+    try:
+        from ember.backends import cpu_steps
+        src = cpu_winograd.FINITE + "\n# a module of this test alone\n"
+        k = cpu_steps.kernel(src)
+        d = cpu_tiered.Deferred(lambda: [(k, (np.zeros((1, 1, 1, 1), np.float64),))], [src])
+        d.background = True
+        assert d.ready() is False and d.ready() is False
+        assert d.wait(120) and d.ready()
+        assert len(k.overloads) == 1
+    finally:
+        cache.install()
+
+
+def test_queued_compiles_are_all_served():
+    """Several Deferreds queued at once: the one serving thread compiles each in turn."""
+    done = []
+    ds = [_deferred(lambda i=i: done.append(i)) for i in range(4)]
+    for d in ds:
+        d.ready()
+        d.ready()
+    assert cpu_tiered.wait_all(30)
+    assert sorted(done) == [0, 1, 2, 3] and all(d.ready() for d in ds)
