@@ -63,6 +63,21 @@ def _aligned(nbytes: int) -> int:
 
 
 
+def _unpack(rest: tuple, has_bias: bool, n_leaves: int):
+    """(bias, leaves, output, other outputs) of a forward/dgrad step's arguments after
+    (x, w)."""
+    bias = rest[0] if has_bias else None
+    rest = rest[1:] if has_bias else rest
+    return bias, rest[:n_leaves], rest[n_leaves], rest[n_leaves + 1:]
+
+
+def epilogue_calls(epi, m3, src, bias, leaves, sliced, extra) -> list:
+    """``[(epi, args)]``: the call :func:`_run_epilogue` makes (for its first sample)."""
+    got: list = []
+    _run_epilogue(lambda *a: got.append((epi, a)), m3, src, bias, leaves, sliced, extra, 0, 1)
+    return got
+
+
 def _run_epilogue(epi, m3, src, bias, leaves, sliced, extra, a, e):
     """The epilogue over samples [a, e) of the (N, C, M) result ``m3`` (read from ``src``,
     (C, e-a, M), when given), writing the other outputs ``extra`` too."""
@@ -85,9 +100,7 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     post = epi is not None
 
     def step(x, w, *rest):
-        bias = rest[0] if has_bias else None
-        rest = rest[1:] if has_bias else rest
-        leaves, y, extra = rest[:n_leaves], rest[n_leaves], rest[n_leaves + 1:]
+        bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
         x = np.ascontiguousarray(x).reshape(geo.n, geo.c, geo.h, geo.w)
         y3 = y.reshape(geo.n, f, m)
         if direct:
@@ -116,6 +129,25 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
             _mm(w3, cc.reshape(g, ck, -1), tt.reshape(g, fg, -1))
             _run_epilogue(epi_t if post else _copy_t, y3, tt, bias, leaves, sliced, extra,
                           a, e)
+
+    def kernel_calls(x, w, *rest):
+        """The kernels ``step`` calls, with arguments of their types (``runtime.precompile``
+        compiles them before the first run)."""
+        bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
+        x = np.empty((geo.n, geo.c, geo.h, geo.w), dt)
+        y3 = y.reshape(geo.n, f, m)
+        if direct:
+            calls = [(im2col, (x, np.empty(w.shape, dt), *gargs,
+                               y.reshape(geo.n * f, geo.oh, geo.ow)))]
+        else:
+            calls = [(im2col, (x[:1], *gargs, geo.oh, geo.ow, np.empty((geo.ck, 1, m), dt)))]
+        if post and (direct or geo.n % nc == 1 or nc == 1):
+            calls += epilogue_calls(epi, y3, None, bias, leaves, sliced, extra)
+        if post and not direct and nc > 1:
+            calls += epilogue_calls(epi_t, y3, np.empty((f, 1, m), dt), bias, leaves, sliced,
+                                    extra)
+        return calls
+    step.kernel_calls = kernel_calls
     return step
 
 
@@ -147,9 +179,7 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
     hw = geo.h * geo.w
 
     def step(gy, w, *rest):
-        bias = rest[0] if has_bias else None
-        rest = rest[1:] if has_bias else rest
-        leaves, dx, extra = rest[:n_leaves], rest[n_leaves], rest[n_leaves + 1:]
+        bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)
         gy = np.ascontiguousarray(gy).reshape(geo.n, f, geo.oh, geo.ow)
         dx3 = dx.reshape(geo.n, geo.c, hw)
         dx = dx.reshape(geo.n, geo.c, geo.h, geo.w)
@@ -175,6 +205,22 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
             col2im(cc, *gargs, geo.oh, geo.ow, dx[a:e].reshape((e - a) * geo.c, geo.h, geo.w))
             if epi is not None:
                 _run_epilogue(epi, dx3, None, bias, leaves, sliced, extra, a, e)
+
+    def kernel_calls(gy, w, *rest):
+        """As ``forward_step``'s."""
+        bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)
+        dx4 = np.empty((geo.n, geo.c, geo.h, geo.w), dt)
+        if direct:
+            calls = [(col2im, (np.empty((geo.n, f, geo.oh, geo.ow), dt), np.empty(w.shape, dt),
+                               *gargs, dx4))]
+        else:
+            calls = [(col2im, (np.empty((geo.ck, 1, m), dt), *gargs, geo.oh, geo.ow,
+                               dx4[:1].reshape(geo.c, geo.h, geo.w)))]
+        if epi is not None:
+            calls += epilogue_calls(epi, dx.reshape(geo.n, geo.c, hw), None, bias, leaves,
+                                    sliced, extra)
+        return calls
+    step.kernel_calls = kernel_calls
     return step
 
 
@@ -222,4 +268,12 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
                 np.matmul(gs[gi], cs[gi].T, out=dst[gi])
             if a:
                 dw3 += acc
+
+    def kernel_calls(gy, x, dw):
+        """As ``forward_step``'s."""
+        x = np.empty((geo.n, geo.c, geo.h, geo.w), dt)
+        if direct:
+            return [(im2col, (np.empty((geo.n, f, geo.oh, geo.ow), dt), x, *gargs, dw))]
+        return [(im2col, (x[:1], *gargs, geo.oh, geo.ow, np.empty((geo.ck, 1, m), dt)))]
+    step.kernel_calls = kernel_calls
     return step

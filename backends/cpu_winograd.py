@@ -44,7 +44,7 @@ import os
 import numpy as np
 
 from .cpu_conv import Geo
-from .cpu_conv_steps import Scratch, _part, _run_epilogue
+from .cpu_conv_steps import Scratch, _part, _run_epilogue, _unpack, epilogue_calls
 from .cpu_steps import kernel, split
 from .cpu_tiered import Deferred
 from .cpu_winograd_gen import alpha, grad_source, in_source, out_source, w_source, wadj_source
@@ -119,9 +119,7 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
     tier = Deferred(calls, sources)
 
     def step(x, w, *rest):
-        bias = rest[0] if has_bias else None
-        rest2 = rest[1:] if has_bias else rest
-        leaves, y, extra = rest2[:n_leaves], rest2[n_leaves], rest2[n_leaves + 1:]
+        bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
         x = np.ascontiguousarray(x)
         w = np.ascontiguousarray(w)
         if not (tier.ready() and finite(x) and finite(w)):
@@ -143,7 +141,18 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
             wino_out(mv, th, tw, y_planes[a * cout:e * cout])
             if epi is not None:
                 _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, a, e)
+
+    def kernel_calls(x, w, *rest):
+        """The fallback's (which a cold first call runs) and the epilogue's; the Winograd
+        kernels are ``tier``'s."""
+        calls = fallback.kernel_calls(x, w, *rest)
+        if epi is not None:
+            bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
+            calls += epilogue_calls(epi, y.reshape(n, cout, m_out), None, bias, leaves,
+                                    sliced, extra)
+        return calls
     step.deferred = tier
+    step.kernel_calls = kernel_calls
     return step
 
 
@@ -199,4 +208,5 @@ def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: i
                 du += acc
         wino_adj(du, dw.reshape(f, c, 3, 3))
     step.deferred = tier
+    step.kernel_calls = fallback.kernel_calls
     return step

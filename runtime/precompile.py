@@ -168,20 +168,33 @@ def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
                 and isinstance(stmt.value.func, ast.Name)):
             continue
         fn = ns.get(stmt.value.func.id)
-        # a split kernel (backends.cpu_split) calls its serial dispatcher with (lo, hi) added
-        extra = (types.int64, types.int64) if isinstance(fn, SplitKernel) else ()
-        fn = fn.serial if extra else fn
-        if not isinstance(fn, Dispatcher) or stmt.value.keywords or \
-                not fn.py_func.__module__.startswith(MODULE_PREFIX):
+        if stmt.value.keywords:
             continue
         try:
-            sig = tuple(fn.typeof_pyval(_value(a, env, ns)) for a in stmt.value.args) + extra
+            args = [_value(a, env, ns) for a in stmt.value.args]
+            # a step that calls kernels itself (a convolution's) says which, with arguments
+            hints = getattr(fn, "kernel_calls", None)
+            pairs = hints(*args) if callable(hints) and not isinstance(fn, Dispatcher) \
+                else [(fn, args)]
+            for k, k_args in pairs:
+                _add(k, k_args, found, seen)
         except (_Unknown, TypeError, ValueError, AttributeError):
             continue
-        if (id(fn), sig) not in seen and tuple(sig) not in fn.overloads:
-            seen.add((id(fn), sig))
-            found.append((fn, sig))
     return found
+
+
+def _add(fn, args, found: list, seen: set) -> None:
+    """Add the call ``fn(*args)`` to ``found`` when ``fn`` is one of ember's kernels not yet
+    compiled for these argument types."""
+    # a split kernel (backends.cpu_split) calls its serial dispatcher with (lo, hi) added
+    extra = (types.int64, types.int64) if isinstance(fn, SplitKernel) else ()
+    fn = fn.serial if extra else fn
+    if not isinstance(fn, Dispatcher) or not fn.py_func.__module__.startswith(MODULE_PREFIX):
+        return
+    sig = tuple(fn.typeof_pyval(a) for a in args) + extra
+    if (id(fn), sig) not in seen and tuple(sig) not in fn.overloads:
+        seen.add((id(fn), sig))
+        found.append((fn, sig))
 
 
 def _jobs(calls: Sequence[tuple[Dispatcher, tuple]]) -> list[dict]:

@@ -53,6 +53,57 @@ def test_found_calls_are_the_calls_the_program_makes(tmp_path, monkeypatch):
         assert tuple(sig) in k.overloads
 
 
+_CONVS = [  # plain + bias + residual epilogue, chunked; grouped; depthwise; 1x1 strided
+    dict(n=3, c=4, f=6, g=1, hw=(7, 6), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1), bias=True,
+         epi="residual", chunk=1),
+    dict(n=2, c=4, f=4, g=2, hw=(6, 6), k=(3, 3), s=(2, 2), p=(0, 1), d=(1, 1), bias=False,
+         epi="relu", chunk=2),
+    dict(n=2, c=4, f=4, g=4, hw=(8, 8), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1), bias=True,
+         epi="relu", chunk=2),
+    dict(n=2, c=3, f=5, g=1, hw=(6, 5), k=(1, 1), s=(2, 2), p=(0, 0), d=(1, 1), bias=False,
+         epi="none", chunk=1)]
+
+
+@pytest.mark.parametrize("cfg", _CONVS, ids=["residual", "grouped", "depthwise", "1x1"])
+def test_conv_steps_tell_their_kernels(tmp_path, monkeypatch, cfg):
+    """A convolution step calls its kernels itself (im2col, col2im, the fused epilogue):
+    it says which, with what types, so that compiling the found calls leaves nothing for
+    the first run to compile."""
+    from numba.core import event
+    from test_cpu_conv import _chunk_bytes, _conv_graph, _rand
+
+    from ember.passes import run_pipeline
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_steps, "_KERNELS", {})   # new dispatchers: nothing compiled yet
+    graph, _, _ = _conv_graph(cfg)
+    joint = run_pipeline(graph, grad=True, head_grads="ones")
+    out = graph.outputs[0].type.shape
+    with _chunk_bytes(cfg["chunk"] * cfg["c"] * 9 * out[2] * out[3] * 4):
+        fn = cpu.compile(joint)
+    calls = precompile.kernel_calls(fn.run_fn, joint)
+    steps = [v for v in fn.run_fn.__globals__.values()
+             if callable(getattr(v, "kernel_calls", None))]
+    assert len(steps) == 3 and len(calls) >= 2   # forward, dgrad, wgrad (im2col shared)
+    for k, sig in calls:
+        k.compile(sig)
+    compiled = []
+
+    class Count(event.Listener):
+        def on_start(self, ev):
+            compiled.append(ev.data["dispatcher"].py_func.__module__)
+
+        def on_end(self, ev):
+            pass
+    listener = Count()
+    event.register("numba:compile", listener)
+    try:
+        fn([_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)],
+           [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)])
+    finally:
+        event.unregister("numba:compile", listener)
+    assert [m for m in compiled if m.startswith("ember_kernels.")] == []
+
+
 SCRIPT = """
 import json
 import numpy as np
