@@ -24,6 +24,11 @@ _ALIGN = 64
 # parts to a worker costs ~60 us, and LeNet's first layer makes 86 calls a step over ~59K
 # column elements each (training 8.1-8.9k -> 10.4-10.8k samples/s, alternating runs)
 COPY_SPLIT_MIN = 1 << 18
+# filters per group up to which a weight gradient's GEMM computes ``cols @ gy^T`` (and
+# transposes the small result): OpenBLAS runs ``gy @ cols^T`` with few rows slowly (measured
+# with K the chunk's columns: 6 x 100352 x 25 1.9 -> 1.26 ms, 16 x 12800 x 150 0.94 -> 0.50,
+# 32 x 4096 x 27 1.26x faster; 64 rows even, 128 and more 5-40% slower)
+WGRAD_T_MAX_F = 32
 
 
 class Scratch:
@@ -226,13 +231,18 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
 
 def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
     """``step(gy, x, dw)`` of a weight gradient: one GEMM per chunk and group over the
-    chunk's columns, accumulated over the chunks."""
+    chunk's columns, accumulated over the chunks. With few filters per group (at most
+    ``WGRAD_T_MAX_F``) the GEMM computes the transposed gradient, ``cols @ gy^T``, copied
+    into ``dw`` at the end (see there)."""
     nc, g, f, m = geo.chunk(dt.itemsize, widest=True), geo.g, geo.f, geo.m
     ck, fg = geo.ck // g, f // g
     direct = geo.depthwise
     chunks = -(-geo.n // nc)
+    flip = fg <= WGRAD_T_MAX_F
+    dshape = (g, ck, fg) if flip else (g, fg, ck)   # the GEMMs' result
     pieces = [] if direct else [((geo.ck, nc, m), dt)] + \
-        ([((f, nc, m), dt)] if nc > 1 else []) + ([((g, fg, ck), dt)] if chunks > 1 else [])
+        ([((f, nc, m), dt)] if nc > 1 else []) + ([(dshape, dt)] if chunks > 1 else []) + \
+        ([(dshape, dt)] if flip else [])
     scratch.need(pieces)
     im2col = kernel(DW_BWD_WEIGHT) if direct else split(IM2COL, COPY_SPLIT_MIN)
     gargs = geo.args()
@@ -246,8 +256,9 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
         views = scratch.views(pieces)
         cols = views[0]
         tt_full = views[1] if nc > 1 else None
-        acc = views[-1].reshape(g, fg, ck) if chunks > 1 else None
+        acc = views[1 + (nc > 1)].reshape(dshape) if chunks > 1 else None
         dw3 = dw.reshape(g, fg, ck)
+        res = views[-1].reshape(dshape) if flip else dw3
         g3 = gy.reshape(geo.n, f, m)
         for a in range(0, geo.n, nc):
             e = min(geo.n, a + nc)
@@ -263,11 +274,16 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
                 tt = _part(tt_full, (f, e - a, m))
                 np.copyto(tt, g3[a:e].transpose(1, 0, 2))
                 gs = tt.reshape(g, fg, -1)
-            dst = dw3 if a == 0 else acc
+            dst = res if a == 0 else acc
             for gi in range(g):
-                np.matmul(gs[gi], cs[gi].T, out=dst[gi])
+                if flip:
+                    np.matmul(cs[gi], gs[gi].T, out=dst[gi])
+                else:
+                    np.matmul(gs[gi], cs[gi].T, out=dst[gi])
             if a:
-                dw3 += acc
+                res += acc
+        if flip:
+            np.copyto(dw3, res.transpose(0, 2, 1))
 
     def kernel_calls(gy, x, dw):
         """As ``forward_step``'s."""

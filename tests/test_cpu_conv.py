@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ember.backends import cpu, cpu_conv, reference
+from ember.backends import cpu, cpu_conv, cpu_conv_steps, reference
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import TensorType
 from ember.passes import run_pipeline
@@ -93,8 +93,18 @@ def _conv_graph(cfg):
 
 
 @settings(max_examples=25, deadline=None)
-@given(convs())
-def test_conv_forward_and_gradients_match_reference(cfg):
+@given(convs(), st.booleans())
+def test_conv_forward_and_gradients_match_reference(cfg, flip):
+    """... with the weight gradient's GEMM either way round (``WGRAD_T_MAX_F``)."""
+    old = cpu_conv_steps.WGRAD_T_MAX_F
+    cpu_conv_steps.WGRAD_T_MAX_F = 64 if flip else 0
+    try:
+        _forward_and_gradients(cfg)
+    finally:
+        cpu_conv_steps.WGRAD_T_MAX_F = old
+
+
+def _forward_and_gradients(cfg):
     graph, ins, extra = _conv_graph(cfg)
     joint = run_pipeline(graph, grad=True, head_grads="ones")
     inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
