@@ -40,6 +40,16 @@ _QUEUE: queue.Queue = queue.Queue()
 _PENDING: set = set()          # Deferreds queued or compiling
 _LOCK = threading.Lock()
 _SERVER: list[threading.Thread] = []
+# makes a compile worker (``alive``, ``compile(calls)``, ``close()``); the runtime installs
+# it (``runtime.precompile.deferred_worker``): backends do not import the runtime
+_MAKE_WORKER: Callable[[], object] | None = None
+
+
+def set_compile_worker(make: Callable[[], object] | None) -> None:
+    """Install the factory of the compile workers the serving thread uses (None: none, the
+    thread compiles)."""
+    global _MAKE_WORKER
+    _MAKE_WORKER = make
 
 
 def wait_all(timeout: float | None = None) -> bool:
@@ -65,13 +75,10 @@ def _serve() -> None:
                 continue
             try:
                 calls = d.signatures()
-                if calls:
-                    from ember.runtime import precompile
+                if calls and _MAKE_WORKER is not None:
                     if worker is None or not worker.alive:
-                        directory = precompile.usable_directory()
-                        worker = precompile.Worker(directory) if directory else None
-                    if worker is not None:
-                        precompile.compile_in_worker(calls, worker)
+                        worker = _MAKE_WORKER()
+                    worker.compile(calls)
             except Exception:  # noqa: BLE001 - no worker: the thread compiles them below
                 pass
             d._compile()

@@ -1,9 +1,14 @@
 """ember.runtime: executables, the arena and the kernel cache; build features (mx.runtime)."""
+from ember.backends import cpu_tiered as _tiered
+
 from .cache import install as _install_cache
 from .cache import warm_up_in_background as _warm_up
 from .features import Feature, Features, feature_list
+from .precompile import deferred_worker as _deferred_worker
 
 _install_cache()  # generated kernels load from (and persist to) the on-disk cache
 _warm_up()  # numba's one-time registry set-up, off the first compiled call's path
+# kernels compiled in the background (backends.cpu_tiered) compile in a worker process
+_tiered.set_compile_worker(_deferred_worker)
 
 __all__ = ["Feature", "Features", "feature_list"]

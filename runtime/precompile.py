@@ -258,6 +258,10 @@ class Worker:
             self.alive = False
         return reply.strip() == "ok"
 
+    def compile(self, calls: Sequence[tuple[Dispatcher, tuple]]) -> int:
+        """:func:`compile_in_worker` with this worker."""
+        return compile_in_worker(calls, self)
+
     def close(self) -> None:
         """End the worker (it finishes the job it has, then sees its input close)."""
         self.alive = False
@@ -275,6 +279,15 @@ def usable_directory() -> str | None:
         return str(cache.directory) if cache._usable(cache.directory) else None
     except OSError:
         return None
+
+
+def deferred_worker() -> Worker:
+    """A worker for ``backends.cpu_tiered``'s background compiles (OSError when there is no
+    usable cache directory or it cannot start)."""
+    directory = usable_directory()
+    if directory is None:
+        raise OSError("no usable kernel cache directory")
+    return Worker(directory)
 
 
 def compile_in_worker(calls: Sequence[tuple[Dispatcher, tuple]],
