@@ -104,7 +104,8 @@ class Deferred:
     range pair), whose argument types are the real calls'; compiling is calling each over
     an empty range (``warm``, which a test may give instead)."""
 
-    __slots__ = ("calls", "warm", "sources", "state", "ncalls", "done", "background")
+    __slots__ = ("calls", "warm", "sources", "state", "ncalls", "done", "background",
+                 "pairs")
 
     def __init__(self, calls: Callable[[], list] | None, sources: list[str],
                  warm: Callable[[], None] | None = None):
@@ -115,6 +116,15 @@ class Deferred:
         self.ncalls = 0
         self.done = threading.Event()
         self.background = _BACKGROUND
+        self.pairs: list | None = None
+
+    @classmethod
+    def of_signatures(cls, pairs: list) -> Deferred:
+        """The kernels ``pairs`` (numba dispatcher, argument types) as one Deferred (a whole
+        program's: ``runtime.executable.Executable.run_reference_until``)."""
+        d = cls(None, [], warm=lambda: [fn.compile(tuple(sig)) for fn, sig in pairs])
+        d.pairs = list(pairs)
+        return d
 
     def _call_all(self) -> None:
         for k, args in self.calls():
@@ -125,6 +135,8 @@ class Deferred:
 
     def signatures(self) -> list:
         """(numba dispatcher, argument types) of each call in ``calls()``."""
+        if self.pairs is not None:
+            return self.pairs
         if self.calls is None:
             return []
         from numba.core import types
@@ -136,6 +148,8 @@ class Deferred:
         return out
 
     def _cached(self) -> bool:
+        if self.pairs is not None:
+            return all(tuple(sig) in fn.overloads for fn, sig in self.pairs)
         texts = []
         for src in self.sources:
             serial = serial_source(src) if SPLIT_ENABLED else None

@@ -11,7 +11,9 @@ process with the same model runs no pass at all.
 is a terminal and kernels of the programs just built have no compiled code in the kernel
 cache yet (numba compiles them on the first run: seconds each); nothing otherwise.
 ``EMBER_PROGRESS=1`` always prints the line, ``0`` never. It then has them compiled on
-every core before the first run (:mod:`ember.runtime.precompile`).
+every core before the first run (:mod:`ember.runtime.precompile`), or, for small programs
+with few new kernels, runs them on the reference backend while a worker process compiles
+them (``precompile.defer_small``).
 """
 from __future__ import annotations
 
@@ -101,8 +103,10 @@ def announce(name: str, since: int, executables=()) -> None:
     if _wanted():
         sys.stderr.write(f"ember: compiling {name} ({n} new kernel{'s' * (n != 1)}) ...\n")
         sys.stderr.flush()
+    from ember.runtime.precompile import defer_small, precompile
+    deferred = defer_small(executables)
     programs = [(exe._fn.run_fn, exe.graph) for exe in executables
-                if exe.backend == "cpu" and hasattr(exe._fn, "run_fn")]
+                if exe.backend == "cpu" and hasattr(exe._fn, "run_fn") and
+                exe not in deferred]
     if programs:
-        from ember.runtime.precompile import precompile
         precompile(programs)

@@ -100,6 +100,34 @@ class Executable:
         with self._lock:  # one run at a time over the arena
             return self._fn(inputs, params)
 
+    def run_reference_until(self, ready: Callable[[], bool]) -> None:
+        """Run the graph on the reference backend (NumPy) until ``ready()`` says the
+        compiled program's kernels are compiled (``backends.cpu_tiered``: in the
+        background), then the compiled program from that run on."""
+        compiled = self._fn
+        ref = _load_backend("reference").compile(self.graph)
+        self._fn = _Tiered(self, compiled, ref, ready)
+
     def __repr__(self) -> str:
         ins = ", ".join(str(t) for t in self.input_types)
         return f"<Executable {self.graph.name}({ins}) on {self.backend}>"
+
+
+class _Tiered:
+    """An Executable's function while its kernels compile: the reference backend's run
+    until ``ready()``, then the compiled one, which it puts back in the Executable.
+    Attributes (``run_fn``, ``report``) are the compiled function's."""
+
+    __slots__ = ("exe", "compiled", "ref", "ready")
+
+    def __init__(self, exe: Executable, compiled, ref, ready: Callable[[], bool]):
+        self.exe, self.compiled, self.ref, self.ready = exe, compiled, ref, ready
+
+    def __call__(self, inputs, params):
+        if self.ready():
+            self.exe._fn = self.compiled
+            return self.compiled(inputs, params)
+        return self.ref(inputs, params)
+
+    def __getattr__(self, name):
+        return getattr(self.compiled, name)

@@ -281,6 +281,41 @@ def usable_directory() -> str | None:
         return None
 
 
+SMALL_BYTES = 1 << 22   # programs over at most this much data run NumPy while they compile
+
+
+def graph_bytes(graph) -> int | None:
+    """Bytes of every value of ``graph`` (None if a size is unknown)."""
+    values = [*graph.inputs, *graph.params, *(v for n in graph.nodes for v in n.outputs)]
+    sizes = [v.type.nbytes for v in values]
+    return None if any(b is None for b in sizes) else sum(sizes)
+
+
+def defer_small(executables: Sequence) -> list:
+    """Let the small CPU programs among ``executables`` whose kernels still have to be
+    compiled (a hybridized loss: 5 kernels, ~1 s of numba on the first training step)
+    run on the reference backend until a background compile has them
+    (``backends.cpu_tiered``: from their second run, in a worker process); those
+    Executables. None when ``EMBER_DEFER_KERNELS=0``."""
+    from ember.backends import cpu_tiered
+    done: list = []
+    if not cpu_tiered._BACKGROUND:
+        return done
+    for exe in executables:
+        fn = exe._fn
+        if exe.backend != "cpu" or getattr(fn, "run_fn", None) is None:
+            continue
+        size = graph_bytes(exe.graph)
+        if size is None or size > SMALL_BYTES:
+            continue
+        calls = kernel_calls(fn.run_fn, exe.graph)
+        if not _jobs(calls):   # none, or compiled by an earlier process (they load fast)
+            continue
+        exe.run_reference_until(cpu_tiered.Deferred.of_signatures(calls).ready)
+        done.append(exe)
+    return done
+
+
 def deferred_worker() -> Worker:
     """A worker for ``backends.cpu_tiered``'s background compiles (OSError when there is no
     usable cache directory or it cannot start)."""

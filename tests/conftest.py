@@ -8,6 +8,12 @@ settings.register_profile("ci", max_examples=25, deadline=None,
 settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# Compiled programs run their compiled kernels from the first call, whatever the kernel cache
+# holds: deterministic numbers and numba work, on a fresh machine as on a warm one. The
+# background compiles (backends/cpu_tiered.py, runtime/precompile.defer_small) have their
+# own tests, which turn them on.
+os.environ.setdefault("EMBER_DEFER_KERNELS", "0")
+
 # Real MXNet 1.9.1 for the file round-trip tests: `make test` installs it in .venv-mxnet
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _REPO_MXNET = os.path.join(os.path.dirname(_HERE), ".venv-mxnet", "bin", "python")
