@@ -257,3 +257,18 @@ def test_single_channel_convolution_takes_the_gemm_path():
     geo = dict(n=8, h=28, w=28, f=6, oh=28, ow=28, k=(5, 5), s=(1, 1), d=(1, 1), p=(2, 2))
     assert not Geo(c=1, g=1, **geo).depthwise
     assert Geo(c=6, g=6, **geo).depthwise and not Geo(c=6, g=3, **geo).depthwise
+
+
+@pytest.mark.parametrize("hw,k,p,mult", [((8, 8), (3, 3), (1, 1), 1), ((9, 7), (3, 3), (1, 0), 1),
+                                         ((7, 10), (5, 5), (2, 2), 2), ((6, 5), (1, 1), (0, 0), 1),
+                                         ((11, 9), (3, 1), (0, 1), 1), ((5, 5), (5, 5), (0, 0), 1)])
+def test_depthwise_stride_two_by_parity_planes(hw, k, p, mult):
+    """A stride-2 depthwise convolution runs as stride-1 passes over the input's four
+    (row, column) parity planes: odd and even sizes, pads and kernels as the reference."""
+    cfg = dict(n=2, c=3, f=3 * mult, g=3, hw=hw, k=k, s=(2, 2), p=p, d=(1, 1), bias=True,
+               epi="relu", chunk=64)
+    graph, _, _ = _conv_graph(cfg)
+    joint = run_pipeline(graph, grad=True, head_grads="ones")
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
+    _compare(joint, inputs, params)
