@@ -8,7 +8,7 @@ import threading
 import numpy as np
 from test_cpu_conv import _conv_graph, _rand
 
-from ember.backends import cpu, cpu_tiered, cpu_winograd, reference
+from ember.backends import cpu, cpu_steps, cpu_tiered, cpu_winograd, reference
 from ember.runtime import cache, precompile
 
 
@@ -60,6 +60,7 @@ def test_a_winograd_step_switches_from_im2col_once_compiled(tmp_path, monkeypatc
     monkeypatch.setattr(cpu_winograd, "MIN_CHANNELS", 1)
     monkeypatch.setattr(cpu_winograd, "MIN_MAP", 1)
     monkeypatch.setattr(cpu_tiered, "_BACKGROUND", True)
+    monkeypatch.setattr(cpu_steps, "_KERNELS", {})   # this process's dispatchers too
     cache.install(cache.KernelCache(tmp_path))   # cold: nothing compiled
     try:
         cfg = dict(n=2, c=5, f=4, g=1, hw=(9, 8), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
