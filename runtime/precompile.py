@@ -281,7 +281,10 @@ def usable_directory() -> str | None:
         return None
 
 
-SMALL_BYTES = 1 << 22   # programs over at most this much data run NumPy while they compile
+# programs over at most this much data run NumPy while they compile: a loss over (16, 1000)
+# logits (~0.5 MB); LeNet's forward at batch 128 (~6 MB) ran 6.4k samples/s instead of 10k
+# on NumPy while its kernels compiled beside it (at a 4 MB limit)
+SMALL_BYTES = 1 << 20
 
 
 def graph_bytes(graph) -> int | None:
