@@ -11,9 +11,9 @@ process with the same model runs no pass at all.
 is a terminal and kernels of the programs just built have no compiled code in the kernel
 cache yet (numba compiles them on the first run: seconds each); nothing otherwise.
 ``EMBER_PROGRESS=1`` always prints the line, ``0`` never. It then has them compiled on
-every core before the first run (:mod:`ember.runtime.precompile`), or, for small programs
-with few new kernels, runs them on the reference backend while a worker process compiles
-them (``precompile.defer_small``).
+every core before the first run (:mod:`ember.runtime.precompile`). Small programs (a loss)
+run their first runs on the reference backend instead, while a worker process compiles
+their kernels (``precompile.defer_small``), and say nothing.
 """
 from __future__ import annotations
 
@@ -93,18 +93,19 @@ def new_kernels() -> int:
 
 
 def announce(name: str, since: int, executables=()) -> None:
-    """Say on a terminal that ``name``'s kernels are being compiled, when some loaded
-    since the count ``since`` (from :func:`new_kernels`) have no compiled code yet; then
-    compile them on every core (:mod:`ember.runtime.precompile`) for the CPU programs
-    among ``executables``, before their first run."""
+    """Let the small CPU programs among ``executables`` run on NumPy first
+    (``precompile.defer_small``); then, when kernels loaded since the count ``since``
+    (from :func:`new_kernels`) have no compiled code yet, say on a terminal that
+    ``name``'s kernels are being compiled and compile them on every core
+    (:mod:`ember.runtime.precompile`) for the other CPU programs, before their first run."""
+    from ember.runtime.precompile import defer_small, precompile
+    deferred = defer_small(executables)   # (new kernels or not: runs on NumPy come first)
     n = new_kernels() - since
-    if n <= 0:
-        return
+    if n <= 0 or (deferred and len(deferred) == len(executables)):
+        return   # nothing new, or run on NumPy meanwhile: nothing to wait for
     if _wanted():
         sys.stderr.write(f"ember: compiling {name} ({n} new kernel{'s' * (n != 1)}) ...\n")
         sys.stderr.flush()
-    from ember.runtime.precompile import defer_small, precompile
-    deferred = defer_small(executables)
     programs = [(exe._fn.run_fn, exe.graph) for exe in executables
                 if exe.backend == "cpu" and hasattr(exe._fn, "run_fn") and
                 exe not in deferred]

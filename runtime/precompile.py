@@ -135,9 +135,10 @@ def _array(x) -> np.ndarray:
     return x
 
 
-def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
+def kernel_calls(run_fn, graph, compiled_too: bool = False) -> list[tuple[Dispatcher, tuple]]:
     """(dispatcher, argument types) of each ember kernel call in a CPU run loop whose
-    arguments can be told before it runs (module docstring); each pair once."""
+    arguments can be told before it runs (module docstring); each pair once, those this
+    process compiled already only when ``compiled_too``."""
     src, ns = getattr(run_fn, "source", None), getattr(run_fn, "__globals__", None)
     if src is None or ns is None:
         return []
@@ -177,22 +178,22 @@ def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
             pairs = hints(*args) if callable(hints) and not isinstance(fn, Dispatcher) \
                 else [(fn, args)]
             for k, k_args in pairs:
-                _add(k, k_args, found, seen)
+                _add(k, k_args, found, seen, compiled_too)
         except (_Unknown, TypeError, ValueError, AttributeError):
             continue
     return found
 
 
-def _add(fn, args, found: list, seen: set) -> None:
+def _add(fn, args, found: list, seen: set, compiled_too: bool = False) -> None:
     """Add the call ``fn(*args)`` to ``found`` when ``fn`` is one of ember's kernels not yet
-    compiled for these argument types."""
+    compiled for these argument types (or compiled, ``compiled_too``)."""
     # a split kernel (backends.cpu_split) calls its serial dispatcher with (lo, hi) added
     extra = (types.int64, types.int64) if isinstance(fn, SplitKernel) else ()
     fn = fn.serial if extra else fn
     if not isinstance(fn, Dispatcher) or not fn.py_func.__module__.startswith(MODULE_PREFIX):
         return
     sig = tuple(fn.typeof_pyval(a) for a in args) + extra
-    if (id(fn), sig) not in seen and tuple(sig) not in fn.overloads:
+    if (id(fn), sig) not in seen and (compiled_too or tuple(sig) not in fn.overloads):
         seen.add((id(fn), sig))
         found.append((fn, sig))
 
@@ -294,12 +295,16 @@ def graph_bytes(graph) -> int | None:
     return None if any(b is None for b in sizes) else sum(sizes)
 
 
+REFERENCE_RUNS = 7   # a deferred program's runs on NumPy; the eighth runs compiled
+
+
 def defer_small(executables: Sequence) -> list:
-    """Let the small CPU programs among ``executables`` whose kernels still have to be
-    compiled (a hybridized loss: 5 kernels, ~1 s of numba on the first training step)
-    run on the reference backend until a background compile has them
-    (``backends.cpu_tiered``: from their second run, in a worker process); those
-    Executables. None when ``EMBER_DEFER_KERNELS=0``."""
+    """Let the small CPU programs among ``executables`` (a hybridized loss: 5 kernels, ~1 s
+    of numba on the first training step when new) run their first ``REFERENCE_RUNS`` runs
+    on the reference backend while a worker process compiles their kernels
+    (``backends.cpu_tiered``, from their second run), then compiled. Every small program
+    does, compiled before or not, so that its numbers never depend on the kernel cache or
+    on timing. Those Executables; none when ``EMBER_DEFER_KERNELS=0``."""
     from ember.backends import cpu_tiered
     done: list = []
     if not cpu_tiered._BACKGROUND:
@@ -311,10 +316,10 @@ def defer_small(executables: Sequence) -> list:
         size = graph_bytes(exe.graph)
         if size is None or size > SMALL_BYTES:
             continue
-        calls = kernel_calls(fn.run_fn, exe.graph)
-        if not _jobs(calls):   # none, or compiled by an earlier process (they load fast)
+        calls = kernel_calls(fn.run_fn, exe.graph, compiled_too=True)
+        if not calls:
             continue
-        exe.run_reference_until(cpu_tiered.Deferred.of_signatures(calls).ready)
+        exe.run_reference_first(REFERENCE_RUNS, cpu_tiered.Deferred.of_signatures(calls))
         done.append(exe)
     return done
 

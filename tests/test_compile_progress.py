@@ -24,7 +24,7 @@ print("done")
 
 def _stderr(cache_dir, tty: bool, **env) -> str:
     env = {**{k: v for k, v in os.environ.items() if k != "EMBER_PROGRESS"},
-           "EMBER_CACHE_DIR": str(cache_dir), **env}
+           "EMBER_CACHE_DIR": str(cache_dir), "EMBER_DEFER_KERNELS": "0", **env}
     if not tty:
         res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                              text=True, timeout=300)
@@ -69,3 +69,10 @@ def test_nothing_is_printed_off_a_terminal_or_when_turned_off(tmp_path, env):
 
 def test_progress_can_be_forced_on(tmp_path):
     assert "ember: compiling tiny (" in _stderr(tmp_path, tty=False, EMBER_PROGRESS="1")
+
+
+def test_a_small_program_run_on_numpy_meanwhile_says_nothing(tmp_path):
+    """With background compiles on, the tiny net runs on NumPy while a worker compiles its
+    kernels (precompile.defer_small): nothing to wait for, nothing to say."""
+    err = _stderr(tmp_path, tty=True, EMBER_DEFER_KERNELS="1")
+    assert "ember: compiling" not in err, err
