@@ -25,6 +25,7 @@ leaves the fallback in place.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
@@ -40,16 +41,22 @@ _QUEUE: queue.Queue = queue.Queue()
 _PENDING: set = set()          # Deferreds queued or compiling
 _LOCK = threading.Lock()
 _SERVER: list[threading.Thread] = []
-# makes a compile worker (``alive``, ``compile(calls)``, ``close()``); the runtime installs
-# it (``runtime.precompile.deferred_worker``): backends do not import the runtime
+# makes a compile worker (``alive``, ``compile(calls)``, ``close()``, ``kill()``); the
+# runtime installs it (``runtime.precompile.deferred_worker``): backends do not import the
+# runtime
 _MAKE_WORKER: Callable[[], object] | None = None
+_LIVE: list = []   # the serving thread's worker, while it has one
+_AFTER: list = []   # called when the worker has finished a compile (runtime.thread_pools)
 
 
-def set_compile_worker(make: Callable[[], object] | None) -> None:
+def set_compile_worker(make: Callable[[], object] | None,
+                       after: Callable[[], None] | None = None) -> None:
     """Install the factory of the compile workers the serving thread uses (None: none, the
-    thread compiles)."""
+    thread compiles), and ``after()``, called each time a worker has finished compiling
+    (the thread governor stops counting it as a busy process)."""
     global _MAKE_WORKER
     _MAKE_WORKER = make
+    _AFTER[:] = [after] if after is not None else []
 
 
 def wait_all(timeout: float | None = None) -> bool:
@@ -78,13 +85,27 @@ def _serve() -> None:
                 if calls and _MAKE_WORKER is not None:
                     if worker is None or not worker.alive:
                         worker = _MAKE_WORKER()
+                        _LIVE[:] = [worker]
                     worker.compile(calls)
+                    for fn in _AFTER:
+                        fn()
             except Exception:  # noqa: BLE001 - no worker: the thread compiles them below
                 pass
             d._compile()
     finally:
         if worker is not None:
+            _LIVE[:] = []
             worker.close()
+
+
+def _end_workers() -> None:
+    """At exit: stop a worker still compiling (its work is lost, not left running after
+    the program: an orphan compiled on, taking a core from whatever ran next)."""
+    for w in list(_LIVE):
+        w.kill()
+
+
+atexit.register(_end_workers)
 
 
 def _enqueue(d: Deferred) -> None:

@@ -64,6 +64,10 @@ def train(build, d: dict, plan: dict, image: bool = False) -> tuple[object, dict
     for x, y in head[2:]:
         model.step(x, y, False)
     model.sync()
+    getattr(model, "settle", lambda: None)()   # (background compiles: cpu_tiered)
+    if head[2:]:
+        model.step(*head[-1], False)   # the first step with what became ready
+        model.sync()
     res = {"first_step_s": first, "loss0": loss0, "loss1": loss1, "rss_start_mb": rss_mb(),
            "rss_reset": reset_peak_rss()}
     pos, times = 2 + plan["warmup"], []

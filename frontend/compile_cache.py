@@ -12,8 +12,8 @@ is a terminal and kernels of the programs just built have no compiled code in th
 cache yet (numba compiles them on the first run: seconds each); nothing otherwise.
 ``EMBER_PROGRESS=1`` always prints the line, ``0`` never. It then has them compiled on
 every core before the first run (:mod:`ember.runtime.precompile`). Small programs (a loss)
-run their first runs on the reference backend instead, while a worker process compiles
-their kernels (``precompile.defer_small``), and say nothing.
+run on the reference backend instead until a worker process has compiled their kernels
+(``precompile.defer_small``), and say nothing.
 """
 from __future__ import annotations
 
@@ -93,16 +93,18 @@ def new_kernels() -> int:
 
 
 def announce(name: str, since: int, executables=()) -> None:
-    """Let the small CPU programs among ``executables`` run on NumPy first
-    (``precompile.defer_small``); then, when kernels loaded since the count ``since``
-    (from :func:`new_kernels`) have no compiled code yet, say on a terminal that
-    ``name``'s kernels are being compiled and compile them on every core
-    (:mod:`ember.runtime.precompile`) for the other CPU programs, before their first run."""
-    from ember.runtime.precompile import defer_small, precompile
-    deferred = defer_small(executables)   # (new kernels or not: runs on NumPy come first)
+    """When kernels loaded since the count ``since`` (from :func:`new_kernels`) have no
+    compiled code yet: let the small CPU programs among ``executables`` run on NumPy
+    meanwhile (``precompile.defer_small``), say on a terminal that ``name``'s kernels are
+    being compiled and compile them on every core (:mod:`ember.runtime.precompile`) for
+    the other CPU programs, before their first run."""
     n = new_kernels() - since
-    if n <= 0 or (deferred and len(deferred) == len(executables)):
-        return   # nothing new, or run on NumPy meanwhile: nothing to wait for
+    if n <= 0:
+        return
+    from ember.runtime.precompile import defer_small, precompile
+    deferred = defer_small(executables)
+    if deferred and len(deferred) == len(executables):
+        return   # they run on NumPy meanwhile: nothing to wait for
     if _wanted():
         sys.stderr.write(f"ember: compiling {name} ({n} new kernel{'s' * (n != 1)}) ...\n")
         sys.stderr.flush()

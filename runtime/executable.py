@@ -100,16 +100,15 @@ class Executable:
         with self._lock:  # one run at a time over the arena
             return self._fn(inputs, params)
 
-    def run_reference_first(self, runs: int, tier) -> None:
-        """Run the graph on the reference backend (NumPy) for the next ``runs`` runs, then
-        the compiled program, once ``tier`` (a ``backends.cpu_tiered.Deferred`` of its
-        kernels, compiled in the background meanwhile) is ready: waiting for it then if
-        need be, staying on the reference backend if its compile failed. The switch comes
-        at the same run whatever the timing or the kernel cache: the numbers of a run
-        depend on nothing else."""
+    def run_reference_until(self, tier) -> None:
+        """Run the graph on the reference backend (NumPy) until ``tier`` (a
+        ``backends.cpu_tiered.Deferred`` of the compiled program's kernels, compiled in the
+        background from its second run) is ready, then the compiled program. Which runs
+        are NumPy's depends on how fast the compile is: ``EMBER_DEFER_KERNELS=0`` (no
+        tiers) for numbers that do not."""
         compiled = self._fn
         ref = _load_backend("reference").compile(self.graph)
-        self._fn = _Tiered(self, compiled, ref, tier, runs)
+        self._fn = _Tiered(self, compiled, ref, tier)
 
     def __repr__(self) -> str:
         ins = ", ".join(str(t) for t in self.input_types)
@@ -117,25 +116,20 @@ class Executable:
 
 
 class _Tiered:
-    """An Executable's function while its kernels compile: the reference backend's run for
-    ``left`` more runs, then the compiled one, which it puts back in the Executable.
+    """An Executable's function while its kernels compile: the reference backend's run
+    until ``tier.ready()``, then the compiled one, which it puts back in the Executable.
     Attributes (``run_fn``, ``report``) are the compiled function's."""
 
-    __slots__ = ("exe", "compiled", "ref", "tier", "left")
+    __slots__ = ("exe", "compiled", "ref", "tier")
 
-    def __init__(self, exe: Executable, compiled, ref, tier, left: int):
-        self.exe, self.compiled, self.ref, self.tier, self.left = exe, compiled, ref, tier, left
+    def __init__(self, exe: Executable, compiled, ref, tier):
+        self.exe, self.compiled, self.ref, self.tier = exe, compiled, ref, tier
 
     def __call__(self, inputs, params):
-        if self.left > 0:
-            self.left -= 1
-            self.tier.ready()   # (its second call queues the background compile)
-            return self.ref(inputs, params)
-        self.tier.ready()
-        if self.tier.wait():
+        if self.tier.ready():   # (its second call queues the background compile)
             self.exe._fn = self.compiled
             return self.compiled(inputs, params)
-        return self.ref(inputs, params)   # the compile failed: NumPy for good
+        return self.ref(inputs, params)
 
     def __getattr__(self, name):
         return getattr(self.compiled, name)

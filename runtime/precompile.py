@@ -135,10 +135,9 @@ def _array(x) -> np.ndarray:
     return x
 
 
-def kernel_calls(run_fn, graph, compiled_too: bool = False) -> list[tuple[Dispatcher, tuple]]:
+def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
     """(dispatcher, argument types) of each ember kernel call in a CPU run loop whose
-    arguments can be told before it runs (module docstring); each pair once, those this
-    process compiled already only when ``compiled_too``."""
+    arguments can be told before it runs (module docstring); each pair once."""
     src, ns = getattr(run_fn, "source", None), getattr(run_fn, "__globals__", None)
     if src is None or ns is None:
         return []
@@ -178,22 +177,22 @@ def kernel_calls(run_fn, graph, compiled_too: bool = False) -> list[tuple[Dispat
             pairs = hints(*args) if callable(hints) and not isinstance(fn, Dispatcher) \
                 else [(fn, args)]
             for k, k_args in pairs:
-                _add(k, k_args, found, seen, compiled_too)
+                _add(k, k_args, found, seen)
         except (_Unknown, TypeError, ValueError, AttributeError):
             continue
     return found
 
 
-def _add(fn, args, found: list, seen: set, compiled_too: bool = False) -> None:
+def _add(fn, args, found: list, seen: set) -> None:
     """Add the call ``fn(*args)`` to ``found`` when ``fn`` is one of ember's kernels not yet
-    compiled for these argument types (or compiled, ``compiled_too``)."""
+    compiled for these argument types."""
     # a split kernel (backends.cpu_split) calls its serial dispatcher with (lo, hi) added
     extra = (types.int64, types.int64) if isinstance(fn, SplitKernel) else ()
     fn = fn.serial if extra else fn
     if not isinstance(fn, Dispatcher) or not fn.py_func.__module__.startswith(MODULE_PREFIX):
         return
     sig = tuple(fn.typeof_pyval(a) for a in args) + extra
-    if (id(fn), sig) not in seen and (compiled_too or tuple(sig) not in fn.overloads):
+    if (id(fn), sig) not in seen and tuple(sig) not in fn.overloads:
         seen.add((id(fn), sig))
         found.append((fn, sig))
 
@@ -263,6 +262,15 @@ class Worker:
         """:func:`compile_in_worker` with this worker."""
         return compile_in_worker(calls, self)
 
+    def kill(self) -> None:
+        """Stop the worker now (a job it is compiling is lost)."""
+        self.alive = False
+        try:
+            self.proc.kill()
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
     def close(self) -> None:
         """End the worker (it finishes the job it has, then sees its input close)."""
         self.alive = False
@@ -295,16 +303,17 @@ def graph_bytes(graph) -> int | None:
     return None if any(b is None for b in sizes) else sum(sizes)
 
 
-REFERENCE_RUNS = 7   # a deferred program's runs on NumPy; the eighth runs compiled
-
-
 def defer_small(executables: Sequence) -> list:
-    """Let the small CPU programs among ``executables`` (a hybridized loss: 5 kernels, ~1 s
-    of numba on the first training step when new) run their first ``REFERENCE_RUNS`` runs
-    on the reference backend while a worker process compiles their kernels
-    (``backends.cpu_tiered``, from their second run), then compiled. Every small program
-    does, compiled before or not, so that its numbers never depend on the kernel cache or
-    on timing. Those Executables; none when ``EMBER_DEFER_KERNELS=0``."""
+    """Let the small CPU programs among ``executables`` whose kernels no process compiled
+    yet (a hybridized loss: 5 kernels, ~1 s of numba on the first training step) run on
+    the reference backend until a worker process has compiled them
+    (``backends.cpu_tiered``, from their second run), then compiled; those Executables.
+    None when ``EMBER_DEFER_KERNELS=0``.
+
+    The switch comes when the compile is done, not at a fixed run: a fixed run (the
+    eighth) had to wait for the worker when runs are fast (LeNet's loss: 2-3 s at its
+    eighth step, where compiling at the first costs 1 s), so which runs are NumPy's
+    depends on timing, as with Winograd's kernels."""
     from ember.backends import cpu_tiered
     done: list = []
     if not cpu_tiered._BACKGROUND:
@@ -316,10 +325,10 @@ def defer_small(executables: Sequence) -> list:
         size = graph_bytes(exe.graph)
         if size is None or size > SMALL_BYTES:
             continue
-        calls = kernel_calls(fn.run_fn, exe.graph, compiled_too=True)
-        if not calls:
+        calls = kernel_calls(fn.run_fn, exe.graph)
+        if not _jobs(calls):   # none, or compiled by an earlier process (they load fast)
             continue
-        exe.run_reference_first(REFERENCE_RUNS, cpu_tiered.Deferred.of_signatures(calls))
+        exe.run_reference_until(cpu_tiered.Deferred.of_signatures(calls))
         done.append(exe)
     return done
 

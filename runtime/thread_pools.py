@@ -80,6 +80,7 @@ class Governor:
         self._lock = threading.Lock()
         self._numba_set: dict[int, int] = {}  # thread ident -> count set for it
         self.changes = 0
+        self._fresh = False   # the next sample replaces the average (forget_load)
 
     def _configured(self) -> int:
         try:
@@ -105,7 +106,8 @@ class Governor:
             if others is None:
                 self._next = float("inf")
                 return
-            self.load = _ALPHA * others + (1 - _ALPHA) * self.load
+            self.load = others if self._fresh else _ALPHA * others + (1 - _ALPHA) * self.load
+            self._fresh = False
             want = self.target(self.load)
             if want != self.threads:
                 self.threads = want
@@ -145,6 +147,17 @@ def adapt() -> None:
             return
         _GOVERNOR = Governor()
     _GOVERNOR.adapt()
+
+
+def forget_load() -> None:
+    """Sample at the next :func:`adapt` and take that sample alone: called when a process of
+    ember's own stops competing (a background compile's worker has finished), so that the
+    pools grow back at the next step instead of over the average's half-second memory
+    (measured: LeNet's first steps after a background compile ran on one thread)."""
+    g = _GOVERNOR
+    if g is not None:
+        g._fresh = True
+        g._next = 0.0
 
 
 def governor() -> Governor | None:

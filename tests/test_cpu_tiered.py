@@ -120,11 +120,11 @@ def test_queued_compiles_are_all_served():
     assert sorted(done) == [0, 1, 2, 3] and all(d.ready() for d in ds)
 
 
-def test_a_small_program_runs_numpy_first_then_compiled(tmp_path, monkeypatch):
-    """precompile.defer_small: a small program runs its first REFERENCE_RUNS runs on the
-    reference backend (NumPy) while a worker compiles its kernels (from its second run),
-    then compiled, waiting for them if need be. A program whose kernels are compiled
-    already does the same: the switch never depends on the cache or on timing."""
+def test_a_small_program_runs_numpy_until_a_worker_compiled_it(tmp_path, monkeypatch):
+    """precompile.defer_small: a small program with kernels to compile runs on the
+    reference backend (NumPy) from its first run; its second starts the background
+    compile; once done, the compiled program runs. Compiled before, or too big: compiled
+    from the first run."""
     from test_precompile import _graph
 
     from ember.backends import cpu_steps
@@ -134,25 +134,66 @@ def test_a_small_program_runs_numpy_first_then_compiled(tmp_path, monkeypatch):
     cache.install(cache.KernelCache(tmp_path))
     try:
         graph = _graph()
+        exe = executable.Executable(graph, "cpu")
+        assert precompile.defer_small([exe]) == [exe]
+        assert isinstance(exe._fn, executable._Tiered) and exe._fn.report  # (the compiled's)
         x, w = np.linspace(-1, 1, 64 * 32, dtype=np.float32).reshape(64, 32), \
             np.full((16, 32), 0.01, np.float32)
         want = reference.run_graph(graph, [x], [w])
         compiled = precompile.STATS["compiled"]
-        for cold in (True, False):
-            exe = executable.Executable(graph, "cpu")
-            assert precompile.defer_small([exe]) == [exe]
-            assert isinstance(exe._fn, executable._Tiered) and exe._fn.report  # (compiled's)
-            for _ in range(precompile.REFERENCE_RUNS):   # the reference's numbers exactly
-                for g, r in zip(exe.run([x], [w]), want):
-                    np.testing.assert_array_equal(g, r)
-            got = exe.run([x], [w])
-            assert not isinstance(exe._fn, executable._Tiered)   # the compiled program now
-            for g, r in zip(got, want):
-                np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
-            if cold:
-                assert precompile.STATS["compiled"] > compiled   # by the worker process
-        # too big: compiled from its first run, as before
-        monkeypatch.setattr(precompile, "SMALL_BYTES", 1000)
+        for _ in range(2):   # the reference's numbers exactly
+            for g, r in zip(exe.run([x], [w]), want):
+                np.testing.assert_array_equal(g, r)
+        assert cpu_tiered.wait_all(120)
+        assert precompile.STATS["compiled"] > compiled   # by the worker process
+        got = exe.run([x], [w])
+        assert not isinstance(exe._fn, executable._Tiered)   # the compiled program now
+        for g, r in zip(got, want):
+            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+        monkeypatch.setattr(cpu_steps, "_KERNELS", {})   # compiled before (this cache)
+        assert precompile.defer_small([executable.Executable(graph, "cpu")]) == []
+        monkeypatch.setattr(precompile, "SMALL_BYTES", 1000)   # too big
+        cache.install(cache.KernelCache(tmp_path / "other"))
+        monkeypatch.setattr(cpu_steps, "_KERNELS", {})
         assert precompile.defer_small([executable.Executable(graph, "cpu")]) == []
     finally:
         cache.install()
+
+
+_EXITS_WHILE_COMPILING = r"""
+import time
+import numpy as np
+from ember.backends import cpu_steps, cpu_tiered, cpu_winograd
+cpu_tiered._BACKGROUND = True
+src = cpu_winograd.in_source(4)
+k = cpu_steps.split(src)
+d = cpu_tiered.Deferred(lambda: [(k, (np.zeros((0, 1, 1), np.float32), 0, 0, 1, 1,
+                                      np.zeros((36, 1, 1), np.float32)))], [src])
+d.ready()
+d.ready()   # queued: a worker starts and compiles
+for _ in range(200):
+    if cpu_tiered._LIVE:
+        break
+    time.sleep(0.05)
+print([w.proc.pid for w in cpu_tiered._LIVE], flush=True)
+"""
+
+
+def test_a_program_that_exits_while_a_worker_compiles_stops_it(tmp_path):
+    """A process ending during a background compile stops its worker (an orphan went on
+    compiling after it, taking a core from whatever ran next)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, EMBER_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _EXITS_WHILE_COMPILING], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.strip().strip("[]").split(",") if p.strip()]
+    assert len(pids) == 1
+    try:
+        os.kill(pids[0], 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive

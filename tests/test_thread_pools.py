@@ -55,6 +55,33 @@ def test_busy_processes_shrink_blas_and_numba_pools():
         numba.set_num_threads(g.max_threads)
 
 
+def test_forget_load_takes_the_next_sample_alone(monkeypatch):
+    """After ember's own compile worker has finished (forget_load), the next step's sample
+    replaces the average: the pools grow back at once, not over half a second."""
+    g = threads.Governor()
+    g.cores, g.max_threads, g.threads = 2, 2, 2
+    monkeypatch.setattr(threads, "_GOVERNOR", g)
+    monkeypatch.setattr(threads, "_set_blas_threads", lambda n: None)
+    monkeypatch.setattr(g, "_set_numba", lambda n: None)
+    busy = [2]
+    monkeypatch.setattr(threads, "runnable_elsewhere", lambda: busy[0])
+    for _ in range(6):   # two busy threads elsewhere: one thread
+        g._next = 0.0
+        g.adapt()
+    assert g.threads == 1
+    busy[0] = 0
+    g._next = 0.0
+    g.adapt()            # averaged: still one thread
+    assert g.threads == 1
+    threads.forget_load()
+    g.adapt()            # (due at once) the fresh sample alone: both threads
+    assert g.threads == 2 and g.load == 0
+    busy[0] = 1
+    g._next = 0.0
+    g.adapt()            # and averaging again afterwards
+    assert g.load == 0.5
+
+
 def test_disabled_by_environment(monkeypatch):
     monkeypatch.setenv("EMBER_ADAPTIVE_THREADS", "0")
     monkeypatch.setattr(threads, "_GOVERNOR", None)
