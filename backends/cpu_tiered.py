@@ -46,13 +46,13 @@ _SERVER: list[threading.Thread] = []
 # runtime
 _MAKE_WORKER: Callable[[], object] | None = None
 _LIVE: list = []   # the serving thread's worker, while it has one
-_AFTER: list = []   # called when the worker has finished a compile (runtime.thread_pools)
+_AFTER: list = []   # called when the worker is gone (runtime.thread_pools.forget_load)
 
 
 def set_compile_worker(make: Callable[[], object] | None,
                        after: Callable[[], None] | None = None) -> None:
     """Install the factory of the compile workers the serving thread uses (None: none, the
-    thread compiles), and ``after()``, called each time a worker has finished compiling
+    thread compiles), and ``after()``, called when the queue is done and its worker gone
     (the thread governor stops counting it as a busy process)."""
     global _MAKE_WORKER
     _MAKE_WORKER = make
@@ -87,10 +87,16 @@ def _serve() -> None:
                         worker = _MAKE_WORKER()
                         _LIVE[:] = [worker]
                     worker.compile(calls)
-                    for fn in _AFTER:
-                        fn()
             except Exception:  # noqa: BLE001 - no worker: the thread compiles them below
                 pass
+            if worker is not None and _QUEUE.empty():
+                # nothing more to compile: stop the (idle) worker now; left to exit later
+                # its interpreter's teardown took a core from the steps going on
+                worker.kill()
+                worker = None
+                _LIVE[:] = []
+                for fn in _AFTER:
+                    fn()
             d._compile()
     finally:
         if worker is not None:
