@@ -187,11 +187,15 @@ class ConvSteps:
         bias = len(ins) > 2 and not master.attr_dict["no_bias"]
         dt = np.dtype(mv.type.dtype)
         forward = name == "convolution"
+        from . import cpu_direct  # (it imports this module's steps)
+        from .cpu_winograd import applies, tile, winograd_step
+        wino = applies(geo, forward)
+        direct = not wino and cpu_direct.applies(geo, "forward" if forward else "dgrad")
         epi = {}
         if epilogue or bias or len(outputs) > 1:
-            # serial after a GEMM, like IM2COL (cpu_conv_kernels); the depthwise kernels
-            # run no BLAS
-            parallel = geo.depthwise and math.prod(view) >= PARALLEL_MIN
+            # serial after a GEMM, like IM2COL (cpu_conv_kernels); the direct kernels run
+            # no BLAS
+            parallel = (geo.depthwise or direct) and math.prod(view) >= PARALLEL_MIN
             shape_free = cpu_memo.structure(epilogue, [mv, *leaves], outputs)
             for tr in (False, True):  # (sources by structure: cpu_memo)
                 epi[tr] = kernel(cpu_memo.source(
@@ -202,11 +206,17 @@ class ConvSteps:
         sliced = [not fl[0] for fl in flags]
         step = make(geo, dt, self._conv_scratch(), epi.get(False), epi.get(True), bias,
                     len(leaves), sliced)
-        from .cpu_winograd import applies, tile, winograd_step  # (it imports this module)
-        if applies(geo, forward):  # 3x3 stride 1: Winograd, im2col for non-finite inputs
+        if wino:  # 3x3 stride 1: Winograd, im2col for non-finite inputs
             step = winograd_step(geo, dt, self._conv_scratch(), epi.get(False), bias,
                                  len(leaves), sliced, forward, step, tile(geo, forward))
             self.report["winograd"] += 1
+        elif direct and forward:
+            step = cpu_direct.forward_step(geo, dt, epi.get(False), bias, len(leaves), sliced)
+            self.report["direct"] += 1
+        elif direct:   # im2col for a non-finite filter
+            step = cpu_direct.dgrad_step(geo, dt, self._conv_scratch(), epi.get(False), bias,
+                                         len(leaves), sliced, step)
+            self.report["direct"] += 1
         args = [self._arg(v) for v in ins[:3 if bias else 2]]
         args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
         args += [self.b.expr(outs[0])] + [self.b.expr(v, view) for v in outs[1:]]
@@ -227,10 +237,14 @@ class ConvSteps:
         self._buf(out)
         dt = np.dtype(out.type.dtype)
         step = wgrad_step(geo, dt, self._conv_scratch())
+        from . import cpu_direct
         from .cpu_winograd import applies, tile, wgrad_winograd_step
         if applies(geo, True):   # the weight gradient of a convolution Winograd runs
             step = wgrad_winograd_step(geo, dt, self._conv_scratch(), step, tile(geo, True))
             self.report["winograd"] += 1
+        elif cpu_direct.applies(geo, "wgrad"):
+            step = cpu_direct.wgrad_step(geo, dt, self._conv_scratch())
+            self.report["direct"] += 1
         args = [self._arg(v) for v in ins] + [self.b.expr(out)]
         self.b.emit(f"{self.b.constant(step, 'k')}({', '.join(args)})")
         self.report["conv_wgrad"] += 1

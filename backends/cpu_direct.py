@@ -1,0 +1,282 @@
+"""Direct convolution for layers with few filters (LeNet's): forward, data and weight gradient.
+
+im2col + GEMM (``cpu_conv``) copies each input pixel kh*kw times and then runs a GEMM with
+F rows; with F = 6 or 16 and C*kh*kw = 25 or 150 (LeNet-5) the copy is most of the work
+and BLAS runs such thin products far below its peak. Here each sample's image is copied
+only kw times, shifted: ``xs[j, c, r, q] = xpad[c, r, q + j]`` for the kernel's columns j
+(the padded rows r, the output columns q), so that every tap (i, j) of channel c is the
+contiguous run ``xs[j, c, i:i + OH, :]`` read as one flat vector of OH*OW elements, aligned
+with the output plane. The kernels are then long, unit-stride loops (vectorised by LLVM)
+over the output plane with a block of the kernel row's taps in registers:
+
+- forward: ``y[f] += sum_j w[f, c, i, j] * xs[j, c, i*OW:]`` for a block of ``FB`` filters
+  at once (the kw loads shared by the block's filters), over the channels and kernel rows;
+- data gradient of a stride-1 convolution: the forward of the output gradient padded by
+  ``k - 1 - p`` with the filters flipped and F, C swapped (as ``cpu_winograd``'s);
+- weight gradient: ``dw[f, c, i, j] = sum_n sum_t g[n, f, t] * xs_n[j, c, i*OW + t]``, the
+  FB*kw sums of a (filter block, channel, row) kept in registers over the plane, the
+  samples split into ``PARTS`` fixed parts summed at the end (the same result on any
+  number of threads).
+
+Each sum has exactly the products the im2col step's GEMM has (padding zeros included, so
+``0 * inf`` is NaN in both), in another order. The data gradient's padding is the
+exception: it multiplies the filters by zeros that the reference never pairs them with, so
+a non-finite filter runs the im2col step (``FINITE`` of ``cpu_winograd``). Stride 1,
+dilation 1, one group; used where it measured faster than im2col + GEMM (:func:`applies`).
+The kernels take the shapes at run time; ``FB`` and kw are built in (the unrolled body).
+"""
+from __future__ import annotations
+
+import os
+import textwrap
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .cpu_conv_steps import Scratch, _run_epilogue, _unpack, epilogue_calls
+from .cpu_steps import kernel, split
+from .cpu_winograd import FINITE
+
+if TYPE_CHECKING:
+    from .cpu_conv import Geo
+
+_HEAD = ("import numpy as np\nfrom numba import njit, prange\nfrom numba import uint64 as u\n\n"
+         "_OPTS = dict(cache=True, nogil=True, error_model='numpy')\n\n\n")
+
+# the shifted copies of one sample: xs (KW, C, Hp, OW) from x[n] (C, H, W), padding zeros
+_FILL = """\
+        for j in range(KW):
+            off = j - pw
+            q0 = min(max(0, -off), OW)
+            q1 = max(min(OW, W - off), q0)
+            for c in range(C):
+                for r in range(Hp):
+                    o = u(j * S + c * R + r * OW)
+                    iy = r - ph
+                    if iy < 0 or iy >= H:
+                        for q in range(OW):
+                            xs[o + u(q)] = 0
+                        continue
+                    for q in range(q0):
+                        xs[o + u(q)] = 0
+                    src = u(((n * C + c) * H + iy) * W + q0 + off)
+                    for q in range(q1 - q0):
+                        xs[o + u(q0 + q)] = xf[src + u(q)]
+                    for q in range(q1, OW):
+                        xs[o + u(q)] = 0
+"""
+
+_SHAPES = """\
+    N, C, H, W = x.shape
+    Hp = H + 2 * ph
+    M = OH * OW
+    R = Hp * OW
+    S = C * R
+    xf = x.ravel()
+"""
+
+
+def _block_fwd(fb: int, kw: int, ind: str) -> list[str]:
+    """The forward's body for filters f0 .. f0+fb-1: zero their planes, then add the taps."""
+    lines = [f"for t in range(u({fb} * M)):", "    yf[yb + u(f0 * M) + t] = 0",
+             "for c in range(C):", "    for i in range(KH):",
+             "        r0, r1 = (max(0, ph - i), max(0, min(OH, H + ph - i))) if rows else (0, OH)",
+             "        r0 = min(r0, r1)"]
+    for b in range(fb):
+        for j in range(kw):
+            lines.append(f"        w{b}_{j} = wf[u((((f0 + {b}) * C + c) * KH + i) * KW + {j})]")
+    for j in range(kw):
+        lines.append(f"        s{j} = u({j} * S + c * R + i * OW)")
+    for b in range(fb):
+        lines.append(f"        d{b} = yb + u((f0 + {b}) * M)")
+    lines.append("        for t in range(u(r0 * OW), u(r1 * OW)):")
+    for j in range(kw):
+        lines.append(f"            a{j} = xs[s{j} + t]")
+    for b in range(fb):
+        terms = " + ".join(f"w{b}_{j} * a{j}" for j in range(kw))
+        lines.append(f"            yf[d{b} + t] += {terms}")
+    return [ind + ln for ln in lines]
+
+
+def forward_source(fb: int, kw: int) -> str:
+    """``kernel(x, w, ph, pw, rows, y)``: y (N, F, OH, OW) = the stride-1 convolution of x
+    (N, C, H, W) padded by (ph, pw) with w (F, C, KH, kw); ``fb`` filters per pass.
+    ``rows``: skip the products of the padding rows (zero where w is finite: the data
+    gradient, whose gradient is padded by k - 1 - p, 8 of LeNet's 18 rows)."""
+    ind = " " * 12
+    body = [f"    KW = {kw}", "    F, KH = w.shape[0], w.shape[2]",
+            "    OH, OW = y.shape[2], y.shape[3]",
+            _SHAPES.rstrip("\n"), "    wf, yf = w.ravel(), y.ravel()",
+            "    for n in prange(N):", "        xs = np.empty(KW * S, x.dtype)",
+            _FILL.rstrip("\n"), "        yb = u(n * F * M)",
+            f"        nb = F // {fb} * {fb}",
+            f"        for f0 in range(0, nb, {fb}):", *_block_fwd(fb, kw, ind),
+            "        for f0 in range(nb, F):", *_block_fwd(1, kw, ind)]
+    return _HEAD + "@njit(parallel=True, fastmath={'contract'}, **_OPTS)\n" + \
+        "def kernel(x, w, ph, pw, rows, y):\n" + "\n".join(body) + "\n"
+
+
+def _block_wgrad(fb: int, kw: int, ind: str) -> list[str]:
+    """The weight gradient's sums for filters f0 .. f0+fb-1 of one sample."""
+    lines = ["for c in range(C):", "    for i in range(KH):"]
+    for j in range(kw):
+        lines.append(f"        s{j} = u({j} * S + c * R + i * OW)")
+    for b in range(fb):
+        lines.append(f"        g{b} = gb + u((f0 + {b}) * M)")
+        for j in range(kw):
+            lines.append(f"        r{b}_{j} = zero")
+    lines.append("        for t in range(u(M)):")
+    for j in range(kw):
+        lines.append(f"            a{j} = xs[s{j} + t]")
+    for b in range(fb):
+        lines.append(f"            h{b} = gf[g{b} + t]")
+        for j in range(kw):
+            lines.append(f"            r{b}_{j} += h{b} * a{j}")
+    for b in range(fb):
+        for j in range(kw):
+            lines.append(f"        af[ab + u((((f0 + {b}) * C + c) * KH + i) * KW + {j})] += "
+                         f"r{b}_{j}")
+    return [ind + ln for ln in lines]
+
+
+def wgrad_source(fb: int, kw: int) -> str:
+    """``kernel(g, x, ph, pw, acc)``: acc (P, F, C, KH, kw) = the weight gradient of the
+    stride-1 convolution of x (N, C, H, W) padded by (ph, pw) whose output gradient is g
+    (N, F, OH, OW), over the samples of each of the P parts (sum acc over its first axis)."""
+    ind = " " * 12
+    body = [f"    KW = {kw}", "    P = acc.shape[0]", "    F, KH = acc.shape[1], acc.shape[3]",
+            "    OH, OW = g.shape[2], g.shape[3]", _SHAPES.rstrip("\n"),
+            "    gf, af = g.ravel(), acc.ravel()", "    zero = x.dtype.type(0)",
+            "    per = F * C * KH * KW",
+            "    for p in prange(P):", "        ab = u(p * per)",
+            "        for t in range(u(per)):", "            af[ab + t] = 0",
+            "        xs = np.empty(KW * S, x.dtype)",
+            "        for n in range(N * p // P, N * (p + 1) // P):",
+            textwrap.indent(_FILL.rstrip("\n"), "    "),
+            "            gb = u(n * F * M)",
+            f"            nb = F // {fb} * {fb}",
+            f"            for f0 in range(0, nb, {fb}):", *_block_wgrad(fb, kw, ind + "    "),
+            "            for f0 in range(nb, F):", *_block_wgrad(1, kw, ind + "    ")]
+    return _HEAD + "@njit(parallel=True, fastmath={'contract', 'reassoc'}, **_OPTS)\n" + \
+        "def kernel(g, x, ph, pw, acc):\n" + "\n".join(body) + "\n"
+
+
+# ---- when: measured against im2col + GEMM (``cpu_conv_steps``) ------------------------------
+# Speed-ups at batch 64, 28x28 and 14x14 maps, 5x5 and 3x3 kernels, padded to keep the map,
+# two threads (forward / weight gradient / data gradient): LeNet's layers 3.3-6.5x; F up
+# to 32 1.4-9x in every direction but the data gradient of C = 1 (0.6-1.4x) and of C = 3
+# with F >= 64 (0.7-1.0x); F = 64 1.0-3.2x (the data gradient of C <= 16: 0.7-1.3x); F =
+# 128 0.9-2.2x forward and weight gradient, 0.6-1.5x data gradient. 1x1 kernels keep the
+# GEMM (one tap per row leaves the loop nothing to share); batches below ``MIN_N`` too (the
+# kernels split over samples).
+MAX_F = 64
+MIN_N = 4
+MIN_KW = 2
+FB = 2          # filters per pass (2 and 3 measured alike; 1 and 4 slower)
+PARTS = 8       # the weight gradient's partial sums (a fixed count: the same sum order on
+                # any number of threads)
+_ENABLED = os.environ.get("EMBER_DIRECT_CONV", "1").lower() not in ("0", "false", "no")
+
+
+def applies(geo: Geo, kind: str) -> bool:
+    """Whether ``kind`` ('forward', 'dgrad', 'wgrad') of ``geo`` runs here."""
+    if not _ENABLED or geo.s != (1, 1) or geo.d != (1, 1) or geo.g != 1 or \
+            geo.k[1] < MIN_KW or geo.n < MIN_N or geo.f > MAX_F:
+        return False
+    if kind != "dgrad":
+        return True
+    # the forward of the output gradient padded by k - 1 - p must give back the image
+    qh, qw = geo.k[0] - 1 - geo.p[0], geo.k[1] - 1 - geo.p[1]
+    if min(qh, qw) < 0 or (geo.oh + 2 * qh - geo.k[0] + 1, geo.ow + 2 * qw - geo.k[1] + 1) \
+            != (geo.h, geo.w):
+        return False
+    return geo.c >= 16 or (geo.c >= 3 and geo.f <= 32)
+
+
+def _kernels(kw: int, *, wgrad: bool = False):
+    return split(wgrad_source(FB, kw) if wgrad else forward_source(FB, kw))
+
+
+def forward_step(geo: Geo, dt: np.dtype, epi, has_bias: bool, n_leaves: int, sliced: list):
+    """``step(x, w, [bias], leaves.., y, others..)`` as ``cpu_conv_steps.forward_step``'s."""
+    conv = _kernels(geo.k[1])
+    n, f, m = geo.n, geo.f, geo.m
+    x4, y4 = (n, geo.c, geo.h, geo.w), (n, f, geo.oh, geo.ow)
+    w4 = (f, geo.c, *geo.k)
+    ph, pw = geo.p
+
+    def step(x, w, *rest):
+        bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
+        conv(np.ascontiguousarray(x).reshape(x4), np.ascontiguousarray(w).reshape(w4), ph, pw,
+             False, y.reshape(y4))
+        if epi is not None:
+            _run_epilogue(epi, y.reshape(n, f, m), None, bias, leaves, sliced, extra, 0, n)
+
+    def kernel_calls(x, w, *rest):
+        bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
+        calls = [(conv, (np.empty(x4, dt), np.empty(w4, dt), ph, pw, False, y.reshape(y4)))]
+        if epi is not None:
+            calls += epilogue_calls(epi, y.reshape(n, f, m), None, bias, leaves, sliced, extra)
+        return calls
+    step.kernel_calls = kernel_calls
+    return step
+
+
+def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool, n_leaves: int,
+               sliced: list, fallback):
+    """``step(gy, w, [bias], leaves.., dx, others..)`` as ``cpu_conv_steps.dgrad_step``'s:
+    the forward kernel over gy padded by k - 1 - p with the flipped filters (C, F, kh, kw);
+    ``fallback`` (the im2col step) for a non-finite filter."""
+    conv, finite = _kernels(geo.k[1]), kernel(FINITE)
+    n, c, f = geo.n, geo.c, geo.f
+    g4, dx4 = (n, f, geo.oh, geo.ow), (n, c, geo.h, geo.w)
+    w4, wt4 = (f, c, *geo.k), (c, f, *geo.k)
+    qh, qw = geo.k[0] - 1 - geo.p[0], geo.k[1] - 1 - geo.p[1]
+    pieces = [(wt4, dt)]
+    scratch.need(pieces)
+    hw = geo.h * geo.w
+
+    def step(gy, w, *rest):
+        w = np.ascontiguousarray(w).reshape(w4)
+        if not finite(w):
+            return fallback(gy, w, *rest)
+        bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)
+        wt = scratch.views(pieces)[0].reshape(wt4)
+        np.copyto(wt, w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        conv(np.ascontiguousarray(gy).reshape(g4), wt, qh, qw, True, dx.reshape(dx4))
+        if epi is not None:
+            _run_epilogue(epi, dx.reshape(n, c, hw), None, bias, leaves, sliced, extra, 0, n)
+
+    def kernel_calls(gy, w, *rest):
+        bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)
+        calls = [(finite, (np.empty(w4, dt),)),
+                 (conv, (np.empty(g4, dt), np.empty(wt4, dt), qh, qw, True, np.empty(dx4, dt)))]
+        if epi is not None:
+            calls += epilogue_calls(epi, dx.reshape(n, c, hw), None, bias, leaves, sliced,
+                                    extra)
+        return calls
+    step.kernel_calls = kernel_calls
+    return step
+
+
+def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
+    """``step(gy, x, dw)`` as ``cpu_conv_steps.wgrad_step``'s: ``PARTS`` partial sums over
+    the samples, then their sum."""
+    conv = _kernels(geo.k[1], wgrad=True)
+    n, c, f = geo.n, geo.c, geo.f
+    g4, x4 = (n, f, geo.oh, geo.ow), (n, c, geo.h, geo.w)
+    acc5 = (PARTS, f, c, *geo.k)
+    pieces = [(acc5, dt)]
+    scratch.need(pieces)
+    ph, pw = geo.p
+
+    def step(gy, x, dw):
+        acc = scratch.views(pieces)[0].reshape(acc5)
+        conv(np.ascontiguousarray(gy).reshape(g4), np.ascontiguousarray(x).reshape(x4), ph, pw,
+             acc)
+        np.sum(acc, axis=0, out=dw.reshape(acc5[1:]))
+
+    def kernel_calls(gy, x, dw):
+        return [(conv, (np.empty(g4, dt), np.empty(x4, dt), ph, pw, np.empty(acc5, dt)))]
+    step.kernel_calls = kernel_calls
+    return step

@@ -1,0 +1,135 @@
+"""The direct convolution kernels for few filters (backends/cpu_direct.py).
+
+The generated kernels against a float64 NumPy convolution for several filter blocks (the
+block and the one-filter tail), then whole graphs (forward, data and weight gradient, bias,
+fused epilogues, 1-D) through the CPU backend against the reference backend, the direct
+path asserted by the backend's report; NaN and Inf as in eager, an infinite filter in a data
+gradient through the im2col step.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ember.backends import cpu, cpu_direct, reference
+from ember.backends.cpu_conv import Geo
+from ember.backends.cpu_steps import split
+from ember.ir.graph import GraphBuilder
+from ember.ir.types import TensorType
+from ember.passes import run_pipeline
+from ember.runtime import cache
+
+cache.install()
+F32 = "float32"
+
+
+def _rand(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(F32)
+
+
+def _np_conv(x, w, ph, pw):
+    """float64 stride-1 convolution, padded by (ph, pw)."""
+    kh, kw = w.shape[2:]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh, ow = xp.shape[2] - kh + 1, xp.shape[3] - kw + 1
+    y = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            y += np.einsum("fc,nchw->nfhw", w[:, :, i, j], xp[:, :, i:i + oh, j:j + ow])
+    return y
+
+
+def _np_wgrad(g, x, kh, kw, ph, pw):
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh, ow = g.shape[2:]
+    dw = np.zeros((g.shape[1], x.shape[1], kh, kw))
+    for i in range(kh):
+        for j in range(kw):
+            dw[:, :, i, j] = np.einsum("nfhw,nchw->fc", g, xp[:, :, i:i + oh, j:j + ow])
+    return dw
+
+
+@pytest.mark.parametrize("fb", [1, 2, 3])
+@pytest.mark.parametrize("n,c,f,hw,k,p", [(3, 1, 5, (9, 7), (3, 3), (1, 1)),
+                                          (2, 4, 7, (6, 8), (5, 2), (2, 0)),
+                                          (1, 2, 2, (5, 5), (1, 4), (0, 3))])
+def test_kernels_match_numpy(fb, n, c, f, hw, k, p):
+    x = _rand((n, c, *hw))
+    w = _rand((f, c, *k), 1)
+    want = _np_conv(x, w, *p)
+    for rows in (False, True):   # with finite filters, skipping padding rows changes nothing
+        y = np.full(want.shape, np.nan, np.float32)
+        split(cpu_direct.forward_source(fb, k[1]))(x, w, *p, rows, y)
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    g = _rand(want.shape, 2)
+    acc = np.full((5, f, c, *k), np.nan, np.float32)   # more parts than samples: some empty
+    split(cpu_direct.wgrad_source(fb, k[1]))(g, x, *p, acc)
+    np.testing.assert_allclose(acc.sum(0), _np_wgrad(g, x, *k, *p), rtol=1e-5, atol=1e-5)
+
+
+def _graph(n, c, f, hw, k, p, bias, epi):
+    b = GraphBuilder("conv")
+    x = b.input(TensorType((n, c, *hw), F32), "x")
+    ins = [x, b.param(TensorType((f, c, *k), F32), "w")]
+    if bias:
+        ins.append(b.param(TensorType((f,), F32), "b"))
+    (y,) = b.emit("convolution", ins, kernel=k, stride=(1,) * len(k), pad=p,
+                  dilate=(1,) * len(k), num_filter=f, num_group=1, no_bias=not bias)
+    if epi == "relu":
+        (y,) = b.emit("relu", [y])
+    elif epi == "residual":
+        (y,) = b.emit("add", [y, b.input(y.type, "r")])
+        (y,) = b.emit("tanh", [y])
+    return run_pipeline(b.build([y]), grad=True, head_grads="ones")
+
+
+def _compare(joint, inputs, params, rtol=1e-4, atol=1e-4):
+    fn = cpu.compile(joint)
+    got = fn([a.copy() for a in inputs], [q.copy() for q in params])
+    want = reference.run_graph(joint, [a.copy() for a in inputs], [q.copy() for q in params])
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+    return fn.report
+
+
+def _data(joint, seed=0):
+    return ([_rand(v.type.shape, seed + j) for j, v in enumerate(joint.inputs)],
+            [_rand(v.type.shape, seed + 10 + j) for j, v in enumerate(joint.params)])
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(4, 6), st.integers(1, 5), st.integers(1, 7), st.integers(5, 9),
+       st.integers(5, 9), st.integers(1, 5), st.integers(2, 5), st.integers(0, 3),
+       st.integers(0, 3), st.booleans(), st.sampled_from(["none", "relu", "residual"]))
+def test_graphs_match_reference(n, c, f, h, w, kh, kw, ph, pw, bias, epi):
+    kh, kw = min(kh, h + 2 * ph), min(kw, w + 2 * pw)
+    joint = _graph(n, c, f, (h, w), (kh, kw), (ph, pw), bias, epi)
+    rep = _compare(joint, *_data(joint))
+    geo = Geo(n, c, h, w, f, h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, (kh, kw), (1, 1),
+              (1, 1), (ph, pw), 1)
+    if kw >= cpu_direct.MIN_KW:   # forward and weight gradient, and the data gradient's rule
+        assert rep.get("direct") == 2 + cpu_direct.applies(geo, "dgrad"), rep
+
+
+def test_one_dimensional_and_declined_shapes():
+    joint = _graph(5, 3, 4, (11,), (3,), (1,), True, "relu")   # NCW as height 1
+    assert _compare(joint, *_data(joint)).get("direct") == 3
+    joint = _graph(2, 3, 4, (8, 8), (3, 3), (1, 1), True, "relu")  # too few samples
+    assert "direct" not in _compare(joint, *_data(joint))
+    assert not cpu_direct.applies(Geo(8, 3, 8, 8, 4, 8, 8, (3, 3), (1, 1), (1, 1), (3, 3), 1),
+                                  "dgrad")    # pad > k - 1: the gradient would need a crop
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_nan_and_inf_as_the_reference():
+    joint = _graph(4, 3, 4, (7, 6), (3, 3), (1, 1), True, "relu")
+    inputs, params = _data(joint)
+    inputs[0][0, 0, 1, 2] = np.nan
+    inputs[0][1, -1, 0, 0] = np.inf
+    inputs[0][2, 1, 3, 3] = -np.inf
+    assert _compare(joint, inputs, params).get("direct") == 3
+    # an infinite filter: 0 * inf is NaN where the forward's padding meets it, but the data
+    # gradient's extra padding would make NaN where the reference has none
+    inputs, params = _data(joint)
+    params[0][1, 2, 2, 2] = np.inf
+    _compare(joint, inputs, params)
