@@ -84,14 +84,20 @@ def test_pooling_forward_and_gradient(case, seed):
 
 
 @pytest.mark.parametrize("kind", ["max", "avg", "sum"])
-@pytest.mark.parametrize("global_pool", [False, True])
-def test_pooling_nan_and_inf_propagate_as_eager(kind, global_pool):
+@pytest.mark.parametrize("global_pool,window", [
+    (False, dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1))), (True, {}),
+    # windows that tile the plane (max's gradient: cpu_norm_pool_kernels's tiling kernel),
+    # with an uncovered last row, and clipped by the edge
+    (False, dict(kernel=(2, 2), stride=(2, 2), pad=(0, 0))),
+    (False, dict(kernel=(2, 2), stride=(2, 2), pad=(0, 0), pooling_convention="full"))])
+def test_pooling_nan_and_inf_propagate_as_eager(kind, global_pool, window):
     at = dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type=kind, global_pool=global_pool)
+    at.update(window)
     joint = _joint(_pool_graph((2, 2, 7, 6), at, "float32"))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 2, 7, 6)).astype(np.float32)
     x[0, 0, 1, 1], x[0, 1, 4, 2], x[1, 0, 0, 5], x[1, 1, 6, 0] = np.nan, np.inf, -np.inf, np.nan
-    x[1, 1, 3, 3] = np.nan
+    x[1, 1, 3, 3] = x[1, 0, 2, 2] = np.nan   # (2, 2): a 2x2 window's first position
     g = rng.standard_normal(joint.inputs[1].type.shape).astype(np.float32)
     g.reshape(-1)[1] = np.inf
     fn = cpu.compile(joint)
@@ -104,11 +110,16 @@ def test_pooling_nan_and_inf_propagate_as_eager(kind, global_pool):
 
 @pytest.mark.parametrize("k,s,p", [((3, 3), (2, 2), (1, 1)), ((2, 2), (2, 2), (0, 0)),
                                    ((3, 2), (1, 2), (1, 0)), ((5, 4), (1, 2), (2, 1)),
-                                   (None, None, None)])
+                                   ((2, 3), (2, 3), "full"), (None, None, None)])
 def test_max_pooling_gradient_goes_to_the_first_maximum_of_ties(k, s, p):
-    """Windows full of equal values, inside the data and on its edges (None: global)."""
+    """Windows full of equal values, inside the data and on its edges (None: global;
+    "full": no padding, windows clipped by the edge)."""
+    full = p == "full"
+    p = (0, 0) if full else p
     at = dict(kernel=k, stride=s, pad=p, pool_type="max") if k else \
         dict(kernel=(1, 1), pool_type="max", global_pool=True)
+    if full:
+        at["pooling_convention"] = "full"
     joint = _joint(_pool_graph((2, 3, 9, 8), at, "float32"))
     rng = np.random.default_rng(5)
     x = rng.integers(0, 2, (2, 3, 9, 8)).astype(np.float32)
