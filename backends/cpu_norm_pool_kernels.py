@@ -130,8 +130,9 @@ def pool_source(kind: str, dtype: str, parallel: bool, geom: tuple) -> str:
 
 def _max_backward_source(dtype: str, parallel: bool, geom: tuple) -> str:
     """Max pooling's gradient, window by window with the window's bounds clipped to the data
-    and a branch per new maximum (measured faster at ResNet's 3x3/2 than an unrolled body
-    of selects: 26 vs 37 ms for 16x64x112x112 on two cores)."""
+    and a branch per new maximum: windows of more than ``MAX_UNROLL`` taps (an unrolled
+    body of selects computing the index was slower at ResNet's 3x3/2, 37 vs 26 ms for
+    16x64x112x112 on two cores; :func:`_first_max_body`'s masks, 15.4 vs 22.3, are not)."""
     lines = ["    P, H, W = x.shape",
              "    OH, OW = g.shape[1], g.shape[2]",
              f"    for p in {'prange' if parallel else 'range'}(P):",
@@ -160,6 +161,57 @@ def _max_backward_source(dtype: str, parallel: bool, geom: tuple) -> str:
         "def kernel(g, x, lh, lw, include, dx):\n" + "\n".join(lines) + "\n"
 
 
+def _first_max_body(taps: list, at) -> list[str]:
+    """Unrolled lines setting ``w<t>``: whether tap t is its window's first maximum (the
+    first position when it is NaN, else the first equal to the strict-``>`` maximum), by
+    comparisons and selects only: a chain of ``k = t if v > m else k`` compiled to branches
+    that random data mispredicts (4x slower). ``at(i, j)``: the index expression of a tap."""
+    body = [f"v{t} = {at(i, j)}" for t, (i, j) in enumerate(taps)]
+    body += ["m = v0"] + [f"m = v{t} if v{t} > m else m" for t in range(1, len(taps))]
+    body += ["w0 = (v0 == m) | (m != m)", "seen = w0"]
+    for t in range(1, len(taps)):
+        body += [f"w{t} = (v{t} == m) & ~seen", f"seen = seen | w{t}"]
+    return body
+
+
+def _overlap_max_backward_source(dtype: str, parallel: bool, geom: tuple) -> str:
+    """Max pooling's gradient for overlapping windows: zero the plane, then each window
+    inside the data adds the gradient at its first maximum (:func:`_first_max_body`, every
+    tap's add unconditional, zero elsewhere); windows over the padding as
+    :func:`_max_backward_source`."""
+    taps = _taps(geom[0], geom[1])
+    body = ["gv = g[p, oy, ox]"] + _first_max_body(
+        taps, lambda i, j: f"x[p, y0 + {i}, x0 + {j}]")
+    body += [f"dx[p, y0 + {i}, x0 + {j}] += gv if w{t} else zero"
+             for t, (i, j) in enumerate(taps)]
+    generic = ["by, bx = -1, -1",
+               "m = -np.inf",
+               "if 0 <= y0 < H and 0 <= x0 < W:",
+               "    by, bx = y0, x0",
+               "    m = x[p, y0, x0]",
+               "for yy in range(max(y0, 0), min(y0 + KH, H)):",
+               "    for xx in range(max(x0, 0), min(x0 + KW, W)):",
+               "        v = x[p, yy, xx]",
+               "        if v > m:",
+               "            m = v",
+               "            by, bx = yy, xx",
+               "if by >= 0:",
+               "    dx[p, by, bx] += g[p, oy, ox]"]
+    zero = ("        for yy in range(H):\n"
+            "            for xx in range(W):\n"
+            "                dx[p, yy, xx] = 0\n")
+    ind = " " * 16
+    scan = _SCAN.format(oshape="g.shape[1], g.shape[2]", zero=zero,
+                        loop="prange" if parallel else "range").rstrip("\n")
+    # the windows of a row in order, as the reference adds them: those over the left
+    # padding, those inside, those over the right padding
+    head, inner = scan.rsplit("\n", 2)[0], scan.rsplit("\n", 2)[1:]
+    left, right = _edges(generic)[:len(generic) + 2], _edges(generic)[len(generic) + 2:]
+    lines = ["    zero = x.dtype.type(0)", head, *left, *inner, *(ind + b for b in body), *right]
+    return _HEADER + _consts(geom) + _jit(parallel) + \
+        "def kernel(g, x, lh, lw, include, dx):\n" + "\n".join(lines) + "\n"
+
+
 def _tiling_max_backward_source(dtype: str, parallel: bool, geom: tuple) -> str:
     """Max pooling's gradient where the windows tile the plane (window = stride, no left
     padding: LeNet's 2x2/2): every position lies in at most one window, so each window
@@ -172,13 +224,7 @@ def _tiling_max_backward_source(dtype: str, parallel: bool, geom: tuple) -> str:
     taps = _taps(kh, kw)
     offs = [f"c + u({i} * W + {j})" for i, j in taps]
     body = ["gv = gf[go + ox]", "c = r0 + u(KW) * ox"]
-    body += [f"v{t} = xf[{o}]" for t, o in enumerate(offs)]
-    body += ["m = v0"] + [f"m = v{t} if v{t} > m else m" for t in range(1, len(taps))]
-    # which is first: comparisons and selects only, no branch on the data (a chain of
-    # ``k = t if v > m else k`` compiled to branches that random data mispredicts: 4x slower)
-    body += ["w0 = (v0 == m) | (m != m)", "seen = w0"]
-    for t in range(1, len(taps)):
-        body += [f"w{t} = (v{t} == m) & ~seen", f"seen = seen | w{t}"]
+    body += _first_max_body(taps, lambda i, j: f"xf[c + u({i} * W + {j})]")
     body += [f"df[{o}] = gv if w{t} else zero" for t, o in enumerate(offs)]
     ind = " " * 16
     lines = ["    P, H, W = x.shape",
@@ -224,11 +270,15 @@ def pool_backward_source(kind: str, dtype: str, parallel: bool, geom: tuple) -> 
 
     max: the reference's router: start at the window's first position (-inf when it is
     padding), then the offsets in order with a strict ``>`` (the first maximum wins; NaN
-    never does), then ``dx[best] += g`` (:func:`_max_backward_source`); avg/sum: unrolled
-    for windows inside the data."""
+    never does), then ``dx[best] += g`` (:func:`_tiling_max_backward_source` where windows
+    tile the plane, :func:`_overlap_max_backward_source` for other unrolled windows,
+    :func:`_max_backward_source` for large ones); avg/sum: unrolled for windows inside the
+    data."""
     if kind == "max" and geom[0] == geom[2] and geom[1] == geom[3] and geom[4:] == (0, 0) \
             and len(_taps(geom[0], geom[1])) <= MAX_UNROLL:
         return _tiling_max_backward_source(dtype, parallel, geom)
+    if kind == "max" and len(_taps(geom[0], geom[1])) <= MAX_UNROLL:
+        return _overlap_max_backward_source(dtype, parallel, geom)
     if kind == "max":
         return _max_backward_source(dtype, parallel, geom)
     taps = _taps(geom[0], geom[1])
