@@ -174,6 +174,20 @@ def test_float64_and_pointwise_paths():
             rep.get("conv_dgrad+epilogue", 0) == 1, rep
 
 
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_pointwise_forward_per_sample_or_in_chunks(per_sample, monkeypatch):
+    """A 1x1 convolution's forward from ``POINTWISE_SAMPLE_M`` output pixels on runs one
+    GEMM per sample from the image into the output (bias, fused residual epilogue)."""
+    monkeypatch.setattr(cpu_conv_steps, "POINTWISE_SAMPLE_M", 16 if per_sample else 10 ** 9)
+    cfg = dict(n=3, c=5, f=4, g=1, hw=(4, 5), k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1),
+               bias=True, epi="residual")
+    graph, _, _ = _conv_graph(cfg)
+    joint = run_pipeline(graph, grad=True, head_grads="ones")
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
+    _compare(joint, inputs, params)
+
+
 def test_outputs_run_twice_and_the_scratch_is_shared():
     """Two convolutions of one program share one scratch buffer; a second run equals the
     first (nothing left over in the columns)."""
