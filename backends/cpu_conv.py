@@ -211,7 +211,8 @@ class ConvSteps:
                                  len(leaves), sliced, forward, step, tile(geo, forward))
             self.report["winograd"] += 1
         elif direct and forward:
-            step = cpu_direct.forward_step(geo, dt, epi.get(False), bias, len(leaves), sliced)
+            step = cpu_direct.forward_step(geo, dt, epi.get(False), bias, len(leaves), sliced,
+                                           step)
             self.report["direct"] += 1
         elif direct:   # im2col for a non-finite filter
             step = cpu_direct.dgrad_step(geo, dt, self._conv_scratch(), epi.get(False), bias,
@@ -243,7 +244,7 @@ class ConvSteps:
             step = wgrad_winograd_step(geo, dt, self._conv_scratch(), step, tile(geo, True))
             self.report["winograd"] += 1
         elif cpu_direct.applies(geo, "wgrad"):
-            step = cpu_direct.wgrad_step(geo, dt, self._conv_scratch())
+            step = cpu_direct.wgrad_step(geo, dt, self._conv_scratch(), step)
             self.report["direct"] += 1
         args = [self._arg(v) for v in ins] + [self.b.expr(out)]
         self.b.emit(f"{self.b.constant(step, 'k')}({', '.join(args)})")
