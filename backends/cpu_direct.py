@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cpu_conv_steps import Scratch, _run_epilogue, _unpack, epilogue_calls
+from .cpu_split import threads
 from .cpu_steps import kernel, split
 from .cpu_tiered import Deferred
 from .cpu_winograd import FINITE
@@ -99,7 +100,8 @@ def _block_fwd(fb: int, kw: int, ind: str) -> list[str]:
              "        r0 = min(r0, r1)"]
     for b in range(fb):
         for j in range(kw):
-            lines.append(f"        w{b}_{j} = wf[u((((f0 + {b}) * C + c) * KH + i) * KW + {j})]")
+            lines.append(f"        w{b}_{j} = "
+                         f"wf[u((((fo + f0 + {b}) * C + c) * KH + i) * KW + {j})]")
     for j in range(kw):
         lines.append(f"        s{j} = u({j} * S + c * R + ((i % s) * Hq + i // s) * OW)")
     for b in range(fb):
@@ -114,21 +116,33 @@ def _block_fwd(fb: int, kw: int, ind: str) -> list[str]:
 
 
 def forward_source(fb: int, kw: int) -> str:
-    """``kernel(x, w, ph, pw, rows, y)``: y (N, F, OH, OW) = the stride-1 convolution of x
-    (N, C, H, W) padded by (ph, pw) with w (F, C, KH, kw); ``fb`` filters per pass.
-    ``rows``: skip the products of the padding rows (zero where w is finite: the data
-    gradient, whose gradient is padded by k - 1 - p, 8 of LeNet's 18 rows)."""
+    """``kernel(x, w, s, ph, pw, rows, y)``: the convolution of x (N, C, H, W) padded by
+    (ph, pw) with w (F, C, KH, kw), stride s, into y viewed as (N*G, F/G, OH, OW): each of
+    the N*G units computes F/G filters of one sample (G > 1 gives small batches parallel
+    work), ``fb`` filters per pass. ``rows`` (stride 1 only): skip the products of the
+    padding rows (zero where w is finite: the data gradient, whose gradient is padded by
+    k - 1 - p, 8 of LeNet's 18 rows)."""
     ind = " " * 12
-    body = [f"    KW = {kw}", "    F, KH = w.shape[0], w.shape[2]",
-            "    OH, OW = y.shape[2], y.shape[3]",
-            _SHAPES.rstrip("\n"), "    wf, yf = w.ravel(), y.ravel()",
-            "    for n in prange(N):", "        xs = np.empty(KW * S, x.dtype)",
-            _FILL.rstrip("\n"), "        yb = u(n * F * M)",
-            f"        nb = F // {fb} * {fb}",
+    body = [f"    KW = {kw}", "    KH = w.shape[2]",
+            "    U = y.shape[0]", "    FG, OH, OW = y.shape[1], y.shape[2], y.shape[3]",
+            _SHAPES.rstrip("\n"), "    G = U // N", "    wf, yf = w.ravel(), y.ravel()",
+            "    for p in prange(U):", "        n = p // G", "        fo = (p % G) * FG",
+            "        xs = np.empty(KW * S, x.dtype)",
+            _FILL.rstrip("\n"), "        yb = u(p * FG * M)",
+            f"        nb = FG // {fb} * {fb}",
             f"        for f0 in range(0, nb, {fb}):", *_block_fwd(fb, kw, ind),
-            "        for f0 in range(nb, F):", *_block_fwd(1, kw, ind)]
+            "        for f0 in range(nb, FG):", *_block_fwd(1, kw, ind)]
     return _HEAD + "@njit(parallel=True, fastmath={'contract'}, **_OPTS)\n" + \
         "def kernel(x, w, s, ph, pw, rows, y):\n" + "\n".join(body) + "\n"
+
+
+def groups(n: int, f: int, fb: int, threads: int) -> int:
+    """Filter groups per sample: the fewest (a power of two dividing ``f``, at least ``fb``
+    filters each) that give every thread two units of work."""
+    g = 1
+    while n * g < 2 * threads and f % (2 * g) == 0 and f // (2 * g) >= fb:
+        g *= 2
+    return g
 
 
 def _block_wgrad(fb: int, kw: int, ind: str) -> list[str]:
@@ -181,11 +195,17 @@ def wgrad_source(fb: int, kw: int) -> str:
 # two threads (forward / weight gradient / data gradient): LeNet's layers 3.3-6.5x; F up
 # to 32 1.4-9x in every direction but the data gradient of C = 1 (0.6-1.4x) and of C = 3
 # with F >= 64 (0.7-1.0x); F = 64 1.0-3.2x (the data gradient of C <= 16: 0.7-1.3x); F =
-# 128 0.9-2.2x forward and weight gradient, 0.6-1.5x data gradient. 1x1 kernels keep the
-# GEMM (one tap per row leaves the loop nothing to share); batches below ``MIN_N`` too (the
-# kernels split over samples).
+# 128 0.9-2.2x forward and weight gradient, 0.6-1.5x data gradient. Stride 2 (first layers,
+# batch 16): ResNet's 7x7 C=3 F=64 1.4x forward, 2.0x weight gradient; 3x3 C=32 F=64 at 56x56
+# 2.2x / 1.7x; F = 128 only the weight gradient gained (1.3x, C = 64), F >= 256 lost 2-4x.
+# 1x1 kernels keep the GEMM (one tap per row leaves the loop nothing to share). The forward
+# splits over samples and, for batches of fewer than two per thread, filter groups
+# (:func:`groups`): at batch 2 ResNet's first layer 3.7 -> 2.7 ms, at batch 1 it lost (1.88
+# vs 2.0 ms, each group copies the image again), hence ``MIN_N``; the weight gradient splits
+# over samples only (``MIN_N_WGRAD``).
 MAX_F = 64
-MIN_N = 4
+MIN_N = 2
+MIN_N_WGRAD = 4
 MIN_KW = 2
 # filters per pass: LeNet's layers (F = 6, 16) 2 and 3 alike, 1 and 4 slower; from
 # FB_WIDE_MIN_F filters on FB_WIDE (ResNet's 7x7/2 first layer at batch 16, forward 29.5 ->
@@ -201,9 +221,13 @@ _ENABLED = os.environ.get("EMBER_DIRECT_CONV", "1").lower() not in ("0", "false"
 def applies(geo: Geo, kind: str) -> bool:
     """Whether ``kind`` ('forward', 'dgrad', 'wgrad') of ``geo`` runs here."""
     if not _ENABLED or geo.s not in ((1, 1), (2, 2)) or geo.d != (1, 1) or geo.g != 1 or \
-            geo.k[1] < MIN_KW or geo.n < MIN_N or geo.f > MAX_F:
+            geo.k[1] < MIN_KW or geo.f > MAX_F:
         return False
-    if kind != "dgrad":
+    if kind == "wgrad":
+        return geo.n >= MIN_N_WGRAD
+    if geo.n < MIN_N:
+        return False
+    if kind == "forward":
         return True
     if geo.s != (1, 1):
         return False
@@ -215,16 +239,22 @@ def applies(geo: Geo, kind: str) -> bool:
     return geo.c >= 16 or (geo.c >= 3 and geo.f <= 32)
 
 
-def _source(geo: Geo, wgrad: bool) -> str:
-    fb = FB_WIDE if geo.f >= FB_WIDE_MIN_F else FB
-    return wgrad_source(fb, geo.k[1]) if wgrad else forward_source(fb, geo.k[1])
+def _fb(f: int) -> int:
+    return FB_WIDE if f >= FB_WIDE_MIN_F else FB
+
+
+def _grouped(y: np.ndarray, n: int, f: int, fb: int) -> np.ndarray:
+    """The output (n, f, ...) viewed as :func:`forward_source`'s units (n*G, f/G, ...)."""
+    g = groups(n, f, fb, threads())
+    return y.reshape(n * g, f // g, *y.shape[2:])
 
 
 def forward_step(geo: Geo, dt: np.dtype, epi, has_bias: bool, n_leaves: int, sliced: list,
                  fallback):
     """``step(x, w, [bias], leaves.., y, others..)`` as ``cpu_conv_steps.forward_step``'s
     (``fallback``, which runs until the kernel is compiled: ``cpu_tiered``)."""
-    src = _source(geo, False)
+    fb = _fb(geo.f)
+    src = forward_source(fb, geo.k[1])
     conv = split(src)
     n, f, m = geo.n, geo.f, geo.m
     x4, y4 = (n, geo.c, geo.h, geo.w), (n, f, geo.oh, geo.ow)
@@ -239,7 +269,7 @@ def forward_step(geo: Geo, dt: np.dtype, epi, has_bias: bool, n_leaves: int, sli
             return fallback(x, w, *rest)
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
         conv(np.ascontiguousarray(x).reshape(x4), np.ascontiguousarray(w).reshape(w4), st, ph,
-             pw, False, y.reshape(y4))
+             pw, False, _grouped(y.reshape(y4), n, f, fb))
         if epi is not None:
             _run_epilogue(epi, y.reshape(n, f, m), None, bias, leaves, sliced, extra, 0, n)
 
@@ -262,7 +292,8 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool, n_
     the forward kernel over gy padded by k - 1 - p with the flipped filters (C, F, kh, kw);
     ``fallback`` (the im2col step) for a non-finite filter and until the kernel is
     compiled."""
-    src = forward_source(FB_WIDE if geo.c >= FB_WIDE_MIN_F else FB, geo.k[1])
+    fb = _fb(geo.c)
+    src = forward_source(fb, geo.k[1])
     conv, finite = split(src), kernel(FINITE)
     n, c, f = geo.n, geo.c, geo.f
     g4, dx4 = (n, f, geo.oh, geo.ow), (n, c, geo.h, geo.w)
@@ -282,7 +313,8 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool, n_
         bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)
         wt = scratch.views(pieces)[0].reshape(wt4)
         np.copyto(wt, w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        conv(np.ascontiguousarray(gy).reshape(g4), wt, 1, qh, qw, True, dx.reshape(dx4))
+        conv(np.ascontiguousarray(gy).reshape(g4), wt, 1, qh, qw, True,
+             _grouped(dx.reshape(dx4), n, c, fb))
         if epi is not None:
             _run_epilogue(epi, dx.reshape(n, c, hw), None, bias, leaves, sliced, extra, 0, n)
 
@@ -302,7 +334,7 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool, n_
 def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback):
     """``step(gy, x, dw)`` as ``cpu_conv_steps.wgrad_step``'s: ``PARTS`` partial sums over
     the samples, then their sum (``fallback`` until the kernel is compiled)."""
-    src = _source(geo, True)
+    src = wgrad_source(_fb(geo.f), geo.k[1])
     conv = split(src)
     n, c, f = geo.n, geo.c, geo.f
     g4, x4 = (n, f, geo.oh, geo.ow), (n, c, geo.h, geo.w)

@@ -15,6 +15,9 @@ or the recycler's ``take``:
 no memory is touched), and each call of a numba dispatcher gives its argument types
 (numba's ``typeof``: dtype, rank, layout). A call whose arguments come from elsewhere (a
 NumPy fallback's result, a nested program) is left to compile on first call, as before.
+A step that calls kernels itself (a convolution's) tells them through its ``kernel_calls``;
+the faster kernels it leaves to ``backends.cpu_tiered`` (Winograd, direct convolution) are
+found too when they would compile on its first call (no background compiles).
 
 Only ember's own kernel sources travel to the workers (the text the kernel cache wrote and
 verified), with argument types as plain data (JSON), never pickles. Used when at least
@@ -176,6 +179,11 @@ def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
             hints = getattr(fn, "kernel_calls", None)
             pairs = hints(*args) if callable(hints) and not isinstance(fn, Dispatcher) \
                 else [(fn, args)]
+            # a step's faster kernels (backends.cpu_tiered) that its first call compiles when
+            # they are not left to a background compile (EMBER_DEFER_KERNELS=0)
+            tier = getattr(fn, "deferred", None)
+            if tier is not None and not tier.background and tier.calls is not None:
+                pairs = [*pairs, *tier.calls()]
             for k, k_args in pairs:
                 _add(k, k_args, found, seen)
         except (_Unknown, TypeError, ValueError, AttributeError):

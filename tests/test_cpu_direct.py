@@ -66,9 +66,11 @@ def test_kernels_match_numpy(fb, n, c, f, hw, k, s, p):
     want = _np_conv(x, w, s, *p)
     for rows in (False, True) if s == 1 else (False,):
         # (with finite filters, skipping stride 1's padding rows changes nothing)
-        y = np.full(want.shape, np.nan, np.float32)
-        split(cpu_direct.forward_source(fb, k[1]))(x, w, s, *p, rows, y)
-        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+        for g in (d for d in (1, 2, 3, 5) if f % d == 0):   # filter groups per sample
+            y = np.full(want.shape, np.nan, np.float32)
+            yg = y.reshape(n * g, f // g, *want.shape[2:])
+            split(cpu_direct.forward_source(fb, k[1]))(x, w, s, *p, rows, yg)
+            np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
     g = _rand(want.shape, 2)
     acc = np.full((5, f, c, *k), np.nan, np.float32)   # more parts than samples: some empty
     split(cpu_direct.wgrad_source(fb, k[1]))(g, x, s, *p, acc)
@@ -107,8 +109,16 @@ def _data(joint, seed=0):
             [_rand(v.type.shape, seed + 10 + j) for j, v in enumerate(joint.params)])
 
 
+def test_filter_groups_give_small_batches_work_for_every_thread():
+    assert cpu_direct.groups(16, 64, 4, 2) == 1
+    assert cpu_direct.groups(2, 64, 4, 2) == 2 and cpu_direct.groups(1, 64, 4, 4) == 8
+    assert cpu_direct.groups(1, 6, 2, 2) == 2      # 3 filters each, at least FB = 2
+    assert cpu_direct.groups(1, 7, 2, 2) == 1      # no power of two divides 7
+    assert cpu_direct.groups(1, 8, 4, 8) == 2      # 4 filters each at least
+
+
 @settings(max_examples=25, deadline=None)
-@given(st.integers(4, 6), st.integers(1, 5), st.sampled_from([1, 7, 32, 33]),
+@given(st.integers(2, 6), st.integers(1, 5), st.sampled_from([1, 7, 32, 33]),
        st.integers(5, 9), st.integers(5, 9), st.integers(1, 5), st.integers(2, 5),
        st.integers(0, 3), st.integers(0, 3), st.integers(1, 2), st.booleans(),
        st.sampled_from(["none", "relu", "residual"]))
@@ -120,15 +130,19 @@ def test_graphs_match_reference(n, c, f, h, w, kh, kw, ph, pw, s, bias, epi):
     rep = _compare(joint, *_data(joint))
     geo = Geo(n, c, h, w, f, (h + 2 * ph - kh) // s + 1, (w + 2 * pw - kw) // s + 1,
               (kh, kw), (s, s), (1, 1), (ph, pw), 1)
-    if kw >= cpu_direct.MIN_KW:   # forward and weight gradient, and the data gradient's rule
-        assert rep.get("direct") == 2 + cpu_direct.applies(geo, "dgrad"), rep
+    assert rep.get("direct", 0) == sum(cpu_direct.applies(geo, kind)
+                                       for kind in ("forward", "dgrad", "wgrad")), rep
+    if kw >= cpu_direct.MIN_KW:
+        assert cpu_direct.applies(geo, "forward")
 
 
 def test_one_dimensional_and_declined_shapes():
     joint = _graph(5, 3, 4, (11,), (3,), (1,), True, "relu")   # NCW as height 1
     assert _compare(joint, *_data(joint)).get("direct") == 3
-    joint = _graph(2, 3, 4, (8, 8), (3, 3), (1, 1), True, "relu")  # too few samples
+    joint = _graph(1, 3, 4, (8, 8), (3, 3), (1, 1), True, "relu")  # too few samples
     assert "direct" not in _compare(joint, *_data(joint))
+    joint = _graph(2, 3, 4, (8, 8), (3, 3), (1, 1), True, "relu")  # not for the weight grad
+    assert _compare(joint, *_data(joint)).get("direct") == 2
     assert not cpu_direct.applies(Geo(8, 3, 8, 8, 4, 8, 8, (3, 3), (1, 1), (1, 1), (3, 3), 1),
                                   "dgrad")    # pad > k - 1: the gradient would need a crop
 
