@@ -92,6 +92,17 @@ _SHAPES = """\
 """
 
 
+def _tap_starts(kw: int) -> list[str]:
+    """Where the runs of kernel row i's taps start in xs (channel c)."""
+    return [f"        s{j} = u({j} * S + c * R + ((i % s) * Hq + i // s) * OW)"
+            for j in range(kw)]
+
+
+def _tap_loads(kw: int) -> list[str]:
+    """The taps' values at output pixel t."""
+    return [f"            a{j} = xs[s{j} + t]" for j in range(kw)]
+
+
 def _block_fwd(fb: int, kw: int, ind: str) -> list[str]:
     """The forward's body for filters f0 .. f0+fb-1: zero their planes, then add the taps."""
     lines = [f"for t in range(u({fb} * M)):", "    yf[yb + u(f0 * M) + t] = 0",
@@ -102,13 +113,11 @@ def _block_fwd(fb: int, kw: int, ind: str) -> list[str]:
         for j in range(kw):
             lines.append(f"        w{b}_{j} = "
                          f"wf[u((((fo + f0 + {b}) * C + c) * KH + i) * KW + {j})]")
-    for j in range(kw):
-        lines.append(f"        s{j} = u({j} * S + c * R + ((i % s) * Hq + i // s) * OW)")
+    lines += _tap_starts(kw)
     for b in range(fb):
         lines.append(f"        d{b} = yb + u((f0 + {b}) * M)")
     lines.append("        for t in range(u(r0 * OW), u(r1 * OW)):")
-    for j in range(kw):
-        lines.append(f"            a{j} = xs[s{j} + t]")
+    lines += _tap_loads(kw)
     for b in range(fb):
         terms = " + ".join(f"w{b}_{j} * a{j}" for j in range(kw))
         lines.append(f"            yf[d{b} + t] += {terms}")
@@ -147,16 +156,13 @@ def groups(n: int, f: int, fb: int, threads: int) -> int:
 
 def _block_wgrad(fb: int, kw: int, ind: str) -> list[str]:
     """The weight gradient's sums for filters f0 .. f0+fb-1 of one sample."""
-    lines = ["for c in range(C):", "    for i in range(KH):"]
-    for j in range(kw):
-        lines.append(f"        s{j} = u({j} * S + c * R + ((i % s) * Hq + i // s) * OW)")
+    lines = ["for c in range(C):", "    for i in range(KH):", *_tap_starts(kw)]
     for b in range(fb):
         lines.append(f"        g{b} = gb + u((f0 + {b}) * M)")
         for j in range(kw):
             lines.append(f"        r{b}_{j} = zero")
     lines.append("        for t in range(u(M)):")
-    for j in range(kw):
-        lines.append(f"            a{j} = xs[s{j} + t]")
+    lines += _tap_loads(kw)
     for b in range(fb):
         lines.append(f"            h{b} = gf[g{b} + t]")
         for j in range(kw):
