@@ -4,7 +4,8 @@ input and parameter, in training and inference mode.
 
 Hypothesis draws stacks of 1-4 blocks (convolution with kernel 1 or 3, stride 1 or 2, pad;
 max/avg pooling; BatchNorm; relu; a residual block conv-BN-relu-conv-BN + identity), batch
-1-3, 1-3 input channels, 5-12 pixels. Tolerance (float32): |got - want| <= 2e-3 * |want| +
+1-4 (from 2 the direct convolution kernels, from 4 their weight gradient too), 1-3 input
+channels, 5-12 pixels. Tolerance (float32): |got - want| <= 2e-3 * |want| +
 1e-4 * max(1, max|want|) per array: BatchNorm over a handful of values per channel amplifies
 rounding (the inverse std of a near-constant channel is up to 1/sqrt(eps)), and gradients
 that are zero in exact arithmetic (a bias before BatchNorm) are rounding noise of either side.
@@ -40,7 +41,7 @@ class Residual(nn.HybridBlock):
 @st.composite
 def nets(draw):
     """(layer specs, input shape): spatial sizes tracked so every layer has an output."""
-    batch, in_chans = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    batch, in_chans = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     size = draw(st.integers(5, 12))
     chans = in_chans
     specs = []
@@ -140,6 +141,13 @@ def check_net(specs, shape, seed):
 def test_resnet_like_stack():
     check_net([("conv", 4, 3, 2, 1), ("bn",), ("relu",), ("pool", "max", 3, 2, 1),
                ("res", 4, 3), ("pool", "avg", 2, 2, 0), ("bn",)], (2, 3, 12, 12), 0)
+
+
+def test_lenet_like_stack():
+    """LeNet's layers (5x5 direct convolutions in every direction, 2x2/2 max pooling's
+    tiling gradient) at batch 4."""
+    check_net([("conv", 6, 5, 1, 2), ("relu",), ("pool", "max", 2, 2, 0),
+               ("conv", 16, 5, 1, 0), ("relu",), ("pool", "max", 2, 2, 0)], (4, 1, 16, 16), 1)
 
 
 @settings(max_examples=6, deadline=None, derandomize=True,
