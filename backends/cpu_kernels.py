@@ -168,6 +168,33 @@ def reduce_source(kind: str, parallel: bool) -> str:
         "\n".join(lines) + "\n"
 
 
+def reduce_mid_source(kind: str, parallel: bool) -> str:
+    """``kernel(x, out)``: ``out[c] = reduce(x[:, c, :])`` for x (A, C, B), out (C,): a
+    reduction over every axis but one (a convolution bias's gradient over N, H and W). Per
+    channel as :func:`reduce_source` (B float64 accumulators over the A rows, unit-stride),
+    then the sum of the accumulators."""
+    lines = ["    A, C, B = x.shape", f"    for c in {'prange' if parallel else 'range'}(C):"]
+    if kind in ("sum", "mean"):
+        lines += ["        acc = np.zeros(B, np.float64)",
+                  "        for a in range(A):",
+                  "            for b in range(B):",
+                  "                acc[b] += x[a, c, b]",
+                  "        s = 0.0",
+                  "        for b in range(B):",
+                  "            s += acc[b]",
+                  "        out[c] = s",
+                  *(["        out[c] /= A * B"] if kind == "mean" else [])]
+    else:
+        lines += ["        acc = x[0, c, 0]",
+                  "        for a in range(A):",
+                  "            for b in range(B):",
+                  "                v = x[a, c, b]",
+                  f"                {_REDUCE_STEP[kind]}",
+                  "        out[c] = acc"]
+    return _HEADER + "\n" + _decorator(parallel) + "def kernel(x, out):\n" + \
+        "\n".join(lines) + "\n"
+
+
 def softmax_source(log: bool, parallel: bool, f32: bool = False) -> str:
     """``kernel(x, scale, out)``: (log-)softmax of ``x * scale`` over the middle axis of
     (P, R, Q), one row at a time: max, sum of exponentials (float64), write.

@@ -13,7 +13,7 @@ import numpy as np
 from ember.ir.graph import Node
 
 from . import codegen
-from .cpu_kernels import pick_source, reduce_source, softmax_source
+from .cpu_kernels import pick_source, reduce_mid_source, reduce_source, softmax_source
 from .cpu_split import SPLIT_MIN, split_kernel
 from .plan import float_known, pick_layout, reduce_layout, softmax_plan
 
@@ -59,13 +59,20 @@ class OpSteps:
             return False
         x = node.inputs[0]
         ppp, mid = reduce_layout(node)
-        if ppp is None or mid:  # (one reduced run only: R == 1 when no dim is reduced)
+        if ppp is None:  # (one reduced run, or all but one kept run: R == 1 when none)
             return False
+        kind = "sum" if name == "sum_like" else name
+        if mid:   # (A, C, B) -> (C,)
+            if x.type.size == 0 and kind != "sum":
+                return False
+            src = reduce_mid_source(kind, ppp[1] >= 2 and x.type.size >= PARALLEL_MIN)
+            self._kernel_step(split(src), [self._arg(x, ppp)], node.outputs, (ppp[1],))
+            self.report["reduce"] += 1
+            return True
         if ppp[1] == 1 and name in ("max", "min") and x.type.size == 0:
             return False
         if ppp[1] == 0 and name in ("max", "min", "mean"):
             return False
-        kind = "sum" if name == "sum_like" else name
         src = reduce_source(kind, ppp[0] >= 2 and x.type.size >= PARALLEL_MIN)
         self._kernel_step(split(src), [self._arg(x, ppp)], node.outputs, (ppp[0], ppp[2]))
         self.report["reduce"] += 1

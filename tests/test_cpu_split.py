@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ember.backends import cpu_split
-from ember.backends.cpu_kernels import reduce_source, softmax_source
+from ember.backends.cpu_kernels import reduce_mid_source, reduce_source, softmax_source
 from ember.backends.cpu_norm_pool_kernels import (
     batch_norm_backward_source,
     batch_norm_source,
@@ -26,6 +26,7 @@ cache.install()
 GEOM = (3, 3, 2, 2, 1, 1)
 BUILDERS = {
     "reduce": (reduce_source, ("sum",), (0, 0)),
+    "reduce_mid": (reduce_mid_source, ("sum",), (0, 1)),
     "softmax": (softmax_source, (True,), (0, 0)),
     "pool": (pool_source, ("max", "float32"), (0, 0)),
     "pool_bwd_max": (pool_backward_source, ("max", "float32"), (1, 0)),
