@@ -1,8 +1,8 @@
 """Steps of the CPU backend for pooling and BatchNorm: compiled kernels, not the NumPy ones.
 
 A mixin of ``cpu._Program`` (as ``cpu_steps.OpSteps``): each rule takes a node and either
-emits a step calling a numba kernel of ``cpu_norm_pool_kernels`` into the planned buffers
-(True) or declines, leaving the node to the NumPy fallback. Covered:
+emits a step calling a numba kernel of ``cpu_pool_kernels`` or ``cpu_norm_kernels`` into the
+planned buffers (True) or declines, leaving the node to the NumPy fallback. Covered:
 
 - ``pooling`` / ``pooling_backward``: max, avg (count_include_pad both ways), sum; 1-D and 2-D
   channels-first data, windows, global pooling, all conventions (the geometry is
@@ -24,12 +24,10 @@ from ember.ir.graph import Node
 from ember.ir.opset_norm import _as_batch_norm
 from ember.ir.opset_pool import _pool_geom
 
-from .cpu_norm_pool_kernels import (
-    batch_norm_backward_source,
-    batch_norm_source,
+from .cpu_norm_kernels import batch_norm_backward_source, batch_norm_source, layer_norm_source
+from .cpu_pool_kernels import (
     global_pool_backward_source,
     global_pool_source,
-    layer_norm_source,
     pool_backward_source,
     pool_source,
 )

@@ -86,7 +86,7 @@ def test_pooling_forward_and_gradient(case, seed):
 @pytest.mark.parametrize("kind", ["max", "avg", "sum"])
 @pytest.mark.parametrize("global_pool,window", [
     (False, dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1))), (True, {}),
-    # windows that tile the plane (max's gradient: cpu_norm_pool_kernels's tiling kernel),
+    # windows that tile the plane (max's gradient: cpu_pool_kernels's tiling kernel),
     # with an uncovered last row, and clipped by the edge
     (False, dict(kernel=(2, 2), stride=(2, 2), pad=(0, 0))),
     (False, dict(kernel=(2, 2), stride=(2, 2), pad=(0, 0), pooling_convention="full"))])

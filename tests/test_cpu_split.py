@@ -9,12 +9,14 @@ import pytest
 
 from ember.backends import cpu_split
 from ember.backends.cpu_kernels import reduce_mid_source, reduce_source, softmax_source
-from ember.backends.cpu_norm_pool_kernels import (
+from ember.backends.cpu_norm_kernels import (
     batch_norm_backward_source,
     batch_norm_source,
+    layer_norm_source,
+)
+from ember.backends.cpu_pool_kernels import (
     global_pool_backward_source,
     global_pool_source,
-    layer_norm_source,
     pool_backward_source,
     pool_source,
 )
