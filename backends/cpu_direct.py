@@ -209,9 +209,14 @@ def wgrad_source(fb: int, kw: int) -> str:
 # (:func:`groups`): at batch 2 ResNet's first layer 3.7 -> 2.7 ms, at batch 1 it lost (1.88
 # vs 2.0 ms, each group copies the image again), hence ``MIN_N``; the weight gradient splits
 # over samples only (``MIN_N_WGRAD``).
+# Small maps of many channels keep the GEMM, whose reduction (C*kh*kw) is then long and
+# efficient: DenseNet's 3x3 C=128 F=32 layers at batch 16 gained 1.1-2.0x at 56x56 to 14x14
+# and lost 1.05-1.25x at 7x7, C=512 F=64 at 7x7 lost 1.2-1.6x.
 MAX_F = 64
 MIN_N = 2
 MIN_N_WGRAD = 4
+SMALL_MAP = 196     # output pixels (14x14) below which ...
+WIDE_CK = 576       # ... a reduction this long (64 channels of 3x3) keeps the GEMM
 MIN_KW = 2
 # filters per pass: LeNet's layers (F = 6, 16) 2 and 3 alike, 1 and 4 slower; from
 # FB_WIDE_MIN_F filters on FB_WIDE (ResNet's 7x7/2 first layer at batch 16, forward 29.5 ->
@@ -227,7 +232,7 @@ _ENABLED = os.environ.get("EMBER_DIRECT_CONV", "1").lower() not in ("0", "false"
 def applies(geo: Geo, kind: str) -> bool:
     """Whether ``kind`` ('forward', 'dgrad', 'wgrad') of ``geo`` runs here."""
     if not _ENABLED or geo.s not in ((1, 1), (2, 2)) or geo.d != (1, 1) or geo.g != 1 or \
-            geo.k[1] < MIN_KW or geo.f > MAX_F:
+            geo.k[1] < MIN_KW or geo.f > MAX_F or (geo.m < SMALL_MAP and geo.ck >= WIDE_CK):
         return False
     if kind == "wgrad":
         return geo.n >= MIN_N_WGRAD

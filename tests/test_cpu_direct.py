@@ -145,6 +145,10 @@ def test_one_dimensional_and_declined_shapes():
     assert _compare(joint, *_data(joint)).get("direct") == 2
     assert not cpu_direct.applies(Geo(8, 3, 8, 8, 4, 8, 8, (3, 3), (1, 1), (1, 1), (3, 3), 1),
                                   "dgrad")    # pad > k - 1: the gradient would need a crop
+    dense = dict(n=16, f=32, k=(3, 3), s=(1, 1), d=(1, 1), p=(1, 1), g=1)   # DenseNet's
+    assert cpu_direct.applies(Geo(c=128, h=14, w=14, oh=14, ow=14, **dense), "forward")
+    assert not cpu_direct.applies(Geo(c=128, h=7, w=7, oh=7, ow=7, **dense), "forward")
+    assert cpu_direct.applies(Geo(c=6, h=7, w=7, oh=7, ow=7, **dense), "forward")
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
