@@ -51,7 +51,7 @@ def _np_wgrad(g, x, kh, kw, s, ph, pw):
     return dw
 
 
-@pytest.mark.parametrize("fb", [1, 2, 3])
+@pytest.mark.parametrize("fb", [cpu_direct.FB, cpu_direct.FB_WIDE])
 @pytest.mark.parametrize("n,c,f,hw,k,s,p", [(3, 1, 5, (9, 7), (3, 3), 1, (1, 1)),
                                             (2, 4, 7, (6, 8), (5, 2), 1, (2, 0)),
                                             (1, 2, 2, (5, 5), (1, 4), 1, (0, 3)),
@@ -59,8 +59,9 @@ def _np_wgrad(g, x, kh, kw, s, ph, pw):
                                             (3, 2, 3, (8, 9), (3, 2), 2, (1, 0)),
                                             (2, 2, 4, (9, 8), (4, 3), 3, (2, 1))])
 def test_kernels_match_numpy(fb, n, c, f, hw, k, s, p):
-    """Strides 1, 2 and 3, odd and even sizes (an odd padded height leaves the last row
-    phase one row short)."""
+    """The backend's two filter blocks (and the one-filter tail where F is not a multiple),
+    strides 1, 2 and 3, odd and even sizes (an odd padded height leaves the last row phase
+    one row short)."""
     x = _rand((n, c, *hw))
     w = _rand((f, c, *k), 1)
     want = _np_conv(x, w, s, *p)
