@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cpu_conv_kernels import COL2IM, DW_BWD_DATA, DW_BWD_WEIGHT, DW_FWD, IM2COL
-from .cpu_split import SplitKernel
+from .cpu_split import SplitKernel, matmuls
 from .cpu_steps import kernel, split
 
 if TYPE_CHECKING:
@@ -165,11 +165,14 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
 
 
 def _mm(a, b, out) -> None:
-    """``out[i] = a[i] @ b[i]`` by one 2-D BLAS call per group: NumPy's stacked matmul
-    often loops without BLAS (measured (1, 64, 147) @ (1, 147, 12544): 12.6 ms, the 2-D
-    product 1.8 ms; two stacked (64, 576) @ (576, 3136): 14.9 ms against 2 x 1.3 ms)."""
-    for i in range(a.shape[0]):
-        np.matmul(a[i], b[i], out=out[i])
+    """``out[i] = a[i] @ b[i]`` by one 2-D BLAS call per group (``cpu_split.matmuls``):
+    NumPy's stacked matmul often loops without BLAS (measured (1, 64, 147) @ (1, 147,
+    12544): 12.6 ms, the 2-D product 1.8 ms; two stacked (64, 576) @ (576, 3136): 14.9 ms
+    against 2 x 1.3 ms)."""
+    if a.shape[0] == 1:
+        np.matmul(a[0], b[0], out=out[0])
+    else:
+        matmuls(a, b, out)
 
 
 def _copy_t(src, m):
@@ -283,11 +286,10 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
                 np.copyto(tt, g3[a:e].transpose(1, 0, 2))
                 gs = tt.reshape(g, fg, -1)
             dst = res if a == 0 else acc
-            for gi in range(g):
-                if flip:
-                    np.matmul(cs[gi], gs[gi].T, out=dst[gi])
-                else:
-                    np.matmul(gs[gi], cs[gi].T, out=dst[gi])
+            if flip:
+                matmuls(cs, gs.transpose(0, 2, 1), dst)
+            else:
+                matmuls(gs, cs.transpose(0, 2, 1), dst)
             if a:
                 res += acc
         if flip:

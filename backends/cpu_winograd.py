@@ -45,6 +45,7 @@ import numpy as np
 
 from .cpu_conv import Geo
 from .cpu_conv_steps import Scratch, _part, _run_epilogue, _unpack, epilogue_calls
+from .cpu_split import matmuls
 from .cpu_steps import kernel, split
 from .cpu_tiered import Deferred
 from .cpu_winograd_gen import alpha, grad_source, in_source, out_source, w_source, wadj_source
@@ -136,8 +137,7 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
             vv = _part(v, (kk, cin, cols))
             mv = _part(mm, (kk, cout, cols))
             wino_in(x3[a * cin:e * cin], ph, pw, th, tw, vv)
-            for k in range(kk):
-                np.matmul(u[k], vv[k], out=mv[k])
+            matmuls(u, vv, mv)
             wino_out(mv, th, tw, y_planes[a * cout:e * cout])
             if epi is not None:
                 _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, a, e)
@@ -202,8 +202,7 @@ def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: i
             wino_in(x3[a * c:e * c], ph, pw, th, tw, vv)
             wino_grad(g3[a * f:e * f], th, tw, zz)
             dst = du if a == 0 else acc
-            for k in range(kk):
-                np.matmul(zz[k], vv[k].T, out=dst[k])
+            matmuls(zz, vv.transpose(0, 2, 1), dst)
             if a:
                 du += acc
         wino_adj(du, dw.reshape(f, c, 3, 3))

@@ -172,3 +172,60 @@ def test_the_governor_sets_the_parts(monkeypatch):
     assert cpu_split.threads() == 1
     monkeypatch.setattr(thread_pools, "_GOVERNOR", None)
     assert cpu_split.threads() == cpu_split._CORES
+
+
+def _blas_threads():
+    return [lib.get_num_threads() for lib in cpu_split._openblas()]
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_matmuls_equal_one_gemm_after_another_and_restore_blas_threads(monkeypatch, transpose):
+    """The stack of GEMMs split over the pool (OpenBLAS at one thread meanwhile) gives each
+    product of the same BLAS call, for transposed views too; OpenBLAS's thread count is
+    what it was before, also when a product raises."""
+    monkeypatch.setattr(cpu_split, "_thread_source", lambda: 2)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((9, 24, 40)).astype(np.float32)
+    b = rng.standard_normal((9, 56, 40) if transpose else (9, 40, 56)).astype(np.float32)
+    bb = b.transpose(0, 2, 1) if transpose else b
+    before = _blas_threads()
+    got = np.full((9, 24, 56), np.nan, np.float32)
+    cpu_split.matmuls(a, bb, got)
+    want = np.stack([a[k] @ bb[k] for k in range(9)])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(got, a.astype(np.float64) @ bb.astype(np.float64), rtol=1e-4,
+                               atol=1e-4)
+    assert _blas_threads() == before
+    with pytest.raises(ValueError):
+        cpu_split.matmuls(a, bb, np.empty((9, 24, 55), np.float32))
+    assert _blas_threads() == before
+
+
+def test_matmuls_use_the_pool_only_when_free(monkeypatch):
+    """With the pool busy (another program's split job) or one thread, every product runs
+    in the caller with OpenBLAS's threads left alone."""
+    seen = []
+    real = cpu_split._matmul_range
+
+    def spy(a, b, out, lo, hi):
+        seen.append((threading.get_ident(), lo, hi, _blas_threads()))
+        real(a, b, out, lo, hi)
+    monkeypatch.setattr(cpu_split, "_matmul_range", spy)
+    a = np.ones((8, 4, 4), np.float32)
+    out = np.empty((8, 4, 4), np.float32)
+    before = _blas_threads()
+    monkeypatch.setattr(cpu_split, "_thread_source", lambda: 1)
+    cpu_split.matmuls(a, a, out)
+    assert [s[1:] for s in seen] == [(0, 8, before)]
+    monkeypatch.setattr(cpu_split, "_thread_source", lambda: 2)
+    seen.clear()
+    with cpu_split._busy:
+        cpu_split.matmuls(a, a, out)
+    assert [s[1:] for s in seen] == [(0, 8, before)]
+    seen.clear()
+    cpu_split.matmuls(a, a, out)
+    if cpu_split._openblas():   # NumPy on OpenBLAS: parts of the stack, one BLAS thread each
+        assert sorted(s[1:3] for s in seen) == [(i, i + 1) for i in range(8)]
+        assert all(t == [1] * len(before) for *_, t in seen)
+    np.testing.assert_array_equal(out, np.full((8, 4, 4), 4, np.float32))
+    assert _blas_threads() == before
