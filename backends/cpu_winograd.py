@@ -28,9 +28,14 @@ ResNet-18's layers at batch 16, speed-up over im2col + GEMM (forward / data grad
 of 5, the two back to back in one process): 64 channels at 56x56 F(2) 1.38 / 1.21, F(4)
 1.57 / 1.51; 128 at 28x28 F(2) 1.30 / 1.50, F(4) 1.43 / 1.66; 256 at 14x14 F(2) 1.31 /
 1.54, F(4) 0.98 / 1.06; 512 at 7x7 F(2) 0.84 / 0.91, F(4) 0.58 / 0.54 (a 7x7 map computes
-8x8, and the filter transform, redone every call, outweighs the saving). At batch 1 the
-56x56 layers (196 F(4x4) tiles) measured 1.49 / 1.45 alone, but ResNet-18's batch-1
-latency rose from 28-29 to 31-36 ms with them: hence ``MIN_TILES``. Chunks of
+8x8, and the filter transform, redone every call, outweighs the saving). ``MIN_TILES``
+(counted as F(2x2) tiles) was 256 while the filter transform was a per-filter kernel (with
+Winograd on more of ResNet-18's layers its batch-1 latency rose from 28-29 to 31-36 ms); with
+that transform one GEMM
+(``filter_matrix``) and the per-point GEMMs split over the pool, two such networks in one
+process, called in turn 50 times, took 24.5 ms (best) / 26.8-27.2 (median) with the 28x28
+layers' 196 tiles and 25.3-25.4 / 27.2-27.6 without them; the 14x14 layers at batch 1 (49
+tiles) gained nothing measurable. Chunks of
 ``CHUNK_BYTES`` (4 MB) of transformed tiles stay in cache between the transform and the
 GEMMs (32 MB chunks: 5-10% slower). ``EMBER_WINOGRAD=0`` turns it off;
 ``EMBER_WINOGRAD_M=2`` or ``4`` forces the tile. The kernels are compiled off the first
@@ -48,12 +53,12 @@ from .cpu_conv_steps import Scratch, _part, _run_epilogue, _unpack, epilogue_cal
 from .cpu_split import matmuls
 from .cpu_steps import kernel, split
 from .cpu_tiered import Deferred
-from .cpu_winograd_gen import alpha, grad_source, in_source, out_source, w_source, wadj_source
+from .cpu_winograd_gen import MATRICES, alpha, grad_source, in_source, out_source
 
 MIN_CHANNELS = 64
 MIN_MAP = 14
 MIN_MAP_F4 = 28
-MIN_TILES = 256
+MIN_TILES = 128
 CHUNK_BYTES = 1 << 22
 _ENABLED = os.environ.get("EMBER_WINOGRAD", "1").lower() not in ("0", "false", "no")
 TILE = int(os.environ.get("EMBER_WINOGRAD_M", "0"))
@@ -90,6 +95,18 @@ def tile(geo: Geo, forward: bool) -> int:
     return 4 if min(oh, ow) >= MIN_MAP_F4 else 2
 
 
+def filter_matrix(m: int, dt: np.dtype) -> np.ndarray:
+    """(alpha^2, 9) ``kron(G, G)``: row ``a*i + j`` of ``U = G g G^T`` as weights of the 9
+    taps of a 3x3 filter ``g`` (row-major), so the filter transform of all F*C filters is
+    one GEMM, ``U = K @ w.reshape(F*C, 9).T``, and the weight gradient's adjoint
+    ``G^T dU G`` is ``dU.reshape(alpha^2, F*C).T @ K``. Measured against the generated
+    per-filter kernel it replaced (2 threads, 128 channels, F(4x4)): 1.52 -> 0.26 ms, 256
+    channels F(2x2) 1.74 -> 0.44 ms (redone on every call: inference at batch 1 paid it per
+    image)."""
+    g = np.array([[float(v) for v in row] for row in MATRICES[m][1]])
+    return np.kron(g, g).astype(dt)
+
+
 def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
                   n_leaves: int, sliced: list[bool], forward: bool, fallback, m: int = 2):
     """A step with ``fallback``'s signature (``forward_step``/``dgrad_step`` of
@@ -108,13 +125,17 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
     nc = max(1, min(geo.n, CHUNK_BYTES // max(1, per)))
     pieces = [((kk, cout, cin), dt), ((kk, cin, nc * tiles), dt), ((kk, cout, nc * tiles), dt)]
     scratch.need(pieces)
-    sources = [FINITE, w_source(m), in_source(m), out_source(m)]
-    finite, wino_w, wino_in, wino_out = kernel(sources[0]), *map(split, sources[1:])
+    sources = [FINITE, in_source(m), out_source(m)]
+    finite, wino_in, wino_out = kernel(sources[0]), *map(split, sources[1:])
     n, m_out = geo.n, hout * wout
+    # U[k, fi, ci] of the weight (F, C, 3, 3); a data gradient's filters are flipped (the
+    # taps reversed) with F and C swapped: the GEMMs take that transpose as a view
+    taps = filter_matrix(m, dt)[:, ::-1] if not forward else filter_matrix(m, dt)
+    taps = np.ascontiguousarray(taps)
+    fc = geo.f * geo.c
 
     def calls():   # each kernel with arguments of the types step's calls have
         return [(finite, (np.zeros((1, 1, 1, 1), dt),)),
-                (wino_w, (np.zeros((0, 1, 3, 3), dt), not forward, np.zeros((kk, 1, 1), dt))),
                 (wino_in, (np.zeros((0, 1, 1), dt), 0, 0, 1, 1, np.zeros((kk, 1, 1), dt))),
                 (wino_out, (np.zeros((kk, 1, 1), dt), 1, 1, np.zeros((0, 1, 1), dt)))]
     tier = Deferred(calls, sources)
@@ -126,8 +147,10 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
         if not (tier.ready() and finite(x) and finite(w)):
             return fallback(x, w, *rest)
         u, v, mm = scratch.views(pieces)
-        u = u.reshape(kk, cout, cin)
-        wino_w(w, not forward, u)
+        np.matmul(taps, w.reshape(fc, 9).T, out=u.reshape(kk, fc))
+        u = u.reshape(kk, geo.f, geo.c)
+        if not forward:
+            u = u.transpose(0, 2, 1)
         x3 = x.reshape(n * cin, hin, win)
         y3 = y.reshape(n, cout, m_out)
         y_planes = y.reshape(n * cout, hout, wout)
@@ -172,15 +195,15 @@ def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: i
     pieces = [((kk, c, nc * tiles), dt), ((kk, f, nc * tiles), dt), ((kk, f, c), dt)] + \
         ([((kk, f, c), dt)] if chunks > 1 else [])
     scratch.need(pieces)
-    sources = [FINITE, in_source(m), grad_source(m), wadj_source(m)]
-    finite, wino_in, wino_grad, wino_adj = kernel(sources[0]), *map(split, sources[1:])
+    sources = [FINITE, in_source(m), grad_source(m)]
+    finite, wino_in, wino_grad = kernel(sources[0]), *map(split, sources[1:])
     n, ph, pw = geo.n, geo.p[0], geo.p[1]
+    taps = filter_matrix(m, dt)
 
     def calls():
         return [(finite, (np.zeros((1, 1, 1, 1), dt),)),
                 (wino_in, (np.zeros((0, 1, 1), dt), 0, 0, 1, 1, np.zeros((kk, 1, 1), dt))),
-                (wino_grad, (np.zeros((0, 1, 1), dt), 1, 1, np.zeros((kk, 1, 1), dt))),
-                (wino_adj, (np.zeros((kk, 0, 1), dt), np.zeros((0, 1, 3, 3), dt)))]
+                (wino_grad, (np.zeros((0, 1, 1), dt), 1, 1, np.zeros((kk, 1, 1), dt)))]
     tier = Deferred(calls, sources)
 
     def step(gy, x, dw):
@@ -205,7 +228,7 @@ def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: i
             matmuls(zz, vv.transpose(0, 2, 1), dst)
             if a:
                 du += acc
-        wino_adj(du, dw.reshape(f, c, 3, 3))
+        np.matmul(du.reshape(kk, f * c).T, taps, out=dw.reshape(f * c, 9))
     step.deferred = tier
     step.kernel_calls = fallback.kernel_calls
     return step

@@ -10,13 +10,14 @@ written out once as source). Coefficients other than +-1 are constants of the ar
 dtype (``dt(0.25)``): a Python float literal would turn float32 arithmetic into float64.
 
 Three kernels per ``m``, one (sample, channel) plane per iteration of their ``prange``
-loop (split by ``cpu_split``), flat arrays with unsigned offsets:
-- ``w_source``: U (alpha^2, F, C) from the weight (F, C, 3, 3), or with ``flip`` from the
-  flipped filters with F and C swapped (a data gradient's transposed convolution);
+loop (split by ``cpu_split``), flat arrays with unsigned offsets (the filter transform and
+its adjoint are one GEMM each, ``cpu_winograd.filter_matrix``):
 - ``in_source``: V (alpha^2, C, tiles): ``alpha`` padded input rows combined down the
   columns once per tile row (B^T d, every tile of the row at once), then along each tile;
 - ``out_source``: Y (N*F, OH, OW) from M (alpha^2, F, tiles), the last tile of a row cut to
-  the map's width.
+  the map's width;
+- ``grad_source``: Z (alpha^2, F, tiles) from an output gradient, the adjoint of the output
+  transform (the weight gradient's).
 """
 from __future__ import annotations
 
@@ -88,39 +89,6 @@ def _separable(mat, width: str, out: str, k: _Consts) -> tuple[str, str, str]:
                     for r in range(n_out))
     offs = "".join(f"                o{r} = o + u({r}) * kst\n" for r in range(n_out))
     return col, tile, offs
-
-
-@functools.cache
-def w_source(m: int) -> str:
-    """``kernel(w, flip, uw)``: the filter transform U = G g G^T."""
-    _, g_mat, _ = MATRICES[m]
-    a, k = alpha(m), _Consts()
-    gn = [[f"g{i}{j}" for j in range(3)] for i in range(3)]
-    body = ""
-    for i in range(a):   # s = G g (alpha x 3)
-        for j in range(3):
-            body += f"            s{i}{j} = {_dot(g_mat[i], [gn[r][j] for r in range(3)], k)}\n"
-    stores = {False: "", True: ""}
-    for i in range(a):   # U = s G^T (alpha x alpha)
-        for j in range(a):
-            e = _dot(g_mat[j], [f"s{i}{c}" for c in range(3)], k)
-            body += f"            e{i}{j} = {e}\n"
-            stores[False] += f"                uw[{a * i + j}, fi, ci] = e{i}{j}\n"
-            stores[True] += f"                uw[{a * i + j}, ci, fi] = e{i}{j}\n"
-    loads = {flip: "".join(
-        f"                {gn[i][j]} = w[fi, ci, {2 - i if flip else i}, {2 - j if flip else j}]\n"
-        for i in range(3) for j in range(3)) for flip in (False, True)}
-    return _HEAD + f"""@njit(parallel=True, fastmath={{'contract'}}, **_OPTS)
-def kernel(w, flip, uw):
-    F, C, kh, kw = w.shape
-    dt = w.dtype.type
-{k.lines("    ")}    for fi in prange(F):
-        for ci in range(C):
-            if flip:
-{loads[True]}            else:
-{loads[False]}{body}            if flip:
-{stores[True]}            else:
-{stores[False]}"""
 
 
 @functools.cache
@@ -256,29 +224,3 @@ def kernel(gy, th, tw, z):
                 for tx in range(tw):
                     e = ti + u({m} * tx)
 {tile}"""
-
-
-@functools.cache
-def wadj_source(m: int) -> str:
-    """``kernel(du, dw)``: dU (alpha^2, F, C) -> the weight gradient dW (F, C, 3, 3) =
-    G^T dU G (the adjoint of the filter transform)."""
-    _, g_mat, _ = MATRICES[m]
-    a, k = alpha(m), _Consts()
-    body = "".join(f"            d{i}{j} = du[{a * i + j}, fi, ci]\n"
-                   for i in range(a) for j in range(a))
-    g_cols = [[g_mat[j][b] for j in range(a)] for b in range(3)]   # the rows of G^T
-    for i in range(a):   # s = dU G (alpha x 3)
-        for b in range(3):
-            ds = [f"d{i}{j}" for j in range(a)]
-            body += f"            s{i}{b} = {_dot(g_cols[b], ds, k)}\n"
-    for r in range(3):   # dW = G^T s (3 x 3)
-        for b in range(3):
-            ss = [f"s{i}{b}" for i in range(a)]
-            body += f"            dw[fi, ci, {r}, {b}] = {_dot(g_cols[r], ss, k)}\n"
-    return _HEAD + f"""@njit(parallel=True, fastmath={{'contract'}}, **_OPTS)
-def kernel(du, dw):
-    F, C, kh, kw = dw.shape
-    dt = dw.dtype.type
-{k.lines("    ")}    for fi in prange(F):
-        for ci in range(C):
-{body}"""

@@ -72,8 +72,8 @@ def test_large_channels_and_an_odd_map_as_in_resnet(m):
     joint = run_pipeline(graph, grad=True)
     inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
     params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
-    with _small(m=m):
-        rep = _compare(joint, inputs, params)
+    with _small(m=m):   # outputs reach ~20: F(4x4)'s float32 error then reaches 1e-4-6e-4
+        rep = _compare(joint, inputs, params, atol=5e-4)   # (F(2x2)'s ~4e-5), over seeds
     assert rep.get("winograd") == 3, rep
 
 
