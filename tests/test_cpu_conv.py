@@ -286,3 +286,24 @@ def test_depthwise_stride_two_by_parity_planes(hw, k, p, mult):
     inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
     params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
     _compare(joint, inputs, params)
+
+
+@pytest.mark.parametrize("epi,s,mult,n", [("relu", (1, 1), 1, 4), ("residual", (2, 2), 2, 7),
+                                          ("none", (1, 1), 1, 5)])
+def test_depthwise_forward_split_over_samples_with_its_epilogue(monkeypatch, epi, s, mult, n):
+    """From ``DW_SAMPLES_PER_THREAD`` samples per thread, each thread runs a depthwise
+    forward over its samples and then their epilogue (bias, relu, a residual): the result
+    is the reference's, an odd count of samples included."""
+    from ember.backends import cpu_split
+    monkeypatch.setattr(cpu_split, "_thread_source", lambda: 2)
+    calls = []
+    real = cpu_conv_steps.run_split
+    monkeypatch.setattr(cpu_conv_steps, "run_split",
+                        lambda fn, args, m, parts: calls.append(m) or real(fn, args, m, parts))
+    cfg = dict(n=n, c=3, f=3 * mult, g=3, hw=(9, 8), k=(3, 3), s=s, p=(1, 1), d=(1, 1),
+               bias=epi != "none", epi=epi, chunk=64)
+    graph, _, _ = _conv_graph(cfg)
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(graph.inputs)]
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(graph.params)]
+    _compare(graph, inputs, params)
+    assert calls == ([n] if epi != "none" else []), calls   # no epilogue: split over planes
