@@ -307,3 +307,17 @@ def test_depthwise_forward_split_over_samples_with_its_epilogue(monkeypatch, epi
     params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(graph.params)]
     _compare(graph, inputs, params)
     assert calls == ([n] if epi != "none" else []), calls   # no epilogue: split over planes
+
+
+@pytest.mark.parametrize("k,d", [((5, 5), (1, 1)), ((3, 2), (1, 1)), ((1, 4), (1, 1)),
+                                 ((3, 5), (2, 2)), ((2, 7), (1, 1))])
+def test_depthwise_stride_one_row_passes(k, d):
+    """The stride-1 depthwise forward adds up to three taps of a kernel row per pass over
+    the plane: rows of 1 to 7 taps (passes of 3, 2 and 1), dilated, as the reference."""
+    cfg = dict(n=2, c=3, f=6, g=3, hw=(9, 11), k=k, s=(1, 1), p=(k[0] // 2, k[1] // 2), d=d,
+               bias=True, epi="relu", chunk=64)
+    graph, _, _ = _conv_graph(cfg)
+    joint = run_pipeline(graph, grad=True, head_grads="ones")
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
+    _compare(joint, inputs, params)
