@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cpu_conv_kernels import COL2IM, DW_BWD_DATA, DW_BWD_WEIGHT, DW_FWD, IM2COL
-from .cpu_split import SplitKernel, matmuls, run_split, threads
+from .cpu_split import SplitKernel, matmuls, run_split, run_split_blas, threads
 from .cpu_steps import kernel, split
 
 if TYPE_CHECKING:
@@ -94,6 +94,11 @@ def epilogue_calls(epi, m3, src, bias, leaves, sliced, extra) -> list:
 # 1.0 inference at batch 16, two networks called in turn: 143.6-145.2 ms best against
 # 146.0-148.3 with the epilogue a second pass over the whole output); below it, over planes
 DW_SAMPLES_PER_THREAD = 2
+# a 1x1 convolution of one GEMM per sample from this many samples runs whole samples (GEMM
+# at one BLAS thread, then the epilogue) on each thread: OpenBLAS's join per GEMM, and an
+# epilogue too small to split, left a core idle (MobileNet 1.0 inference at batch 16, the
+# two ways in turn in one process: 135.7-154.4 ms best against 148.5-159.0)
+PW_SAMPLES_MIN = 2
 
 
 def _run_epilogue(epi, m3, src, bias, leaves, sliced, extra, a, e):
@@ -118,6 +123,7 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     im2col = SplitKernel(kernel(DW_FWD), 10, 0) if direct else split(IM2COL, COPY_SPLIT_MIN)
     gargs = geo.args()
     post = epi is not None
+    per_sample = geo.pointwise and nc == 1 and g == 1 and geo.n >= PW_SAMPLES_MIN
 
     def step(x, w, *rest):
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
@@ -135,6 +141,8 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
                 _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, 0, geo.n)
             return
         w3 = w.reshape(g, fg, ck)
+        if per_sample and run_split_blas(_pw_samples, (x, w3, y3, bias, leaves, extra), geo.n):
+            return
         cols, *t = scratch.views(pieces)
         for a in range(0, geo.n, nc):
             e = min(geo.n, a + nc)
@@ -155,6 +163,13 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
             _mm(w3, cc.reshape(g, ck, -1), tt.reshape(g, fg, -1))
             _run_epilogue(epi_t if post else _copy_t, y3, tt, bias, leaves, sliced, extra,
                           a, e)
+
+    def _pw_samples(x, w3, y3, bias, leaves, extra, lo, hi):
+        """Samples [lo, hi) of a 1x1 convolution, one GEMM each, and their epilogue."""
+        for a in range(lo, hi):
+            np.matmul(w3[0], x[a].reshape(ck, m), out=y3[a])
+        if post:
+            _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, lo, hi)
 
     def _dw_samples(x, w, planes, y3, bias, leaves, extra, lo, hi):
         """Samples [lo, hi) of a depthwise convolution and its epilogue, one thread: the

@@ -170,22 +170,30 @@ def matmuls(a, b, out) -> None:
     the two are within 5%). Each product is the same BLAS call either way. Without OpenBLAS
     (another BLAS, no threadpoolctl) or with the pool busy, one call after another."""
     n = out.shape[0]
+    if not run_split_blas(_matmul_range, (a, b, out), n):
+        _matmul_range(a, b, out, 0, n)
+
+
+def run_split_blas(fn: Callable, args: tuple, n: int) -> bool:
+    """:func:`run_split` of parts that call BLAS themselves, OpenBLAS set to one thread
+    while they run (the pool's threads give the parallelism); False, with nothing run, when
+    that cannot be (one thread, one part, the pool busy, no OpenBLAS)."""
     parts = min(threads(), n)
     libs = _openblas() if parts > 1 and _ENABLED else []
     if not libs or not _busy.acquire(blocking=False):
-        _matmul_range(a, b, out, 0, n)
-        return
+        return False
     try:
         before = [lib.get_num_threads() for lib in libs]
         for lib in libs:
             lib.set_num_threads(1)
         try:
-            _run_parts(_matmul_range, (a, b, out), n, parts)
+            _run_parts(fn, args, n, parts)
         finally:
             for lib, t in zip(libs, before):
                 lib.set_num_threads(t)
     finally:
         _busy.release()
+    return True
 
 
 class SplitKernel:

@@ -321,3 +321,24 @@ def test_depthwise_stride_one_row_passes(k, d):
     inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
     params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
     _compare(joint, inputs, params)
+
+
+@pytest.mark.parametrize("epi,bias,n", [("relu", True, 11), ("residual", False, 2),
+                                        ("none", False, 3)])
+def test_pointwise_samples_run_whole_on_each_thread(monkeypatch, epi, bias, n):
+    """1x1 convolutions of one GEMM per sample run whole samples (GEMM at one BLAS thread,
+    then the epilogue) on each thread: the reference's result, with or without epilogue."""
+    from ember.backends import cpu_split
+    monkeypatch.setattr(cpu_split, "_thread_source", lambda: 2)
+    monkeypatch.setattr(cpu_conv_steps, "POINTWISE_SAMPLE_M", 1)
+    calls = []
+    real = cpu_conv_steps.run_split_blas
+    monkeypatch.setattr(cpu_conv_steps, "run_split_blas",
+                        lambda fn, args, m: calls.append(m) or real(fn, args, m))
+    cfg = dict(n=n, c=5, f=7, g=1, hw=(6, 5), k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1),
+               bias=bias, epi=epi, chunk=64)
+    graph, _, _ = _conv_graph(cfg)
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(graph.inputs)]
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(graph.params)]
+    _compare(graph, inputs, params)
+    assert calls == [n], calls
