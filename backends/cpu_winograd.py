@@ -30,12 +30,11 @@ of 5, the two back to back in one process): 64 channels at 56x56 F(2) 1.38 / 1.2
 1.54, F(4) 0.98 / 1.06; 512 at 7x7 F(2) 0.84 / 0.91, F(4) 0.58 / 0.54 (a 7x7 map computes
 8x8, and the filter transform, redone every call, outweighs the saving). ``MIN_TILES``
 (counted as F(2x2) tiles) was 256 while the filter transform was a per-filter kernel (with
-Winograd on more of ResNet-18's layers its batch-1 latency rose from 28-29 to 31-36 ms); with
-that transform one GEMM
-(``filter_matrix``) and the per-point GEMMs split over the pool, two such networks in one
-process, called in turn 50 times, took 24.5 ms (best) / 26.8-27.2 (median) with the 28x28
-layers' 196 tiles and 25.3-25.4 / 27.2-27.6 without them; the 14x14 layers at batch 1 (49
-tiles) gained nothing measurable. Chunks of
+Winograd on more of ResNet-18's layers its batch-1 latency rose from 28-29 to 31-36 ms);
+with that transform one GEMM (``filter_matrix``) and the per-point GEMMs split over the
+pool, two such networks in one process, called in turn 50 times, took 24.5 ms (best) /
+26.8-27.2 (median) with the 28x28 layers' 196 tiles and 25.3-25.4 / 27.2-27.6 without
+them; the 14x14 layers at batch 1 (49 tiles) gained nothing measurable. Chunks of
 ``CHUNK_BYTES`` (4 MB) of transformed tiles stay in cache between the transform and the
 GEMMs (32 MB chunks: 5-10% slower). ``EMBER_WINOGRAD=0`` turns it off;
 ``EMBER_WINOGRAD_M=2`` or ``4`` forces the tile. The kernels are compiled off the first
@@ -130,8 +129,9 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
     n, m_out = geo.n, hout * wout
     # U[k, fi, ci] of the weight (F, C, 3, 3); a data gradient's filters are flipped (the
     # taps reversed) with F and C swapped: the GEMMs take that transpose as a view
-    taps = filter_matrix(m, dt)[:, ::-1] if not forward else filter_matrix(m, dt)
-    taps = np.ascontiguousarray(taps)
+    taps = filter_matrix(m, dt)
+    if not forward:
+        taps = np.ascontiguousarray(taps[:, ::-1])
     fc = geo.f * geo.c
 
     def calls():   # each kernel with arguments of the types step's calls have
