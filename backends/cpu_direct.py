@@ -284,16 +284,18 @@ def forward_step(geo: Geo, dt: np.dtype, epi, has_bias: bool, n_leaves: int, sli
         if epi is not None:
             _run_epilogue(epi, y.reshape(n, f, m), None, bias, leaves, sliced, extra, 0, n)
 
+    def own_calls(x, w, *rest):
+        """The epilogue's kernels (the direct kernel is ``tier``'s)."""
+        if epi is None:
+            return []
+        bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
+        return epilogue_calls(epi, y.reshape(n, f, m), None, bias, leaves, sliced, extra)
+
     def kernel_calls(x, w, *rest):
-        """The fallback's (which a cold first call runs) and the epilogue's; the direct
-        kernel is ``tier``'s."""
-        calls = fallback.kernel_calls(x, w, *rest)
-        if epi is not None:
-            bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
-            calls += epilogue_calls(epi, y.reshape(n, f, m), None, bias, leaves, sliced, extra)
-        return calls
+        """The fallback's (which a cold first call runs) and the epilogue's."""
+        return fallback.kernel_calls(x, w, *rest) + own_calls(x, w, *rest)
     step.deferred = tier
-    step.kernel_calls = kernel_calls
+    step.kernel_calls, step.own_calls = kernel_calls, own_calls
     return step
 
 
@@ -329,16 +331,18 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool, n_
         if epi is not None:
             _run_epilogue(epi, dx.reshape(n, c, hw), None, bias, leaves, sliced, extra, 0, n)
 
+    def own_calls(gy, w, *rest):
+        """As ``forward_step``'s."""
+        if epi is None:
+            return []
+        bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)
+        return epilogue_calls(epi, dx.reshape(n, c, hw), None, bias, leaves, sliced, extra)
+
     def kernel_calls(gy, w, *rest):
         """As ``forward_step``'s."""
-        calls = fallback.kernel_calls(gy, w, *rest)
-        if epi is not None:
-            bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)
-            calls += epilogue_calls(epi, dx.reshape(n, c, hw), None, bias, leaves, sliced,
-                                    extra)
-        return calls
+        return fallback.kernel_calls(gy, w, *rest) + own_calls(gy, w, *rest)
     step.deferred = tier
-    step.kernel_calls = kernel_calls
+    step.kernel_calls, step.own_calls = kernel_calls, own_calls
     return step
 
 
@@ -366,5 +370,5 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback):
         np.sum(acc, axis=0, out=dw.reshape(acc5[1:]))
 
     step.deferred = tier
-    step.kernel_calls = fallback.kernel_calls
+    step.kernel_calls, step.own_calls = fallback.kernel_calls, lambda *args: []
     return step

@@ -165,17 +165,19 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
             if epi is not None:
                 _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, a, e)
 
+    def own_calls(x, w, *rest):
+        """The epilogue's kernels (the Winograd kernels are ``tier``'s)."""
+        if epi is None:
+            return []
+        bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
+        return epilogue_calls(epi, y.reshape(n, cout, m_out), None, bias, leaves, sliced,
+                              extra)
+
     def kernel_calls(x, w, *rest):
-        """The fallback's (which a cold first call runs) and the epilogue's; the Winograd
-        kernels are ``tier``'s."""
-        calls = fallback.kernel_calls(x, w, *rest)
-        if epi is not None:
-            bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
-            calls += epilogue_calls(epi, y.reshape(n, cout, m_out), None, bias, leaves,
-                                    sliced, extra)
-        return calls
+        """The fallback's (which a cold first call runs) and the epilogue's."""
+        return fallback.kernel_calls(x, w, *rest) + own_calls(x, w, *rest)
     step.deferred = tier
-    step.kernel_calls = kernel_calls
+    step.kernel_calls, step.own_calls = kernel_calls, own_calls
     return step
 
 
@@ -230,5 +232,5 @@ def wgrad_winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, fallback, m: i
                 du += acc
         np.matmul(du.reshape(kk, f * c).T, taps, out=dw.reshape(f * c, 9))
     step.deferred = tier
-    step.kernel_calls = fallback.kernel_calls
+    step.kernel_calls, step.own_calls = fallback.kernel_calls, lambda *args: []
     return step

@@ -17,7 +17,8 @@ no memory is touched), and each call of a numba dispatcher gives its argument ty
 NumPy fallback's result, a nested program) is left to compile on first call, as before.
 A step that calls kernels itself (a convolution's) tells them through its ``kernel_calls``;
 the faster kernels it leaves to ``backends.cpu_tiered`` (Winograd, direct convolution) are
-found too when they would compile on its first call (no background compiles).
+found instead of its fallback's when its first call runs them (no background compiles, or
+compiled before: ``own_calls`` gives the step's other kernels, an epilogue's).
 
 Only ember's own kernel sources travel to the workers (the text the kernel cache wrote and
 verified), with argument types as plain data (JSON), never pickles. Used when at least
@@ -179,11 +180,14 @@ def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
             hints = getattr(fn, "kernel_calls", None)
             pairs = hints(*args) if callable(hints) and not isinstance(fn, Dispatcher) \
                 else [(fn, args)]
-            # a step's faster kernels (backends.cpu_tiered) that its first call compiles when
-            # they are not left to a background compile (EMBER_DEFER_KERNELS=0)
+            # a step's faster kernels (backends.cpu_tiered), which its first call runs when
+            # they are not left to a background compile (EMBER_DEFER_KERNELS=0) or were
+            # compiled before: then with its own kernels (an epilogue), not its fallback's
             tier = getattr(fn, "deferred", None)
-            if tier is not None and not tier.background and tier.calls is not None:
-                pairs = [*pairs, *tier.calls()]
+            if tier is not None and tier.calls is not None and \
+                    (not tier.background or tier._cached()):
+                own = getattr(fn, "own_calls", None)
+                pairs = [*(own(*args) if callable(own) else pairs), *tier.calls()]
             for k, k_args in pairs:
                 _add(k, k_args, found, seen)
         except (_Unknown, TypeError, ValueError, AttributeError):
@@ -226,6 +230,20 @@ def _jobs(calls: Sequence[tuple[Dispatcher, tuple]]) -> list[dict]:
     return list(jobs.values())
 
 
+# The worker's start: ``ember`` as a bare package (its ``__path__`` only), so that importing
+# ``ember.runtime.compile_worker`` runs none of the front end's imports (``import ember``
+# took 1.1 s of the worker's start, 0.4 s without: numba, the runtime and the backends)
+_BOOT = """\
+import importlib.util, sys, types
+spec = importlib.util.find_spec("ember")
+pkg = types.ModuleType("ember")
+pkg.__path__, pkg.__spec__, pkg.__file__ = list(spec.submodule_search_locations), spec, spec.origin
+sys.modules["ember"] = pkg
+from ember.runtime.compile_worker import main
+sys.exit(main())
+"""
+
+
 def _worker(directory: str) -> subprocess.Popen:
     from numba.core.registry import cpu_target
     # numba keys cached code by (triple, CPU name, features): the worker must build for
@@ -233,7 +251,7 @@ def _worker(directory: str) -> subprocess.Popen:
     _, cpu, features = cpu_target.target_context.codegen().magic_tuple()
     env = dict(os.environ, EMBER_CACHE_DIR=directory, EMBER_WARMUP="0", EMBER_PRECOMPILE="0",
                NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features)
-    return subprocess.Popen([sys.executable, "-m", "ember.runtime.compile_worker"],
+    return subprocess.Popen([sys.executable, "-c", _BOOT],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
 

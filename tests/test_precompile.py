@@ -53,6 +53,30 @@ def test_found_calls_are_the_calls_the_program_makes(tmp_path, monkeypatch):
         assert tuple(sig) in k.overloads
 
 
+def test_a_worker_compiles_what_this_process_then_loads(tmp_path, monkeypatch):
+    """A worker process compiles the found calls into the kernel cache; this process then
+    loads them, compiling nothing; the worker starts without ember's front end."""
+    from numba.core import event
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_steps, "_KERNELS", {})
+    graph = _graph()
+    fn = cpu.compile(graph)
+    calls = precompile.kernel_calls(fn.run_fn, graph)
+    jobs = len(precompile._jobs(calls))
+    assert jobs >= 3 and precompile.compile_in_worker(calls) == jobs
+    with event.install_recorder("numba:compile") as rec:
+        fn([np.ones((64, 32), np.float32)], [np.full((16, 32), 0.01, np.float32)])
+    assert not [e for _, e in rec.buffer
+                if e.data["dispatcher"].py_func.__module__.startswith("ember_kernels.")]
+    probe = precompile._BOOT.replace("sys.exit(main())", "print(sorted(m for m in sys.modules"
+                                     " if m.startswith(('ember.gluon', 'ember.ndarray'))))")
+    assert probe != precompile._BOOT
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 _CONVS = [  # plain + bias + residual epilogue, chunked; grouped; depthwise; 1x1 strided
     dict(n=3, c=4, f=6, g=1, hw=(7, 6), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1), bias=True,
          epi="residual", chunk=1),
@@ -139,7 +163,8 @@ def test_workers_compile_what_the_first_run_would_have(tmp_path):
     assert serial["pre"] == {} and serial["numba"] >= precompile.MIN_KERNELS
     parallel = _run(tmp_path / "parallel", "2")
     pre = parallel["pre"]
-    assert pre["workers"] == 1 and pre["compiled"] >= 2 and pre["here"] >= 1, parallel
+    # (how the jobs divide depends on how fast the worker starts)
+    assert pre["workers"] == 1 and pre["compiled"] >= 1 and pre["here"] >= 1, parallel
     assert pre.get("failed", 0) == 0
     # every kernel compiled once: by the worker (then loaded here), here, or at first call
     assert parallel["numba"] + pre["compiled"] == serial["numba"]
