@@ -101,6 +101,13 @@ DW_SAMPLES_PER_THREAD = 2
 PW_SAMPLES_MIN = 2
 
 
+def _im2col(geo: Geo):
+    """``IM2COL`` split over the image's channels: in the caller alone below
+    ``COPY_SPLIT_MIN`` column elements (as image elements of this geometry)."""
+    per = geo.k[0] * geo.k[1] * geo.m / max(1, geo.h * geo.w)   # columns per image element
+    return split(IM2COL, int(COPY_SPLIT_MIN / max(per, 1e-9)))
+
+
 def _run_epilogue(epi, m3, src, bias, leaves, sliced, extra, a, e):
     """The epilogue over samples [a, e) of the (N, C, M) result ``m3`` (read from ``src``,
     (C, e-a, M), when given), writing the other outputs ``extra`` too."""
@@ -120,7 +127,7 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     direct = geo.depthwise
     pieces = [] if direct else [((geo.ck, nc, m), dt)] + ([((f, nc, m), dt)] if nc > 1 else [])
     scratch.need(pieces)
-    im2col = SplitKernel(kernel(DW_FWD), 10, 0) if direct else split(IM2COL, COPY_SPLIT_MIN)
+    im2col = SplitKernel(kernel(DW_FWD), 10, 0) if direct else _im2col(geo)
     gargs = geo.args()
     post = epi is not None
     per_sample = geo.pointwise and nc == 1 and g == 1 and geo.n >= PW_SAMPLES_MIN
@@ -289,7 +296,7 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
         ([((f, nc, m), dt)] if nc > 1 else []) + ([(dshape, dt)] if chunks > 1 else []) + \
         ([(dshape, dt)] if flip else [])
     scratch.need(pieces)
-    im2col = kernel(DW_BWD_WEIGHT) if direct else split(IM2COL, COPY_SPLIT_MIN)
+    im2col = kernel(DW_BWD_WEIGHT) if direct else _im2col(geo)
     gargs = geo.args()
 
     def step(gy, x, dw):

@@ -342,3 +342,43 @@ def test_pointwise_samples_run_whole_on_each_thread(monkeypatch, epi, bias, n):
     params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(graph.params)]
     _compare(graph, inputs, params)
     assert calls == [n], calls
+
+
+def _im2col_reference(x, k, s, d, p):
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])))
+    oh = (h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    cols = np.empty((c, k[0], k[1], n, oh, ow), x.dtype)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            win = xp[:, :, i * d[0]:i * d[0] + s[0] * (oh - 1) + 1:s[0],
+                     j * d[1]:j * d[1] + s[1] * (ow - 1) + 1:s[1]]
+            cols[:, i, j] = win.transpose(1, 0, 2, 3)
+    return cols.reshape(c * k[0] * k[1], n, oh * ow), oh, ow
+
+
+@pytest.mark.parametrize("n,c,hw,k,s,d,p", [
+    (2, 3, (7, 7), (3, 3), (1, 1), (1, 1), (1, 1)),      # gathered rows (width <= 14)
+    (1, 4, (14, 14), (3, 3), (2, 2), (1, 1), (1, 1)),
+    (3, 2, (20, 17), (3, 3), (1, 1), (1, 1), (1, 1)),    # row copies
+    (2, 2, (31, 33), (3, 2), (2, 3), (1, 2), (2, 0)),
+    (1, 3, (16, 29), (5, 5), (1, 1), (2, 2), (3, 1)),
+    (2, 1, (9, 40), (1, 1), (1, 1), (1, 1), (0, 0))])
+def test_im2col_copies_every_window_from_padded_planes(n, c, hw, k, s, d, p):
+    """IM2COL (``cpu_conv_kernels``) over ranges of channels equals NumPy's windows, the
+    pads zero, Inf and NaN copied as they are, on both sides of its gathered-row width."""
+    from ember.backends.cpu_conv_kernels import IM2COL
+    from ember.backends.cpu_steps import split
+    x = _rand((n, c) + hw, seed=sum(hw))
+    x[0, 0, 1, 2], x[-1, -1, -1, -1] = np.inf, np.nan
+    want, oh, ow = _im2col_reference(x, k, s, d, p)
+    im2col = split(IM2COL)
+    args = (k[0], k[1], s[0], s[1], d[0], d[1], p[0], p[1], oh, ow)
+    whole = np.full(want.shape, 7.0, np.float32)
+    im2col(x, *args, whole)
+    np.testing.assert_array_equal(whole, want)
+    parts = np.full(want.shape, 7.0, np.float32)
+    for lo in range(c):   # one channel a call, as a split part
+        im2col.serial(x, *args, parts, lo, lo + 1)
+    np.testing.assert_array_equal(parts, want)
