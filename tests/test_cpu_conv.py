@@ -382,3 +382,23 @@ def test_im2col_copies_every_window_from_padded_planes(n, c, hw, k, s, d, p):
     for lo in range(c):   # one channel a call, as a split part
         im2col.serial(x, *args, parts, lo, lo + 1)
     np.testing.assert_array_equal(parts, want)
+
+
+@pytest.mark.parametrize("hw,s,p,mult", [
+    ((9, 11), (1, 1), (1, 1), 1), ((18, 20), (1, 1), (1, 1), 2), ((17, 16), (1, 1), (0, 2), 1),
+    ((9, 12), (2, 2), (1, 1), 1), ((36, 33), (2, 2), (1, 1), 1), ((35, 40), (2, 2), (0, 1), 2)])
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_depthwise_3x3_in_one_pass(hw, s, p, mult):
+    """3x3 depthwise kernels add all nine taps in one pass, rows of ``ROW_MIN`` outputs or
+    more straight into the output: both ways, both strides, Inf and NaN as the reference."""
+    cfg = dict(n=2, c=3, f=3 * mult, g=3, hw=hw, k=(3, 3), s=s, p=p, d=(1, 1), bias=True,
+               epi="relu", chunk=64)
+    graph, _, _ = _conv_graph(cfg)
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(graph.inputs)]
+    inputs[0][0, 1, 2, 3], inputs[0][1, 2, -1, -2] = np.inf, np.nan
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(graph.params)]
+    fn = cpu.compile(graph)
+    got = fn([a.copy() for a in inputs], [q.copy() for q in params])
+    want = reference.run_graph(graph, [a.copy() for a in inputs], [q.copy() for q in params])
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)
+    assert np.array_equal(np.isnan(got[0]), np.isnan(want[0]))
