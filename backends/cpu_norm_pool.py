@@ -142,7 +142,8 @@ class NormPoolSteps:
         else:   # the kernel writes them anyway: scratch, made once
             consts += [self.b.constant(np.empty(c, pd), "S"), self.b.constant(np.empty(c, pd),
                                                                                "S")]
-        src = batch_norm_source(c >= 2 and x.type.size >= PARALLEL_MIN // 4)
+        src = batch_norm_source(c >= 2 and x.type.size >= PARALLEL_MIN // 4,
+                                one_pass=np.dtype(x.type.dtype).itemsize < 8)
         args = [self._arg(x, ncs), *ps, *consts]
         if at["output_mean_var"]:
             self._call(split(src), args, outs)
@@ -167,7 +168,8 @@ class NormPoolSteps:
         args = [self._arg(g, ncs), self._arg(x, ncs), *(self._arg(v) for v in (gamma, mm, mv)),
                 repr(float(at["eps"])), self.b.constant(pd.type(at["eps"]), "c"),
                 repr(bool(at["fix_gamma"])), repr(bool(at["train"]))]
-        src = batch_norm_backward_source(ncs[1] >= 2 and x.type.size >= PARALLEL_MIN // 4)
+        src = batch_norm_backward_source(ncs[1] >= 2 and x.type.size >= PARALLEL_MIN // 4,
+                                         one_pass=np.dtype(x.type.dtype).itemsize < 8)
         self._call(split(src), args, [(dx, ncs), (dgamma, None), (dbeta, None)])
         self.report["batch_norm_backward"] += 1
         return True

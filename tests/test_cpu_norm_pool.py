@@ -204,6 +204,23 @@ def test_batch_norm_resnet_shape_runs_compiled_and_updates_statistics_in_place()
     _compare(joint, ins, before, "float32")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_norm_moments_in_one_pass_keep_their_digits(dtype):
+    """The moments' one shifted pass for float32 (``cpu_norm_kernels``; float64 keeps two)
+    against the reference's two: a mean far from zero (1e4 times the spread in float32; in
+    float64 less: the outputs' own rounding there is that of the data's magnitude, beyond
+    the 1e-12 tolerance), a first value far out, a constant channel (variance 0)."""
+    at = dict(axis=1, fix_gamma=False, is_train=True, momentum=0.9, eps=1e-5)
+    graph, c = _bn_graph((6, 3, 7, 5), at, dtype)
+    joint = _joint(graph)
+    ins, params = _bn_arrays(joint, c, dtype, np.random.default_rng(5))
+    x = ins[0]
+    x[:, 0] = (1e4 if dtype == "float32" else 30.0) + 0.5 * x[:, 0]
+    x[0, 1, 0, 0] = 1e3          # the shift of channel 1: an outlier
+    x[:, 2] = 3.25               # channel 2 constant
+    _compare(joint, ins, params, dtype, ("batch_norm", "batch_norm_backward"))
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_batch_norm_nan_and_inf_propagate_as_eager(train):
     at = dict(axis=1, fix_gamma=False, is_train=train)
