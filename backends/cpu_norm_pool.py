@@ -6,7 +6,9 @@ planned buffers (True) or declines, leaving the node to the NumPy fallback. Cove
 
 - ``pooling`` / ``pooling_backward``: max, avg (count_include_pad both ways), sum; 1-D and 2-D
   channels-first data, windows, global pooling, all conventions (the geometry is
-  ``ir/opset_pool._pool_geom``'s); float32/float64. 3-D and lp pooling stay NumPy's.
+  ``ir/opset_pool._pool_geom``'s); float32/float64. 3-D and lp pooling stay NumPy's. The
+  windowed kernels run the op's NumPy code until they are compiled, off the first call's
+  path (``cpu_tiered.deferred_call``).
 - ``layer_norm`` forward (its gradient is reductions over one axis and elementwise ops,
   which ``cpu_steps`` and the fused kernels compile);
 - ``batch_norm`` (and SyncBatchNorm) forward in training and inference mode, updating the
@@ -32,9 +34,24 @@ from .cpu_pool_kernels import (
     pool_source,
 )
 from .cpu_steps import PARALLEL_MIN, float_known, split
+from .cpu_tiered import deferred_call
 
 _POOL_KINDS = ("max", "avg", "sum")
 _BN_OPS = ("batch_norm", "_contrib_SyncBatchNorm")
+
+
+def _deferred_pool(kernel, node: Node, example: tuple, src: str):
+    """The pooling (or its gradient) ``kernel(*ins, lh, lw, include, out)`` over planes,
+    NumPy's op (``node.op.compute``, the reference) until it is compiled
+    (``cpu_tiered.deferred_call``): the same numbers either way."""
+    n_in = len(node.inputs)
+    shapes = [v.type.shape for v in node.inputs]
+    out_shape, attrs, op = node.outputs[0].type.shape, node.attr_dict, node.op
+
+    def fallback(*args):
+        ins = [a.reshape(s) for a, s in zip(args[:n_in], shapes)]
+        np.copyto(args[-1].reshape(out_shape), op.compute(ins, attrs))
+    return deferred_call(kernel, fallback, example, src)
 
 
 def _ncs(shape: tuple, axis: int) -> tuple[int, int, int]:
@@ -103,14 +120,20 @@ class NormPoolSteps:
         geom = (*k, *s, *pl)   # built into the kernel (its body unrolled over the window)
         args = [repr(int(d)) for d in lim] + [repr(bool(include))]
         x3, g3 = (planes, *sp), (planes, *out)
+        npd = np.dtype(dt)
         if backward:
             src = pool_backward_source(kind, dt, parallel, geom)
+            example = (np.zeros((0, *out), npd), np.zeros((0, *sp), npd), 1, 1, True,
+                       np.zeros((0, *sp), npd))
+            step = _deferred_pool(split(src), node, example, src)
             args = [self._arg(node.inputs[0], g3), self._arg(x, x3), *args]
-            self._call(split(src), args, [(y, x3)])
+            self._call(step, args, [(y, x3)])
             self.report["pooling_backward"] += 1
         else:
             src = pool_source(kind, dt, parallel, geom)
-            self._call(split(src), [self._arg(x, x3), *args], [(y, g3)])
+            example = (np.zeros((0, *sp), npd), 1, 1, True, np.zeros((0, *out), npd))
+            step = _deferred_pool(split(src), node, example, src)
+            self._call(step, [self._arg(x, x3), *args], [(y, g3)])
             self.report["pooling"] += 1
         return True
 

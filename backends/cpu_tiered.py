@@ -212,3 +212,25 @@ class Deferred:
         if self.state == "compiling":
             self.done.wait(timeout)
         return self.state == "ready"
+
+
+def deferred_call(kernel, fallback: Callable, example: tuple, source: str):
+    """A step calling ``kernel(*args)`` (a ``SplitKernel`` of ``source``) that runs
+    ``fallback(*args)`` (NumPy, the op's reference, writing the same outputs) until the
+    kernel is ready (a :class:`Deferred` of it: compiled in the background from the second
+    call, at once with ``EMBER_DEFER_KERNELS=0`` or a warm cache). ``example``: arguments
+    of the real calls' types, without the split range. A cold first step then compiles
+    neither the kernel nor its helpers: max pooling's, unrolled over the window, cost numba
+    0.6-1.2 s each, where NumPy pools ResNet-18's first layer (16x64x112x112) in 0.11 s and
+    takes its gradient in 0.2 s."""
+    tier = Deferred(lambda: [(kernel, example)], [source])
+
+    def step(*args):
+        if tier.ready():
+            return kernel(*args)
+        return fallback(*args)
+    step.deferred = tier
+    # (runtime.precompile: nothing of its own to compile before a first call, which runs
+    # NumPy; the tier's kernel when that call would compile it: no background, or cached)
+    step.kernel_calls = step.own_calls = lambda *args: []
+    return step

@@ -89,6 +89,45 @@ def test_a_winograd_step_switches_from_im2col_once_compiled(tmp_path, monkeypatc
         cache.install()
 
 
+def test_pooling_runs_numpy_until_its_kernel_is_compiled(tmp_path, monkeypatch):
+    """Max pooling and its gradient (``cpu_tiered.deferred_call``): NumPy's op on a cold
+    first call, the kernel once compiled in the background; the reference's numbers (ties,
+    NaN and Inf included) every time."""
+    from ember.ir.graph import GraphBuilder
+    from ember.ir.types import TensorType
+    from ember.passes import run_pipeline
+    monkeypatch.setattr(cpu_tiered, "_BACKGROUND", True)
+    monkeypatch.setattr(cpu_steps, "_KERNELS", {})
+    cache.install(cache.KernelCache(tmp_path))   # cold: nothing compiled
+    try:
+        b = GraphBuilder("pool")
+        x = b.input(TensorType((2, 3, 9, 10), "float32"), "x")
+        (y,) = b.emit("pooling", [x], kernel=(3, 3), stride=(2, 2), pad=(1, 1),
+                      pool_type="max")
+        joint = run_pipeline(b.build([y]), grad=True, head_grads="ones")
+        fn = cpu.compile(joint)
+        steps = [v for v in fn.run_fn.__globals__.values()
+                 if getattr(v, "deferred", None) is not None]
+        assert len(steps) == 2 and fn.report.get("pooling") == 1
+        xs = _rand((2, 3, 9, 10), 4)
+        xs[0, 0, 2:4, 2:4] = 1.5          # ties: the first maximum takes the gradient
+        xs[1, 1, 4, 4], xs[1, 2, 0, 0] = np.nan, np.inf
+        want = reference.run_graph(joint, [xs], [])
+        states = []
+        for _ in range(3):
+            got = fn([xs.copy()], [])
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+            states.append({s.deferred.state for s in steps})
+        assert states[0] == {"new"}   # the first call ran NumPy's, compiling nothing
+        assert states[1] <= {"compiling", "ready"}
+        assert all(s.deferred.wait(120) for s in steps)
+        for g, w in zip(fn([xs.copy()], []), want):   # now the kernels'
+            np.testing.assert_array_equal(g, w)
+    finally:
+        cache.install()
+
+
 def test_without_a_worker_the_thread_compiles_them(tmp_path, monkeypatch):
     """A worker that cannot start leaves the compile to the serving thread."""
     def no_worker(directory):
