@@ -25,6 +25,7 @@ import numpy as np
 from ember.base import MXNetError
 
 INSTALL_HINT = "pip install 'ember[dist]'"
+ABORT_GRACE_S = 0.3   # before MPI_Abort, for mpiexec to forward what the rank wrote
 _MPI_DTYPES = ("float32", "float64", "int32", "int64", "uint8", "int8")
 _lock = threading.Lock()
 _world: World | None = None
@@ -93,7 +94,15 @@ class World:
         msg = (f"ember.distributed: {why}; aborting all {self.size} ranks of the job "
                "(MPI_Abort)\n")
         try:
+            for f in (sys.stdout, sys.stderr):
+                try:
+                    f.flush()
+                except (AttributeError, OSError, ValueError):
+                    pass
             os.write(2, msg.encode())
+            # mpiexec forwards a rank's output through a pipe; MPI_Abort at once lost the
+            # end of the traceback and this line (seen under load): give it a moment
+            time.sleep(ABORT_GRACE_S)
         finally:
             self.comm.Abort(1)
 
