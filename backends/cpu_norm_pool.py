@@ -41,9 +41,11 @@ _BN_OPS = ("batch_norm", "_contrib_SyncBatchNorm")
 
 
 def _deferred_pool(kernel, node: Node, example: tuple, src: str):
-    """The pooling (or its gradient) ``kernel(*ins, lh, lw, include, out)`` over planes,
+    """The pooling (or its gradient) ``kernel(*ins, [lh, lw, include,] out)`` over planes,
     NumPy's op (``node.op.compute``, the reference) until it is compiled
-    (``cpu_tiered.deferred_call``): the same numbers either way."""
+    (``cpu_tiered.deferred_call``): the same numbers either way (the kernels sum in the
+    reference's order; global average pooling's vectorised float64 sum may round its
+    float32 result differently in the last place)."""
     n_in = len(node.inputs)
     shapes = [v.type.shape for v in node.inputs]
     out_shape, attrs, op = node.outputs[0].type.shape, node.attr_dict, node.op
@@ -99,15 +101,20 @@ class NormPoolSteps:
         planes = shape[0] * shape[1]
         g_shape = node.inputs[0].type.shape if backward else y.type.shape
         parallel = planes >= 2 and x.type.size >= PARALLEL_MIN // 4
+        npd = np.dtype(dt)
         if at["global_pool"]:
             ps = (planes, math.prod(sp))
             if backward:
                 src = global_pool_backward_source(kind, dt, parallel)
+                example = (np.zeros(0, npd), np.zeros((0, ps[1]), npd),
+                           np.zeros((0, ps[1]), npd))
                 args = [self._arg(node.inputs[0], (planes,)), self._arg(x, ps)]
-                self._call(split(src), args, [(y, ps)])
+                self._call(_deferred_pool(split(src), node, example, src), args, [(y, ps)])
             else:
                 src = global_pool_source(kind, parallel)
-                self._call(split(src), [self._arg(x, ps)], [(y, (planes,))])
+                example = (np.zeros((0, ps[1]), npd), np.zeros(0, npd))
+                self._call(_deferred_pool(split(src), node, example, src),
+                           [self._arg(x, ps)], [(y, (planes,))])
             self.report[node.op.name] += 1
             return True
         k, s, pl, pr, out = _pool_geom(at, sp)
@@ -120,7 +127,6 @@ class NormPoolSteps:
         geom = (*k, *s, *pl)   # built into the kernel (its body unrolled over the window)
         args = [repr(int(d)) for d in lim] + [repr(bool(include))]
         x3, g3 = (planes, *sp), (planes, *out)
-        npd = np.dtype(dt)
         if backward:
             src = pool_backward_source(kind, dt, parallel, geom)
             example = (np.zeros((0, *out), npd), np.zeros((0, *sp), npd), 1, 1, True,
