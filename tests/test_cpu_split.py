@@ -142,6 +142,43 @@ def test_two_threads_at_once_neither_waits_nor_mixes(parts):
     assert not any(t.is_alive() for t in threads) and not errors
 
 
+def test_the_caller_waits_for_the_parts_not_for_a_late_worker(monkeypatch):
+    """A split call whose worker thread cannot start (busy with something else) finishes
+    when its parts are done, all by the caller; the worker's task, run later, touches
+    nothing; an exception in a part reaches the caller."""
+    from concurrent.futures import ThreadPoolExecutor
+    monkeypatch.setattr(cpu_split, "_thread_source", lambda: 2)
+    pool = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(cpu_split, "_workers", lambda n: pool)
+    release = threading.Event()
+    blocker = pool.submit(release.wait, 30)   # the only worker, held
+    try:
+        seen = []
+        out = np.zeros(100)
+
+        def fill(a, lo, hi):
+            seen.append(threading.get_ident())
+            a[lo:hi] = np.arange(lo, hi)
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (cpu_split.run_split(fill, (out,), 100, 2),
+                                             done.set()))
+        t.start()
+        assert done.wait(10), "the call waited for the held worker"
+        assert np.array_equal(out, np.arange(100)) and set(seen) == {t.ident}
+
+        def fail(a, lo, hi):
+            raise ValueError("part")
+        with pytest.raises(ValueError, match="part"):
+            cpu_split.run_split(fail, (out,), 100, 2)
+    finally:
+        release.set()
+    blocker.result(10)
+    out[:] = -1
+    pool.submit(lambda: None).result(10)   # the stale tasks have run: nothing changed
+    assert (out == -1).all()
+    pool.shutdown()
+
+
 def test_one_thread_runs_the_whole_range_in_the_caller(monkeypatch):
     monkeypatch.setattr(cpu_split, "_thread_source", lambda: 1)
     calls = []
