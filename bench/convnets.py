@@ -175,6 +175,9 @@ def measure(fw: str, workload: str, variant: str, opts: dict) -> dict:
         one = x0[:1].copy()
         for _ in range(2):
             net.predict(one)
+        # (kernels a new batch size needs compile in the background: wait, as above)
+        getattr(net, "settle", lambda: None)()
+        net.predict(one)
         # (batch-1 runs are short: at least 10, the best of which is robust to a busy
         # moment of a shared machine, where the best of 3 was not)
         t = _times(lambda i: net.predict(one), max(10, plan["iters"]), net.sync)
