@@ -13,19 +13,19 @@ from numba.core import types
 from ember.backends import cpu, cpu_steps
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import TensorType
-from ember.runtime import precompile
+from ember.runtime import compile_worker, precompile
 
 
 def test_argument_types_travel_as_data():
     arr = types.Array(types.float32, 3, "C")
     for t in (arr, types.Array(types.float64, 1, "A", readonly=True), types.int64,
               types.float64, types.boolean):
-        assert precompile.spec_type(json.loads(json.dumps(precompile.type_spec(t)))) == t
-    assert precompile.type_spec(types.UniTuple(types.int64, 2)) is None
+        assert compile_worker.spec_type(json.loads(json.dumps(compile_worker.type_spec(t)))) == t
+    assert compile_worker.type_spec(types.UniTuple(types.int64, 2)) is None
     for bad in (["scalar", "__import__"], ["array", "object", 1, "C", False, True],
                 ["array", "float32", 1, "Z", False, True], ["call", "x"]):
         with pytest.raises(ValueError):
-            precompile.spec_type(bad)
+            compile_worker.spec_type(bad)
 
 
 def _graph():
@@ -68,9 +68,9 @@ def test_a_worker_compiles_what_this_process_then_loads(tmp_path, monkeypatch):
         fn([np.ones((64, 32), np.float32)], [np.full((16, 32), 0.01, np.float32)])
     assert not [e for _, e in rec.buffer
                 if e.data["dispatcher"].py_func.__module__.startswith("ember_kernels.")]
-    probe = precompile._BOOT.replace("sys.exit(main())", "print(sorted(m for m in sys.modules"
+    probe = compile_worker._BOOT.replace("sys.exit(main())", "print(sorted(m for m in sys.modules"
                                      " if m.startswith(('ember.gluon', 'ember.ndarray'))))")
-    assert probe != precompile._BOOT
+    assert probe != compile_worker._BOOT
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
