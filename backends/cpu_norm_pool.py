@@ -7,8 +7,8 @@ planned buffers (True) or declines, leaving the node to the NumPy fallback. Cove
 - ``pooling`` / ``pooling_backward``: max, avg (count_include_pad both ways), sum; 1-D and 2-D
   channels-first data, windows, global pooling, all conventions (the geometry is
   ``ir/opset_pool._pool_geom``'s); float32/float64. 3-D and lp pooling stay NumPy's. The
-  windowed kernels run the op's NumPy code until they are compiled, off the first call's
-  path (``cpu_tiered.deferred_call``).
+  kernels run the op's NumPy code until they are compiled, off the first call's path
+  (``cpu_tiered.deferred_call``).
 - ``layer_norm`` forward (its gradient is reductions over one axis and elementwise ops,
   which ``cpu_steps`` and the fused kernels compile);
 - ``batch_norm`` (and SyncBatchNorm) forward in training and inference mode, updating the
