@@ -82,7 +82,7 @@ class Worker:
         self.alive = True
 
     def run(self, job: dict) -> bool:
-        """Compile ``job`` (from :func:`_jobs`) there; whether it did. A worker that dies or
+        """Compile ``job`` (from ``precompile._jobs``) there; whether it did. A worker that dies or
         hangs past ``JOB_TIMEOUT_S`` is not alive afterwards."""
         if not self.alive:
             return False
