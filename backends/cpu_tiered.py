@@ -215,7 +215,7 @@ class Deferred:
 
 
 def deferred_call(kernel, fallback: Callable, example: tuple, source: str):
-    """A step calling ``kernel(*args)`` (a ``SplitKernel`` of ``source``) that runs
+    """A step calling ``kernel(*args)`` (``source``'s, split or not) that runs
     ``fallback(*args)`` (NumPy, the op's reference, writing the same outputs) until the
     kernel is ready (a :class:`Deferred` of it: compiled in the background from the second
     call, at once with ``EMBER_DEFER_KERNELS=0`` or a warm cache). ``example``: arguments
