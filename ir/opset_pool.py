@@ -8,7 +8,10 @@ Max pooling's backward routes each window's gradient to its first maximum (MXNet
 NumPy's ``argmax`` tie rule) with a numba kernel parallel over images and channels: one
 pass over the input instead of one masked pass per offset (about 2.5x faster on 2 cores at
 LeNet's shapes; flat uint64 indexing and a branch-free maximum another ~1.5x); it is
-compiled on first use and cached on disk, and 3-D data takes the NumPy route.
+compiled on first use and cached on disk. 3-D data takes the NumPy route (the router's
+choice by one masked pass per offset), and so does ``pooling_backward_numpy``, the compiled
+backend's stand-in until its own kernel is compiled: a cold first step compiled the router
+there (numba's parallel pipeline, 1.5 s of ResNet-18's first step) for one call.
 """
 from __future__ import annotations
 
@@ -165,33 +168,51 @@ def _max_route_kernel():
     return _MAX_ROUTE[0]
 
 
-def _max_backward(g, xp, k, s, out):
-    """Gradient w.r.t. padded ``xp`` of max pooling: each window's first maximum gets g."""
+def _max_backward(g, xp, k, s, out, jit: bool = True):
+    """Gradient w.r.t. padded ``xp`` of max pooling: each window's first maximum gets g (by
+    the numba router for 1-D and 2-D data with ``jit``, else by NumPy: :func:`_max_pick`)."""
     dx = np.zeros(xp.shape, np.result_type(xp, g))
-    if xp.ndim <= 4 and xp.dtype in (np.float32, np.float64) and dx.dtype == xp.dtype:
+    if jit and xp.ndim <= 4 and xp.dtype in (np.float32, np.float64) and dx.dtype == xp.dtype:
         lift = (1,) * (4 - xp.ndim)   # 1-D as (1, W)
         xp4, g4, dx4 = (a.reshape(a.shape[:2] + lift + a.shape[2:])
                         for a in (np.ascontiguousarray(xp), np.ascontiguousarray(g, xp.dtype), dx))
         _max_route_kernel()(xp4, g4, dx4, *(lift + k), *(lift + s))
         return dx
-    y = np.full(g.shape, -np.inf, xp.dtype)
-    for off in _offsets(k):
-        np.maximum(y, xp[_tap(off, s, out)], out=y)
-    taken = np.zeros(g.shape, bool)
-    for off in _offsets(k):   # first maximum in scan order, like argmax
-        hit = xp[_tap(off, s, out)] == y
-        hit &= ~taken
-        taken |= hit
-        dx[_tap(off, s, out)] += np.where(hit, g, 0)
+    offsets = list(_offsets(k))
+    pick = _max_pick(xp, k, s, out, offsets)
+    # each position sums the gradients of the windows that picked it in the router's order
+    # (windows row-major: for one position that is its offsets backwards), the same rounding
+    for n in range(len(offsets) - 1, -1, -1):
+        dx[_tap(offsets[n], s, out)] += np.where(pick == n, g, 0)
     return dx
 
 
-def _pooling_backward(ins, at):
+def _max_pick(xp, k, s, out, offsets):
+    """Which offset of each window is its router's choice: the first element, replaced only
+    by a strictly greater value in scan order (ties: the first maximum, as ``argmax``; a NaN
+    is never taken, a leading NaN keeps its window)."""
+    best = xp[_tap(offsets[0], s, out)].copy()
+    pick = np.zeros(best.shape, np.int8 if len(offsets) < 128 else np.intp)
+    for n, off in enumerate(offsets[1:], 1):
+        v = xp[_tap(off, s, out)]
+        take = v > best
+        np.copyto(best, v, where=take)
+        np.copyto(pick, n, where=take)
+    return pick
+
+
+def pooling_backward_numpy(ins, at):
+    """``pooling_backward``'s reference computed by NumPy alone (max pooling's router is
+    not compiled): the compiled backend's stand-in until its own kernel is ready."""
+    return _pooling_backward(ins, at, jit=False)
+
+
+def _pooling_backward(ins, at, jit: bool = True):
     g, x = ins[0], ins[1]
     k, s, pl, pr, out = _pool_geom(at, x.shape[2:])
     t = at["pool_type"]
     if t == "max":
-        dx = _max_backward(g, _pad(x, pl, pr, -np.inf), k, s, out)
+        dx = _max_backward(g, _pad(x, pl, pr, -np.inf), k, s, out, jit)
     else:
         full = tuple(n + a + b for n, a, b in zip(x.shape[2:], pl, pr))
         dx = np.zeros(x.shape[:2] + full, np.float64 if t == "lp" else x.dtype)

@@ -91,8 +91,10 @@ def test_a_winograd_step_switches_from_im2col_once_compiled(tmp_path, monkeypatc
 
 def test_pooling_runs_numpy_until_its_kernel_is_compiled(tmp_path, monkeypatch):
     """Max and global average pooling and their gradients (``cpu_tiered.deferred_call``):
-    NumPy's op on a cold first call, the kernel once compiled in the background; the
-    reference's numbers (ties, NaN and Inf included) every time."""
+    NumPy's op on a cold first call (max pooling's gradient without compiling the
+    reference's numba router), the kernel once compiled in the background; the reference's
+    numbers (ties, NaN and Inf included) every time."""
+    from ember.ir import opset_pool
     from ember.ir.graph import GraphBuilder
     from ember.ir.types import TensorType
     from ember.passes import run_pipeline
@@ -114,6 +116,10 @@ def test_pooling_runs_numpy_until_its_kernel_is_compiled(tmp_path, monkeypatch):
         xs[0, 0, 2:4, 2:4] = 1.5          # ties: the first maximum takes the gradient
         xs[1, 1, 4, 4], xs[1, 2, 0, 0] = np.nan, np.inf
         want = reference.run_graph(joint, [xs], [])
+
+        def no_router():
+            raise AssertionError("the stand-in compiled max pooling's numba router")
+        monkeypatch.setattr(opset_pool, "_max_route_kernel", no_router)
         states = []
         for _ in range(3):
             got = fn([xs.copy()], [])

@@ -336,3 +336,25 @@ def test_numba_conv_kernels_by_chunks(monkeypatch, dtype, s, d, p, g, bias):
         dx = deconv.compute([gy, w], normalize_attrs(deconv, dict(geom, num_filter=2 * g,
                                                                   adj=adj)))
         np.testing.assert_allclose(dx, exp_dx, **tol)
+
+
+@given(st.sampled_from([1, 2]), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2),
+       st.sampled_from(["valid", "full"]), st.integers(0, 2**32 - 1))
+def test_max_pool_backward_by_numpy_is_the_routers(nsp, kern, s, p, conv, seed):
+    """``pooling_backward_numpy`` (the compiled backend's stand-in) routes as the numba
+    router, bit for bit: ties, NaN (leading a window and later in it), +-Inf, windows that
+    overlap (their sums in the router's order) and padding."""
+    from ember.ir.opset_pool import _pool_geom, _pooling_backward, pooling_backward_numpy
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (2, 3, *[9, 8][:nsp])).astype(np.float32)   # many ties
+    flat = x.reshape(-1)
+    for v in (np.nan, np.nan, np.inf, -np.inf):
+        flat[rng.integers(flat.size)] = v
+    at = normalize_attrs(get_op("pooling"), dict(
+        kernel=(kern,) * nsp, stride=(s,) * nsp, pad=(min(p, kern - 1),) * nsp,
+        pooling_convention=conv, pool_type="max"))
+    g = rng.standard_normal((2, 3, *_pool_geom(at, x.shape[2:])[-1])).astype(np.float32)
+    want = _pooling_backward([g, x], at)   # the router
+    got = pooling_backward_numpy([g, x], at)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
