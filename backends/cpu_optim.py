@@ -10,10 +10,23 @@ arrive in the weight's dtype, no ``fastmath``, so no contraction changes the rou
 - ``sgd_mom``: ``mom = momentum*mom - lr*clip(rescale*g) - (lr*wd)*w; w += mom``.
 
 ``clip < 0`` means no clipping. Arrays are 1-D views of contiguous buffers.
+
+The kernels are one generated module (``SOURCE``) loaded through the kernel cache
+(:func:`kernels`), like the backend's, so that a compile worker can compile them and a cold
+process need not: ``Trainer.step``'s first update took 0.7 s of numba (with numba's
+package cache cold) for a loop NumPy's update ops run in ~0.1 s. The in-place path asks
+:func:`in_place_ready` first (a ``cpu_tiered.Deferred``: ready at once when the cache has
+them or with ``EMBER_DEFER_KERNELS=0``, else the update ops run while a worker compiles
+them, from the second step).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from . import codegen
+from .cpu_tiered import Deferred
+
+SOURCE = """import numpy as np
 from numba import njit
 
 
@@ -29,7 +42,7 @@ def _clip(x, c):
 
 @njit(cache=True, nogil=True)
 def sgd(w, g, lr, rescale, decay, clip, lr_rescale):
-    """``w = decay*w - step``; ``step = lr_rescale*g`` unclipped, else ``lr*clip(rescale*g)``."""
+    '''``w = decay*w - step``; ``step = lr_rescale*g`` unclipped, else ``lr*clip(rescale*g)``.'''
     if clip >= 0:
         for i in range(w.shape[0]):
             s = _clip(g[i] * rescale, clip) * lr
@@ -44,7 +57,7 @@ def sgd(w, g, lr, rescale, decay, clip, lr_rescale):
 
 @njit(cache=True, nogil=True)
 def sgd_mom(w, g, mom, lr, rescale, momentum, lr_wd, clip, lr_rescale):
-    """``mom = momentum*mom - step - lr_wd*w; w += mom`` (``step`` as in :func:`sgd`)."""
+    '''``mom = momentum*mom - step - lr_wd*w; w += mom`` (``step`` as in :func:`sgd`).'''
     for i in range(w.shape[0]):
         if clip >= 0:
             s = _clip(g[i] * rescale, clip) * lr
@@ -67,7 +80,7 @@ def sgd_mom(w, g, mom, lr, rescale, momentum, lr_wd, clip, lr_rescale):
 
 @njit(cache=True, nogil=True)
 def sgd_out(w, g, out, lr, rescale, decay, clip, lr_rescale, decays):
-    """``out = decay*w - step`` (``w - step`` unless ``decays``), ``step`` as in ``sgd``."""
+    '''``out = decay*w - step`` (``w - step`` unless ``decays``), ``step`` as in ``sgd``.'''
     for i in range(w.shape[0]):
         if clip >= 0:
             s = _clip(g[i] * rescale, clip) * lr
@@ -78,7 +91,7 @@ def sgd_out(w, g, out, lr, rescale, decay, clip, lr_rescale, decays):
 
 @njit(cache=True, nogil=True)
 def sgd_mom_out(w, g, mom, out, lr, rescale, momentum, lr_wd, clip, lr_rescale, use_wd):
-    """``mom = momentum*mom - step [- lr_wd*w]; out = w + mom``."""
+    '''``mom = momentum*mom - step [- lr_wd*w]; out = w + mom``.'''
     for i in range(w.shape[0]):
         if clip >= 0:
             s = _clip(g[i] * rescale, clip) * lr
@@ -94,8 +107,8 @@ def sgd_mom_out(w, g, mom, out, lr, rescale, momentum, lr_wd, clip, lr_rescale, 
 @njit(cache=True, nogil=True)
 def adam_out(w, g, mean, var, out, lr, rescale, wd, beta1, one_m_b1, beta2, one_m_b2, eps,
              clip):
-    """MXNet's Adam: ``gr = clip(rescale*g + wd*w)``; moving averages; ``out = w -
-    lr*mean/(sqrt(var) + eps)`` (the reference kernel's order of operations)."""
+    '''MXNet's Adam: ``gr = clip(rescale*g + wd*w)``; moving averages; ``out = w -
+    lr*mean/(sqrt(var) + eps)`` (the reference kernel's order of operations).'''
     for i in range(w.shape[0]):
         gr = _clip(g[i] * rescale + w[i] * wd, clip)
         m = mean[i] * beta1 + gr * one_m_b1
@@ -103,6 +116,30 @@ def adam_out(w, g, mean, var, out, lr, rescale, wd, beta1, one_m_b1, beta2, one_
         mean[i] = m
         var[i] = v
         out[i] = w[i] - (lr * m) / (np.sqrt(v) + eps)
+"""
+_MODULE: list = []
+_GATES: dict = {}
+
+
+def kernels():
+    """The kernels' module (``SOURCE`` through the kernel cache, loaded once)."""
+    if not _MODULE:
+        _MODULE.append(codegen.load_module(SOURCE, "cpu"))
+    return _MODULE[0]
+
+
+def in_place_ready(momentum: bool, dtype) -> bool:
+    """Whether SGD's in-place kernel (``sgd_mom`` or ``sgd``) for ``dtype`` may run for
+    this update (module doc); False: run the update ops this time."""
+    dt = np.dtype(dtype)
+    key = (momentum, dt)
+    gate = _GATES.get(key)
+    if gate is None:
+        z, f = np.zeros(0, dt), dt.type(0)
+        fn = kernels().sgd_mom if momentum else kernels().sgd
+        args = (z, z, z, *(f,) * 6) if momentum else (z, z, *(f,) * 5)
+        gate = _GATES[key] = Deferred(lambda: [(fn, args)], [SOURCE])
+    return gate.ready()
 
 
 def _flat_args(ins, n):
@@ -129,8 +166,8 @@ def _sgd_compute(ins, at):
     lr, wd, rescale = at["lr"], at["wd"], at["rescale_grad"]
     out = np.empty_like(ins[0])
     decay = 1.0 - lr * wd
-    sgd_out(w, g, out.reshape(-1), f(lr), f(rescale), f(decay), f(at["clip_gradient"]),
-            f(lr * rescale), decay != 1.0)
+    kernels().sgd_out(w, g, out.reshape(-1), f(lr), f(rescale), f(decay),
+                      f(at["clip_gradient"]), f(lr * rescale), decay != 1.0)
     return out
 
 
@@ -142,8 +179,8 @@ def _sgd_mom_compute(ins, at):
     f = w.dtype.type
     lr, wd, rescale = at["lr"], at["wd"], at["rescale_grad"]
     out = np.empty_like(ins[0])
-    sgd_mom_out(w, g, mom, out.reshape(-1), f(lr), f(rescale), f(at["momentum"]), f(lr * wd),
-                f(at["clip_gradient"]), f(lr * rescale), bool(wd))
+    kernels().sgd_mom_out(w, g, mom, out.reshape(-1), f(lr), f(rescale), f(at["momentum"]),
+                          f(lr * wd), f(at["clip_gradient"]), f(lr * rescale), bool(wd))
     return out
 
 
@@ -154,9 +191,9 @@ def _adam_compute(ins, at):
     w, g, mean, var = arrs
     f = w.dtype.type
     out = np.empty_like(ins[0])
-    adam_out(w, g, mean, var, out.reshape(-1), f(at["lr"]), f(at["rescale_grad"]),
-             f(at["wd"]), f(at["beta1"]), f(1.0 - at["beta1"]), f(at["beta2"]),
-             f(1.0 - at["beta2"]), f(at["epsilon"]), f(at["clip_gradient"]))
+    kernels().adam_out(w, g, mean, var, out.reshape(-1), f(at["lr"]), f(at["rescale_grad"]),
+                       f(at["wd"]), f(at["beta1"]), f(1.0 - at["beta1"]), f(at["beta2"]),
+                       f(1.0 - at["beta2"]), f(at["epsilon"]), f(at["clip_gradient"]))
     return out
 
 

@@ -243,3 +243,43 @@ def test_a_program_that_exits_while_a_worker_compiles_stops_it(tmp_path):
     except ProcessLookupError:
         alive = False
     assert not alive
+
+
+def test_sgd_runs_its_update_ops_until_the_in_place_kernel_is_compiled(tmp_path, monkeypatch):
+    """A cold process: ``Trainer.step``'s first SGD update runs the update ops (nothing
+    compiled on its path), a worker compiles the in-place kernel from the second, and the
+    kernel updates in place after that; the same numbers every step."""
+    import ember as mx
+    import ember.optimizer as opt
+    from ember.backends import cpu_optim
+    monkeypatch.setattr(cpu_tiered, "_BACKGROUND", True)
+    monkeypatch.setattr(cpu_optim, "_GATES", {})
+    monkeypatch.setattr(cpu_optim, "_MODULE", [])
+    cache.install(cache.KernelCache(tmp_path))   # cold: nothing compiled
+    try:
+        rng = np.random.default_rng(3)
+        w0, g0 = (rng.standard_normal((6, 5)).astype(np.float32) for _ in range(2))
+        sgd = opt.SGD(learning_rate=0.1, momentum=0.9, wd=0.01, rescale_grad=0.5)
+        w, g = mx.nd.array(w0), mx.nd.array(g0)
+        state = sgd.create_state(0, w)
+        ref_w, ref_g, ref_m = mx.nd.array(w0), mx.nd.array(g0), mx.nd.zeros(w0.shape)
+        kw = dict(lr=0.1, momentum=0.9, wd=0.01, rescale_grad=0.5)
+        states = []
+        for _ in range(3):
+            sgd.update(0, w, g, state)
+            mx.nd.sgd_mom_update(ref_w, ref_g, ref_m, out=ref_w, **kw)
+            np.testing.assert_array_equal(w.asnumpy(), ref_w.asnumpy())
+            np.testing.assert_array_equal(state.asnumpy(), ref_m.asnumpy())
+            states.append(cpu_optim._GATES[(True, np.dtype(np.float32))].state)
+            if len(states) == 1:   # the first ran the update ops, compiling nothing
+                assert not cpu_optim.kernels().sgd_mom.signatures
+        assert states[0] == "new" and states[1] in ("compiling", "ready")
+        gate = cpu_optim._GATES[(True, np.dtype(np.float32))]
+        assert gate.wait(120)
+        before = w._data
+        sgd.update(0, w, g, state)   # the kernel's, in place
+        mx.nd.sgd_mom_update(ref_w, ref_g, ref_m, out=ref_w, **kw)
+        assert w._data is before and cpu_optim.kernels().sgd_mom.signatures
+        np.testing.assert_array_equal(w.asnumpy(), ref_w.asnumpy())
+    finally:
+        cache.install()

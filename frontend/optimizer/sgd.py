@@ -150,17 +150,19 @@ def _update_in_place(opt: SGD, indices, weights, grads, states) -> bool:
                 or mom and (fm is None or fm.dtype != fw.dtype or fm.size != fw.size):
             return False
         flat.append((fw, fg, fm))
+    if not all(cpu_optim.in_place_ready(mom, dt) for dt in {fw.dtype for fw, _, _ in flat}):
+        return False   # (a cold process: the update ops run while a worker compiles them)
     lrs, wds = opt._get_lrs(indices), opt._get_wds(indices)
     clip = opt.clip_gradient if opt.clip_gradient else -1.0  # as _clip_kw: 0 is off
     rescale = opt.rescale_grad
+    kern = cpu_optim.kernels()
     for (fw, fg, fm), lr, wd in zip(flat, lrs, wds):
         f = fw.dtype.type
         if mom:
-            cpu_optim.sgd_mom(fw, fg, fm, f(lr), f(rescale), f(opt.momentum), f(lr * wd),
-                              f(clip), f(lr * rescale))
+            kern.sgd_mom(fw, fg, fm, f(lr), f(rescale), f(opt.momentum), f(lr * wd),
+                         f(clip), f(lr * rescale))
         else:
-            cpu_optim.sgd(fw, fg, f(lr), f(rescale), f(1.0 - lr * wd), f(clip),
-                          f(lr * rescale))
+            kern.sgd(fw, fg, f(lr), f(rescale), f(1.0 - lr * wd), f(clip), f(lr * rescale))
     return True
 
 
