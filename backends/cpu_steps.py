@@ -15,6 +15,7 @@ from ember.ir.graph import Node
 from . import codegen
 from .cpu_kernels import pick_source, reduce_mid_source, reduce_source, softmax_source
 from .cpu_split import SPLIT_MIN, split_kernel
+from .cpu_tiered import deferred_call
 from .plan import float_known, pick_layout, reduce_layout, softmax_plan
 
 PARALLEL_MIN = 1 << 17  # elements below which thread start-up costs more than it saves
@@ -44,6 +45,38 @@ def split_one_pass(source: str):
     return split_kernel(source, kernel, SPLIT_MIN)
 
 
+def _deferred_reduce(src: str, kind: str, mid: bool, x, y):
+    """The reduction kernel of ``src``; a sum or mean runs NumPy until it is compiled
+    (``cpu_tiered.deferred_call``): a cold first step compiled a kernel (0.3-0.5 s of numba,
+    the last of ResNet-18's precompile) for a dense layer's bias gradient, a sum over 16
+    rows. NumPy adds in the kernel's order, so the numbers are the same: float64 sums over
+    the reduced rows one after another (``np.add.reduce`` over a middle axis, ``cumsum``
+    where the reduced axis is the last), rounded to the output, then a mean's division in
+    the output's dtype. Max and min compile as before (NumPy's vectorised reductions may
+    pick the other of two signed zeros)."""
+    fn = split(src)
+    if kind not in ("sum", "mean"):
+        return fn
+    xd, yd = np.dtype(x.type.dtype), np.dtype(y.type.dtype)
+
+    def in_order(a, axis):   # 0.0 + the rows along ``axis`` one after another, in float64
+        if a.shape[axis] == 0 or a.ndim - 1 != axis:
+            return np.add.reduce(a, axis=axis, dtype=np.float64, initial=0.0)
+        return np.cumsum(a, axis=axis, dtype=np.float64)[..., -1] + 0.0   # (-0.0 -> 0.0)
+
+    def fallback(a, out):
+        if mid:   # (A, C, B) -> (C,): per channel over A, then over B
+            s, n = in_order(in_order(a, 0), 1), a.shape[0] * a.shape[2]
+        else:     # (P, R, Q) -> (P, Q)
+            s, n = (in_order(a[:, :, 0], 1)[:, None] if a.shape[2] == 1 else
+                    in_order(a, 1)), a.shape[1]
+        np.copyto(out, s, casting="unsafe")
+        if kind == "mean":
+            out /= n
+    example = (np.zeros((0,) * 3, xd), np.zeros((0,) * (1 if mid else 2), yd))
+    return deferred_call(fn, fallback, example, src)
+
+
 class OpSteps:
     """Single-op steps (a mixin: needs ``b``, ``views``, ``report``, ``_arg``, ``_buf``,
     ``_kernel_step``)."""
@@ -66,7 +99,8 @@ class OpSteps:
             if x.type.size == 0 and kind != "sum":
                 return False
             src = reduce_mid_source(kind, ppp[1] >= 2 and x.type.size >= PARALLEL_MIN)
-            self._kernel_step(split(src), [self._arg(x, ppp)], node.outputs, (ppp[1],))
+            self._kernel_step(_deferred_reduce(src, kind, True, x, node.outputs[0]),
+                              [self._arg(x, ppp)], node.outputs, (ppp[1],))
             self.report["reduce"] += 1
             return True
         if ppp[1] == 1 and name in ("max", "min") and x.type.size == 0:
@@ -74,7 +108,8 @@ class OpSteps:
         if ppp[1] == 0 and name in ("max", "min", "mean"):
             return False
         src = reduce_source(kind, ppp[0] >= 2 and x.type.size >= PARALLEL_MIN)
-        self._kernel_step(split(src), [self._arg(x, ppp)], node.outputs, (ppp[0], ppp[2]))
+        self._kernel_step(_deferred_reduce(src, kind, False, x, node.outputs[0]),
+                          [self._arg(x, ppp)], node.outputs, (ppp[0], ppp[2]))
         self.report["reduce"] += 1
         return True
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 from test_cpu_conv import _conv_graph, _rand
 
 from ember.backends import cpu, cpu_steps, cpu_tiered, cpu_winograd, reference
@@ -209,6 +210,7 @@ def test_a_small_program_runs_numpy_until_a_worker_compiled_it(tmp_path, monkeyp
 _EXITS_WHILE_COMPILING = r"""
 import time
 import numpy as np
+import pytest
 from ember.backends import cpu_steps, cpu_tiered, cpu_winograd
 cpu_tiered._BACKGROUND = True
 src = cpu_winograd.in_source(4)
@@ -281,5 +283,47 @@ def test_sgd_runs_its_update_ops_until_the_in_place_kernel_is_compiled(tmp_path,
         mx.nd.sgd_mom_update(ref_w, ref_g, ref_m, out=ref_w, **kw)
         assert w._data is before and cpu_optim.kernels().sgd_mom.signatures
         np.testing.assert_array_equal(w.asnumpy(), ref_w.asnumpy())
+    finally:
+        cache.install()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op,shape,axis", [
+    ("sum", (4, 16, 40), 1), ("mean", (4, 16, 40), 1),   # rows one after another (P, R, Q)
+    ("sum", (5, 300), 1), ("mean", (3, 4, 300), -1),      # the last axis: (P, R, 1)
+    ("sum", (6, 3, 5, 7), (0, 2, 3)), ("mean", (16, 40), 0)])   # all axes but one (A, C, B)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # (the reference's inf - inf)
+def test_sums_run_numpy_until_their_kernel_is_compiled(tmp_path, monkeypatch, op, shape, axis,
+                                                       dtype):
+    """Sums and means (``cpu_steps._deferred_reduce``): NumPy on a cold first call, the
+    kernel once compiled, bit for bit the same (values of mixed magnitude whose sum depends
+    on the order, -0.0, Inf and NaN), both the reference's within rounding."""
+    from ember.ir.graph import GraphBuilder
+    from ember.ir.types import TensorType
+    monkeypatch.setattr(cpu_tiered, "_BACKGROUND", True)
+    monkeypatch.setattr(cpu_steps, "_KERNELS", {})
+    cache.install(cache.KernelCache(tmp_path))   # cold: nothing compiled
+    try:
+        b = GraphBuilder("red")
+        x = b.input(TensorType(shape, dtype), "x")
+        (y,) = b.emit(op, [x], axis=axis)
+        fn = cpu.compile(b.build([y]))
+        (step,) = [v for v in fn.run_fn.__globals__.values()
+                   if getattr(v, "deferred", None) is not None]
+        rng = np.random.default_rng(7)
+        xs = (rng.standard_normal(shape) * 10.0 ** rng.integers(-6, 8, shape)).astype(dtype)
+        flat = xs.reshape(-1)
+        flat[:3], flat[-2:] = [np.inf, -np.inf, np.nan], -0.0
+        if len(shape) == 3 and axis == 1:
+            xs[:, :, 1] = -0.0   # a column of -0.0 sums to 0.0, as the kernel's 0.0 + ...
+        first = fn([xs.copy()], [])[0]
+        assert step.deferred.state == "new"   # NumPy's: nothing compiled
+        fn([xs.copy()], [])
+        assert step.deferred.wait(120)
+        again = fn([xs.copy()], [])[0]
+        np.testing.assert_array_equal(first, again)
+        assert np.signbit(first).tolist() == np.signbit(again).tolist()
+        want = reference.run_graph(b.build([y]), [xs], [])[0]
+        np.testing.assert_allclose(first, want, rtol=1e-5 if dtype == "float32" else 1e-12)
     finally:
         cache.install()
