@@ -91,8 +91,9 @@ def measure(rows: list[dict], workload: str, data: str, opts: dict, rounds: int,
             timeout: float, warm_first_step: bool = False) -> list[dict]:
     """Run ``workload`` for each row, ``rounds`` times round-robin; merge into the rows.
 
-    ember rows get a fresh ``EMBER_CACHE_DIR`` per round (their first step is cold); with
-    ``warm_first_step`` a second process then reuses it (warm).
+    ember rows get a fresh ``EMBER_CACHE_DIR`` per round, and a fresh ``NUMBA_CACHE_DIR``
+    in it (numba's cache of ember's own modules, as after an install): their first step is
+    cold; with ``warm_first_step`` a second process then reuses both (warm).
     """
     results: dict = {}
     for _ in range(rounds):
@@ -103,7 +104,8 @@ def measure(rows: list[dict], workload: str, data: str, opts: dict, rounds: int,
             cache = None
             if r["fw"] == "ember":
                 cache = tempfile.mkdtemp(prefix="ember-bench-cache-")
-                env = dict(os.environ, EMBER_CACHE_DIR=cache)
+                env = dict(os.environ, EMBER_CACHE_DIR=cache,
+                           NUMBA_CACHE_DIR=os.path.join(cache, "numba"))
             o = dict(opts, backend=common.ember_backend(opts.get("backend")))
             res = common.run_worker(r["fw"], workload, r["variant"], data, o, r["python"],
                                     env, timeout)
