@@ -38,8 +38,8 @@ print(json.dumps({"compile_s": t2 - t1, "hits": hits, "misses": misses,
 """
 
 
-def _run(cache_dir):
-    env = dict(os.environ, EMBER_CACHE_DIR=str(cache_dir))
+def _run(cache_dir, **env_vars):
+    env = dict(os.environ, EMBER_CACHE_DIR=str(cache_dir), **env_vars)
     res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                          text=True, timeout=240)
     assert res.returncode == 0, res.stderr
@@ -98,3 +98,17 @@ def test_second_process_compiles_nothing_and_corruption_is_rebuilt(tmp_path):
     assert third["out"] == first["out"] and third["misses"] >= 1
     assert codegen.source_key("x") != codegen.source_key("y")
     np.testing.assert_allclose(third["out"], np.tanh(0.32) * 16, rtol=1e-5)
+
+
+def test_numba_cache_dir_does_not_move_the_kernels_files(tmp_path):
+    """With ``NUMBA_CACHE_DIR`` set, numba's files of ember's kernels stay in the kernel
+    cache's ``__pycache__``, where a warm process looks for them: it compiles nothing and
+    finds each kernel compiled before (it found none, so its precompile workers and the
+    tiered steps' background compiles loaded them all again)."""
+    kernels, elsewhere = tmp_path / "kernels", tmp_path / "numba"
+    first = _run(kernels, NUMBA_CACHE_DIR=str(elsewhere))
+    second = _run(kernels, NUMBA_CACHE_DIR=str(elsewhere))
+    assert first["misses"] > 0 and second["misses"] == 0
+    assert not list(elsewhere.rglob("cpu_*.nb*"))
+    compiled = [p for p in kernels.glob("cpu_*.py") if KernelCache._compiled(p)]
+    assert len(compiled) == first["misses"]   # (each kernel here has one signature)
