@@ -115,9 +115,12 @@ def _array(x) -> np.ndarray:
     return x
 
 
-def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
+def kernel_calls(run_fn, graph, tiers: bool = False) -> list[tuple[Dispatcher, tuple]]:
     """(dispatcher, argument types) of each ember kernel call in a CPU run loop whose
-    arguments can be told before it runs (module docstring); each pair once."""
+    arguments can be told before it runs (module docstring); each pair once. ``tiers``:
+    a tiered step's own kernels (``backends.cpu_tiered``) even where they would compile in
+    the background, for a program that runs NumPy until all its kernels are compiled
+    (:func:`defer_small`)."""
     src, ns = getattr(run_fn, "source", None), getattr(run_fn, "__globals__", None)
     if src is None or ns is None:
         return []
@@ -161,7 +164,7 @@ def kernel_calls(run_fn, graph) -> list[tuple[Dispatcher, tuple]]:
             # compiled before: then with its own kernels (an epilogue), not its fallback's
             tier = getattr(fn, "deferred", None)
             if tier is not None and tier.calls is not None and \
-                    (not tier.background or tier._cached()):
+                    (tiers or not tier.background or tier._cached()):
                 own = getattr(fn, "own_calls", None)
                 pairs = [*(own(*args) if callable(own) else pairs), *tier.calls()]
             for k, k_args in pairs:
@@ -241,7 +244,10 @@ def defer_small(executables: Sequence) -> list:
         size = graph_bytes(exe.graph)
         if size is None or size > SMALL_BYTES:
             continue
-        calls = kernel_calls(fn.run_fn, exe.graph)
+        # with the tiered steps' kernels: compiled with the rest, they run from the
+        # program's first compiled run (left out, a loss's sums compiled again after the
+        # switch, a worker beside the timed steps, and ran NumPy meanwhile)
+        calls = kernel_calls(fn.run_fn, exe.graph, tiers=True)
         if not _jobs(calls):   # none, or compiled by an earlier process (they load fast)
             continue
         exe.run_reference_until(cpu_tiered.Deferred.of_signatures(calls))

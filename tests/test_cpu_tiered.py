@@ -195,6 +195,12 @@ def test_a_small_program_runs_numpy_until_a_worker_compiled_it(tmp_path, monkeyp
         assert precompile.STATS["compiled"] > compiled   # by the worker process
         got = exe.run([x], [w])
         assert not isinstance(exe._fn, executable._Tiered)   # the compiled program now
+        # its sum's kernel compiled with the rest: ready at once, no second background
+        # compile (a worker beside the steps, NumPy's sum meanwhile)
+        steps = [v for v in exe._fn.run_fn.__globals__.values()
+                 if getattr(v, "deferred", None) is not None]
+        assert steps and all(s.deferred.state == "ready" for s in steps)
+        assert not cpu_tiered._PENDING
         for g, r in zip(got, want):
             np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
         monkeypatch.setattr(cpu_steps, "_KERNELS", {})   # compiled before (this cache)
