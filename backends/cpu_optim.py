@@ -70,14 +70,6 @@ def sgd_mom(w, g, mom, lr, rescale, momentum, lr_wd, clip, lr_rescale):
         w[i] = w[i] + m
 
 
-# ---- update ops inside a compiled graph ------------------------------------------------------
-# The CPU backend runs ``sgd_update``, ``sgd_mom_update`` and ``adam_update`` nodes with these
-# one-pass kernels instead of their NumPy reference (several temporaries per weight). Same
-# contract as the reference: the new weight goes to ``out`` (the weight itself is left alone:
-# the graph may read it after the update), the states are updated in place, and every scalar
-# is computed in double precision as the reference does, then rounded to the weight's dtype.
-
-
 @njit(cache=True, nogil=True)
 def sgd_out(w, g, out, lr, rescale, decay, clip, lr_rescale, decays):
     '''``out = decay*w - step`` (``w - step`` unless ``decays``), ``step`` as in ``sgd``.'''
@@ -140,6 +132,15 @@ def in_place_ready(momentum: bool, dtype) -> bool:
         args = (z, z, z, *(f,) * 6) if momentum else (z, z, *(f,) * 5)
         gate = _GATES[key] = Deferred(lambda: [(fn, args)], [SOURCE])
     return gate.ready()
+
+
+# ---- update ops inside a compiled graph ------------------------------------------------------
+# The CPU backend runs ``sgd_update``, ``sgd_mom_update`` and ``adam_update`` nodes with the
+# one-pass kernels ``sgd_out``, ``sgd_mom_out`` and ``adam_out`` instead of their NumPy
+# reference (several temporaries per weight). Same contract as the reference: the new weight
+# goes to ``out`` (the weight itself is left alone: the graph may read it after the update),
+# the states are updated in place, and every scalar is computed in double precision as the
+# reference does, then rounded to the weight's dtype.
 
 
 def _flat_args(ins, n):
