@@ -7,13 +7,21 @@ STAMP := $(VENV)/.ember-installed
 MXVENV ?= .venv-mxnet
 MXSTAMP := $(MXVENV)/.mxnet-installed
 
-.PHONY: test demo bench lint mxsuite clean graphviz
+.PHONY: test demo bench lint mxsuite clean graphviz prebuild
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,dev,image,onnx,dist,cuda]'
 	@touch $(STAMP)
+
+# The kernels every network shares, compiled once for a cold kernel cache (runtime/prebuilt.py);
+# again when the backends' sources change (their entries are named by a hash of their text)
+PREBUILT := runtime/_prebuilt/MANIFEST.json
+$(PREBUILT): $(STAMP) $(wildcard backends/*.py) frontend/prebuild.py
+	$(PY) -m ember prebuild
+
+prebuild: $(PREBUILT)
 
 test: $(STAMP) $(MXSTAMP) graphviz
 	$(VENV)/bin/ruff check frontend ir passes backends runtime tests bench
@@ -36,7 +44,7 @@ graphviz:
 
 FMNIST := /usr/share/datasets/fashion-mnist
 
-demo: $(STAMP) $(FMNIST)/train-images-idx3-ubyte.gz graphviz
+demo: $(STAMP) $(PREBUILT) $(FMNIST)/train-images-idx3-ubyte.gz graphviz
 	$(PY) -m ember demo
 
 # Fashion-MNIST from Debian (the demo never downloads at run time)
@@ -45,7 +53,7 @@ $(FMNIST)/train-images-idx3-ubyte.gz:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	else sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; fi
 
-bench: $(STAMP) $(MXSTAMP)
+bench: $(STAMP) $(MXSTAMP) $(PREBUILT)
 	EMBER_BENCH_MXNET_PYTHON=$${EMBER_BENCH_MXNET_PYTHON:-$(abspath $(MXVENV))/bin/python} \
 		$(PY) -m bench
 
@@ -58,4 +66,4 @@ mxsuite: $(STAMP)
 		--quick --out mxsuite.json
 
 clean:
-	rm -rf $(VENV) $(MXVENV) build *.egg-info demo-out
+	rm -rf $(VENV) $(MXVENV) build *.egg-info demo-out runtime/_prebuilt

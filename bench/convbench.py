@@ -143,6 +143,22 @@ def main_mobilenet(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _prebuilt_line() -> str:
+    """What the cold ember rows start from besides an empty kernel cache."""
+    import json
+
+    from ember.runtime import prebuilt
+    d = prebuilt.directory()
+    try:
+        n = len(json.loads((d / "MANIFEST.json").read_text())["kernels"]) if d else 0
+    except (OSError, ValueError, KeyError):
+        n = 0
+    if n:
+        return (f"ember's cold rows start from the install's {n} prebuilt library kernels "
+                "(`ember prebuild`, run by make; EMBER_PREBUILT=0 measures without)")
+    return "no prebuilt kernels (`make prebuild`): ember's cold rows compile every kernel"
+
+
 def main_firststep(argv: list[str] | None = None) -> int:
     """ResNet-18's first training step, cold and warm kernel cache; records the targets."""
     args = parse("python -m bench firststep", argv)
@@ -153,7 +169,7 @@ def main_firststep(argv: list[str] | None = None) -> int:
     title = (_title("ResNet-18 v1 first training step (build + 1 step)", args).splitlines()[0]
              + "\ncold: fresh process and EMBER_CACHE_DIR; warm: a second process on the same "
              "directory once the first (after one more, untimed step) finished the kernels it "
-             "compiles in the background (ember only)")
+             "compiles in the background (ember only)\n" + _prebuilt_line())
     print("\n".join([common.table(title, cols, rows), "", agreement(rows), "",
                      suite.ratio_table(rows, "first_step_s", "ResNet-18 first step, cold",
                                        lower_is_better=True)]))

@@ -93,7 +93,8 @@ def measure(rows: list[dict], workload: str, data: str, opts: dict, rounds: int,
 
     ember rows get a fresh ``EMBER_CACHE_DIR`` per round, and a fresh ``NUMBA_CACHE_DIR``
     in it (numba's cache of ember's own modules, as after an install): their first step is
-    cold; with ``warm_first_step`` a second process then reuses both (warm).
+    cold, but for the library kernels ``make`` prebuilt into the install
+    (``runtime.prebuilt``); with ``warm_first_step`` a second process then reuses both (warm).
     """
     results: dict = {}
     for _ in range(rounds):

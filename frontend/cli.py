@@ -295,6 +295,13 @@ def _launch(args) -> int:
     return launch(args.n, args.program, args.hostfile)
 
 
+def _prebuild(args) -> int:
+    """Compile ember's library kernels for a cold kernel cache (ember.runtime.prebuilt)."""
+    from ember.prebuild import build
+    build(Path(args.dir) if args.dir else None)
+    return 0
+
+
 # ---- argument parsing -----------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -358,6 +365,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--lr", type=float, default=0.1)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(fn=_demo)
+
+    pre = sub.add_parser("prebuild", parents=[common],
+                         help="compile the kernels every network shares, for a cold cache",
+                         description="Compile ember's library kernels (im2col, BatchNorm, the "
+                                     "optimizers, common epilogues) into the install, so that "
+                                     "a first step with an empty kernel cache need not "
+                                     "(make does this after installing).")
+    pre.add_argument("--dir", default=None, help="where to put them (default: the install)")
+    pre.set_defaults(fn=_prebuild)
 
     launch = sub.add_parser("launch", parents=[common],
                             help="run a data-parallel training script on N processes (MPI)",

@@ -24,6 +24,9 @@ Only ember's own files are ever loaded (docs/trust.md):
   belong to this user, are not group/world-writable and match their seal. A damaged,
   truncated or foreign file is deleted and the kernel recompiled (and cached again).
 
+A missing entry is first looked for among the kernels compiled at install time
+(:mod:`ember.runtime.prebuilt`), with the same checks.
+
 Files are written atomically (temporary file + ``os.replace``); temporary files of a killed
 writer are removed by the next write of the same entry.
 """
@@ -44,7 +47,7 @@ import numba
 
 from ember.backends import codegen
 
-from . import numba_seal
+from . import numba_seal, prebuilt
 from .numba_seal import unsafe_reason
 
 _ENV = "EMBER_CACHE_DIR"
@@ -89,6 +92,7 @@ class KernelCache:
         self._refused: dict[Path, str] = {}  # directories found unsafe (warned once each)
         self.rebuilt = 0   # entries found corrupt and written again (for tests and reports)
         self.written = 0   # entries written because they were missing
+        self.adopted = 0   # entries copied from the install's prebuilt kernels (prebuilt)
         self.uncompiled = 0  # modules loaded without numba's compiled code (compile at 1st call)
         self.sources: dict[str, str] = {}  # module name -> the verified source it runs
         numba_seal.install()
@@ -133,6 +137,9 @@ class KernelCache:
             if not self._usable(path.parent):
                 return self._in_memory(source, backend)
             state = self._check(path, text)
+            if state == "missing" and prebuilt.adopt(path, text):
+                state = "ok"
+                self.adopted += 1
             if state != "ok":
                 self._write(path, text, corrupt=state == "corrupt")
         except OSError:

@@ -13,6 +13,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # background compiles (backends/cpu_tiered.py, runtime/precompile.defer_small) have their
 # own tests, which turn them on.
 os.environ.setdefault("EMBER_DEFER_KERNELS", "0")
+# ... and compile their kernels themselves: the install's prebuilt kernels
+# (runtime/prebuilt.py) are not adopted, but by the tests of that
+os.environ["EMBER_PREBUILT"] = "0"
 
 # Real MXNet 1.9.1 for the file round-trip tests: `make test` installs it in .venv-mxnet
 _HERE = os.path.dirname(os.path.abspath(__file__))

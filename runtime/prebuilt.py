@@ -1,0 +1,133 @@
+"""Library kernels compiled at install time: a cold kernel cache starts with them.
+
+PyTorch and MXNet ship their kernels compiled. ember's are numba modules, compiled on first use
+and kept in the kernel cache (:mod:`ember.runtime.cache`), so a new install's first training
+step compiled kernels whose text is the same for every network: im2col and col2im, BatchNorm's
+forward and backward, the optimizers' updates, common elementwise epilogues (ResNet-18 with
+every cache cold: 1-2 s of its first step on two cores). ``ember prebuild`` (``make`` runs it
+after installing; ``ember.prebuild.build``) compiles them once, into ``_prebuilt/`` beside
+this module (:func:`default_dir`; ``EMBER_PREBUILT_DIR``: elsewhere):
+
+- it runs a fixed set of small networks (``ember.prebuild``, whose networks are
+  Gluon's, beside the frontend: convolutions of several kinds with
+  BatchNorm, ReLU, residual adds and pooling, a depthwise block, dense layers, softmax
+  cross-entropy; training with SGD and Adam, then inference) twice, in two processes, each
+  with its own empty kernel cache, at two sets of shapes and layer attributes that share no
+  value (:data:`SHAPES`);
+- it keeps the kernel modules that both runs generated (the cache names a module by a hash
+  of its text): a kernel whose text holds a shape or an attribute differs between the runs
+  and is left out, so only kernels that every network of those ops would compile the same
+  way are prebuilt, never one of a given model's shapes;
+- the entries (module text and numba's sealed files) go to a new directory that replaces
+  the old one at once.
+
+:meth:`KernelCache.load` adopts a prebuilt entry when its own has none (:func:`adopt`): the
+module text must be exactly the one it generated, numba's files must match their seals,
+and the directory and files must belong to this user or root and not be group- or
+world-writable (as the installed package itself); the copies get the prebuilt module's
+modification time, which numba's index records with the size. The entries' names hash the
+numba version and the CPU, so prebuilt kernels of another machine are never used: they
+just miss. ``EMBER_PREBUILT=0`` turns adoption off (the tests do, but for their own).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from . import numba_seal
+
+_ENV_DIR = "EMBER_PREBUILT_DIR"
+_ENV_OFF = "EMBER_PREBUILT"
+_HEADER_LEN = len(numba_seal._HEADER) + 32
+
+def directory() -> Path | None:
+    """Where prebuilt kernels are read from; None when adoption is off."""
+    if os.environ.get(_ENV_OFF, "1").lower() in ("0", "false", "no"):
+        return None
+    env = os.environ.get(_ENV_DIR)
+    return Path(env).expanduser() if env else default_dir()
+
+
+def default_dir() -> Path:
+    """``_prebuilt/`` beside this module: where ``ember prebuild`` puts them."""
+    return Path(__file__).resolve().parent / "_prebuilt"
+
+
+def _trusted(st: os.stat_result, is_dir: bool) -> bool:
+    """A directory or regular file of this user or root, not group- or world-writable."""
+    kind = stat.S_ISDIR(st.st_mode) if is_dir else stat.S_ISREG(st.st_mode)
+    return kind and st.st_uid in (os.geteuid(), 0) and \
+        not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _read(path: Path) -> bytes | None:
+    """The bytes of a trusted regular file (never through a symlink); None otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not _trusted(os.fstat(f.fileno()), is_dir=False):
+            return None
+        return f.read()
+
+
+def _sealed(data: bytes) -> bool:
+    head = numba_seal._HEADER
+    return data[:len(head)] == head and \
+        hashlib.sha256(data[_HEADER_LEN:]).digest() == data[len(head):_HEADER_LEN]
+
+
+def _put(path: Path, data: bytes, mtime_ns: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically (mode 0600), with ``mtime_ns`` if given."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def adopt(path: Path, text: str) -> bool:
+    """Copy the prebuilt entry named like ``path`` (a missing kernel cache entry whose module
+    text is ``text``) with numba's files into ``path``'s directory; whether it did (module
+    doc for what is checked)."""
+    src_dir = directory()
+    if src_dir is None:
+        return False
+    src, pycache = src_dir / path.name, src_dir / "__pycache__"
+    try:
+        if not (_trusted(os.stat(src_dir), True) and _trusted(os.stat(pycache), True)):
+            return False
+        data = _read(src)
+        if data is None or data != text.encode():
+            return False
+        files = {}
+        for f in pycache.glob(f"{path.stem}.*"):
+            if f.suffix in (".nbi", ".nbc"):
+                payload = _read(f)
+                if payload is None or not _sealed(payload):
+                    return False
+                files[f.name] = payload
+        if not any(name.endswith(".nbi") for name in files):
+            return False
+        mtime_ns = os.stat(src).st_mtime_ns
+        dest = path.parent / "__pycache__"
+        # data files, the module, the index last: a process that finds the index finds the rest
+        for name in sorted(files, key=lambda n: n.endswith(".nbi")):
+            if name.endswith(".nbc"):
+                _put(dest / name, files[name])
+        _put(path, data, mtime_ns)
+        for name in files:
+            if name.endswith(".nbi"):
+                _put(dest / name, files[name])
+    except OSError:
+        return False
+    return True
