@@ -79,16 +79,18 @@ def _seed(shapes: dict) -> None:
     for n, size, (w1, w2) in s["scales"]:
         image = nd.array(rng.random((n, s["chans"], size, size)).astype("float32"))
         label = nd.array(rng.integers(0, s["classes"], n).astype("float32"))
-        runs.append((convnet(w1, w2), image, label, "sgd",
-                     {"learning_rate": 0.01, "momentum": 0.9}))
+        for hybrid in (True, False):   # imperatively: the ops' own numba kernels
+            runs.append((convnet(w1, w2), image, label, "sgd",
+                         {"learning_rate": 0.01, "momentum": 0.9}, hybrid))
     n = s["scales"][0][0]
     flat = nd.array(rng.random((n, s["units"] + 1)).astype("float32"))
     label = nd.array(rng.integers(0, s["classes"], n).astype("float32"))
-    runs += [(mlp(), flat, label, "sgd", {"learning_rate": 0.01}),
-             (mlp(), flat, label, "adam", {"learning_rate": 0.001})]
-    for net, x, y, opt, args in runs:
+    runs += [(mlp(), flat, label, "sgd", {"learning_rate": 0.01}, True),
+             (mlp(), flat, label, "adam", {"learning_rate": 0.001}, True)]
+    for net, x, y, opt, args, hybrid in runs:
         net.initialize(mx.init.Xavier())
-        net.hybridize()
+        if hybrid:
+            net.hybridize()
         trainer = gluon.Trainer(net.collect_params(), opt, args)
         for _ in range(2):
             with autograd.record():
@@ -106,6 +108,34 @@ def _entries(cache_dir: Path) -> set[str]:
             if any((cache_dir / "__pycache__").glob(f"{p.stem}.*.nbi"))}
 
 
+def _sources() -> dict[tuple[str, str], Path]:
+    """ember's source files by where numba's ``NUMBA_CACHE_DIR`` keeps their functions'
+    files: (sub-directory, file stem)."""
+    from numba.core.caching import _CacheLocator
+
+    import ember
+    import ember.backends
+    import ember.ir
+    import ember.passes
+    import ember.runtime
+    out = {}
+    for pkg in (ember, ember.ir, ember.passes, ember.backends, ember.runtime):
+        for f in Path(pkg.__file__).resolve().parent.rglob("*.py"):
+            out[(_CacheLocator.get_suitable_cache_subpath(str(f)), f.stem)] = f
+    return out
+
+
+def _numba_files(numba_dir: Path, sources: dict) -> dict[str, Path]:
+    """numba's cache files of ember's own functions under ``numba_dir``, by their place in
+    the prebuilt directory: ``numba/<digest of the source file>/<file name>``."""
+    out = {}
+    for f in numba_dir.glob("*/*"):
+        src = sources.get((f.parent.name, f.name.split(".", 1)[0]))
+        if src is not None and f.suffix in (".nbi", ".nbc"):
+            out[f"{prebuilt.source_digest(src)}/{f.name}"] = f
+    return out
+
+
 def build(dest: Path | None = None, quiet: bool = False) -> int:
     """Compile the prebuilt kernels into ``dest`` (default :func:`directory`'s place);
     returns how many."""
@@ -113,7 +143,7 @@ def build(dest: Path | None = None, quiet: bool = False) -> int:
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".prebuilt-", dir=dest.parent))
     try:
-        runs = {}
+        runs, numba_runs, sources = {}, {}, _sources()
         for key in SHAPES:
             cache_dir = work / key
             env = {**os.environ, "EMBER_CACHE_DIR": str(cache_dir), prebuilt._ENV_OFF: "0",
@@ -122,7 +152,12 @@ def build(dest: Path | None = None, quiet: bool = False) -> int:
             subprocess.run([sys.executable, "-c", code], env=env, check=True,
                            stdout=subprocess.DEVNULL if quiet else None)
             runs[key] = _entries(cache_dir)
+            numba_runs[key] = _numba_files(work / f"{key}-numba", sources)
         keep = sorted(set.intersection(*runs.values()))
+        # ember's package functions: the same text whatever the shapes; a function both runs
+        # compiled, with the first run's signatures
+        first_numba = numba_runs[next(iter(SHAPES))]
+        both = set.intersection(*(set(r) for r in numba_runs.values()))
         out = work / "out"
         (out / "__pycache__").mkdir(mode=0o700, parents=True)
         out.chmod(0o755)
@@ -133,7 +168,12 @@ def build(dest: Path | None = None, quiet: bool = False) -> int:
             for f in (first / "__pycache__").glob(f"{Path(name).stem}.*"):
                 if f.suffix in (".nbi", ".nbc"):
                     shutil.copy2(f, out / "__pycache__" / f.name)
-        (out / "MANIFEST.json").write_text(json.dumps({"kernels": keep}, indent=1))
+        for rel in sorted(both):
+            target = out / "numba" / rel
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            shutil.copy2(first_numba[rel], target)
+        (out / "MANIFEST.json").write_text(json.dumps({"kernels": keep,
+                                                       "functions": sorted(both)}, indent=1))
         old = work / "old"
         if dest.exists():
             os.replace(dest, old)

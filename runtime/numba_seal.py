@@ -176,6 +176,8 @@ def install() -> None:
         from numba.core.caching import IndexDataCacheFile as C
         _patch(C)
         _pin_locator()
+        from .prebuilt import install_locator
+        install_locator()   # ahead of the pinned one: it declines the kernel modules
         _installed = True
 
 

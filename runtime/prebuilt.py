@@ -28,6 +28,14 @@ world-writable (as the installed package itself); the copies get the prebuilt mo
 modification time, which numba's index records with the size. The entries' names hash the
 numba version and the CPU, so prebuilt kernels of another machine are never used: they
 just miss. ``EMBER_PREBUILT=0`` turns adoption off (the tests do, but for their own).
+
+ember's own package functions that numba caches (``cache=True``: the eager ops' convolution
+and pooling kernels in ``ir.conv_kernels`` and ``ir.opset_pool``, 2-3 s of a cold imperative
+ResNet-18 step) are prebuilt too, their numba files kept under ``numba/<digest of the source
+file>/``: a cache locator ahead of numba's (:func:`install_locator`) copies a function's files
+into the place numba then uses (``NUMBA_CACHE_DIR`` or the package's ``__pycache__``) when
+that holds no index of the function, with the same ownership checks; numba itself checks the
+source file's stamp and the machine.
 """
 from __future__ import annotations
 
@@ -131,3 +139,79 @@ def adopt(path: Path, text: str) -> bool:
     except OSError:
         return False
     return True
+
+
+_DIGESTS: dict[str, str] = {}
+
+
+def source_digest(py_file) -> str:
+    """The first 24 hex digits of the SHA-256 of a source file's bytes."""
+    key = str(py_file)
+    got = _DIGESTS.get(key)
+    if got is None:
+        with open(py_file, "rb") as f:
+            got = _DIGESTS[key] = hashlib.sha256(f.read()).hexdigest()[:24]
+    return got
+
+
+def seed_numba_cache(cache_path, py_func, py_file) -> bool:
+    """Copy numba's prebuilt files of ember's package function ``py_func`` (from
+    ``py_file``) into ``cache_path``, where numba looks for them, when it holds no index of
+    that function; whether it did. Files are found by the digest of the source file they
+    were compiled from (an edited file has none) and must be trusted (module doc); numba
+    checks the source file's stamp and the machine itself."""
+    src = directory()
+    if src is None:
+        return False
+    prefix = f"{Path(py_file).stem}.{py_func.__qualname__}-"
+    try:
+        dest = Path(cache_path)
+        if any(f.name.startswith(prefix) and f.suffix == ".nbi" for f in dest.iterdir()):
+            return False
+        base = src / "numba" / source_digest(py_file)
+        for d in (src, src / "numba", base):
+            if not _trusted(os.stat(d), True):
+                return False
+        files = {}
+        for f in base.iterdir():
+            if f.name.startswith(prefix) and f.suffix in (".nbi", ".nbc"):
+                data = _read(f)
+                if data is None:
+                    return False
+                files[f.name] = data
+        if not any(name.endswith(".nbi") for name in files):
+            return False
+        for name in sorted(files, key=lambda n: n.endswith(".nbi")):   # the index last
+            _put(dest / name, files[name])
+    except OSError:
+        return False
+    return True
+
+
+def install_locator() -> None:
+    """Put a cache locator ahead of numba's that seeds the cache place numba would choose for
+    a function of ember's own package with its prebuilt files (:func:`seed_numba_cache`)."""
+    from numba.core import caching
+
+    classes = caching.CacheImpl._locator_classes
+    if any(getattr(c, "_ember_seed", False) for c in classes):
+        return
+
+    class PrebuiltSeedLocator(caching._CacheLocator):
+        _ember_seed = True
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            mod = getattr(py_func, "__module__", None) or ""
+            if not mod.startswith("ember.") or directory() is None:
+                return None
+            for other in caching.CacheImpl._locator_classes:
+                if other is cls:
+                    continue
+                loc = other.from_function(py_func, py_file)
+                if loc is not None:
+                    seed_numba_cache(loc.get_cache_path(), py_func, py_file)
+                    return loc
+            return None
+
+    caching.CacheImpl._locator_classes = [PrebuiltSeedLocator, *classes]

@@ -2,6 +2,9 @@
 with numba's machine code, only when every check passes, and compiles otherwise."""
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +94,45 @@ def test_build_keeps_only_kernels_both_shape_sets_generate(tmp_path):
     assert not any("KH, KW, SH, SW, PH, PW =" in t for t in texts)   # pooling of one shape
     for name in names:
         assert list((tmp_path / "out" / "__pycache__").glob(f"{name[:-3]}.*.nbi"))
+
+
+# an eager convolution, then numba's cache hits and misses of the op's package kernels
+EAGER = """
+import json
+import numpy as np
+import ember as mx
+from ember.ir import conv_kernels
+x = mx.nd.array(np.random.default_rng(0).random((2, 3, 9, 9)).astype("float32"))
+w = mx.nd.ones((4, 3, 3, 3))
+y = mx.nd.Convolution(x, w, kernel=(3, 3), num_filter=4, no_bias=True, pad=(1, 1))
+st = [k.stats for k in conv_kernels._JIT.values()]
+print(json.dumps({"sum": float(y.asnumpy().sum()), "hits": sum(sum(s.cache_hits.values())
+      for s in st), "misses": sum(sum(s.cache_misses.values()) for s in st)}))
+"""
+
+
+def _eager(tmp_path, numba_dir, **env):
+    env = dict(os.environ, EMBER_CACHE_DIR=str(tmp_path / "kc"),
+               NUMBA_CACHE_DIR=str(numba_dir), **env)
+    res = subprocess.run([sys.executable, "-c", EAGER], env=env, capture_output=True,
+                         text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_package_kernels_seed_an_empty_numba_cache(tmp_path):
+    from ember.prebuild import _numba_files, _sources
+    first = _eager(tmp_path, tmp_path / "n0", EMBER_PREBUILT="0")
+    assert first["misses"] > 0 and first["hits"] == 0
+    pre = tmp_path / "pre"
+    for rel, f in _numba_files(tmp_path / "n0", _sources()).items():
+        (pre / "numba" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, pre / "numba" / rel)
+    seeded = _eager(tmp_path, tmp_path / "n1", EMBER_PREBUILT="1", EMBER_PREBUILT_DIR=str(pre))
+    assert seeded == {**first, "hits": first["misses"], "misses": 0}
+    off = _eager(tmp_path, tmp_path / "n2", EMBER_PREBUILT="0", EMBER_PREBUILT_DIR=str(pre))
+    assert off == first
+    for f in (pre / "numba").rglob("*.nbi"):
+        os.chmod(f, 0o666)   # writable by anyone: not used
+    assert _eager(tmp_path, tmp_path / "n3", EMBER_PREBUILT="1",
+                  EMBER_PREBUILT_DIR=str(pre)) == first
