@@ -41,8 +41,12 @@ def _seed(shapes: dict) -> None:
     s = shapes
 
     class Residual(gluon.HybridBlock):
-        def __init__(self, width, stride, **kw):
+        """A residual block; ``skip_first``: ``skip + body`` (the model zoo's order) rather
+        than ``body + skip``, which fuses into other kernels."""
+
+        def __init__(self, width, stride, skip_first, **kw):
             super().__init__(**kw)
+            self.skip_first = skip_first
             self.body = nn.HybridSequential()
             self.body.add(nn.Conv2D(width, 3, stride, 1, use_bias=False), nn.BatchNorm(),
                           nn.Activation("relu"), nn.Conv2D(width, 3, 1, 1, use_bias=False),
@@ -53,15 +57,20 @@ def _seed(shapes: dict) -> None:
                 self.down.add(nn.Conv2D(width, 1, stride, use_bias=False), nn.BatchNorm())
 
         def hybrid_forward(self, F, x):
-            skip = x if self.down is None else self.down(x)
-            return F.Activation(self.body(x) + skip, act_type="relu")
+            if self.skip_first:
+                skip = x if self.down is None else self.down(x)
+                return F.Activation(skip + self.body(x), act_type="relu")
+            body = self.body(x)
+            return F.Activation(body + (x if self.down is None else self.down(x)),
+                                act_type="relu")
 
     def convnet(w1, w2):
         k, st, pd = s["stem"]
         pk, ps, pp = s["pool"]
         net = nn.HybridSequential()
         net.add(nn.Conv2D(w1, k, st, pd, use_bias=False), nn.BatchNorm(), nn.Activation("relu"),
-                nn.MaxPool2D(pk, ps, pp), Residual(w1, 1), Residual(w2, 2),
+                nn.MaxPool2D(pk, ps, pp), Residual(w1, 1, True), Residual(w1, 1, False),
+                Residual(w2, 2, True), Residual(w2, 2, False),
                 nn.Conv2D(w2, 3, 1, 1, groups=w2, use_bias=False), nn.BatchNorm(),
                 nn.Activation("relu"), nn.Conv2D(w1, 1), nn.Activation("relu"),
                 nn.AvgPool2D(pk, ps, pp), nn.GlobalAvgPool2D(), nn.Dense(s["classes"]))
