@@ -146,8 +146,8 @@ def _numba_files(numba_dir: Path, sources: dict) -> dict[str, Path]:
 
 
 def build(dest: Path | None = None, quiet: bool = False) -> int:
-    """Compile the prebuilt kernels into ``dest`` (default :func:`directory`'s place);
-    returns how many."""
+    """Compile the prebuilt kernels into ``dest`` (default ``runtime.prebuilt.default_dir()``)
+    and replace what was there; returns how many kernel modules."""
     dest = Path(dest) if dest is not None else prebuilt.default_dir()
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".prebuilt-", dir=dest.parent))
@@ -164,9 +164,12 @@ def build(dest: Path | None = None, quiet: bool = False) -> int:
             numba_runs[key] = _numba_files(work / f"{key}-numba", sources)
         keep = sorted(set.intersection(*runs.values()))
         # ember's package functions: the same text whatever the shapes; a function both runs
-        # compiled, with the first run's signatures
+        # compiled (its index), with the first run's files (its signatures)
         first_numba = numba_runs[next(iter(SHAPES))]
-        both = set.intersection(*(set(r) for r in numba_runs.values()))
+        indexes = set.intersection(*({r for r in run if r.endswith(".nbi")}
+                                     for run in numba_runs.values()))
+        both = {rel for rel in first_numba if rel.endswith(".nbi") and rel in indexes or
+                rel.endswith(".nbc") and rel.rsplit(".", 2)[0] + ".nbi" in indexes}
         out = work / "out"
         (out / "__pycache__").mkdir(mode=0o700, parents=True)
         out.chmod(0o755)

@@ -51,6 +51,7 @@ _ENV_DIR = "EMBER_PREBUILT_DIR"
 _ENV_OFF = "EMBER_PREBUILT"
 _HEADER_LEN = len(numba_seal._HEADER) + 32
 
+
 def directory() -> Path | None:
     """Where prebuilt kernels are read from; None when adoption is off."""
     if os.environ.get(_ENV_OFF, "1").lower() in ("0", "false", "no"):
