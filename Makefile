@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The kernels every network shares, compiled once for a cold kernel cache (runtime/prebuilt.py);
-# again when the backends' sources change (their entries are named by a hash of their text)
+# again when the kernels' sources change (entries are named by a hash of their text)
 PREBUILT := runtime/_prebuilt/MANIFEST.json
-$(PREBUILT): $(STAMP) $(wildcard backends/*.py) frontend/prebuild.py
+$(PREBUILT): $(STAMP) $(wildcard backends/*.py ir/*.py) frontend/prebuild.py
 	$(PY) -m ember prebuild
 
 prebuild: $(PREBUILT)

@@ -296,7 +296,7 @@ def _launch(args) -> int:
 
 
 def _prebuild(args) -> int:
-    """Compile ember's library kernels for a cold kernel cache (ember.runtime.prebuilt)."""
+    """Compile ember's library kernels for a cold kernel cache (ember.prebuild)."""
     from ember.prebuild import build
     build(Path(args.dir) if args.dir else None)
     return 0
