@@ -85,28 +85,38 @@ def _seed(shapes: dict) -> None:
     rng = np.random.default_rng(0)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     runs = []
-    for n, size, (w1, w2) in s["scales"]:
+    for i, (n, size, (w1, w2)) in enumerate(s["scales"]):
         image = nd.array(rng.random((n, s["chans"], size, size)).astype("float32"))
         label = nd.array(rng.integers(0, s["classes"], n).astype("float32"))
-        for hybrid in (True, False):   # imperatively: the ops' own numba kernels
+        # hybridized; imperatively (the ops' own numba kernels); the small one also as one
+        # compiled training step (@ember.compile: forward, loss, backward and update)
+        for mode in ("hybridize", "imperative") + (("compile",) if i == 0 else ()):
             runs.append((convnet(w1, w2), image, label, "sgd",
-                         {"learning_rate": 0.01, "momentum": 0.9}, hybrid))
+                         {"learning_rate": 0.01, "momentum": 0.9}, mode))
     n = s["scales"][0][0]
     flat = nd.array(rng.random((n, s["units"] + 1)).astype("float32"))
     label = nd.array(rng.integers(0, s["classes"], n).astype("float32"))
-    runs += [(mlp(), flat, label, "sgd", {"learning_rate": 0.01}, True),
-             (mlp(), flat, label, "adam", {"learning_rate": 0.001}, True)]
-    for net, x, y, opt, args, hybrid in runs:
+    runs += [(mlp(), flat, label, "sgd", {"learning_rate": 0.01}, "hybridize"),
+             (mlp(), flat, label, "sgd", {"learning_rate": 0.01}, "compile"),
+             (mlp(), flat, label, "adam", {"learning_rate": 0.001}, "hybridize")]
+    for net, x, y, opt, args, mode in runs:
         net.initialize(mx.init.Xavier())
-        if hybrid:
-            net.hybridize()
         trainer = gluon.Trainer(net.collect_params(), opt, args)
-        for _ in range(2):
+
+        def train(x, y, net=net, trainer=trainer):
             with autograd.record():
                 out = loss(net(x), y)
             out.backward()
             trainer.step(x.shape[0])
-            out.asnumpy()
+            return out
+
+        if mode == "hybridize":
+            net.hybridize()
+        elif mode == "compile":
+            net(x)   # the parameters' deferred initialisation, before tracing
+            train = mx.compile(train)
+        for _ in range(2):
+            train(x, y).asnumpy()
         net(x).asnumpy()   # inference
     cpu_tiered.wait_all(600)
 
