@@ -56,6 +56,15 @@ def seal(payload: bytes) -> bytes:
     return _HEADER + hashlib.sha256(payload).digest() + payload
 
 
+def unseal(data: bytes | None) -> bytes | None:
+    """The payload of sealed bytes whose header matches their content, else None."""
+    n = len(_HEADER) + 32
+    if data is not None and data[:len(_HEADER)] == _HEADER and \
+            hashlib.sha256(data[n:]).digest() == data[len(_HEADER):n]:
+        return data[n:]
+    return None
+
+
 def read_sealed(path: str) -> bytes | None:
     """The payload of the sealed file ``path``; None when it is missing, or bad (then it is
     deleted)."""
@@ -71,10 +80,9 @@ def read_sealed(path: str) -> bytes | None:
             st = os.fstat(f.fileno())
             ok = stat.S_ISREG(st.st_mode) and unsafe_reason(st) is None
             data = f.read() if ok else None
-    n = len(_HEADER) + 32
-    if data is not None and data[:len(_HEADER)] == _HEADER and \
-            hashlib.sha256(data[n:]).digest() == data[len(_HEADER):n]:
-        return data[n:]
+    payload = unseal(data)
+    if payload is not None:
+        return payload
     with _LOCK:
         discarded += 1
     try:

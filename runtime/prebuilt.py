@@ -49,9 +49,6 @@ from . import numba_seal
 
 _ENV_DIR = "EMBER_PREBUILT_DIR"
 _ENV_OFF = "EMBER_PREBUILT"
-_HEADER_LEN = len(numba_seal._HEADER) + 32
-
-
 def directory() -> Path | None:
     """Where prebuilt kernels are read from; None when adoption is off."""
     if os.environ.get(_ENV_OFF, "1").lower() in ("0", "false", "no"):
@@ -82,12 +79,6 @@ def _read(path: Path) -> bytes | None:
         if not _trusted(os.fstat(f.fileno()), is_dir=False):
             return None
         return f.read()
-
-
-def _sealed(data: bytes) -> bool:
-    head = numba_seal._HEADER
-    return data[:len(head)] == head and \
-        hashlib.sha256(data[_HEADER_LEN:]).digest() == data[len(head):_HEADER_LEN]
 
 
 def _put(path: Path, data: bytes, mtime_ns: int | None = None) -> None:
@@ -122,7 +113,7 @@ def adopt(path: Path, text: str) -> bool:
         for f in pycache.glob(f"{path.stem}.*"):
             if f.suffix in (".nbi", ".nbc"):
                 payload = _read(f)
-                if payload is None or not _sealed(payload):
+                if numba_seal.unseal(payload) is None:
                     return False
                 files[f.name] = payload
         if not any(name.endswith(".nbi") for name in files):
