@@ -149,6 +149,7 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
 
     # ---- choosing a kernel per node ---------------------------------------------------------
     def _plan(self, node: Node) -> None:
+        self.b.node = node   # (what a step profile names the node's steps by)
         body = node.body
         if body is not None:
             sub = dict(zip([id(v) for v in (*body.inputs, *body.params)], node.inputs))

@@ -38,6 +38,68 @@ _CODE: dict[str, object] = {}  # run sources -> their code objects (a graph at m
 _CODE_MAX = 256
 
 
+class StepProfile:
+    """Seconds and calls per step of the programs built while it is installed
+    (:func:`profiling`), keyed by (graph, step name): where a compiled step's time goes
+    (``python -m bench.step_profile``). ``kinds[key]`` names the step's kind (the module and
+    function that made it), ``lines[key]`` the node it runs (output shape, name)."""
+
+    def __init__(self):
+        self.seconds: dict[tuple, float] = {}
+        self.calls: dict[tuple, int] = {}
+        self.kinds: dict[tuple, str] = {}
+        self.lines: dict[tuple, str] = {}
+
+    def clear(self) -> None:
+        """Forget the times so far (after warm-up runs); the steps stay timed."""
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+        self.calls = dict.fromkeys(self.calls, 0)
+
+    def wrap(self, graph: str, name: str, fn: Callable) -> Callable:
+        from time import perf_counter
+        key = (graph, name)
+        qual = getattr(fn, "__qualname__", type(fn).__qualname__).replace(".<locals>", "")
+        mod = (getattr(fn, "__module__", None) or type(fn).__module__ or "").split(".")[-1]
+        self.kinds[key] = f"{mod}.{qual}"
+        self.seconds.setdefault(key, 0.0)
+        self.calls.setdefault(key, 0)
+
+        def timed(*args, **kwargs):
+            t = perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[key] += perf_counter() - t
+                self.calls[key] += 1
+        return timed
+
+    def by_kind(self) -> list[tuple[str, float, int]]:
+        """(kind, seconds, steps) over every timed step, the most time first."""
+        out: dict[str, list] = {}
+        for key, t in self.seconds.items():
+            row = out.setdefault(self.kinds[key], [0.0, 0])
+            row[0] += t
+            row[1] += 1
+        return sorted(((k, t, n) for k, (t, n) in out.items()), key=lambda r: -r[1])
+
+
+_profile: StepProfile | None = None
+
+
+class profiling:
+    """``with profiling() as prof:`` times every step of the programs built inside (a
+    program built before keeps its untimed steps: profile from a fresh process)."""
+
+    def __enter__(self) -> StepProfile:
+        global _profile
+        self.prev, _profile = _profile, StepProfile()
+        return _profile
+
+    def __exit__(self, *exc) -> None:
+        global _profile
+        _profile = self.prev
+
+
 def _budget() -> int:
     """Bytes all recyclers together may hold: a quarter of the machine's memory."""
     try:
@@ -111,6 +173,8 @@ class RunBuilder:
         self.ref: dict[int, str] = {}      # id(Value) -> local or global name
         self.const: dict[int, np.ndarray] = {}  # id(Value) -> its fixed array
         self._n = 0
+        self.node = None   # the node being planned (set by the backend; a profile's label)
+        self.labels: dict[str, str] = {}
 
     def fresh(self, prefix: str) -> str:
         self._n += 1
@@ -120,6 +184,9 @@ class RunBuilder:
         """A global name bound to ``obj``."""
         name = self.fresh(prefix)
         self.ns[name] = obj
+        if _profile is not None and prefix == "k" and self.node is not None:
+            out = self.node.outputs[0].type.shape if self.node.outputs else ()
+            self.labels[name] = f"{fmt_shapes([out])} {self.node.name or self.node.op.name}"
         return name
 
     def bind_const(self, v: Value, array: np.ndarray) -> None:
@@ -172,6 +239,11 @@ class RunBuilder:
             if len(_CODE) >= _CODE_MAX:
                 _CODE.clear()
             code = _CODE[src] = compile(src, f"<ember cpu run {self.name}>", "exec")
+        if _profile is not None:
+            for name in [n for n in self.ns if n[0] == "k" and n[1:].isdigit()]:
+                if callable(self.ns[name]):
+                    self.ns[name] = _profile.wrap(self.name, name, self.ns[name])
+                    _profile.lines[(self.name, name)] = self.labels.get(name, "")
         exec(code, self.ns)
         fn = self.ns["run"]
         fn.source = src
