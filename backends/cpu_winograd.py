@@ -28,7 +28,7 @@ ResNet-18's layers at batch 16, speed-up over im2col + GEMM (forward / data grad
 of 5, the two back to back in one process): 64 channels at 56x56 F(2) 1.38 / 1.21, F(4)
 1.57 / 1.51; 128 at 28x28 F(2) 1.30 / 1.50, F(4) 1.43 / 1.66; 256 at 14x14 F(2) 1.31 /
 1.54, F(4) 0.98 / 1.06; 512 at 7x7 F(2) 0.84 / 0.91, F(4) 0.58 / 0.54 (a 7x7 map computes
-8x8, and the filter transform, redone every call, outweighs the saving). ``MIN_TILES``
+8x8, and the filter transform, redone every training call, outweighs the saving). ``MIN_TILES``
 (counted as F(2x2) tiles) was 256 while the filter transform was a per-filter kernel (with
 Winograd on more of ResNet-18's layers its batch-1 latency rose from 28-29 to 31-36 ms);
 with that transform one GEMM (``filter_matrix``) and the per-point GEMMs split over the
@@ -100,10 +100,50 @@ def filter_matrix(m: int, dt: np.dtype) -> np.ndarray:
     one GEMM, ``U = K @ w.reshape(F*C, 9).T``, and the weight gradient's adjoint
     ``G^T dU G`` is ``dU.reshape(alpha^2, F*C).T @ K``. Measured against the generated
     per-filter kernel it replaced (2 threads, 128 channels, F(4x4)): 1.52 -> 0.26 ms, 256
-    channels F(2x2) 1.74 -> 0.44 ms (redone on every call: inference at batch 1 paid it per
-    image)."""
+    channels F(2x2) 1.74 -> 0.44 ms (then done on every call: inference at batch 1 paid it
+    per image; :class:`FilterCache` now keeps it while the weights stay the same)."""
     g = np.array([[float(v) for v in row] for row in MATRICES[m][1]])
     return np.kron(g, g).astype(dt)
+
+
+class FilterCache:
+    """A step's transformed filters ``U = taps @ w.reshape(F*C, 9).T``, kept while the
+    weights stay the same: inference calls a layer with the same weights every time, and
+    the transform cost a batch-1 ResNet-18 ~1 ms a call of its ~23 (F(4x4) at 128 channels:
+    0.25 ms a layer, where the layer's GEMMs and tile transforms take ~0.8). Each call keeps
+    a copy of the weights' bits (the weights' size, never the transform's); only when a
+    call's weights are bit for bit the last call's is the transform kept, in a buffer of
+    its own, and reused while they stay so. Training changes the weights every step: it
+    pays the copy (a read and a write of the weights: 9.4 MB for ResNet-18's Winograd layers
+    per direction) and keeps no transform. Inference keeps the transforms (ResNet-18: 22 MB
+    per program)."""
+
+    __slots__ = ("taps", "fc", "last", "u", "valid")
+
+    def __init__(self, taps: np.ndarray, fc: int):
+        self.taps, self.fc = taps, fc
+        self.last: np.ndarray | None = None   # the bits of the last call's weights
+        self.u: np.ndarray | None = None      # their transform, once they repeated
+        self.valid = False                    # whether ``u`` is of ``last``
+
+    def __call__(self, w: np.ndarray, scratch_u: np.ndarray) -> np.ndarray:
+        bits = w.reshape(-1).view(np.uint8)
+        last = self.last
+        if last is not None and np.array_equal(bits[:256], last[:256]) and \
+                np.array_equal(bits, last):   # (the prefix: a training step's differ at once)
+            if self.valid:
+                return self.u
+            if self.u is None:
+                self.u = np.empty_like(scratch_u)
+            np.matmul(self.taps, w.reshape(self.fc, 9).T, out=self.u.reshape(-1, self.fc))
+            self.valid = True
+            return self.u
+        if self.last is None:
+            self.last = np.empty_like(bits)
+        np.copyto(self.last, bits)
+        self.valid = False
+        np.matmul(self.taps, w.reshape(self.fc, 9).T, out=scratch_u.reshape(-1, self.fc))
+        return scratch_u
 
 
 def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
@@ -140,6 +180,8 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
                 (wino_out, (np.zeros((kk, 1, 1), dt), 1, 1, np.zeros((0, 1, 1), dt)))]
     tier = Deferred(calls, sources)
 
+    filters = FilterCache(taps, fc)
+
     def step(x, w, *rest):
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
         x = np.ascontiguousarray(x)
@@ -147,8 +189,7 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
         if not (tier.ready() and finite(x) and finite(w)):
             return fallback(x, w, *rest)
         u, v, mm = scratch.views(pieces)
-        np.matmul(taps, w.reshape(fc, 9).T, out=u.reshape(kk, fc))
-        u = u.reshape(kk, geo.f, geo.c)
+        u = filters(w, u).reshape(kk, geo.f, geo.c)
         if not forward:
             u = u.transpose(0, 2, 1)
         x3 = x.reshape(n * cin, hin, win)

@@ -136,3 +136,46 @@ def test_a_non_finite_output_gradient_gives_the_reference_weight_gradient(bad, m
         np.testing.assert_array_equal(np.isinf(g), np.isinf(w))
         ok = np.isfinite(w)
         np.testing.assert_allclose(g[ok], w[ok], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_transformed_filters_are_reused_only_while_the_weights_stay_bit_for_bit(m):
+    # inference calls a layer with the same weights: the filter transform is kept from the
+    # second call on; a change in place (even only a zero's sign) is seen at the next call
+    cfg = dict(n=2, c=5, f=4, g=1, hw=(9, 9), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
+               bias=False, epi="none")
+    graph, _, _ = _conv_graph(cfg)
+    x = _rand((2, 5, 9, 9), 1)
+    w = _rand((4, 5, 3, 3), 2)
+    with _small(m=m):
+        fn = cpu.compile(graph)
+    assert fn.report.get("winograd") == 1, fn.report
+    (step,) = [s for s in fn.run_fn.__globals__.values()
+               if getattr(s, "__name__", "") == "step" and hasattr(s, "deferred")]
+    cache = next(c.cell_contents for c in step.__closure__
+                 if isinstance(c.cell_contents, cpu_winograd.FilterCache))
+
+    def check():
+        got = fn([x], [w])[0]
+        want = reference.run_graph(graph, [x], [w])[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        return got
+
+    first = check()
+    assert not cache.valid                  # one call: weights copied, nothing kept
+    np.testing.assert_array_equal(check(), first)
+    assert cache.valid                      # the same weights again: kept...
+    kept = cache.u.copy()
+    np.testing.assert_array_equal(check(), first)
+    np.testing.assert_array_equal(cache.u, kept)   # ...and reused
+    w[1, 2, 0, 1] += 1.0                    # changed in place, the same array
+    changed = check()
+    assert not cache.valid and not np.array_equal(changed, first)
+    check()
+    assert cache.valid
+    w[0, 0, 0, 0] = 0.0
+    check()
+    check()
+    w[0, 0, 0, 0] = -0.0                    # equal as numbers, other bits: not reused
+    check()
+    assert not cache.valid
