@@ -35,6 +35,16 @@ WGRAD_T_MAX_F = 32
 # 9.56 -> 8.87 ms, 256 at 28x28 11.43 -> 9.30; at 7x7 (49 pixels) the chunks' wider GEMMs
 # won (8.96 vs 9.60 ms)
 POINTWISE_SAMPLE_M = 196
+# output pixels from which a strided 1x1 unpadded convolution (ResNet's downsampling) runs the
+# same way, each sample's subsampled image copied by NumPy as its column matrix: no im2col
+# pass, no transposing epilogue (ResNet-18's at batch 16, alternating in one process: 64->128
+# at 28x28 2.93-3.29 -> 1.68 ms, 128->256 at 14x14 1.82-1.87 -> 1.34-1.38, 256->512 at 7x7
+# 1.56-1.59 -> 1.38-1.41). Its gradients from ``STRIDED_PW_GRAD_M``: the data gradient as
+# W^T @ gy per sample into the strided positions (2.46-2.50 -> 1.93 ms, 1.76-1.79 -> 1.54),
+# the weight gradient as one product per sample summed in sample order (3.10-3.16 -> 2.07,
+# 1.96-2.01 -> 1.62); at 7x7 both lost (1.42 -> 1.54, 1.87 -> 2.05)
+STRIDED_PW_M = 49
+STRIDED_PW_GRAD_M = 196
 
 
 class Scratch:
@@ -101,6 +111,13 @@ DW_SAMPLES_PER_THREAD = 2
 PW_SAMPLES_MIN = 2
 
 
+def _strided_pointwise(geo: Geo, min_m: int) -> bool:
+    """A 1x1, strided, unpadded, ungrouped convolution (ResNet's downsampling) whose step
+    runs whole samples on each thread (from ``min_m`` output pixels)."""
+    return geo.k == (1, 1) and geo.p == (0, 0) and geo.s != (1, 1) and geo.g == 1 and \
+        geo.n >= PW_SAMPLES_MIN and geo.m >= min_m
+
+
 def _im2col(geo: Geo):
     """``IM2COL`` split over the image's channels: in the caller alone below
     ``COPY_SPLIT_MIN`` column elements (as image elements of this geometry)."""
@@ -131,6 +148,11 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     gargs = geo.args()
     post = epi is not None
     per_sample = geo.pointwise and nc == 1 and g == 1 and geo.n >= PW_SAMPLES_MIN
+    # a strided 1x1 (ResNet's downsampling) takes each sample's subsampled image as its
+    # column matrix the same way
+    sub = _strided_pointwise(geo, STRIDED_PW_M)
+    per_sample = per_sample or sub
+    sh, sw = geo.s
 
     def step(x, w, *rest):
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
@@ -174,7 +196,8 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     def _pw_samples(x, w3, y3, bias, leaves, extra, lo, hi):
         """Samples [lo, hi) of a 1x1 convolution, one GEMM each, and their epilogue."""
         for a in range(lo, hi):
-            np.matmul(w3[0], x[a].reshape(ck, m), out=y3[a])
+            src = x[a, :, ::sh, ::sw] if sub else x[a]
+            np.matmul(w3[0], src.reshape(ck, m), out=y3[a])
         if post:
             _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, lo, hi)
 
@@ -195,7 +218,7 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
                                y.reshape(geo.n * f, geo.oh, geo.ow)))]
         else:
             calls = [(im2col, (x[:1], *gargs, geo.oh, geo.ow, np.empty((geo.ck, 1, m), dt)))]
-        if post and (direct or geo.n % nc == 1 or nc == 1):
+        if post and (direct or geo.n % nc == 1 or nc == 1 or sub):
             calls += epilogue_calls(epi, y3, None, bias, leaves, sliced, extra)
         if post and not direct and nc > 1:
             calls += epilogue_calls(epi_t, y3, np.empty((f, 1, m), dt), bias, leaves, sliced,
@@ -233,6 +256,8 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
     col2im = kernel(DW_BWD_DATA) if direct else split(COL2IM, COPY_SPLIT_MIN)
     gargs = geo.args()
     hw = geo.h * geo.w
+    sub = _strided_pointwise(geo, STRIDED_PW_GRAD_M)
+    sh, sw = geo.s
 
     def step(gy, w, *rest):
         bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)
@@ -244,11 +269,14 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
             if epi is not None:
                 _run_epilogue(epi, dx3, None, bias, leaves, sliced, extra, 0, geo.n)
             return
-        cols, *t = scratch.views(pieces)
         # W^T as a view: BLAS takes it transposed, as fast as a copy (which cost 5.3 ms a
         # call for a (512, 4608) filter, a third of the GEMM's time)
         wt = np.ascontiguousarray(w).reshape(g, fg, ck).transpose(0, 2, 1)
         g3 = gy.reshape(geo.n, f, m)
+        if sub and run_split_blas(_sub_samples, (wt[0], g3, dx, dx3, bias, leaves, extra),
+                                  geo.n):
+            return
+        cols, *t = scratch.views(pieces)
         for a in range(0, geo.n, nc):
             e = min(geo.n, a + nc)
             cc = _part(cols, (geo.ck, e - a, m))
@@ -262,6 +290,15 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
             col2im(cc, *gargs, geo.oh, geo.ow, dx[a:e].reshape((e - a) * geo.c, geo.h, geo.w))
             if epi is not None:
                 _run_epilogue(epi, dx3, None, bias, leaves, sliced, extra, a, e)
+
+    def _sub_samples(wt, g3, dx, dx3, bias, leaves, extra, lo, hi):
+        """Samples [lo, hi) of a strided 1x1 convolution's data gradient: W^T @ gy into
+        the strided positions, zeros elsewhere, then the epilogue."""
+        for a in range(lo, hi):
+            dx[a].fill(0)
+            dx[a, :, ::sh, ::sw] = np.matmul(wt, g3[a]).reshape(geo.c, geo.oh, geo.ow)
+        if epi is not None:
+            _run_epilogue(epi, dx3, None, bias, leaves, sliced, extra, lo, hi)
 
     def kernel_calls(gy, w, *rest):
         """As ``forward_step``'s."""
@@ -298,6 +335,10 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
     scratch.need(pieces)
     im2col = kernel(DW_BWD_WEIGHT) if direct else _im2col(geo)
     gargs = geo.args()
+    sub = _strided_pointwise(geo, STRIDED_PW_GRAD_M)
+    sh, sw = geo.s
+    if sub:
+        scratch.need([((geo.n, f, ck), dt)])
 
     def step(gy, x, dw):
         gy = np.ascontiguousarray(gy).reshape(geo.n, f, geo.oh, geo.ow)
@@ -305,6 +346,13 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
         if direct:
             im2col(gy, x, *gargs, dw)
             return
+        if sub:   # one product per sample on the pool's threads, summed in sample order
+            (prods,) = scratch.views([((geo.n, f, ck), dt)])
+            prods = prods.reshape(geo.n, f, ck)
+            g3 = gy.reshape(geo.n, f, m)
+            if run_split_blas(_sub_products, (g3, x, prods), geo.n):
+                np.sum(prods, axis=0, out=dw.reshape(f, ck))
+                return
         views = scratch.views(pieces)
         cols = views[0]
         tt_full = views[1] if nc > 1 else None
@@ -335,6 +383,11 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
                 res += acc
         if flip:
             np.copyto(dw3, res.transpose(0, 2, 1))
+
+    def _sub_products(g3, x, prods, lo, hi):
+        """gy[a] @ x[a]'s subsampled image^T for samples [lo, hi) (a strided 1x1)."""
+        for a in range(lo, hi):
+            np.matmul(g3[a], x[a, :, ::sh, ::sw].reshape(ck, m).T, out=prods[a])
 
     def kernel_calls(gy, x, dw):
         """As ``forward_step``'s."""

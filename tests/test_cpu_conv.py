@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ember.backends import cpu, cpu_conv, cpu_conv_steps, reference
+from ember.backends import cpu, cpu_conv, cpu_conv_steps, cpu_split, reference
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import TensorType
 from ember.passes import run_pipeline
@@ -402,3 +402,39 @@ def test_depthwise_3x3_in_one_pass(hw, s, p, mult):
     want = reference.run_graph(graph, [a.copy() for a in inputs], [q.copy() for q in params])
     np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-4)
     assert np.array_equal(np.isnan(got[0]), np.isnan(want[0]))
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 4), c=st.integers(1, 5), f=st.integers(1, 5),
+       s=st.tuples(st.integers(1, 3), st.integers(1, 3)).filter(lambda s: s != (1, 1)),
+       hw=st.tuples(st.integers(1, 9), st.integers(1, 9)), bias=st.booleans(),
+       epi=st.sampled_from(["none", "relu", "residual"]))
+def test_strided_1x1_runs_whole_samples_and_matches_reference(n, c, f, s, hw, bias, epi):
+    """ResNet's downsampling (1x1, stride 2, no padding): forward, data and weight gradient
+    one sample at a time on the pool's threads (``STRIDED_PW_M``), odd sizes and unequal
+    strides included, with the fused epilogues; each of the three steps takes that path."""
+    cfg = dict(n=n, c=c, f=f, g=1, hw=hw, k=(1, 1), s=s, p=(0, 0), d=(1, 1), bias=bias,
+               epi=epi)
+    graph, _, _ = _conv_graph(cfg)
+    joint = run_pipeline(graph, grad=True, head_grads="ones")
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
+    taken = []
+    real = cpu_conv_steps.run_split_blas
+
+    def spy(fn, args, count):
+        ran = real(fn, args, count)
+        if ran:
+            taken.append(fn.__name__)
+        return ran
+    old = (cpu_conv_steps.STRIDED_PW_M, cpu_conv_steps.STRIDED_PW_GRAD_M,
+           cpu_conv_steps.run_split_blas)
+    cpu_conv_steps.STRIDED_PW_M = cpu_conv_steps.STRIDED_PW_GRAD_M = 1
+    cpu_conv_steps.run_split_blas = spy
+    try:
+        _compare(joint, inputs, params)
+    finally:
+        (cpu_conv_steps.STRIDED_PW_M, cpu_conv_steps.STRIDED_PW_GRAD_M,
+         cpu_conv_steps.run_split_blas) = old
+    if cpu_split.threads() > 1:   # (one thread: the chunked steps, checked elsewhere)
+        assert {"_pw_samples", "_sub_samples", "_sub_products"} <= set(taken), taken
