@@ -8,6 +8,7 @@ samples (see ``cpu_conv``'s docstring for the algorithms). Scratch lives in one
 from __future__ import annotations
 
 import math
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,6 +46,24 @@ POINTWISE_SAMPLE_M = 196
 # 1.96-2.01 -> 1.62); at 7x7 both lost (1.42 -> 1.54, 1.87 -> 2.05)
 STRIDED_PW_M = 49
 STRIDED_PW_GRAD_M = 196
+# output pixels from which a convolution's forward and data gradient (one group, not 1x1
+# stride 1) run whole samples on each thread, each with its own column matrix: im2col (or
+# col2im) and a GEMM straight into (from) the sample's planes, then its epilogue; the
+# chunks' transposing copies are gone (ResNet-18's 3x3 stride-2 layers at batch 16,
+# alternating in one process: forward 64->128 at 28x28 12.3 -> 10.8 ms, 128->256 at 14x14
+# 11.1 -> 10.0; at 7x7 the chunks' wider GEMMs won, 10.0 against 11.1)
+COLS_SAMPLE_M = 196
+
+_local = threading.local()
+
+
+def _thread_cols(size: int, dt: np.dtype) -> np.ndarray:
+    """This thread's column buffer of at least ``size`` elements of ``dt`` (the split
+    pool's threads and the caller keep theirs between calls: 2 x 1.8 MB for ResNet-18)."""
+    buf = getattr(_local, "cols", None)
+    if buf is None or buf.nbytes < size * dt.itemsize:
+        buf = _local.cols = np.empty(size * dt.itemsize, np.uint8)
+    return buf[:size * dt.itemsize].view(dt)
 
 
 class Scratch:
@@ -118,6 +137,13 @@ def _strided_pointwise(geo: Geo, min_m: int) -> bool:
         geo.n >= PW_SAMPLES_MIN and geo.m >= min_m
 
 
+def _sample_cols(geo: Geo) -> bool:
+    """Whether a forward or data gradient runs whole samples with a column matrix each
+    (``COLS_SAMPLE_M``)."""
+    return geo.g == 1 and not geo.depthwise and not geo.pointwise and \
+        geo.n >= PW_SAMPLES_MIN and geo.m >= COLS_SAMPLE_M
+
+
 def _im2col(geo: Geo):
     """``IM2COL`` split over the image's channels: in the caller alone below
     ``COPY_SPLIT_MIN`` column elements (as image elements of this geometry)."""
@@ -153,6 +179,7 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     sub = _strided_pointwise(geo, STRIDED_PW_M)
     per_sample = per_sample or sub
     sh, sw = geo.s
+    own_cols = _sample_cols(geo) and not sub and hasattr(im2col, "serial")
 
     def step(x, w, *rest):
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
@@ -171,6 +198,9 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
             return
         w3 = w.reshape(g, fg, ck)
         if per_sample and run_split_blas(_pw_samples, (x, w3, y3, bias, leaves, extra), geo.n):
+            return
+        if own_cols and run_split_blas(_col_samples, (x, w3[0], y3, bias, leaves, extra),
+                                       geo.n):
             return
         cols, *t = scratch.views(pieces)
         for a in range(0, geo.n, nc):
@@ -201,6 +231,16 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
         if post:
             _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, lo, hi)
 
+    def _col_samples(x, w2, y3, bias, leaves, extra, lo, hi):
+        """Samples [lo, hi): im2col into this thread's columns, one GEMM into the sample's
+        planes, then the epilogue over them."""
+        cc = _thread_cols(geo.ck * m, dt).reshape(geo.ck, 1, m)
+        for a in range(lo, hi):
+            im2col.serial(x[a:a + 1], *gargs, geo.oh, geo.ow, cc, 0, geo.c)
+            np.matmul(w2, cc.reshape(ck, m), out=y3[a])
+        if post:
+            _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, lo, hi)
+
     def _dw_samples(x, w, planes, y3, bias, leaves, extra, lo, hi):
         """Samples [lo, hi) of a depthwise convolution and its epilogue, one thread: the
         epilogue reads the planes while they are in cache."""
@@ -218,7 +258,7 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
                                y.reshape(geo.n * f, geo.oh, geo.ow)))]
         else:
             calls = [(im2col, (x[:1], *gargs, geo.oh, geo.ow, np.empty((geo.ck, 1, m), dt)))]
-        if post and (direct or geo.n % nc == 1 or nc == 1 or sub):
+        if post and (direct or geo.n % nc == 1 or nc == 1 or sub or own_cols):
             calls += epilogue_calls(epi, y3, None, bias, leaves, sliced, extra)
         if post and not direct and nc > 1:
             calls += epilogue_calls(epi_t, y3, np.empty((f, 1, m), dt), bias, leaves, sliced,
@@ -258,6 +298,7 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
     hw = geo.h * geo.w
     sub = _strided_pointwise(geo, STRIDED_PW_GRAD_M)
     sh, sw = geo.s
+    own_cols = _sample_cols(geo) and not sub and hasattr(col2im, "serial")
 
     def step(gy, w, *rest):
         bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)
@@ -276,6 +317,9 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
         if sub and run_split_blas(_sub_samples, (wt[0], g3, dx, dx3, bias, leaves, extra),
                                   geo.n):
             return
+        if own_cols and run_split_blas(_col_samples, (wt[0], g3, dx, dx3, bias, leaves,
+                                                      extra), geo.n):
+            return
         cols, *t = scratch.views(pieces)
         for a in range(0, geo.n, nc):
             e = min(geo.n, a + nc)
@@ -290,6 +334,17 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
             col2im(cc, *gargs, geo.oh, geo.ow, dx[a:e].reshape((e - a) * geo.c, geo.h, geo.w))
             if epi is not None:
                 _run_epilogue(epi, dx3, None, bias, leaves, sliced, extra, a, e)
+
+    def _col_samples(wt, g3, dx, dx3, bias, leaves, extra, lo, hi):
+        """Samples [lo, hi): W^T @ gy into this thread's columns, col2im into the sample's
+        image gradient, then the epilogue over them."""
+        cc = _thread_cols(geo.ck * m, dt).reshape(geo.ck, 1, m)
+        for a in range(lo, hi):
+            np.matmul(wt, g3[a], out=cc.reshape(ck, m))
+            planes = dx[a].reshape(geo.c, geo.h, geo.w)
+            col2im.serial(cc, *gargs, geo.oh, geo.ow, planes, 0, geo.c)
+        if epi is not None:
+            _run_epilogue(epi, dx3, None, bias, leaves, sliced, extra, lo, hi)
 
     def _sub_samples(wt, g3, dx, dx3, bias, leaves, extra, lo, hi):
         """Samples [lo, hi) of a strided 1x1 convolution's data gradient: W^T @ gy into

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ember.backends import cpu, cpu_conv, cpu_conv_steps, cpu_split, reference
+from ember.backends import cpu, cpu_conv, cpu_conv_steps, cpu_direct, cpu_split, reference
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import TensorType
 from ember.passes import run_pipeline
@@ -438,3 +438,34 @@ def test_strided_1x1_runs_whole_samples_and_matches_reference(n, c, f, s, hw, bi
          cpu_conv_steps.run_split_blas) = old
     if cpu_split.threads() > 1:   # (one thread: the chunked steps, checked elsewhere)
         assert {"_pw_samples", "_sub_samples", "_sub_products"} <= set(taken), taken
+
+
+@settings(max_examples=25, deadline=None)
+@given(convs().filter(lambda cfg: cfg["g"] == 1 and cfg["n"] >= 2 and
+                      (cfg["k"] != (1, 1) or cfg["s"] != (1, 1) or cfg["p"] != (0, 0))))
+def test_whole_samples_with_their_own_columns_match_reference(cfg):
+    """The forward and data gradient of one sample per GEMM (``COLS_SAMPLE_M``): im2col or
+    col2im through the thread's own columns, any kernel, stride, padding and dilation, with
+    the fused epilogues; both steps take that path."""
+    taken = []
+    real = cpu_conv_steps.run_split_blas
+
+    def spy(fn, args, count):
+        ran = real(fn, args, count)
+        if ran:
+            taken.append(fn.__qualname__.split(".")[0] + "." + fn.__name__)
+        return ran
+    old = (cpu_conv_steps.COLS_SAMPLE_M, cpu_conv_steps.STRIDED_PW_M,
+           cpu_conv_steps.STRIDED_PW_GRAD_M, cpu_conv_steps.run_split_blas, cpu_direct._ENABLED)
+    cpu_conv_steps.COLS_SAMPLE_M = 1
+    cpu_conv_steps.STRIDED_PW_M = cpu_conv_steps.STRIDED_PW_GRAD_M = 10**9
+    cpu_conv_steps.run_split_blas = spy
+    cpu_direct._ENABLED = False   # (the few-filter layers' direct kernels: not these steps)
+    try:
+        _forward_and_gradients(cfg)
+    finally:
+        (cpu_conv_steps.COLS_SAMPLE_M, cpu_conv_steps.STRIDED_PW_M,
+         cpu_conv_steps.STRIDED_PW_GRAD_M, cpu_conv_steps.run_split_blas,
+         cpu_direct._ENABLED) = old
+    if cpu_split.threads() > 1:
+        assert {"forward_step._col_samples", "dgrad_step._col_samples"} <= set(taken), taken
