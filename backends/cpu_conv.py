@@ -24,13 +24,19 @@ GEMM as in Chetlur et al. 2014's cuDNN "batched im2col"):
 - weight gradient: one GEMM per chunk and group over the chunk's nc*M columns,
   (F, nc*M) @ (nc*M, C*K), accumulated over the chunks (not one GEMM per sample and a sum);
   its chunks are as wide as ``CHUNK_BYTES`` allows.
+- one group and ``COLS_SAMPLE_M`` output pixels or more: the forward and data gradient run
+  whole samples on each thread instead, one GEMM per sample from (into) the thread's own
+  columns straight into (from) the sample's planes, no transposing pass; a strided, unpadded
+  1x1 (ResNet's downsampling) from each sample's subsampled image, its weight gradient one
+  product per sample summed in sample order (``STRIDED_PW_M``, ``STRIDED_PW_GRAD_M``).
 - one input channel per group (depthwise): direct numba kernels (``DW_*``).
 - 3x3, stride 1 (forward, data and weight gradient), where it measured faster: Winograd
   F(4x4, 3x3) or F(2x2, 3x3) (``cpu_winograd``), the im2col step kept for calls with
   non-finite values and until the Winograd kernels are compiled (``cpu_tiered``).
 Scratch (columns, transposed operands) is one buffer per compiled program (or the shared
 arena of a graph's programs at several batch sizes), allocated at the largest size a step
-asked for while planning; steps run one at a time. The run-time steps are in
+asked for while planning; steps run one at a time (``cpu_conv_scratch``; steps that run whole
+samples on each thread use each thread's own column buffer). The run-time steps are in
 ``cpu_conv_steps``, the numba sources in ``cpu_conv_kernels``.
 """
 from __future__ import annotations
@@ -46,7 +52,8 @@ from ember.ir.opset_conv import _deconv_geom
 
 from . import codegen, cpu_memo
 from .cpu_conv_kernels import conv_epilogue_source
-from .cpu_conv_steps import Scratch, dgrad_step, forward_step, wgrad_step
+from .cpu_conv_scratch import Scratch
+from .cpu_conv_steps import dgrad_step, forward_step, wgrad_step
 from .cpu_steps import PARALLEL_MIN, float_known, kernel
 from .plan import epilogue_leaves, master_first
 

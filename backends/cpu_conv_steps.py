@@ -7,20 +7,18 @@ samples (see ``cpu_conv``'s docstring for the algorithms). Scratch lives in one
 """
 from __future__ import annotations
 
-import math
-import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cpu_conv_kernels import COL2IM, DW_BWD_DATA, DW_BWD_WEIGHT, DW_FWD, IM2COL
+from .cpu_conv_scratch import Scratch, _part, _run_epilogue, _thread_cols, _unpack, epilogue_calls
 from .cpu_split import SplitKernel, matmuls, run_split, run_split_blas, threads
 from .cpu_steps import kernel, split
 
 if TYPE_CHECKING:
     from .cpu_conv import Geo
 
-_ALIGN = 64
 # elements of columns (or image) below which im2col/col2im run in the caller alone: handing
 # parts to a worker costs ~60 us, and LeNet's first layer makes 86 calls a step over ~59K
 # column elements each (training 8.1-8.9k -> 10.4-10.8k samples/s, alternating runs)
@@ -54,70 +52,6 @@ STRIDED_PW_GRAD_M = 196
 # 11.1 -> 10.0; at 7x7 the chunks' wider GEMMs won, 10.0 against 11.1)
 COLS_SAMPLE_M = 196
 
-_local = threading.local()
-
-
-def _thread_cols(size: int, dt: np.dtype) -> np.ndarray:
-    """This thread's column buffer of at least ``size`` elements of ``dt`` (the split
-    pool's threads and the caller keep theirs between calls: 2 x 1.8 MB for ResNet-18)."""
-    buf = getattr(_local, "cols", None)
-    if buf is None or buf.nbytes < size * dt.itemsize:
-        buf = _local.cols = np.empty(size * dt.itemsize, np.uint8)
-    return buf[:size * dt.itemsize].view(dt)
-
-
-class Scratch:
-    """The columns buffer of one compiled program: sized while planning, made on first use,
-    or taken from ``arena`` (a ``runtime.arena.SharedArena``: the programs of one graph at
-    other batch sizes share it, as they share their arena) as it is sized."""
-
-    def __init__(self, arena=None):
-        self.size = 0
-        self.buf: np.ndarray | None = None
-        self.arena = arena
-
-    def need(self, pieces: list[tuple[tuple, np.dtype]]) -> None:
-        total = sum(_aligned(math.prod(s) * dt.itemsize) for s, dt in pieces)
-        self.size = max(self.size, total)
-        if self.arena is not None:
-            self.buf = self.arena.buffer("conv_scratch", self.size + _ALIGN)
-
-    def views(self, pieces: list[tuple[tuple, np.dtype]]) -> list[np.ndarray]:
-        if self.buf is None:
-            self.buf = np.empty(self.size + _ALIGN, np.uint8)
-        off = (-self.buf.ctypes.data) % _ALIGN
-        out = []
-        for shape, dt in pieces:
-            out.append(np.ndarray(math.prod(shape), dt, self.buf, off))
-            off += _aligned(math.prod(shape) * dt.itemsize)
-        return out
-
-
-def _part(flat: np.ndarray, shape: tuple) -> np.ndarray:
-    """The first elements of a flat scratch piece as a contiguous array of ``shape``."""
-    return flat[:math.prod(shape)].reshape(shape)
-
-
-def _aligned(nbytes: int) -> int:
-    return -(-nbytes // _ALIGN) * _ALIGN
-
-
-
-def _unpack(rest: tuple, has_bias: bool, n_leaves: int):
-    """(bias, leaves, output, other outputs) of a forward/dgrad step's arguments after
-    (x, w)."""
-    bias = rest[0] if has_bias else None
-    rest = rest[1:] if has_bias else rest
-    return bias, rest[:n_leaves], rest[n_leaves], rest[n_leaves + 1:]
-
-
-def epilogue_calls(epi, m3, src, bias, leaves, sliced, extra) -> list:
-    """``[(epi, args)]``: the call :func:`_run_epilogue` makes (for its first sample)."""
-    got: list = []
-    _run_epilogue(lambda *a: got.append((epi, a)), m3, src, bias, leaves, sliced, extra, 0, 1)
-    return got
-
-
 # a depthwise forward with an epilogue splits over samples from this many per thread: each
 # thread then runs the epilogue over its samples' planes while they are in cache (MobileNet
 # 1.0 inference at batch 16, two networks called in turn: 143.6-145.2 ms best against
@@ -149,15 +83,6 @@ def _im2col(geo: Geo):
     ``COPY_SPLIT_MIN`` column elements (as image elements of this geometry)."""
     per = geo.k[0] * geo.k[1] * geo.m / max(1, geo.h * geo.w)   # columns per image element
     return split(IM2COL, int(COPY_SPLIT_MIN / max(per, 1e-9)))
-
-
-def _run_epilogue(epi, m3, src, bias, leaves, sliced, extra, a, e):
-    """The epilogue over samples [a, e) of the (N, C, M) result ``m3`` (read from ``src``,
-    (C, e-a, M), when given), writing the other outputs ``extra`` too."""
-    ls = [x[a:e] if sl else x for x, sl in zip(leaves, sliced)]
-    os_ = [o[a:e] for o in extra]
-    head = (src, m3[a:e]) if src is not None else (m3[a:e],)
-    epi(*head, *([bias] if bias is not None else []), *ls, *os_)
 
 
 def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: bool,

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cpu_conv_steps import Scratch, _run_epilogue, _unpack, epilogue_calls
+from .cpu_conv_scratch import Scratch, _run_epilogue, _unpack, epilogue_calls
 from .cpu_split import threads
 from .cpu_steps import kernel, split
 from .cpu_tiered import Deferred

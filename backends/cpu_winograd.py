@@ -48,7 +48,7 @@ import os
 import numpy as np
 
 from .cpu_conv import Geo
-from .cpu_conv_steps import Scratch, _part, _run_epilogue, _unpack, epilogue_calls
+from .cpu_conv_scratch import Scratch, _part, _run_epilogue, _unpack, epilogue_calls
 from .cpu_split import matmuls
 from .cpu_steps import kernel, split
 from .cpu_tiered import Deferred
