@@ -49,8 +49,11 @@ STRIDED_PW_GRAD_M = 196
 # col2im) and a GEMM straight into (from) the sample's planes, then its epilogue; the
 # chunks' transposing copies are gone (ResNet-18's 3x3 stride-2 layers at batch 16,
 # alternating in one process: forward 64->128 at 28x28 12.3 -> 10.8 ms, 128->256 at 14x14
-# 11.1 -> 10.0; at 7x7 the chunks' wider GEMMs won, 10.0 against 11.1)
+# 11.1 -> 10.0; at 7x7 the chunks' wider GEMMs won, 10.0 against 11.1). Only where a
+# sample's columns take at most ``COLS_SAMPLE_BYTES``: the threads keep their buffers
+# (``cpu_conv_scratch._thread_cols``), outside the program's scratch (ResNet-18: 1.8 MB)
 COLS_SAMPLE_M = 196
+COLS_SAMPLE_BYTES = 1 << 23
 
 # a depthwise forward with an epilogue splits over samples from this many per thread: each
 # thread then runs the epilogue over its samples' planes while they are in cache (MobileNet
@@ -71,11 +74,12 @@ def _strided_pointwise(geo: Geo, min_m: int) -> bool:
         geo.n >= PW_SAMPLES_MIN and geo.m >= min_m
 
 
-def _sample_cols(geo: Geo) -> bool:
+def _sample_cols(geo: Geo, itemsize: int) -> bool:
     """Whether a forward or data gradient runs whole samples with a column matrix each
-    (``COLS_SAMPLE_M``)."""
+    (``COLS_SAMPLE_M``, ``COLS_SAMPLE_BYTES``)."""
     return geo.g == 1 and not geo.depthwise and not geo.pointwise and \
-        geo.n >= PW_SAMPLES_MIN and geo.m >= COLS_SAMPLE_M
+        geo.n >= PW_SAMPLES_MIN and geo.m >= COLS_SAMPLE_M and \
+        geo.ck * geo.m * itemsize <= COLS_SAMPLE_BYTES
 
 
 def _im2col(geo: Geo):
@@ -104,7 +108,7 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     sub = _strided_pointwise(geo, STRIDED_PW_M)
     per_sample = per_sample or sub
     sh, sw = geo.s
-    own_cols = _sample_cols(geo) and not sub and hasattr(im2col, "serial")
+    own_cols = _sample_cols(geo, dt.itemsize) and not sub and hasattr(im2col, "serial")
 
     def step(x, w, *rest):
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
@@ -223,7 +227,7 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
     hw = geo.h * geo.w
     sub = _strided_pointwise(geo, STRIDED_PW_GRAD_M)
     sh, sw = geo.s
-    own_cols = _sample_cols(geo) and not sub and hasattr(col2im, "serial")
+    own_cols = _sample_cols(geo, dt.itemsize) and not sub and hasattr(col2im, "serial")
 
     def step(gy, w, *rest):
         bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)

@@ -469,3 +469,18 @@ def test_whole_samples_with_their_own_columns_match_reference(cfg):
          cpu_direct._ENABLED) = old
     if cpu_split.threads() > 1:
         assert {"forward_step._col_samples", "dgrad_step._col_samples"} <= set(taken), taken
+
+
+def test_whole_samples_only_where_a_samples_columns_are_small():
+    """The threads keep their column buffers: a sample's columns above COLS_SAMPLE_BYTES
+    (a 64-channel 3x3 layer at 112x112: 29 MB) keep the chunked steps, ResNet's 3x3/2 and
+    maps under COLS_SAMPLE_M too."""
+    def geo(**kw):
+        cfg = dict(n=2, c=64, f=128, g=1, hw=(56, 56), k=(3, 3), s=(2, 2), p=(1, 1),
+                   d=(1, 1), bias=False, epi="none")
+        cfg.update(kw)
+        return cpu_conv.geometry(_conv_graph(cfg)[0].nodes[0])
+    assert cpu_conv_steps._sample_cols(geo(), 4)
+    assert not cpu_conv_steps._sample_cols(geo(hw=(112, 112), s=(1, 1)), 4)
+    assert not cpu_conv_steps._sample_cols(geo(hw=(14, 14)), 4)         # 7x7 outputs
+    assert not cpu_conv_steps._sample_cols(geo(n=1), 4)
