@@ -34,25 +34,17 @@ def _taps(kh: int, kw: int) -> list[tuple[int, int]]:
 
 
 def _generic(kind: str, dtype: str) -> str:
-    """njit helpers for windows that overlap the padding: ``_win`` (the pooled value) and
-    ``_count`` (avg's divisor)."""
-    if kind == "max":
-        win = ["    m = -np.inf",
-               "    for yy in range(max(y0, 0), min(y0 + KH, H)):",
-               "        for xx in range(max(x0, 0), min(x0 + KW, W)):",
-               "            v = x[p, yy, xx]",
-               "            m = v if v > m or v != v else m",
-               "    return m"]
+    """njit helpers for avg/sum windows that overlap the padding: ``_win`` (the pooled
+    value) and ``_count`` (avg's divisor)."""
+    win = [f"    acc = np.{dtype}(0.0)",
+           "    ya, xa = max(y0, 0), max(x0, 0)",
+           "    for yy in range(ya, min(y0 + KH, H)):",
+           "        for xx in range(xa, min(x0 + KW, W)):",
+           "            acc += x[p, yy, xx]"]
+    if kind == "avg":
+        win += [f"    return acc / np.{dtype}(_count(y0, x0, H, W, lh, lw, include))"]
     else:
-        win = [f"    acc = np.{dtype}(0.0)",
-               "    ya, xa = max(y0, 0), max(x0, 0)",
-               "    for yy in range(ya, min(y0 + KH, H)):",
-               "        for xx in range(xa, min(x0 + KW, W)):",
-               "            acc += x[p, yy, xx]"]
-        if kind == "avg":
-            win += [f"    return acc / np.{dtype}(_count(y0, x0, H, W, lh, lw, include))"]
-        else:
-            win += ["    return acc"]
+        win += ["    return acc"]
     # the window's count (MXNet's rule, ir/opset_pool._pool_counts): with include, the
     # window clipped to the data plus the padding that counts (rows < lh, cols < lw)
     count = ["    if include:",
@@ -100,19 +92,16 @@ def pool_source(kind: str, dtype: str, parallel: bool, geom: tuple) -> str:
     """``kernel(x, lh, lw, include, out)``: max/avg/sum pooling of x (P, H, W) into out
     (P, OH, OW) with the window ``geom`` = (kh, kw, sh, sw, pad_top, pad_left) built in.
 
-    Windows inside the data run a fully unrolled body over constant offsets (the reference's
-    order, so sums agree bit for bit; max as ``np.maximum``, NaN wins); windows that touch
+    Max: :func:`_max_source`. Sums: windows inside the data run a fully unrolled body over
+    constant offsets (the reference's order, so sums agree bit for bit); windows that touch
     the padding call the generic ``_win``. avg's count with ``include``: the window clipped
     to rows < lh and cols < lw (the data plus the padding that counts)."""
+    if kind == "max":
+        return _max_source(parallel, geom)
     taps = _taps(geom[0], geom[1])
     body = [f"v{k} = x[p, y0 + {i}, x0 + {j}]" for k, (i, j) in enumerate(taps)]
-    if kind == "max":
-        body += ["m = v0"] + [f"m = v{k} if v{k} > m or v{k} != v{k} else m"
-                              for k in range(1, len(taps))]
-        res = "m"
-    else:
-        body += ["acc = v0"] + [f"acc += v{k}" for k in range(1, len(taps))]
-        res = "acc" if kind == "sum" else f"acc / np.{dtype}({len(taps)})"
+    body += ["acc = v0"] + [f"acc += v{k}" for k in range(1, len(taps))]
+    res = "acc" if kind == "sum" else f"acc / np.{dtype}({len(taps)})"
     ind = " " * 16
     generic = "out[p, oy, ox] = _win(x, p, y0, x0, H, W, lh, lw, include)"
     if len(taps) > MAX_UNROLL:
@@ -123,6 +112,49 @@ def pool_source(kind: str, dtype: str, parallel: bool, geom: tuple) -> str:
              ind + (f"out[p, oy, ox] = {res}" if res else generic),
              *_edges([generic])]
     return _HEADER + _consts(geom) + _generic(kind, dtype) + _jit(parallel) + \
+        "def kernel(x, lh, lw, include, out):\n" + "\n".join(lines) + "\n"
+
+
+_MAX_ROWS = """\
+    P, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    R = max((OW - 1) * SW + KW, PW + W)
+    for p in {loop}(P):
+        r = np.full(u(R), -np.inf, x.dtype)   # (the padding's columns stay -inf)
+        for oy in range(OH):
+            y0 = oy * SH - PH
+            ya, yb = max(y0, 0), min(y0 + KH, H)
+            if ya < yb:
+                for xx in range(u(W)):
+                    r[u(PW + xx)] = x[p, u(ya), xx]
+            else:
+                for xx in range(u(W)):
+                    r[u(PW + xx)] = -np.inf
+            for yy in range(ya + 1, yb):
+                for xx in range(u(W)):
+                    v = x[p, u(yy), xx]
+                    m = r[u(PW + xx)]
+                    r[u(PW + xx)] = v if v > m or v != v else m
+            for ox in range(u(OW)):
+                b = ox * u(SW)
+                m = r[b]
+"""
+
+
+def _max_source(parallel: bool, geom: tuple) -> str:
+    """Max pooling, each output row from one pass over its window's rows (the element-wise
+    maximum of the KH rows into a row buffer padded with -inf, unit stride, vectorised),
+    then the KW-wide maxima along that row at the stride. The per-window unrolled body it
+    replaced gathered each output's taps apart: ResNet's 3x3/2 pooling on two cores, the
+    two kernels in turn in one process, 5.7 -> 2.6 ms at 16x64x112x112, 0.48 -> 0.22 ms at
+    batch 1. Windows over the padding
+    see -inf there, as the reference; NaN wins (``np.maximum``); a window whose maxima are
+    signed zeros may give the other zero (the taps are visited in another order)."""
+    lines = [_MAX_ROWS.format(loop="prange" if parallel else "range").rstrip("\n")]
+    lines += [f"                v = r[b + u({j})]\n"
+              f"                m = v if v > m or v != v else m" for j in range(1, geom[1])]
+    lines.append("                out[p, oy, ox] = m")
+    return _HEADER + "from numba import uint64 as u\n\n" + _consts(geom) + _jit(parallel) + \
         "def kernel(x, lh, lw, include, out):\n" + "\n".join(lines) + "\n"
 
 

@@ -131,6 +131,41 @@ def test_max_pooling_gradient_goes_to_the_first_maximum_of_ties(k, s, p):
         np.testing.assert_array_equal(a, w)
 
 
+@st.composite
+def max_pool_cases(draw):
+    """Max pooling windows of 1-5 a side (larger than the steps, padded up to the window,
+    'full' windows past the edge), 1-D and 2-D; values with ties, NaN and infinities."""
+    nsp = draw(st.sampled_from([1, 2]))
+    k = tuple(draw(st.integers(1, 5)) for _ in range(nsp))
+    s = tuple(draw(st.integers(1, 4)) for _ in range(nsp))
+    p = tuple(draw(st.integers(0, ki - 1)) for ki in k)
+    sp = tuple(draw(st.integers(max(ki - 2 * pi, 1), 11)) for ki, pi in zip(k, p))
+    conv = draw(st.sampled_from(["valid", "full"]))
+    return (draw(st.integers(1, 2)), draw(st.integers(1, 3))) + sp, \
+        dict(kernel=k, stride=s, pad=p, pooling_convention=conv, pool_type="max")
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(max_pool_cases(), st.integers(0, 2 ** 31))
+def test_max_pooling_forward_equals_the_reference_exactly(case, seed):
+    """The row-buffer max pooling kernel (each output row from the elementwise maximum of
+    its window's rows): the same values as the reference, NaN where it has NaN (signed
+    zeros compare equal: the taps are visited in another order)."""
+    shape, at = case
+    graph = run_pipeline(_pool_graph(shape, at, "float32"), ["infer_shapes", "plan_memory"])
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal(shape) * 2).astype(np.float32)
+    special = rng.random(shape)
+    x[special < 0.05] = np.nan
+    x[(special >= 0.05) & (special < 0.1)] = np.inf
+    x[(special >= 0.1) & (special < 0.15)] = -np.inf
+    fn = cpu.compile(graph)
+    assert fn.report.get("pooling") == 1, fn.report
+    (got,), (want,) = fn([x.copy()], []), reference.run_graph(graph, [x], [])
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("kind", ["max", "avg", "sum"])
 @pytest.mark.parametrize("include", [True, False])
 def test_pooling_with_windows_too_large_to_unroll(kind, include):
