@@ -15,6 +15,8 @@ from ember.ir import EmberError, ShapeError
 from ember.ir.errors import DTypeError, fmt_shapes
 from ember.ir.types import TensorType
 
+from . import compiled_ops as _eager
+
 py_slice = slice
 _DEFAULT = np.dtype(np.float32)
 # MXNet's storage-type codes; ember stores every array densely
@@ -218,7 +220,9 @@ def invoke(op, inputs, attrs: dict, out=None, ctx=None):
     if op.mode:
         attrs = {**attrs, "is_train": _ag._STATE.training}
     try:
-        res = op.compute(datas, attrs)
+        res = _eager.run(op, datas, attrs) if op.name in _eager.EAGER_OPS else None
+        if res is None:
+            res = op.compute(datas, attrs)
     except EmberError:
         raise
     except Exception as e:  # a NumPy complaint becomes the op's own error
