@@ -147,9 +147,11 @@ def forward_source(fb: int, kw: int) -> str:
 
 def groups(n: int, f: int, fb: int, threads: int) -> int:
     """Filter groups per sample: the fewest (a power of two dividing ``f``, at least ``fb``
-    filters each) that give every thread two units of work."""
+    filters each) that give the threads equal shares of units or two units each (each unit
+    copies its sample's image: one unit per thread at batch 1, not two)."""
     g = 1
-    while n * g < 2 * threads and f % (2 * g) == 0 and f // (2 * g) >= fb:
+    while (n * g) % threads and n * g < 2 * threads and f % (2 * g) == 0 and \
+            f // (2 * g) >= fb:
         g *= 2
     return g
 
@@ -205,15 +207,21 @@ def wgrad_source(fb: int, kw: int) -> str:
 # batch 16): ResNet's 7x7 C=3 F=64 1.4x forward, 2.0x weight gradient; 3x3 C=32 F=64 at 56x56
 # 2.2x / 1.7x; F = 128 only the weight gradient gained (1.3x, C = 64), F >= 256 lost 2-4x.
 # 1x1 kernels keep the GEMM (one tap per row leaves the loop nothing to share). The forward
-# splits over samples and, for batches of fewer than two per thread, filter groups
-# (:func:`groups`): at batch 2 ResNet's first layer 3.7 -> 2.7 ms, at batch 1 it lost (1.88
-# vs 2.0 ms, each group copies the image again), hence ``MIN_N``; the weight gradient splits
-# over samples only (``MIN_N_WGRAD``).
+# splits over samples and, for batches the threads cannot share equally, filter groups
+# (:func:`groups`): at batch 2 ResNet's first layer 3.7 -> 2.7 ms. At batch 1 two groups a
+# thread lost (1.88 vs 2.0 ms: each group copies the image again); one group a thread wins,
+# with the fused bias and ReLU, alternating in one process: ResNet's first layer 2.23-2.34
+# -> 1.49-1.51 ms, MobileNet's (3x3/2, F = 32) 0.36 -> 0.33, DenseNet's 3x3 C=128 F=32 at
+# 56x56 2.54 -> 1.65 and at 28x28 0.54 -> 0.40, 3x3/2 C=F=64 at 56x56 0.48 -> 0.46; LeNet's
+# layers at batch 1 (a few thousand outputs) lost to the threads' hand-off (0.023 -> 0.025,
+# 0.030 -> 0.040 ms), hence ``MIN_OUT_B1`` (and the data gradient, not measured at batch 1,
+# keeps im2col there). The weight gradient splits over samples only (``MIN_N_WGRAD``).
 # Small maps of many channels keep the GEMM, whose reduction (C*kh*kw) is then long and
 # efficient: DenseNet's 3x3 C=128 F=32 layers at batch 16 gained 1.1-2.0x at 56x56 to 14x14
 # and lost 1.05-1.25x at 7x7, C=512 F=64 at 7x7 lost 1.2-1.6x.
 MAX_F = 64
-MIN_N = 2
+MIN_N = 1
+MIN_OUT_B1 = 1 << 14   # outputs (F x OH x OW) a sample of a batch of one needs
 MIN_N_WGRAD = 4
 SMALL_MAP = 196     # output pixels (14x14) below which ...
 WIDE_CK = 576       # ... a reduction this long (64 channels of 3x3) keeps the GEMM
@@ -236,7 +244,7 @@ def applies(geo: Geo, kind: str) -> bool:
         return False
     if kind == "wgrad":
         return geo.n >= MIN_N_WGRAD
-    if geo.n < MIN_N:
+    if geo.n < MIN_N or (geo.n == 1 and (kind != "forward" or geo.f * geo.m < MIN_OUT_B1)):
         return False
     if kind == "forward":
         return True

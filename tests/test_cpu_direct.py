@@ -112,7 +112,10 @@ def _data(joint, seed=0):
 
 def test_filter_groups_give_small_batches_work_for_every_thread():
     assert cpu_direct.groups(16, 64, 4, 2) == 1
-    assert cpu_direct.groups(2, 64, 4, 2) == 2 and cpu_direct.groups(1, 64, 4, 4) == 8
+    assert cpu_direct.groups(2, 64, 4, 2) == 1     # one sample per thread
+    assert cpu_direct.groups(1, 64, 4, 2) == 2 and cpu_direct.groups(1, 64, 4, 4) == 4
+    assert cpu_direct.groups(3, 64, 4, 2) == 2     # 6 units: 3 per thread, not 2 and 1
+    assert cpu_direct.groups(5, 64, 4, 2) == 1     # two units per thread or more
     assert cpu_direct.groups(1, 6, 2, 2) == 2      # 3 filters each, at least FB = 2
     assert cpu_direct.groups(1, 7, 2, 2) == 1      # no power of two divides 7
     assert cpu_direct.groups(1, 8, 4, 8) == 2      # 4 filters each at least
@@ -150,6 +153,18 @@ def test_one_dimensional_and_declined_shapes():
     assert cpu_direct.applies(Geo(c=128, h=14, w=14, oh=14, ow=14, **dense), "forward")
     assert not cpu_direct.applies(Geo(c=128, h=7, w=7, oh=7, ow=7, **dense), "forward")
     assert cpu_direct.applies(Geo(c=6, h=7, w=7, oh=7, ow=7, **dense), "forward")
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 1, 1), (7, 2, 3)])
+def test_batch_of_one_runs_the_forward_in_one_filter_group_per_thread(k, s, p):
+    """A single sample with enough outputs (``MIN_OUT_B1``): the forward is direct, split
+    into filter groups; the gradients keep im2col."""
+    h = 24 * s
+    joint = _graph(1, 3, 32, (h, h), (k, k), (p, p), True, "relu", s)
+    assert _compare(joint, *_data(joint)).get("direct") == 1
+    geo = Geo(1, 3, h, h, 32, 24, 24, (k, k), (s, s), (1, 1), (p, p), 1)
+    assert geo.f * geo.m >= cpu_direct.MIN_OUT_B1 and cpu_direct.applies(geo, "forward")
+    assert not cpu_direct.applies(geo, "dgrad") and not cpu_direct.applies(geo, "wgrad")
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
