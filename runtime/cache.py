@@ -171,10 +171,7 @@ class KernelCache:
         """Whether numba's index of the module at ``path`` exists (its kernels were
         compiled and saved by some process; whether for these argument types is numba's
         to find out)."""
-        try:
-            return any((path.parent / "__pycache__").glob(f"{path.stem}.*.nbi"))
-        except OSError:
-            return False
+        return path.stem in _indexed(path.parent / "__pycache__")
 
     __call__ = load
 
@@ -244,6 +241,32 @@ def default_cache() -> KernelCache:
     if _default is None:
         _default = KernelCache()
     return _default
+
+
+_INDEXED: dict[str, tuple[int, frozenset]] = {}
+_indexed_lock = threading.Lock()
+
+
+def _indexed(folder: Path) -> frozenset:
+    """The module stems with a numba index (``<stem>.<function>-<line>.pyXY.nbi``) in
+    ``folder``, listed again only when the folder changed (its mtime): a glob per kernel
+    listed the whole folder each time, 0.26 s of a warm ResNet-18 first step over a cache
+    of 7,000 files."""
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return frozenset()
+    with _indexed_lock:
+        got = _INDEXED.get(str(folder))
+        if got is not None and got[0] == mtime:
+            return got[1]
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return frozenset()
+        stems = frozenset(n.split(".", 1)[0] for n in names if n.endswith(".nbi"))
+        _INDEXED[str(folder)] = (mtime, stems)
+        return stems
 
 
 def installed() -> KernelCache:
