@@ -1,6 +1,10 @@
 """ember.runtime: executables, the arena and the kernel cache; build features (mx.runtime)."""
 from ember.backends import cpu_tiered as _tiered
 
+from .blas_core import prefer_avx2_kernels as _prefer_avx2_kernels
+
+_prefer_avx2_kernels()  # OpenBLAS's AVX2 kernels on Zen 4 (see runtime/blas_core.py)
+
 from .cache import install as _install_cache
 from .cache import warm_up_in_background as _warm_up
 from .features import Feature, Features, feature_list
