@@ -21,6 +21,8 @@ the last bits (another summation order within each dot product).
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 
 SWITCH_FROM = (b"SkylakeX", b"Cooperlake")
@@ -44,38 +46,56 @@ def _zen4(cpuinfo: str = "/proc/cpuinfo") -> bool:
         and "avx512f" in fields.get("flags", "").split()
 
 
+def openblas_libs() -> list:
+    """ctypes handles of the OpenBLAS libraries this process has loaded (none without
+    threadpoolctl)."""
+    try:
+        import ctypes
+
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    libs = []
+    for info in threadpool_info():
+        if info.get("internal_api") == "openblas" and info.get("filepath"):
+            try:
+                libs.append(ctypes.CDLL(info["filepath"]))
+            except OSError:
+                continue
+    return libs
+
+
+@contextlib.contextmanager
+def env_set(name: str, value: str):
+    """``name=value`` in the environment while OpenBLAS reads it, then gone again: child
+    processes (peers in a benchmark) keep their own defaults."""
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        del os.environ[name]
+
+
 def prefer_avx2_kernels(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """Switch OpenBLAS to its Haswell kernels where the module doc says; the core name it
     runs afterwards, or None when nothing was changed."""
     if "OPENBLAS_CORETYPE" in os.environ or not _zen4(cpuinfo) or \
             os.environ.get("EMBER_ADAPTIVE_THREADS", "1").lower() in ("0", "false", "no"):
         return None
-    try:
-        import ctypes
-
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
     switched = None
-    for info in threadpool_info():
-        if info.get("internal_api") != "openblas" or not info.get("filepath"):
-            continue
+    for lib in openblas_libs():
         try:
-            lib = ctypes.CDLL(info["filepath"])
             name, quit_, init = (lib.gotoblas_corename, lib.gotoblas_dynamic_quit,
                                  lib.gotoblas_dynamic_init)
             shutdown = lib.blas_thread_shutdown_
-        except (OSError, AttributeError):   # not a build that chooses at load time
+        except AttributeError:   # not a build that chooses at load time
             continue
         name.restype = ctypes.c_char_p
         if name() not in SWITCH_FROM:
             continue
-        os.environ["OPENBLAS_CORETYPE"] = TARGET
-        try:
+        with env_set("OPENBLAS_CORETYPE", TARGET):
             shutdown()
             quit_()
             init()
-        finally:       # child processes (peers in a benchmark) choose their own
-            del os.environ["OPENBLAS_CORETYPE"]
         switched = name().decode()
     return switched

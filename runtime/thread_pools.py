@@ -38,6 +38,8 @@ import time
 
 from ember.backends import cpu_split
 
+from .blas_core import env_set, openblas_libs
+
 INTERVAL = 0.25      # seconds between samples
 BLAS_SPIN = 16       # OpenBLAS's idle spin before sleeping: 2**BLAS_SPIN cycles
 _ALPHA = 0.5         # weight of the newest sample in the moving average
@@ -179,29 +181,16 @@ def quiet_blas() -> bool:
     this runs once, when ember is imported."""
     if not _enabled() or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
         return False
-    try:
-        import ctypes
-
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return False
     done = False
-    for info in threadpool_info():
-        if info.get("internal_api") != "openblas" or not info.get("filepath"):
-            continue
+    for lib in openblas_libs():
         try:
-            lib = ctypes.CDLL(info["filepath"])
             read_env, shutdown = lib.openblas_read_env, lib.blas_thread_shutdown_
-        except (OSError, AttributeError):  # a build without these entry points
+        except AttributeError:  # a build without these entry points
             continue
-        os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(BLAS_SPIN)
-        try:
+        with env_set("OPENBLAS_THREAD_TIMEOUT", str(BLAS_SPIN)):
             read_env()    # the library keeps the variable read at load time: read it again
-        finally:          # child processes (peers in a benchmark) keep their own default
-            del os.environ["OPENBLAS_THREAD_TIMEOUT"]
         shutdown()        # the server restarts on the next threaded call, with the new spin
         done = True
     return done
-
 
 quiet_blas()
