@@ -147,9 +147,9 @@ def _max_source(parallel: bool, geom: tuple) -> str:
     then the KW-wide maxima along that row at the stride. The per-window unrolled body it
     replaced gathered each output's taps apart: ResNet's 3x3/2 pooling on two cores, the
     two kernels in turn in one process, 5.7 -> 2.6 ms at 16x64x112x112, 0.48 -> 0.22 ms at
-    batch 1. Windows over the padding
-    see -inf there, as the reference; NaN wins (``np.maximum``); a window whose maxima are
-    signed zeros may give the other zero (the taps are visited in another order)."""
+    batch 1. Windows over the padding see -inf there, as the reference; NaN wins
+    (``np.maximum``); a window whose maxima are signed zeros may give the other zero (the
+    taps are visited in another order)."""
     lines = [_MAX_ROWS.format(loop="prange" if parallel else "range").rstrip("\n")]
     lines += [f"                v = r[b + u({j})]\n"
               f"                m = v if v > m or v != v else m" for j in range(1, geom[1])]
