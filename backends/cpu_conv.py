@@ -196,7 +196,7 @@ class ConvSteps:
         forward = name == "convolution"
         from . import cpu_direct  # (it imports this module's steps)
         from .cpu_winograd import applies, tile, winograd_step
-        wino = applies(geo, forward)
+        wino = applies(geo, forward, dt)
         direct = not wino and cpu_direct.applies(geo, "forward" if forward else "dgrad")
         epi = {}
         if epilogue or bias or len(outputs) > 1:

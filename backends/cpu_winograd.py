@@ -37,9 +37,12 @@ pool, two such networks in one process, called in turn 50 times, took 24.5 ms (b
 them; the 14x14 layers at batch 1 (49 tiles) gained nothing measurable. Chunks of
 ``CHUNK_BYTES`` (4 MB) of transformed tiles stay in cache between the transform and the
 GEMMs (32 MB chunks: 5-10% slower). ``EMBER_WINOGRAD=0`` turns it off;
-``EMBER_WINOGRAD_M=2`` or ``4`` forces the tile. The kernels are compiled off the first
-call's path (``cpu_tiered.Deferred``): with a cold kernel cache the first steps run the
-im2col step while a thread compiles them.
+``EMBER_WINOGRAD_M=2`` or ``4`` forces the tile. Fewer tiles than ``MIN_TILES`` run
+Winograd where inference's kept filters multiply as ``cpu_gemm``'s tiles (batch 1 at 14x14,
+256 channels: 1.55 ms a layer by im2col, ~1.35 by F(2x2) and the tiles; the whole batch-1
+ResNet-18 21.6 against 22.7 ms, the two programs alternated in one process). The kernels
+are compiled off the first call's path (``cpu_tiered.Deferred``): with a cold kernel cache
+the first steps run the im2col step while a thread compiles them.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ import os
 
 import numpy as np
 
+from . import cpu_gemm
 from .cpu_conv import Geo
 from .cpu_conv_scratch import Scratch, _part, _run_epilogue, _unpack, epilogue_calls
 from .cpu_split import matmuls
@@ -75,14 +79,20 @@ def kernel(x):
     return s == 0
 """
 
-def applies(geo: Geo, forward: bool) -> bool:
-    """Whether a convolution (``forward``) or its data gradient runs as Winograd F(2,3)."""
+def applies(geo: Geo, forward: bool, dt: np.dtype | None = None) -> bool:
+    """Whether a convolution (``forward``) or its data gradient runs as Winograd; with the
+    dtype given, also a forward convolution of fewer than ``MIN_TILES`` tiles whose
+    per-point GEMMs ``cpu_gemm`` runs once its filters are kept (inference at batch 1:
+    ResNet's 256-channel 14x14 layers, 49 tiles, 1.55 ms by im2col, ~1.35 by F(2x2))."""
     if not _ENABLED or geo.k != (3, 3) or geo.s != (1, 1) or geo.d != (1, 1) or geo.g != 1:
         return False
     if min(geo.c, geo.f) < MIN_CHANNELS or (not forward and max(geo.p) > 2):
         return False
     oh, ow = (geo.oh, geo.ow) if forward else (geo.h, geo.w)
-    return min(oh, ow) >= MIN_MAP and geo.n * -(-oh // 2) * -(-ow // 2) >= MIN_TILES
+    if min(oh, ow) < MIN_MAP:
+        return False
+    return geo.n * -(-oh // 2) * -(-ow // 2) >= MIN_TILES or (
+        forward and dt is not None and cpu_gemm.applies(geo.f, geo.c, dt))
 
 
 def tile(geo: Geo, forward: bool) -> int:
@@ -116,34 +126,52 @@ class FilterCache:
     its own, and reused while they stay so. Training changes the weights every step: it
     pays the copy (a read and a write of the weights: 9.4 MB for ResNet-18's Winograd layers
     per direction) and keeps no transform. Inference keeps the transforms (ResNet-18: 22 MB
-    per program)."""
+    per program). Where ``cpu_gemm`` applies (forward, float32, filters in blocks of 32, 128
+    channels or more) a kept transform is kept packed for its tiles instead, once their
+    kernel is compiled. Weights that repeat were finite (a step passes weights here only
+    after checking them): :meth:`repeats` spares the step its second read of them."""
 
-    __slots__ = ("taps", "fc", "last", "u", "valid")
+    __slots__ = ("taps", "fc", "last", "u", "valid", "shape", "packed")
 
-    def __init__(self, taps: np.ndarray, fc: int):
-        self.taps, self.fc = taps, fc
+    def __init__(self, taps: np.ndarray, fc: int, shape: tuple, packed: bool = False):
+        self.taps, self.fc, self.shape = taps, fc, shape
         self.last: np.ndarray | None = None   # the bits of the last call's weights
         self.u: np.ndarray | None = None      # their transform, once they repeated
-        self.valid = False                    # whether ``u`` is of ``last``
+        self.valid = False                    # whether the kept transform is of ``last``
+        # ``packed``: kept as ``cpu_gemm.pack`` lays it out (once its kernel is ready), in
+        # place of ``u``: (U, None) or (None, packed U) from a call
+        self.packed: np.ndarray | bool = packed
 
-    def __call__(self, w: np.ndarray, scratch_u: np.ndarray) -> np.ndarray:
+    def repeats(self, w: np.ndarray) -> bool:
+        """Whether ``w`` is bit for bit the last call's weights (which were finite: a step
+        calls with weights only after checking them)."""
+        bits, last = w.reshape(-1).view(np.uint8), self.last
+        # (the prefix first: a training step's weights differ at once)
+        return last is not None and np.array_equal(bits[:256], last[:256]) and \
+            np.array_equal(bits, last)
+
+    def __call__(self, w: np.ndarray, scratch_u: np.ndarray, same: bool) -> tuple:
+        """(U (alpha^2, F, C), None), or (None, U packed) while kept so (see the class doc);
+        ``same``: :meth:`repeats` of ``w``."""
+        if same:
+            if not self.valid:
+                if self.u is None:
+                    self.u = np.empty_like(scratch_u)
+                np.matmul(self.taps, w.reshape(self.fc, 9).T, out=self.u.reshape(-1, self.fc))
+                self.valid = True
+            if self.packed is True and cpu_gemm.TIER.ready():
+                self.packed = cpu_gemm.pack(self.u.reshape(self.shape))
+                self.u = None
+            return (None, self.packed) if self.u is None else (self.u, None)
         bits = w.reshape(-1).view(np.uint8)
-        last = self.last
-        if last is not None and np.array_equal(bits[:256], last[:256]) and \
-                np.array_equal(bits, last):   # (the prefix: a training step's differ at once)
-            if self.valid:
-                return self.u
-            if self.u is None:
-                self.u = np.empty_like(scratch_u)
-            np.matmul(self.taps, w.reshape(self.fc, 9).T, out=self.u.reshape(-1, self.fc))
-            self.valid = True
-            return self.u
         if self.last is None:
             self.last = np.empty_like(bits)
         np.copyto(self.last, bits)
+        if isinstance(self.packed, np.ndarray):   # (packed anew once kept again)
+            self.packed = True
         self.valid = False
         np.matmul(self.taps, w.reshape(self.fc, 9).T, out=scratch_u.reshape(-1, self.fc))
-        return scratch_u
+        return scratch_u, None
 
 
 def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
@@ -180,18 +208,24 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
                 (wino_out, (np.zeros((kk, 1, 1), dt), 1, 1, np.zeros((0, 1, 1), dt)))]
     tier = Deferred(calls, sources)
 
-    filters = FilterCache(taps, fc)
+    filters = FilterCache(taps, fc, (kk, geo.f, geo.c),
+                          forward and cpu_gemm.applies(geo.f, geo.c, dt))
 
     def step(x, w, *rest):
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
         x = np.ascontiguousarray(x)
         w = np.ascontiguousarray(w)
-        if not (tier.ready() and finite(x) and finite(w)):
+        if not tier.ready():
+            return fallback(x, w, *rest)
+        same = filters.repeats(w)   # (then finite: the check read w once, not twice)
+        if not (finite(x) and (same or finite(w))):
             return fallback(x, w, *rest)
         u, v, mm = scratch.views(pieces)
-        u = filters(w, u).reshape(kk, geo.f, geo.c)
-        if not forward:
-            u = u.transpose(0, 2, 1)
+        u, packed = filters(w, u, same)
+        if packed is None:
+            u = u.reshape(kk, geo.f, geo.c)
+            if not forward:
+                u = u.transpose(0, 2, 1)
         x3 = x.reshape(n * cin, hin, win)
         y3 = y.reshape(n, cout, m_out)
         y_planes = y.reshape(n * cout, hout, wout)
@@ -201,7 +235,10 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
             vv = _part(v, (kk, cin, cols))
             mv = _part(mm, (kk, cout, cols))
             wino_in(x3[a * cin:e * cin], ph, pw, th, tw, vv)
-            matmuls(u, vv, mv)
+            if packed is None:
+                matmuls(u, vv, mv)
+            else:
+                cpu_gemm.matmuls(packed, vv, mv)
             wino_out(mv, th, tw, y_planes[a * cout:e * cout])
             if epi is not None:
                 _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, a, e)

@@ -1,0 +1,110 @@
+"""Winograd's per-point GEMMs by ember's own register-blocked tiles, for inference.
+
+Winograd (``cpu_winograd``) multiplies, per transform point k, the transformed filters
+``U[k] (F, C)`` by the transformed tiles ``V[k] (C, T)``: at batch 1 these are small
+products, e.g. 16 x (256, 256) @ (256, 49) for a 256-channel 14x14 layer, that OpenBLAS
+runs at 75-165 GFLOP/s on this project's two Zen 4 cores: it packs U and V for every
+product. When a layer's weights repeat (inference: ``cpu_winograd.FilterCache`` keeps U),
+U is kept packed, 32 filters along the sum (:func:`pack`), and :data:`FV` computes blocks of
+32 filters x 14 tiles with ``cpu_gemm_ir.fv_tile``: 28 vectors of sums in registers for the
+whole sum over C, V read in place, nothing packed per call. (k, 32-filter block) pairs are
+split over the pool's threads (``cpu_split``). Measured in one process, alternating with
+``cpu_split.matmuls`` on the same operands: 16 x (256, 256) @ (256, 49) 0.38 against 0.63
+ms (232 against 164 GFLOP/s), 36 x (128, 128) @ (128, 49) 0.43 against 0.76, 16 x (256,
+256) @ (256, 784) 8.0 against 8.4; with sums of 64 (36 x (64, 64) @ (64, 196)) the tiles
+lost (0.51 against 0.43), hence ``MIN_C``.
+
+Tiles past the last multiple of 14 run as a tile of 7 (7x7-tile maps: 49 = 3 x 14 + 7)
+and tiles of 4, 2 and 1.
+Each output is its products in order over C, fused multiply-adds: the products BLAS forms
+(NaN and infinities reach the same outputs), rounded differently (within the conv tolerance
+of the tests). ``Deferred`` (``cpu_tiered``) compiles the kernel off the first call's path;
+until then, and where :func:`applies` says no, ``matmuls`` runs. ``EMBER_CPU_FV=0`` turns
+it off.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+
+import numpy as np
+
+from . import cpu_gemm_ir
+from .cpu_steps import split
+from .cpu_tiered import Deferred
+
+FB = 32        # filters per block (two vectors of 16)
+NB = 14        # tiles per block
+MIN_C = 128    # shorter sums: matmuls (see the module doc)
+_ENABLED = os.environ.get("EMBER_CPU_FV", "1").lower() not in ("0", "false", "no")
+
+# the IR generator, hashed into the kernel source: the kernel cache keys on source text, so
+# a change to the generator compiles the kernel anew
+_IR = hashlib.sha1(inspect.getsource(cpu_gemm_ir).encode()).hexdigest()[:16]
+
+_REST = ("        r = rest\n"
+         "        if r >= 7:\n"
+         "            T7(up3, v, out, C, uo, vo + p, T, oo + p, T)\n"
+         "            p += 7\n"
+         "            r -= 7\n") + "".join(
+    f"        if r & {b}:\n"
+    f"            T{b}(up3, v, out, C, uo, vo + p, T, oo + p, T)\n"
+    f"            p += {b}\n" for b in (4, 2, 1))
+
+FV = f"""import numpy as np
+from numba import njit, prange
+from ember.backends.cpu_gemm_ir import fv_tile   # generator {_IR}
+
+T{NB} = fv_tile({NB}, {FB // 16})
+T7 = fv_tile(7, {FB // 16})
+T4 = fv_tile(4, {FB // 16})
+T2 = fv_tile(2, {FB // 16})
+T1 = fv_tile(1, {FB // 16})
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model='numpy')
+def kernel(up3, v, out):
+    P = up3.shape[0]
+    C = up3.shape[1]
+    F = out.shape[1]
+    T = out.shape[2]
+    nfb = F // {FB}
+    full = T // {NB}
+    rest = T - full * {NB}
+    for idx in prange(P):
+        i = np.int64(idx)
+        k = i // nfb
+        uo = i * C * {FB}
+        vo = k * C * T
+        oo = (k * F + (i - k * nfb) * {FB}) * T
+        for nb in range(full):
+            T{NB}(up3, v, out, C, uo, vo + nb * {NB}, T, oo + nb * {NB}, T)
+        p = full * {NB}
+{_REST}"""
+
+
+def _calls():
+    z, f32 = np.zeros, np.float32
+    return [(split(FV), (z((1, 1, FB), f32), z((1, 1, 1), f32), z((1, FB, 1), f32)))]
+
+
+TIER = Deferred(_calls, [FV])
+
+
+def applies(f: int, c: int, dt: np.dtype) -> bool:
+    """Whether products U (F, C) @ V (C, T) of this dtype run as tiles once U is packed."""
+    return _ENABLED and dt == np.float32 and f % FB == 0 and c >= MIN_C
+
+
+def pack(u: np.ndarray) -> np.ndarray:
+    """U (kk, F, C) as (kk * F/32, C, 32): each 32-filter block's rows along the sum."""
+    kk, f, c = u.shape
+    return np.ascontiguousarray(u.reshape(kk, f // FB, FB, c).transpose(0, 1, 3, 2)) \
+        .reshape(kk * (f // FB), c, FB)
+
+
+def matmuls(up3: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
+    """``out[k] = U[k] @ v[k]`` for U packed by :func:`pack` (the kernel compiled)."""
+    split(FV)(up3, v, out)
+

@@ -1,0 +1,128 @@
+"""ember's own GEMM tiles (backends/cpu_gemm.py, cpu_gemm_ir.py): Winograd's per-point
+products ``out[k] = U[k] @ V[k]`` from U packed along the sum, against NumPy's matmul on
+hypothesis-generated shapes (every tile width: 14, 7, 4, 2, 1 and their sums), and with NaN
+and infinities, which reach exactly the outputs NumPy's products give them; and the
+Winograd step that uses them once a layer's filters are kept (inference), against the
+reference backend, while the weights stay, change in place and come back."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_cpu_conv import _conv_graph, _rand
+from test_cpu_winograd import _small
+
+from ember.backends import cpu, cpu_conv, cpu_gemm, cpu_winograd, reference
+
+
+@pytest.fixture(autouse=True)
+def _compiled_now():
+    """The tiles compiled on first use, not in the background (``cpu_tiered``)."""
+    old = cpu_gemm.TIER.background
+    cpu_gemm.TIER.background = False
+    yield
+    cpu_gemm.TIER.background = old
+
+
+def _products(kk, f, c, t, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((kk, f, c)).astype(np.float32),
+            rng.standard_normal((kk, c, t)).astype(np.float32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(kk=st.integers(1, 3), blocks=st.integers(1, 3), c=st.integers(1, 160),
+       t=st.integers(1, 60), seed=st.integers(0, 2 ** 16))
+def test_tiles_equal_numpy_matmul(kk, blocks, c, t, seed):
+    u, v = _products(kk, 32 * blocks, c, t, seed)
+    out = np.full((kk, 32 * blocks, t), np.nan, np.float32)
+    assert cpu_gemm.TIER.ready()
+    cpu_gemm.matmuls(cpu_gemm.pack(u), v, out)
+    want = np.matmul(u.astype(np.float64), v.astype(np.float64))
+    scale = np.matmul(np.abs(u).astype(np.float64), np.abs(v).astype(np.float64))
+    assert np.all(np.abs(out - want) <= 1e-6 * scale + 1e-30)   # every output written
+
+
+def test_pack_lays_each_32_filter_block_along_the_sum():
+    u = np.arange(2 * 64 * 3, dtype=np.float32).reshape(2, 64, 3)
+    p = cpu_gemm.pack(u)
+    assert p.shape == (4, 3, 32) and p.flags.c_contiguous
+    for k in range(2):
+        for fb in range(2):
+            np.testing.assert_array_equal(p[k * 2 + fb], u[k, 32 * fb:32 * fb + 32].T)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_reach_the_outputs_numpy_gives_them(bad):
+    u, v = _products(2, 64, 40, 23, 7)
+    u[1, 5, 3] = bad
+    v[0, 7, 11] = bad
+    v[1, 3, 4] = -bad
+    out = np.empty((2, 64, 23), np.float32)
+    cpu_gemm.matmuls(cpu_gemm.pack(u), v, out)
+    want = np.matmul(u, v)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(want))
+    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(want))
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(out[ok], want[ok], rtol=1e-4, atol=1e-4)
+
+
+def test_applies_to_float32_blocks_of_32_filters_with_long_sums():
+    assert cpu_gemm.applies(64, 128, np.dtype(np.float32))
+    assert not cpu_gemm.applies(48, 128, np.dtype(np.float32))      # F not a multiple of 32
+    assert not cpu_gemm.applies(64, 64, np.dtype(np.float32))       # C under MIN_C
+    assert not cpu_gemm.applies(64, 128, np.dtype(np.float64))
+
+
+def test_batch_one_14x14_layers_run_winograd_only_where_the_tiles_apply():
+    base = dict(n=1, c=128, f=64, g=1, hw=(14, 14), k=(3, 3), s=(1, 1), p=(1, 1),
+                d=(1, 1), bias=False, epi="none")
+    geo = cpu_conv.geometry(_conv_graph(base)[0].nodes[0])
+    assert cpu_winograd.applies(geo, True, np.dtype(np.float32))
+    assert not cpu_winograd.applies(geo, True)                      # (the weight gradient)
+    assert not cpu_winograd.applies(geo, True, np.dtype(np.float64))
+    assert not cpu_winograd.applies(geo, False, np.dtype(np.float32))
+    assert cpu.compile(_conv_graph(base)[0]).report.get("winograd") == 1
+    small = cpu_conv.geometry(_conv_graph(dict(base, hw=(7, 7)))[0].nodes[0])
+    assert not cpu_winograd.applies(small, True, np.dtype(np.float32))
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_kept_filters_run_as_tiles_and_follow_the_weights(m):
+    cfg = dict(n=1, c=128, f=32, g=1, hw=(10, 10), k=(3, 3), s=(1, 1), p=(1, 1),
+               d=(1, 1), bias=True, epi="relu")
+    graph, _, _ = _conv_graph(cfg)
+    x = _rand((1, 128, 10, 10), 1)
+    w = _rand((32, 128, 3, 3), 2) * 0.1
+    b = _rand((32,), 3)
+    with _small(m=m):
+        fn = cpu.compile(graph)
+    assert fn.report.get("winograd") == 1, fn.report
+    (step,) = [s for s in fn.run_fn.__globals__.values()
+               if getattr(s, "__name__", "") == "step" and hasattr(s, "deferred")]
+    cache = next(c.cell_contents for c in step.__closure__
+                 if isinstance(c.cell_contents, cpu_winograd.FilterCache))
+
+    def check(image=x):
+        got = fn([image], [w, b])[0]
+        want = reference.run_graph(graph, [image], [w, b])[0]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        ok = np.isfinite(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-4, atol=1e-4)
+        return got
+
+    check()
+    assert cache.packed is True and not cache.valid        # one call: nothing kept
+    check()
+    assert isinstance(cache.packed, np.ndarray) and cache.u is None   # kept, packed
+    first = check()                                         # the packed filters reused
+    w[3, 100, 1, 2] = -w[3, 100, 1, 2] + 0.5                # changed in place
+    changed = check()
+    assert cache.packed is True and not cache.valid
+    assert not np.array_equal(changed, first)
+    kept = check()
+    assert isinstance(cache.packed, np.ndarray)             # kept anew
+    bad = x.copy()
+    bad[0, 5, 4, 4] = np.nan                                # the im2col step, then back
+    check(bad)
+    np.testing.assert_array_equal(check(), kept)
