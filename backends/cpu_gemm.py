@@ -9,10 +9,11 @@ U is kept packed, 32 filters along the sum (:func:`pack`), and :data:`FV` comput
 32 filters x 14 tiles with ``cpu_gemm_ir.fv_tile``: 28 vectors of sums in registers for the
 whole sum over C, V read in place, nothing packed per call. (k, 32-filter block) pairs are
 split over the pool's threads (``cpu_split``). Measured in one process, alternating with
-``cpu_split.matmuls`` on the same operands: 16 x (256, 256) @ (256, 49) 0.38 against 0.63
-ms (232 against 164 GFLOP/s), 36 x (128, 128) @ (128, 49) 0.43 against 0.76, 16 x (256,
-256) @ (256, 784) 8.0 against 8.4; with sums of 64 (36 x (64, 64) @ (64, 196)) the tiles
-lost (0.51 against 0.43), hence ``MIN_C``.
+``cpu_split.matmuls`` on the same operands (2 threads): 16 x (256, 256) @ (256, 49) 0.55
+against 0.63 ms (188 against 164 GFLOP/s), 36 x (128, 128) @ (128, 49) 0.35 against 0.46,
+36 x (64, 64) @ (64, 196) 0.38 against 0.44, and at batch 16's chunks 36 x (64, 64) @ (64,
+392) 0.66 against 0.78, 36 x (128, 128) @ (128, 196) 1.17 against 1.43. One thread: 99-112
+GFLOP/s against OpenBLAS's 82-89.
 
 Tiles past the last multiple of 14 run as a tile of 7 (7x7-tile maps: 49 = 3 x 14 + 7)
 and tiles of 4, 2 and 1.
@@ -36,7 +37,7 @@ from .cpu_tiered import Deferred
 
 FB = 32        # filters per block (two vectors of 16)
 NB = 14        # tiles per block
-MIN_C = 128    # shorter sums: matmuls (see the module doc)
+MIN_C = 64     # shorter sums: matmuls (Winograd's layers have 64 channels or more)
 _ENABLED = os.environ.get("EMBER_CPU_FV", "1").lower() not in ("0", "false", "no")
 
 # the IR generator, hashed into the kernel source: the kernel cache keys on source text, so

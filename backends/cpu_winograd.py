@@ -62,6 +62,7 @@ MIN_CHANNELS = 64
 MIN_MAP = 14
 MIN_MAP_F4 = 28
 MIN_TILES = 128
+MIN_CHANNELS_FEW_TILES = 128   # (fewer tiles than MIN_TILES: measured at 256 channels)
 CHUNK_BYTES = 1 << 22
 _ENABLED = os.environ.get("EMBER_WINOGRAD", "1").lower() not in ("0", "false", "no")
 TILE = int(os.environ.get("EMBER_WINOGRAD_M", "0"))
@@ -92,7 +93,8 @@ def applies(geo: Geo, forward: bool, dt: np.dtype | None = None) -> bool:
     if min(oh, ow) < MIN_MAP:
         return False
     return geo.n * -(-oh // 2) * -(-ow // 2) >= MIN_TILES or (
-        forward and dt is not None and cpu_gemm.applies(geo.f, geo.c, dt))
+        forward and dt is not None and min(geo.c, geo.f) >= MIN_CHANNELS_FEW_TILES
+        and cpu_gemm.applies(geo.f, geo.c, dt))
 
 
 def tile(geo: Geo, forward: bool) -> int:
@@ -126,7 +128,7 @@ class FilterCache:
     its own, and reused while they stay so. Training changes the weights every step: it
     pays the copy (a read and a write of the weights: 9.4 MB for ResNet-18's Winograd layers
     per direction) and keeps no transform. Inference keeps the transforms (ResNet-18: 22 MB
-    per program). Where ``cpu_gemm`` applies (forward, float32, filters in blocks of 32, 128
+    per program). Where ``cpu_gemm`` applies (forward, float32, filters in blocks of 32, 64
     channels or more) a kept transform is kept packed for its tiles instead, once their
     kernel is compiled. Weights that repeat were finite (a step passes weights here only
     after checking them): :meth:`repeats` spares the step its second read of them."""

@@ -70,12 +70,12 @@ def test_non_finite_values_reach_the_outputs_numpy_gives_them(bad):
 def test_applies_to_float32_blocks_of_32_filters_with_long_sums():
     assert cpu_gemm.applies(64, 128, np.dtype(np.float32))
     assert not cpu_gemm.applies(48, 128, np.dtype(np.float32))      # F not a multiple of 32
-    assert not cpu_gemm.applies(64, 64, np.dtype(np.float32))       # C under MIN_C
+    assert not cpu_gemm.applies(64, 32, np.dtype(np.float32))       # C under MIN_C
     assert not cpu_gemm.applies(64, 128, np.dtype(np.float64))
 
 
 def test_batch_one_14x14_layers_run_winograd_only_where_the_tiles_apply():
-    base = dict(n=1, c=128, f=64, g=1, hw=(14, 14), k=(3, 3), s=(1, 1), p=(1, 1),
+    base = dict(n=1, c=128, f=128, g=1, hw=(14, 14), k=(3, 3), s=(1, 1), p=(1, 1),
                 d=(1, 1), bias=False, epi="none")
     geo = cpu_conv.geometry(_conv_graph(base)[0].nodes[0])
     assert cpu_winograd.applies(geo, True, np.dtype(np.float32))
@@ -83,8 +83,9 @@ def test_batch_one_14x14_layers_run_winograd_only_where_the_tiles_apply():
     assert not cpu_winograd.applies(geo, True, np.dtype(np.float64))
     assert not cpu_winograd.applies(geo, False, np.dtype(np.float32))
     assert cpu.compile(_conv_graph(base)[0]).report.get("winograd") == 1
-    small = cpu_conv.geometry(_conv_graph(dict(base, hw=(7, 7)))[0].nodes[0])
-    assert not cpu_winograd.applies(small, True, np.dtype(np.float32))
+    for other in (dict(base, hw=(7, 7)), dict(base, f=64)):   # (7x7 maps; 64 filters)
+        geo = cpu_conv.geometry(_conv_graph(other)[0].nodes[0])
+        assert not cpu_winograd.applies(geo, True, np.dtype(np.float32))
 
 
 @pytest.mark.parametrize("m", [2, 4])
