@@ -1,14 +1,18 @@
-"""Winograd's per-point GEMMs by ember's own register-blocked tiles, for inference.
+"""Winograd's per-point GEMMs by ember's own register-blocked tiles.
 
 Winograd (``cpu_winograd``) multiplies, per transform point k, the transformed filters
 ``U[k] (F, C)`` by the transformed tiles ``V[k] (C, T)``: at batch 1 these are small
 products, e.g. 16 x (256, 256) @ (256, 49) for a 256-channel 14x14 layer, that OpenBLAS
 runs at 75-165 GFLOP/s on this project's two Zen 4 cores: it packs U and V for every
-product. When a layer's weights repeat (inference: ``cpu_winograd.FilterCache`` keeps U),
-U is kept packed, 32 filters along the sum (:func:`pack`), and :data:`FV` computes blocks of
-32 filters x 14 tiles with ``cpu_gemm_ir.fv_tile``: 28 vectors of sums in registers for the
-whole sum over C, V read in place, nothing packed per call. (k, 32-filter block) pairs are
-split over the pool's threads (``cpu_split``). Measured in one process, alternating with
+product. Here U is packed, 32 filters along the sum (:func:`pack`), and :data:`FV`
+computes blocks of 32 filters x 14 tiles with ``cpu_gemm_ir.fv_tile``: 28 vectors of sums in
+registers for the whole sum over C, V read in place. When a layer's weights repeat
+(inference: ``cpu_winograd.FilterCache`` keeps U) U is packed once; weights that change
+(training) have it packed at each call, a NumPy copy (0.04-0.7 ms a layer of ResNet-18; a
+data gradient's U^T in runs of 32), which the products repay: ResNet-18 training steps at
+batch 16, two programs alternated in one process, 860 / 970 ms (best / median of 16)
+against 895 / 985. (k, 32-filter block) pairs are split over the pool's threads
+(``cpu_split``). Measured in one process, alternating with
 ``cpu_split.matmuls`` on the same operands (2 threads): 16 x (256, 256) @ (256, 49) 0.55
 against 0.63 ms (188 against 164 GFLOP/s), 36 x (128, 128) @ (128, 49) 0.35 against 0.46,
 36 x (64, 64) @ (64, 196) 0.38 against 0.44, and at batch 16's chunks 36 x (64, 64) @ (64,
@@ -98,11 +102,19 @@ def applies(f: int, c: int, dt: np.dtype) -> bool:
     return _ENABLED and dt == np.float32 and f % FB == 0 and c >= MIN_C
 
 
-def pack(u: np.ndarray) -> np.ndarray:
-    """U (kk, F, C) as (kk * F/32, C, 32): each 32-filter block's rows along the sum."""
+def pack(u: np.ndarray, out: np.ndarray | None = None, transposed: bool = False) -> np.ndarray:
+    """U (kk, F, C) as (kk * F/32, C, 32), each 32-filter block's rows along the sum (into
+    ``out``, of U's size, where given); ``transposed``: U^T's (kk, C, F) blocks instead, (kk *
+    C/32, F, 32) (a data gradient's GEMMs, whose sum runs over F: runs of 32 copied whole)."""
     kk, f, c = u.shape
-    return np.ascontiguousarray(u.reshape(kk, f // FB, FB, c).transpose(0, 1, 3, 2)) \
-        .reshape(kk * (f // FB), c, FB)
+    if transposed:
+        src, shape = u.reshape(kk, f, c // FB, FB).transpose(0, 2, 1, 3), (kk * (c // FB), f)
+    else:
+        src, shape = u.reshape(kk, f // FB, FB, c).transpose(0, 1, 3, 2), (kk * (f // FB), c)
+    if out is None:
+        return np.ascontiguousarray(src).reshape(*shape, FB)
+    np.copyto(out.reshape(src.shape), src)
+    return out.reshape(*shape, FB)
 
 
 def matmuls(up3: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:

@@ -128,10 +128,11 @@ class FilterCache:
     its own, and reused while they stay so. Training changes the weights every step: it
     pays the copy (a read and a write of the weights: 9.4 MB for ResNet-18's Winograd layers
     per direction) and keeps no transform. Inference keeps the transforms (ResNet-18: 22 MB
-    per program). Where ``cpu_gemm`` applies (forward, float32, filters in blocks of 32, 64
-    channels or more) a kept transform is kept packed for its tiles instead, once their
-    kernel is compiled. Weights that repeat were finite (a step passes weights here only
-    after checking them): :meth:`repeats` spares the step its second read of them."""
+    per program). Where ``cpu_gemm`` applies (float32, outputs in blocks of 32, 64 channels
+    or more) a forward's kept transform is kept packed for its tiles instead, once their
+    kernel is compiled (a transform made for one call is packed by the step). Weights that
+    repeat were finite (a step passes weights here only after checking them): :meth:`repeats`
+    spares the step its second read of them."""
 
     __slots__ = ("taps", "fc", "last", "u", "valid", "shape", "packed")
 
@@ -192,7 +193,11 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
     tiles = th * tw
     per = kk * max(cin, cout) * tiles * dt.itemsize
     nc = max(1, min(geo.n, CHUNK_BYTES // max(1, per)))
+    # cpu_gemm's tiles: outputs (cout) in blocks of 32, the sum over cin; weights that change
+    # (training) have their transform packed anew each call, into the last piece
+    tiles_apply = cpu_gemm.applies(cout, cin, dt)
     pieces = [((kk, cout, cin), dt), ((kk, cin, nc * tiles), dt), ((kk, cout, nc * tiles), dt)]
+    pieces += [((kk, cout, cin), dt)] if tiles_apply else []
     scratch.need(pieces)
     sources = [FINITE, in_source(m), out_source(m)]
     finite, wino_in, wino_out = kernel(sources[0]), *map(split, sources[1:])
@@ -210,8 +215,7 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
                 (wino_out, (np.zeros((kk, 1, 1), dt), 1, 1, np.zeros((0, 1, 1), dt)))]
     tier = Deferred(calls, sources)
 
-    filters = FilterCache(taps, fc, (kk, geo.f, geo.c),
-                          forward and cpu_gemm.applies(geo.f, geo.c, dt))
+    filters = FilterCache(taps, fc, (kk, geo.f, geo.c), forward and tiles_apply)
 
     def step(x, w, *rest):
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
@@ -222,8 +226,10 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
         same = filters.repeats(w)   # (then finite: the check read w once, not twice)
         if not (finite(x) and (same or finite(w))):
             return fallback(x, w, *rest)
-        u, v, mm = scratch.views(pieces)
+        u, v, mm, *pk = scratch.views(pieces)
         u, packed = filters(w, u, same)
+        if packed is None and tiles_apply and cpu_gemm.TIER.ready():
+            packed = cpu_gemm.pack(u.reshape(kk, geo.f, geo.c), pk[0], not forward)
         if packed is None:
             u = u.reshape(kk, geo.f, geo.c)
             if not forward:

@@ -12,6 +12,7 @@ from test_cpu_conv import _conv_graph, _rand
 from test_cpu_winograd import _small
 
 from ember.backends import cpu, cpu_conv, cpu_gemm, cpu_winograd, reference
+from ember.passes import run_pipeline
 
 
 @pytest.fixture(autouse=True)
@@ -127,3 +128,29 @@ def test_kept_filters_run_as_tiles_and_follow_the_weights(m):
     bad[0, 5, 4, 4] = np.nan                                # the im2col step, then back
     check(bad)
     np.testing.assert_array_equal(check(), kept)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_training_steps_pack_each_calls_filters_for_the_tiles(m, monkeypatch):
+    # weights that change every call (training): the forward's and the data gradient's
+    # transforms are packed anew each call (the data gradient's as U^T's blocks)
+    cfg = dict(n=2, c=64, f=96, g=1, hw=(9, 9), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
+               bias=False, epi="relu")
+    graph, _, _ = _conv_graph(cfg)
+    joint = run_pipeline(graph, grad=True)
+    calls = []
+    real = cpu_gemm.matmuls
+    monkeypatch.setattr(cpu_gemm, "matmuls", lambda *a: (calls.append(a[2].shape), real(*a)))
+    with _small(m=m):
+        fn = cpu.compile(joint)
+        for seed in range(2):
+            inputs = [_rand(v.type.shape, seed + j) for j, v in enumerate(joint.inputs)]
+            params = [_rand(v.type.shape, 10 + seed + j) * 0.1
+                      for j, v in enumerate(joint.params)]
+            got = fn([a.copy() for a in inputs], [p.copy() for p in params])
+            want = reference.run_graph(joint, inputs, params)
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=2e-4)
+    assert fn.report.get("winograd") == 3, fn.report
+    kk = (m + 2) ** 2
+    assert {s[:2] for s in calls} == {(kk, 96), (kk, 64)}   # forward (F) and data gradient (C)
