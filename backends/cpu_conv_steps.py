@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import cpu_gemm
 from .cpu_conv_kernels import COL2IM, DW_BWD_DATA, DW_BWD_WEIGHT, DW_FWD, IM2COL
 from .cpu_conv_scratch import Scratch, _part, _run_epilogue, _thread_cols, _unpack, epilogue_calls
 from .cpu_split import SplitKernel, matmuls, run_split, run_split_blas, threads
@@ -220,14 +221,21 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
     nc, g, f, m = geo.chunk(dt.itemsize), geo.g, geo.f, geo.m
     ck, fg = geo.ck // g, f // g
     direct = geo.depthwise
-    pieces = [] if direct else [((geo.ck, nc, m), dt)] + ([((f, nc, m), dt)] if nc > 1 else [])
-    scratch.need(pieces)
     col2im = kernel(DW_BWD_DATA) if direct else split(COL2IM, COPY_SPLIT_MIN)
     gargs = geo.args()
     hw = geo.h * geo.w
     sub = _strided_pointwise(geo, STRIDED_PW_GRAD_M)
     sh, sw = geo.s
     own_cols = _sample_cols(geo, dt.itemsize) and not sub and hasattr(col2im, "serial")
+    # whole samples per thread: W^T @ gy on cpu_gemm's tiles (W^T's rows in blocks of 32,
+    # packed per call in runs of 32) where single-threaded BLAS is slowest (per sample, one
+    # thread each, alternating in one process: (128 x 1152) @ (1152 x 784) 4.6 against 5.2
+    # ms, (256 x 2304) @ (2304 x 196) 17.4 against 18.7 ms for 16); a chunk's wide GEMM on
+    # both threads stays BLAS's (the tiles lost: 19.0 against 17.5 ms at (512, 4608, 784))
+    tiles = own_cols and cpu_gemm.applies(ck, f, dt)
+    pieces = [] if direct else [((geo.ck, nc, m), dt)] + ([((f, nc, m), dt)] if nc > 1 else [])
+    pieces += [((f, ck), dt)] if tiles else []
+    scratch.need(pieces)
 
     def step(gy, w, *rest):
         bias, leaves, dx, extra = _unpack(rest, has_bias, n_leaves)
@@ -246,10 +254,13 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
         if sub and run_split_blas(_sub_samples, (wt[0], g3, dx, dx3, bias, leaves, extra),
                                   geo.n):
             return
-        if own_cols and run_split_blas(_col_samples, (wt[0], g3, dx, dx3, bias, leaves,
-                                                      extra), geo.n):
-            return
         cols, *t = scratch.views(pieces)
+        pk = None
+        if tiles and cpu_gemm.TIER.ready():
+            pk = cpu_gemm.pack(w.reshape(1, f, ck), t[-1], transposed=True)
+        if own_cols and run_split_blas(_col_samples, (wt[0], g3, dx, dx3, bias, leaves,
+                                                      extra, pk), geo.n):
+            return
         for a in range(0, geo.n, nc):
             e = min(geo.n, a + nc)
             cc = _part(cols, (geo.ck, e - a, m))
@@ -264,12 +275,15 @@ def dgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias: b
             if epi is not None:
                 _run_epilogue(epi, dx3, None, bias, leaves, sliced, extra, a, e)
 
-    def _col_samples(wt, g3, dx, dx3, bias, leaves, extra, lo, hi):
-        """Samples [lo, hi): W^T @ gy into this thread's columns, col2im into the sample's
-        image gradient, then the epilogue over them."""
+    def _col_samples(wt, g3, dx, dx3, bias, leaves, extra, pk, lo, hi):
+        """Samples [lo, hi): W^T @ gy into this thread's columns (``pk``: W^T packed for
+        cpu_gemm's tiles), col2im into the sample's image gradient, then the epilogue."""
         cc = _thread_cols(geo.ck * m, dt).reshape(geo.ck, 1, m)
         for a in range(lo, hi):
-            np.matmul(wt, g3[a], out=cc.reshape(ck, m))
+            if pk is not None:
+                cpu_gemm.matmuls(pk, g3[a].reshape(1, f, m), cc.reshape(1, ck, m), True)
+            else:
+                np.matmul(wt, g3[a], out=cc.reshape(ck, m))
             planes = dx[a].reshape(geo.c, geo.h, geo.w)
             col2im.serial(cc, *gargs, geo.oh, geo.ow, planes, 0, geo.c)
         if epi is not None:

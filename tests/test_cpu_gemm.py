@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from test_cpu_conv import _conv_graph, _rand
 from test_cpu_winograd import _small
 
-from ember.backends import cpu, cpu_conv, cpu_gemm, cpu_winograd, reference
+from ember.backends import cpu, cpu_conv, cpu_conv_steps, cpu_gemm, cpu_winograd, reference
 from ember.passes import run_pipeline
 
 
@@ -154,3 +154,34 @@ def test_training_steps_pack_each_calls_filters_for_the_tiles(m, monkeypatch):
     assert fn.report.get("winograd") == 3, fn.report
     kk = (m + 2) ** 2
     assert {s[:2] for s in calls} == {(kk, 96), (kk, 64)}   # forward (F) and data gradient (C)
+
+
+@pytest.mark.parametrize("n,per_sample", [(1, False), (3, True), (40, True), (40, False)])
+def test_im2col_data_gradients_of_whole_samples_run_on_the_tiles(n, per_sample, monkeypatch):
+    # W^T @ gy of a stride-2 convolution (not Winograd's) where each thread takes whole
+    # samples (maps from COLS_SAMPLE_M pixels): W^T packed per call for the tiles; a
+    # chunk of samples keeps BLAS
+    if per_sample:
+        monkeypatch.setattr(cpu_conv_steps, "COLS_SAMPLE_M", 0)
+    cfg = dict(n=n, c=32, f=64, g=1, hw=(9, 9), k=(3, 3), s=(2, 2), p=(1, 1), d=(1, 1),
+               bias=True, epi="none")
+    graph, _, _ = _conv_graph(cfg)
+    joint = run_pipeline(graph, grad=True)
+    calls = []
+    real = cpu_gemm.matmuls
+    monkeypatch.setattr(cpu_gemm, "matmuls",
+                        lambda *a, **k: (calls.append(a[2].shape), real(*a, **k)))
+    inputs = [_rand(v.type.shape, j) for j, v in enumerate(joint.inputs)]
+    params = [_rand(v.type.shape, 10 + j) for j, v in enumerate(joint.params)]
+    inputs[0][0, 3, 4, 4] = np.nan                  # NaN reaches the same image gradients
+    fn = cpu.compile(joint)
+    got = fn([a.copy() for a in inputs], [p.copy() for p in params])
+    want = reference.run_graph(joint, [a.copy() for a in inputs], [p.copy() for p in params])
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        ok = np.isfinite(w)
+        np.testing.assert_allclose(g[ok], w[ok], rtol=1e-4, atol=1e-4)
+    if per_sample:
+        assert len(calls) == n and all(s == (1, 32 * 9, 25) for s in calls), calls
+    else:
+        assert not calls, calls
