@@ -117,7 +117,12 @@ def pack(u: np.ndarray, out: np.ndarray | None = None, transposed: bool = False)
     return out.reshape(*shape, FB)
 
 
-def matmuls(up3: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
-    """``out[k] = U[k] @ v[k]`` for U packed by :func:`pack` (the kernel compiled)."""
-    split(FV)(up3, v, out)
+def matmuls(up3: np.ndarray, v: np.ndarray, out: np.ndarray, serial: bool = False) -> None:
+    """``out[k] = U[k] @ v[k]`` for U packed by :func:`pack` (the kernel compiled);
+    ``serial``: in the calling thread alone (a part of work the pool already split)."""
+    fn = split(FV)
+    if serial and hasattr(fn, "serial"):
+        fn.serial(up3, v, out, 0, up3.shape[0])
+    else:
+        fn(up3, v, out)
 
