@@ -29,6 +29,7 @@ it off.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -89,9 +90,15 @@ def kernel(up3, v, out):
 {_REST}"""
 
 
+@functools.cache
+def _fv():
+    """:data:`FV`'s split kernel (made once: ``split`` parses the source each time)."""
+    return split(FV)
+
+
 def _calls():
     z, f32 = np.zeros, np.float32
-    return [(split(FV), (z((1, 1, FB), f32), z((1, 1, 1), f32), z((1, FB, 1), f32)))]
+    return [(_fv(), (z((1, 1, FB), f32), z((1, 1, 1), f32), z((1, FB, 1), f32)))]
 
 
 TIER = Deferred(_calls, [FV])
@@ -120,7 +127,7 @@ def pack(u: np.ndarray, out: np.ndarray | None = None, transposed: bool = False)
 def matmuls(up3: np.ndarray, v: np.ndarray, out: np.ndarray, serial: bool = False) -> None:
     """``out[k] = U[k] @ v[k]`` for U packed by :func:`pack` (the kernel compiled);
     ``serial``: in the calling thread alone (a part of work the pool already split)."""
-    fn = split(FV)
+    fn = _fv()
     if serial and hasattr(fn, "serial"):
         fn.serial(up3, v, out, 0, up3.shape[0])
     else:
