@@ -66,6 +66,11 @@ DW_SAMPLES_PER_THREAD = 2
 # epilogue too small to split, left a core idle (MobileNet 1.0 inference at batch 16, the
 # two ways in turn in one process: 135.7-154.4 ms best against 148.5-159.0)
 PW_SAMPLES_MIN = 2
+# ... and with at most this many pixels a sample on cpu_gemm's tiles, its weights kept packed
+# (one thread each, alternating with single-threaded BLAS: MobileNet 1.0's (512 x 512) @ (512
+# x 196) 0.89 against 0.95 ms, (1024 x 1024) @ (1024 x 49) 0.89 against 1.09; at 3136
+# pixels and more the two were within 3%)
+PW_TILES_MAX_M = 1024
 
 
 def _strided_pointwise(geo: Geo, min_m: int) -> bool:
@@ -110,6 +115,9 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     per_sample = per_sample or sub
     sh, sw = geo.s
     own_cols = _sample_cols(geo, dt.itemsize) and not sub and hasattr(im2col, "serial")
+    # a 1x1 convolution's samples on cpu_gemm's tiles while its weights repeat (inference)
+    kept = cpu_gemm.KeptPack() if per_sample and not sub and m <= PW_TILES_MAX_M and \
+        cpu_gemm.applies(f, ck, dt) else None
 
     def step(x, w, *rest):
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
@@ -127,7 +135,9 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
                 _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, 0, geo.n)
             return
         w3 = w.reshape(g, fg, ck)
-        if per_sample and run_split_blas(_pw_samples, (x, w3, y3, bias, leaves, extra), geo.n):
+        pk = kept(w3[0]) if kept is not None else None
+        if per_sample and run_split_blas(_pw_samples, (x, w3, y3, bias, leaves, extra, pk),
+                                         geo.n):
             return
         if own_cols and run_split_blas(_col_samples, (x, w3[0], y3, bias, leaves, extra),
                                        geo.n):
@@ -153,11 +163,15 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
             _run_epilogue(epi_t if post else _copy_t, y3, tt, bias, leaves, sliced, extra,
                           a, e)
 
-    def _pw_samples(x, w3, y3, bias, leaves, extra, lo, hi):
-        """Samples [lo, hi) of a 1x1 convolution, one GEMM each, and their epilogue."""
+    def _pw_samples(x, w3, y3, bias, leaves, extra, pk, lo, hi):
+        """Samples [lo, hi) of a 1x1 convolution, one GEMM each (``pk``: the weights packed
+        for cpu_gemm's tiles), and their epilogue."""
         for a in range(lo, hi):
             src = x[a, :, ::sh, ::sw] if sub else x[a]
-            np.matmul(w3[0], src.reshape(ck, m), out=y3[a])
+            if pk is not None:
+                cpu_gemm.matmuls(pk, src.reshape(1, ck, m), y3[a].reshape(1, f, m), True)
+            else:
+                np.matmul(w3[0], src.reshape(ck, m), out=y3[a])
         if post:
             _run_epilogue(epi, y3, None, bias, leaves, sliced, extra, lo, hi)
 

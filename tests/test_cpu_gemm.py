@@ -185,3 +185,35 @@ def test_im2col_data_gradients_of_whole_samples_run_on_the_tiles(n, per_sample, 
         assert len(calls) == n and all(s == (1, 32 * 9, 25) for s in calls), calls
     else:
         assert not calls, calls
+
+
+def test_pointwise_samples_run_on_the_tiles_while_the_weights_repeat(monkeypatch):
+    cfg = dict(n=3, c=64, f=96, g=1, hw=(14, 14), k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1),
+               bias=True, epi="relu")
+    graph, _, _ = _conv_graph(cfg)
+    calls = []
+    real = cpu_gemm.matmuls
+    monkeypatch.setattr(cpu_gemm, "matmuls",
+                        lambda *a, **k: (calls.append(a[2].shape), real(*a, **k)))
+    x = _rand((3, 64, 14, 14), 1)
+    w = _rand((96, 64, 1, 1), 2)
+    b = _rand((96,), 3)
+    fn = cpu.compile(graph)
+
+    def check(image=x):
+        calls.clear()
+        got = fn([image], [w, b])[0]
+        want = reference.run_graph(graph, [image], [w, b])[0]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        ok = np.isfinite(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-4, atol=1e-4)
+        return len(calls)
+
+    assert check() == 0                     # new weights: BLAS, their bits kept
+    assert check() == 3                     # the same again: packed, one product a sample
+    assert check() == 3
+    w[5, 7, 0, 0] += 1.0                    # changed in place
+    assert check() == 0
+    bad = x.copy()
+    bad[1, 4, 2, 2] = np.inf
+    assert check(bad) == 3                  # (an Inf reaches the outputs BLAS gives it)
