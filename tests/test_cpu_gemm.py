@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cpu_conv import _conv_graph, _rand
-from test_cpu_winograd import _small
+from test_cpu_winograd import _compiled_with_filter_cache, _small
 
 from ember.backends import cpu, cpu_conv, cpu_conv_steps, cpu_gemm, cpu_winograd, reference
 from ember.passes import run_pipeline
@@ -97,13 +97,7 @@ def test_kept_filters_run_as_tiles_and_follow_the_weights(m):
     x = _rand((1, 128, 10, 10), 1)
     w = _rand((32, 128, 3, 3), 2) * 0.1
     b = _rand((32,), 3)
-    with _small(m=m):
-        fn = cpu.compile(graph)
-    assert fn.report.get("winograd") == 1, fn.report
-    (step,) = [s for s in fn.run_fn.__globals__.values()
-               if getattr(s, "__name__", "") == "step" and hasattr(s, "deferred")]
-    cache = next(c.cell_contents for c in step.__closure__
-                 if isinstance(c.cell_contents, cpu_winograd.FilterCache))
+    fn, cache = _compiled_with_filter_cache(graph, m)
 
     def check(image=x):
         got = fn([image], [w, b])[0]

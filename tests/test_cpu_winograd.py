@@ -138,6 +138,18 @@ def test_a_non_finite_output_gradient_gives_the_reference_weight_gradient(bad, m
         np.testing.assert_allclose(g[ok], w[ok], rtol=1e-4, atol=1e-4)
 
 
+def _compiled_with_filter_cache(graph, m):
+    """The program of a one-convolution ``graph`` run by Winograd F(m x m), and its step's
+    ``FilterCache``."""
+    with _small(m=m):
+        fn = cpu.compile(graph)
+    assert fn.report.get("winograd") == 1, fn.report
+    (step,) = [s for s in fn.run_fn.__globals__.values()
+               if getattr(s, "__name__", "") == "step" and hasattr(s, "deferred")]
+    return fn, next(c.cell_contents for c in step.__closure__
+                    if isinstance(c.cell_contents, cpu_winograd.FilterCache))
+
+
 @pytest.mark.parametrize("m", [2, 4])
 def test_transformed_filters_are_reused_only_while_the_weights_stay_bit_for_bit(m):
     # inference calls a layer with the same weights: the filter transform is kept from the
@@ -147,13 +159,7 @@ def test_transformed_filters_are_reused_only_while_the_weights_stay_bit_for_bit(
     graph, _, _ = _conv_graph(cfg)
     x = _rand((2, 5, 9, 9), 1)
     w = _rand((4, 5, 3, 3), 2)
-    with _small(m=m):
-        fn = cpu.compile(graph)
-    assert fn.report.get("winograd") == 1, fn.report
-    (step,) = [s for s in fn.run_fn.__globals__.values()
-               if getattr(s, "__name__", "") == "step" and hasattr(s, "deferred")]
-    cache = next(c.cell_contents for c in step.__closure__
-                 if isinstance(c.cell_contents, cpu_winograd.FilterCache))
+    fn, cache = _compiled_with_filter_cache(graph, m)
 
     def check():
         got = fn([x], [w])[0]
