@@ -68,7 +68,8 @@ def variants(args, with_ember_compile: bool = True, torch_compile: bool = True) 
 
 _HIGHER = ("train_best", "train_median", "infer_best", "gbps_best", "gbps_median",
            "gflops_best", "gflops_median")
-_LOWER = ("latency1_us", "first_step_s", "first_step_warm_s", "import_s")
+_LOWER = ("latency1_us", "first_step_s", "first_step_warm_s", "first_step_sync_s",
+          "first_step_warm_sync_s", "import_s")
 
 
 def _merge(old: dict | None, new: dict) -> dict:
@@ -114,6 +115,7 @@ def measure(rows: list[dict], workload: str, data: str, opts: dict, rounds: int,
                 warm = common.run_worker(r["fw"], "first_step", r["variant"], data, o,
                                          r["python"], env, timeout)
                 res["first_step_warm_s"] = warm.get("first_step_s")
+                res["first_step_warm_sync_s"] = warm.get("first_step_sync_s")
             if cache:
                 shutil.rmtree(cache, ignore_errors=True)
             results[r["name"]] = _merge(results.get(r["name"]), res)

@@ -1,11 +1,14 @@
-"""ResNet-18 v1 and MobileNet 1.0 in plain ``torch.nn`` (torchvision is not needed), built
-like the Gluon model zoo's: the same layers, strides, paddings and parameter order, so that
-``bench.convnets.param_value`` fills both with the same numbers.
+"""ResNet-18 v1, ResNet-50 v1 and MobileNet 1.0 in plain ``torch.nn`` (torchvision is not
+needed), built like the Gluon model zoo's: the same layers, strides, paddings and parameter
+order, so that ``bench.convnets.param_value`` fills both with the same numbers.
 
 ResNet-18 v1: 7x7/2 conv, BN, ReLU, 3x3/2 max pool, four stages of two basic blocks (the
 stride on the first 3x3 conv, a 1x1 projection + BN on the shortcut when the shape changes),
-global average pooling, Dense(1000). MobileNet 1.0: 3x3/2 conv, 13 depthwise-separable
-pairs, global average pooling, Dense(1000). Convolutions have no bias; BN eps 1e-5.
+global average pooling, Dense(1000). ResNet-50 v1: the same stem, four stages of 3, 4, 6, 3
+bottleneck blocks (1x1 with bias and the stage's stride, 3x3, 1x1 with bias, each with BN; the
+projection on each stage's first block). MobileNet 1.0: 3x3/2 conv, 13 depthwise-separable
+pairs, global average pooling, Dense(1000). Convolutions have no bias (but the bottlenecks'
+1x1s, as Gluon's); BN eps 1e-5.
 """
 from __future__ import annotations
 
@@ -39,6 +42,35 @@ class BasicBlockV1(nn.Module):
         return F.relu(short + self.body(x))
 
 
+class BottleneckV1(nn.Module):
+    """1x1 (stride, bias) -> 3x3 -> 1x1 (bias), BN after each, post-activation residual."""
+
+    def __init__(self, cin: int, cout: int, stride: int, project: bool):
+        super().__init__()
+        w = cout // 4
+        self.body = nn.Sequential(nn.Conv2d(cin, w, 1, stride, 0), nn.BatchNorm2d(w, eps=1e-5),
+                                  nn.ReLU(), *_conv_bn(w, w, 3, 1, 1), nn.ReLU(),
+                                  nn.Conv2d(w, cout, 1, 1, 0), nn.BatchNorm2d(cout, eps=1e-5))
+        self.downsample = nn.Sequential(*_conv_bn(cin, cout, 1, stride, 0)) if project else None
+
+    def forward(self, x):
+        short = x if self.downsample is None else self.downsample(x)
+        return F.relu(self.body(x) + short)
+
+
+def resnet50_v1(classes: int = 1000) -> nn.Module:
+    """ResNet-50 v1 as ``gluon.model_zoo.vision.resnet50_v1``."""
+    layers = [*_conv_bn(3, 64, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for i, (blocks, cout) in enumerate(zip((3, 4, 6, 3), (256, 512, 1024, 2048), strict=True)):
+        stride = 1 if i == 0 else 2
+        layers += [BottleneckV1(cin, cout, stride, cin != cout)]
+        layers += [BottleneckV1(cout, cout, 1, False) for _ in range(blocks - 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, classes)]
+    return nn.Sequential(*layers)
+
+
 def resnet18_v1(classes: int = 1000) -> nn.Module:
     """ResNet-18 v1 as ``gluon.model_zoo.vision.resnet18_v1``."""
     layers = [*_conv_bn(3, 64, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
@@ -70,6 +102,8 @@ def _tensors(net: nn.Module) -> list:
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             out.append(("weight", m.weight))
+            if m.bias is not None:
+                out.append(("bias", m.bias))
         elif isinstance(m, nn.BatchNorm2d):
             out += [("gamma", m.weight), ("beta", m.bias), ("mean", m.running_mean),
                     ("var", m.running_var)]
@@ -82,7 +116,8 @@ class TorchConvNet:
     """Adapter: eager module, SGD with momentum, ``cross_entropy``."""
 
     def __init__(self, model: str):
-        self.net = {"resnet18_v1": resnet18_v1, "mobilenet1_0": mobilenet1_0}[model]()
+        self.net = {"resnet18_v1": resnet18_v1, "resnet50_v1": resnet50_v1,
+                    "mobilenet1_0": mobilenet1_0}[model]()
         tensors = _tensors(self.net)
         with torch.no_grad():
             for i, (kind, t) in enumerate(tensors):
