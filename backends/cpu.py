@@ -79,7 +79,7 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
         for names, src in ((args[n_in:], "params"), (args[:n_in], "inputs")):
             if names:
                 b.lines.insert(0, f"{', '.join(names)}, = {src}")
-        for node in graph.nodes:
+        for self._pos, node in enumerate(graph.nodes):
             self._plan(node)
         given = {id(v) for v in (*graph.inputs, *graph.params)}
         rets, seen = [], set()

@@ -53,10 +53,19 @@ from ember.ir.opset_conv import _deconv_geom
 from . import codegen, cpu_memo
 from .cpu_conv_kernels import conv_epilogue_source
 from .cpu_conv_scratch import Scratch
-from .cpu_conv_steps import dgrad_step, forward_step, wgrad_step
+from .cpu_conv_steps import (
+    POINTWISE_SAMPLE_M,
+    PW_SAMPLES_MIN,
+    dgrad_step,
+    dw_pw_step,
+    forward_step,
+    wgrad_step,
+)
 from .cpu_steps import PARALLEL_MIN, float_known, kernel
 from .plan import epilogue_leaves, master_first
 
+# a depthwise convolution and the 1x1 that alone reads it as one step (``_dw_pw``)
+FUSE_DW_PW = True
 CONV_OPS = ("convolution", "deconvolution", "convolution_backward_weight")
 # Samples per chunk: the fewest whose GEMM has MIN_COLS columns, at most CHUNK_BYTES of
 # columns. Fewer samples keep the columns that im2col just wrote in cache for the GEMM; more
@@ -146,6 +155,28 @@ def geometry(node: Node) -> Geo | None:
     return geo
 
 
+@dataclass
+class _Conv:
+    """A forward convolution's planned step: its geometry, the step and its argument
+    sources, the values it reads (x, w, bias, leaves) and writes, its epilogue's pieces;
+    ``text``/``line``/``pos``: its line of the run function, where, and its node's place in
+    the graph."""
+    geo: Geo
+    dt: np.dtype
+    step: object
+    args: list
+    used: list
+    outs: list
+    epi: object
+    bias: bool
+    n_leaves: int
+    sliced: list
+    serial_epi: object = None   # () -> the epilogue's serial kernel (None: no epilogue)
+    text: str = ""
+    line: int = -1
+    pos: int = -1
+
+
 class ConvSteps:
     """Convolution steps (a mixin: needs ``b``, ``report``, ``_arg``, ``_buf``)."""
 
@@ -198,7 +229,7 @@ class ConvSteps:
         from .cpu_winograd import applies, tile, winograd_step
         wino = applies(geo, forward, dt)
         direct = not wino and cpu_direct.applies(geo, "forward" if forward else "dgrad")
-        epi = {}
+        epi: dict = {}
         if epilogue or bias or len(outputs) > 1:
             # serial after a GEMM, like IM2COL (cpu_conv_kernels); the direct kernels run
             # no BLAS
@@ -209,6 +240,11 @@ class ConvSteps:
                     ("conv", bias, shape_free, tuple(map(tuple, flags)), parallel, tr),
                     lambda: conv_epilogue_source(bias, epilogue, mv, leaves, flags, outputs,
                                                  parallel, tr)))
+            # (one sample's, in a thread of the pool: ``_dw_pw``)
+            epi["serial"] = lambda: kernel(cpu_memo.source(
+                ("conv", bias, shape_free, tuple(map(tuple, flags)), False, False),
+                lambda: conv_epilogue_source(bias, epilogue, mv, leaves, flags, outputs,
+                                             False, False)))
         make = forward_step if forward else dgrad_step
         sliced = [not fl[0] for fl in flags]
         step = make(geo, dt, self._conv_scratch(), epi.get(False), epi.get(True), bias,
@@ -228,9 +264,57 @@ class ConvSteps:
         args = [self._arg(v) for v in ins[:3 if bias else 2]]
         args += [self._arg(sub.get(id(v), v), r) for v, r in zip(leaves, reshapes)]
         args += [self.b.expr(outs[0])] + [self.b.expr(v, view) for v in outs[1:]]
-        self.b.emit(f"{self.b.constant(step, 'k')}({', '.join(args)})")
         kind = "conv" if forward else "conv_dgrad"
         self.report[kind + ("+epilogue" if epilogue else "")] += 1
+        used = [*ins[:3 if bias else 2], *(sub.get(id(v), v) for v in leaves)]
+        one = _Conv(geo, dt, step, args, used, outs, epi.get(False), bias, len(leaves), sliced,
+                    epi.get("serial"))
+        if forward and not wino and not direct and self._dw_pw(one):
+            return True
+        one.text = f"{self.b.constant(step, 'k')}({', '.join(args)})"
+        self.b.emit(one.text)
+        self._pending_dw = one if forward and geo.depthwise else None
+        one.line, one.pos = len(self.b.lines) - 1, getattr(self, "_pos", -1)
+        return True
+
+    def _dw_pw(self, b: _Conv) -> bool:
+        """Whether the 1x1 convolution ``b`` took the depthwise convolution whose step was
+        the last conv step emitted, and whose output only ``b`` reads, into one step
+        (``cpu_conv_steps.dw_pw_step``); its step's line is then removed. The depthwise
+        step then runs at ``b``'s place: only where no node between them writes memory it
+        reads, nor ``b`` writes it (the plan gave their buffers lifetimes ending at the
+        depthwise step)."""
+        a = getattr(self, "_pending_dw", None)
+        self._pending_dw = None
+        g = b.geo
+        if a is None or not FUSE_DW_PW or \
+                not (g.pointwise and g.g == 1 and g.n >= PW_SAMPLES_MIN and
+                     g.m >= POINTWISE_SAMPLE_M) or b.used[0] is not a.outs[0] or \
+                len(a.outs) != 1 or any(a.sliced) or a.geo.n != g.n or a.dt != b.dt or \
+                self.b.lines[a.line] != a.text or getattr(self, "_pos", -1) <= a.pos:
+            return False
+        graph = self.graph
+        out = a.outs[0]
+        if id(out) not in self.views or any(v is out for v in graph.outputs) or \
+                sum(v is out for n in graph.nodes for v in n.inputs) != 1:
+            return False
+        reads = [self.views[id(v)] for v in a.used if id(v) in self.views]
+        ids = {id(v) for v in a.used}
+        for node in (*graph.nodes[a.pos + 1:self._pos], None):
+            written = b.outs if node is None else node.outputs
+            if node is not None and any(id(node.inputs[i]) in ids
+                                        for i in node.op.mutated(node.attr_dict)):
+                return False
+            for v in written:
+                view = self.views.get(id(v))
+                if view is not None and any(np.may_share_memory(view, r) for r in reads):
+                    return False
+        step = dw_pw_step(a.geo, g, b.dt, a.step, b.step,
+                          a.serial_epi() if a.serial_epi is not None else None, b.epi,
+                          a.bias, a.n_leaves, b.bias, b.n_leaves, b.sliced)
+        self.b.lines[a.line] = "pass"
+        self.b.emit(f"{self.b.constant(step, 'k')}({', '.join([*a.args, *b.args[1:]])})")
+        self.report["conv_dw_pw"] += 1
         return True
 
     def _conv_scratch(self) -> Scratch:

@@ -8,7 +8,10 @@ Three steps, run on the (fused) graph's top-level values in node order:
    Graph outputs are planned like any value: the runtime hands out copies (or views, when
    the caller asks for zero-copy results) of their slots after a run. The values inside a
    fused body are not planned: a generated kernel keeps them in registers (and a backend
-   that interprets a body allocates them itself).
+   that interprets a body allocates them itself). One extension (:func:`held_inputs`): the
+   inputs of a depthwise convolution whose output only a 1x1 convolution reads live until
+   that convolution, so that a backend may run the two as one step (the CPU backend does,
+   sample by sample: MobileNet's depthwise outputs are never written out).
 2. In-place reuse (MXNet's ``PlanMemory`` in ``src/nnvm/plan_memory.cc``): a node may
    write an output into the buffer of an input that dies at this very node, when the
    registry allows the pair (``op.inplace``; for fused nodes
@@ -31,9 +34,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.ir.conv_kernels import _geom
 from ember.ir.errors import EmberError
 from ember.ir.fused import inplace_pairs
-from ember.ir.graph import Graph, Value, clone_node
+from ember.ir.graph import Graph, Node, Value, clone_node
 from ember.passes import register_pass
 
 ARENA = "arena"
@@ -77,7 +81,62 @@ def liveness(graph: Graph) -> dict[int, tuple[int, int]]:
     for v in graph.outputs:
         if id(v) in span:
             span[id(v)] = (span[id(v)][0], end)
+    for vid, last in held_inputs(graph).items():
+        if vid in span:
+            span[vid] = (span[vid][0], max(span[vid][1], last))
     return span
+
+
+def _forward_conv(node: Node) -> tuple[Node, list[Value]] | None:
+    """The channels-first 2-D ``convolution`` that ``node`` is (or masters, as a fused
+    group), and the node inputs that are its data and weight; None for any other node."""
+    conv, ins = node, list(node.inputs)
+    if node.body is not None:
+        m = node.attr_dict.get("master", -1)
+        body = node.body
+        if not isinstance(m, int) or not 0 <= m < len(body.nodes):
+            return None
+        conv = body.nodes[m]
+        where = {id(b): v for b, v in zip(body.inputs, node.inputs)}
+        ins = [where.get(id(b)) for b in conv.inputs]
+    at = conv.attr_dict
+    if conv.op.name != "convolution" or len(at.get("kernel", ())) != 2 or \
+            at.get("layout") not in (None, "NCHW") or None in ins[:2]:
+        return None
+    return conv, ins
+
+
+def held_inputs(graph: Graph) -> dict[int, int]:
+    """id(value) -> the step to which it stays live beyond its last reader: the inputs of a
+    depthwise convolution (one input channel per group) whose one output is read only by a
+    1x1, stride-1, unpadded, one-group convolution, as that convolution's data, are kept
+    until that convolution's step. The nodes between them (ResNet- and MobileNet-style
+    graphs compute the next BatchNorm's scale there) then write nothing over them."""
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    readers: dict[int, list[Node]] = {}
+    for n in graph.nodes:
+        for v in n.inputs:
+            readers.setdefault(id(v), []).append(n)
+    outs = {id(v) for v in graph.outputs}
+    held: dict[int, int] = {}
+    for n in graph.nodes:
+        a = _forward_conv(n)
+        if a is None or len(n.outputs) != 1 or id(n.outputs[0]) in outs:
+            continue
+        conv = a[0]
+        at, shape = conv.attr_dict, conv.inputs[0].type.shape
+        if not shape or len(shape) != 4 or at["num_group"] < 2 or shape[1] != at["num_group"]:
+            continue
+        us = readers.get(id(n.outputs[0]), [])
+        b = _forward_conv(us[0]) if len(us) == 1 else None
+        if b is None or b[1][0] is not n.outputs[0] or b[1][1] is n.outputs[0]:
+            continue
+        k, st, _, p = _geom(b[0].attr_dict, 2)
+        if k != (1, 1) or st != (1, 1) or p != (0, 0) or b[0].attr_dict["num_group"] != 1:
+            continue
+        for v in n.inputs:
+            held[id(v)] = max(held.get(id(v), 0), index[id(us[0])])
+    return held
 
 
 def _buffers(graph: Graph, alignment: int) -> tuple[list[_Buffer], int]:

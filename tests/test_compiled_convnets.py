@@ -3,12 +3,13 @@
 input and parameter, in training and inference mode.
 
 Hypothesis draws stacks of 1-4 blocks (convolution with kernel 1 or 3, stride 1 or 2, pad;
-max/avg pooling; BatchNorm; relu; a residual block conv-BN-relu-conv-BN + identity), batch
-1-4 (from 2 the direct convolution kernels, from 4 their weight gradient too), 1-3 input
-channels, 5-12 pixels. Tolerance (float32): |got - want| <= 2e-3 * |want| +
-1e-4 * max(1, max|want|) per array: BatchNorm over a handful of values per channel amplifies
-rounding (the inverse std of a near-constant channel is up to 1/sqrt(eps)), and gradients
-that are zero in exact arithmetic (a bias before BatchNorm) are rounding noise of either side.
+3x3 depthwise convolution, stride 1 or 2; max/avg pooling; BatchNorm; relu; a residual block
+conv-BN-relu-conv-BN + identity), batch 1-4 (from 2 the direct convolution kernels, from 4
+their weight gradient too), 1-3 input channels, 5-12 pixels. Tolerance (float32):
+|got - want| <= 2e-3 * |want| + 1e-4 * max(1, max|want|) per array: BatchNorm over a handful
+of values per channel amplifies rounding (the inverse std of a near-constant channel is up
+to 1/sqrt(eps)), and gradients that are zero in exact arithmetic (a bias before BatchNorm)
+are rounding noise of either side.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def nets(draw):
     chans = in_chans
     specs = []
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["conv", "pool", "bn", "relu", "res"]))
+        kind = draw(st.sampled_from(["conv", "dw", "pool", "bn", "relu", "res"]))
         k = draw(st.sampled_from([1, 3]))
         if kind == "conv":
             s = draw(st.sampled_from([1, 2])) if size >= 4 else 1
@@ -54,6 +55,10 @@ def nets(draw):
             chans = draw(st.integers(1, 4))
             specs.append(("conv", chans, k, s, p))
             size = (size + 2 * p - k) // s + 1
+        elif kind == "dw":   # depthwise 3x3
+            s = draw(st.sampled_from([1, 2])) if size >= 4 else 1
+            specs.append(("dw", chans, 3, s, 1))
+            size = (size - 1) // s + 1
         elif kind == "pool" and size >= 3:
             kind_p = draw(st.sampled_from(["max", "avg", "avg_excl"]))
             k, s = draw(st.sampled_from([(2, 2), (3, 2), (3, 1)]))
@@ -72,7 +77,11 @@ def build(specs):
     net = nn.HybridSequential()
     for sp in specs:
         if sp[0] == "conv":
-            net.add(nn.Conv2D(sp[1], sp[2], strides=sp[3], padding=sp[4]))
+            net.add(nn.Conv2D(sp[1], sp[2], strides=sp[3], padding=sp[4],
+                              use_bias=sp[5] if len(sp) > 5 else True))
+        elif sp[0] == "dw":
+            net.add(nn.Conv2D(sp[1], sp[2], strides=sp[3], padding=sp[4], groups=sp[1],
+                              use_bias=sp[5] if len(sp) > 5 else True))
         elif sp[0] == "pool":
             if sp[1] == "max":
                 net.add(nn.MaxPool2D(sp[2], sp[3], sp[4]))
@@ -148,6 +157,16 @@ def test_lenet_like_stack():
     tiling gradient) at batch 4."""
     check_net([("conv", 6, 5, 1, 2), ("relu",), ("pool", "max", 2, 2, 0),
                ("conv", 16, 5, 1, 0), ("relu",), ("pool", "max", 2, 2, 0)], (4, 1, 16, 16), 1)
+
+
+def test_mobilenet_like_stack():
+    """Depthwise-separable pairs (MobileNet's: no bias before BatchNorm, whose gradient would
+    be rounding noise); the first (16x16 outputs, batch 2) runs as one step in inference
+    (``cpu_conv_steps.dw_pw_step``), the strided one as two."""
+    check_net([("conv", 8, 3, 1, 1, False), ("bn",), ("relu",), ("dw", 8, 3, 1, 1, False), ("bn",),
+               ("relu",), ("conv", 16, 1, 1, 0, False), ("bn",), ("relu",),
+               ("dw", 16, 3, 2, 1, False), ("bn",), ("relu",), ("conv", 32, 1, 1, 0, False),
+               ("bn",)], (2, 3, 16, 16), 2)
 
 
 @settings(max_examples=6, deadline=None, derandomize=True,

@@ -12,8 +12,9 @@ from ember.ir.fused import inplace_pairs
 from ember.ir.graph import Graph
 from ember.ir.printer import parse_graph, print_graph
 from ember.ir.verify import verify
+from ember.passes import plan_memory as plan_memory_module
 from ember.passes.fuse import fuse
-from ember.passes.plan_memory import plan_memory
+from ember.passes.plan_memory import held_inputs, plan_memory
 
 
 def check_plan(graph: Graph, alignment: int = 64) -> None:
@@ -189,3 +190,45 @@ def test_seed_mlp_training_step_arena_is_near_its_lower_bound():
     inputs, params = mlp_arrays(graph)
     loss = run_graph(graph, inputs, params)[0]
     assert np.isfinite(loss).all()
+
+
+_DW_PW = """
+graph g(%x: f32[2,4,6,6], %y: f32[2,4,6,6]) params(%wd: f32[4,1,3,3], %wp: f32[8,4,1,1]) {{
+  %0 = relu(%x)
+  %1 = convolution(%0, %wd) {{kernel=(3,3), pad=(1,1), num_filter=4, num_group=4, no_bias=True}}
+  %2 = exp(%y)
+  %3 = convolution(%1, %wp) {{kernel=(1,1), stride={stride}, num_filter=8, no_bias=True}}
+  %4 = sum(%2)
+  %5 = mul(%3, %4)
+  return %5{extra}
+}}"""
+
+
+def test_a_depthwise_convolutions_inputs_live_until_the_1x1_that_alone_reads_it():
+    """``held_inputs``: %0 stays live until %3, which therefore does not take its place (it
+    did: both at +0), so that a backend may run %1 at %3's step (the CPU backend does)."""
+    graph = planned(_DW_PW.format(stride="(1,1)", extra=""))
+    assert print_graph(graph, meta=False) == """\
+graph g(%x: f32[2,4,6,6], %y: f32[2,4,6,6]) params(%wd: f32[4,1,3,3], %wp: f32[8,4,1,1]) {
+  %0: f32[2,4,6,6] @arena+2304 = relu(%x)
+  %1: f32[2,4,6,6] @arena+3456 = convolution(%0, %wd) {kernel=(3, 3), no_bias=True, \
+num_filter=4, num_group=4, pad=(1, 1)}
+  %2: f32[2,4,6,6] @arena+4608 = exp(%y)
+  %3: f32[2,8,6,6] @arena+0 = convolution(%1, %wp) {kernel=(1, 1), no_bias=True, \
+num_filter=8, stride=(1, 1)}
+  %4: f32[1] @arena+2304 = sum(%2)
+  %5: f32[2,8,6,6] @arena+0 = mul(%3, %4)
+  return %5
+}
+"""
+    zero, conv_dw = graph.nodes[0].outputs[0], graph.nodes[1]
+    assert held_inputs(graph) == {id(zero): 3, id(conv_dw.inputs[1]): 3}
+
+
+@pytest.mark.parametrize("stride, extra", [("(2,2)", ""), ("(1,1)", ", %1")])
+def test_no_inputs_held_for_a_strided_1x1_or_a_second_reader(stride, extra, monkeypatch):
+    text = _DW_PW.format(stride=stride, extra=extra)
+    graph = planned(text)
+    assert held_inputs(graph) == {}
+    monkeypatch.setattr(plan_memory_module, "held_inputs", lambda graph: {})
+    assert print_graph(graph, meta=False) == print_graph(planned(text), meta=False)
