@@ -247,6 +247,7 @@ class ConvSteps:
                                              False, False)))
         make = forward_step if forward else dgrad_step
         sliced = [not fl[0] for fl in flags]
+        self._conv_scratch().layer = node.name
         step = make(geo, dt, self._conv_scratch(), epi.get(False), epi.get(True), bias,
                     len(leaves), sliced)
         if wino:  # 3x3 stride 1: Winograd, im2col for non-finite inputs
@@ -309,7 +310,7 @@ class ConvSteps:
                 view = self.views.get(id(v))
                 if view is not None and any(np.may_share_memory(view, r) for r in reads):
                     return False
-        step = dw_pw_step(a.geo, g, b.dt, a.step, b.step,
+        step = dw_pw_step(a.geo, g, b.dt, self._conv_scratch(), a.step, b.step,
                           a.serial_epi() if a.serial_epi is not None else None, b.epi,
                           a.bias, a.n_leaves, b.bias, b.n_leaves, b.sliced)
         self.b.lines[a.line] = "pass"

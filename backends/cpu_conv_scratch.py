@@ -31,6 +31,23 @@ class Scratch:
         self.size = 0
         self.buf: np.ndarray | None = None
         self.arena = arena
+        self.layer: str | None = None   # the node whose steps are being made (its name)
+        self._asked: dict = {}
+
+    def kept(self, key: tuple, make):
+        """What a step keeps between calls (its weights' packed or transformed copy), made by
+        ``make()``: shared by the programs over this scratch's arena (one graph at several
+        batch sizes, run one at a time under the arena's lock) for the same ``key`` of the
+        same layer (:attr:`layer`, and the n-th such request in it), so such copies are held
+        once, not once per batch size; the program's own without an arena. What is kept is
+        compared bit for bit with each call's weights, so a copy taken for another layer
+        would only be made anew, never used."""
+        key = (*key, self.layer)
+        n = self._asked.get(key, 0)
+        self._asked[key] = n + 1
+        if self.arena is None:
+            return make()
+        return self.arena.shared(("kept", key, n), make)
 
     def need(self, pieces: list[tuple[tuple, np.dtype]]) -> None:
         total = sum(_aligned(math.prod(s) * dt.itemsize) for s, dt in pieces)

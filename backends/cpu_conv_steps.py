@@ -116,8 +116,9 @@ def forward_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, epi_t, has_bias:
     sh, sw = geo.s
     own_cols = _sample_cols(geo, dt.itemsize) and not sub and hasattr(im2col, "serial")
     # a 1x1 convolution's samples on cpu_gemm's tiles while its weights repeat (inference)
-    kept = cpu_gemm.KeptPack() if per_sample and not sub and m <= PW_TILES_MAX_M and \
-        cpu_gemm.applies(f, ck, dt) else None
+    kept = scratch.kept(("pointwise", f, ck, dt.str), cpu_gemm.KeptPack) \
+        if per_sample and not sub and m <= PW_TILES_MAX_M and cpu_gemm.applies(f, ck, dt) \
+        else None
 
     def step(x, w, *rest):
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
@@ -411,8 +412,8 @@ def wgrad_step(geo: Geo, dt: np.dtype, scratch: Scratch):
     return step
 
 
-def dw_pw_step(geo_a: Geo, geo_b: Geo, dt: np.dtype, step_a, step_b, epi_a, epi_b,
-               has_bias_a: bool, n_leaves_a: int, has_bias_b: bool, n_leaves_b: int,
+def dw_pw_step(geo_a: Geo, geo_b: Geo, dt: np.dtype, scratch: Scratch, step_a, step_b, epi_a,
+               epi_b, has_bias_a: bool, n_leaves_a: int, has_bias_b: bool, n_leaves_b: int,
                sliced_b: list[bool]):
     """``step(*args_a, *args_b)``: a depthwise convolution (``step_a``'s arguments, its
     output last) whose only reader is the 1x1 convolution ``step_b`` (its arguments after
@@ -426,8 +427,8 @@ def dw_pw_step(geo_a: Geo, geo_b: Geo, dt: np.dtype, step_a, step_b, epi_a, epi_
     n_a = 3 + has_bias_a + n_leaves_a
     dw = SplitKernel(kernel(DW_FWD), 10, 0)
     gargs = geo_a.args()
-    kept = cpu_gemm.KeptPack() if m <= PW_TILES_MAX_M and cpu_gemm.applies(f, ck, dt) \
-        else None
+    kept = scratch.kept(("pointwise", f, ck, dt.str), cpu_gemm.KeptPack) \
+        if m <= PW_TILES_MAX_M and cpu_gemm.applies(f, ck, dt) else None
 
     def step(*args):
         xa, wa, *ra = args[:n_a]

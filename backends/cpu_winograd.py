@@ -28,7 +28,10 @@ ResNet-18's layers at batch 16, speed-up over im2col + GEMM (forward / data grad
 of 5, the two back to back in one process): 64 channels at 56x56 F(2) 1.38 / 1.21, F(4)
 1.57 / 1.51; 128 at 28x28 F(2) 1.30 / 1.50, F(4) 1.43 / 1.66; 256 at 14x14 F(2) 1.31 /
 1.54, F(4) 0.98 / 1.06; 512 at 7x7 F(2) 0.84 / 0.91, F(4) 0.58 / 0.54 (a 7x7 map computes
-8x8, and the filter transform, redone every training call, outweighs the saving). ``MIN_TILES``
+8x8, and the filter transform, redone every training call, outweighs the saving); with the
+transform kept (inference) and the products on ``cpu_gemm``'s tiles, forward 7x7 maps pay
+from ``MIN_TILES`` tiles and 128 channels each way: they run F(2x2) only while the filters
+are kept (``kept_only``), the im2col step otherwise. ``MIN_TILES``
 (counted as F(2x2) tiles) was 256 while the filter transform was a per-filter kernel (with
 Winograd on more of ResNet-18's layers its batch-1 latency rose from 28-29 to 31-36 ms);
 with that transform one GEMM (``filter_matrix``) and the per-point GEMMs split over the
@@ -63,6 +66,9 @@ MIN_MAP = 14
 MIN_MAP_F4 = 28
 MIN_TILES = 128
 MIN_CHANNELS_FEW_TILES = 128   # (fewer tiles than MIN_TILES: measured at 256 channels)
+# forward maps from this size up to MIN_MAP run Winograd only while the filters are kept
+# (inference; ``kept_only``), the im2col step otherwise
+MIN_MAP_KEPT = 7
 CHUNK_BYTES = 1 << 22
 _ENABLED = os.environ.get("EMBER_WINOGRAD", "1").lower() not in ("0", "false", "no")
 TILE = int(os.environ.get("EMBER_WINOGRAD_M", "0"))
@@ -90,11 +96,20 @@ def applies(geo: Geo, forward: bool, dt: np.dtype | None = None) -> bool:
     if min(geo.c, geo.f) < MIN_CHANNELS or (not forward and max(geo.p) > 2):
         return False
     oh, ow = (geo.oh, geo.ow) if forward else (geo.h, geo.w)
+    many = geo.n * -(-oh // 2) * -(-ow // 2) >= MIN_TILES
+    kept = forward and dt is not None and min(geo.c, geo.f) >= MIN_CHANNELS_FEW_TILES \
+        and cpu_gemm.applies(geo.f, geo.c, dt)
     if min(oh, ow) < MIN_MAP:
-        return False
-    return geo.n * -(-oh // 2) * -(-ow // 2) >= MIN_TILES or (
-        forward and dt is not None and min(geo.c, geo.f) >= MIN_CHANNELS_FEW_TILES
-        and cpu_gemm.applies(geo.f, geo.c, dt))
+        return min(oh, ow) >= MIN_MAP_KEPT and many and kept
+    return many or kept
+
+
+def kept_only(geo: Geo, forward: bool) -> bool:
+    """Whether the Winograd step runs only with kept filters (``MIN_MAP_KEPT``): 512-channel
+    7x7 maps at batch 16 lost to im2col when the filter transform was made and packed at
+    every call (training: 34 against 24.5 ms a layer), and won once it was kept (inference:
+    24.4-24.8 against 28.4-29.0, two ResNet-18s alternated in one process)."""
+    return forward and min(geo.oh, geo.ow) < MIN_MAP
 
 
 def tile(geo: Geo, forward: bool) -> int:
@@ -150,6 +165,17 @@ class FilterCache:
         calls with weights only after checking them)."""
         return cpu_gemm.same_bits(w, self.last)
 
+    def note(self, w: np.ndarray) -> None:
+        """Keep the bits of ``w``, the weights of a call made without a transform (the next
+        call sees whether they repeat); a kept transform is dropped."""
+        bits = w.reshape(-1).view(np.uint8)
+        if self.last is None:
+            self.last = np.empty_like(bits)
+        np.copyto(self.last, bits)
+        if isinstance(self.packed, np.ndarray):   # (packed anew once kept again)
+            self.packed = True
+        self.valid = False
+
     def __call__(self, w: np.ndarray, scratch_u: np.ndarray, same: bool) -> tuple:
         """(U (alpha^2, F, C), None), or (None, U packed) while kept so (see the class doc);
         ``same``: :meth:`repeats` of ``w``."""
@@ -163,13 +189,7 @@ class FilterCache:
                 self.packed = cpu_gemm.pack(self.u.reshape(self.shape))
                 self.u = None
             return (None, self.packed) if self.u is None else (self.u, None)
-        bits = w.reshape(-1).view(np.uint8)
-        if self.last is None:
-            self.last = np.empty_like(bits)
-        np.copyto(self.last, bits)
-        if isinstance(self.packed, np.ndarray):   # (packed anew once kept again)
-            self.packed = True
-        self.valid = False
+        self.note(w)
         np.matmul(self.taps, w.reshape(self.fc, 9).T, out=scratch_u.reshape(-1, self.fc))
         return scratch_u, None
 
@@ -177,8 +197,8 @@ class FilterCache:
 def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
                   n_leaves: int, sliced: list[bool], forward: bool, fallback, m: int = 2):
     """A step with ``fallback``'s signature (``forward_step``/``dgrad_step`` of
-    ``cpu_conv_steps``, which it runs for non-finite inputs) computing by Winograd
-    F(m x m, 3x3)."""
+    ``cpu_conv_steps``, which it runs for non-finite inputs, and for weights not kept
+    where :func:`kept_only`) computing by Winograd F(m x m, 3x3)."""
     if forward:   # image (n, c, h, w) -> output (n, f, oh, ow), padded by p
         cin, cout, hin, win, hout, wout = geo.c, geo.f, geo.h, geo.w, geo.oh, geo.ow
         ph, pw = geo.p
@@ -212,7 +232,10 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
                 (wino_out, (np.zeros((kk, 1, 1), dt), 1, 1, np.zeros((0, 1, 1), dt)))]
     tier = Deferred(calls, sources)
 
-    filters = FilterCache(taps, fc, (kk, geo.f, geo.c), forward and tiles_apply)
+    filters = scratch.kept(("winograd", forward, m, geo.f, geo.c, dt.str),
+                           lambda: FilterCache(taps, fc, (kk, geo.f, geo.c),
+                                               forward and tiles_apply))
+    only_kept = kept_only(geo, forward)
 
     def step(x, w, *rest):
         bias, leaves, y, extra = _unpack(rest, has_bias, n_leaves)
@@ -221,6 +244,9 @@ def winograd_step(geo: Geo, dt: np.dtype, scratch: Scratch, epi, has_bias: bool,
         if not tier.ready():
             return fallback(x, w, *rest)
         same = filters.repeats(w)   # (then finite: the check read w once, not twice)
+        if only_kept and not same:
+            filters.note(w)
+            return fallback(x, w, *rest)
         if not (finite(x) and (same or finite(w))):
             return fallback(x, w, *rest)
         u, v, mm, *pk = scratch.views(pieces)

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from test_cpu_conv import _conv_graph, _rand
 from test_cpu_winograd import _compiled_with_filter_cache, _small
 
-from ember.backends import cpu, cpu_conv, cpu_conv_steps, cpu_gemm, cpu_winograd, reference
+from ember.backends import (
+    cpu,
+    cpu_conv,
+    cpu_conv_steps,
+    cpu_gemm,
+    cpu_tiered,
+    cpu_winograd,
+    reference,
+)
 from ember.passes import run_pipeline
 
 
@@ -87,6 +95,44 @@ def test_batch_one_14x14_layers_run_winograd_only_where_the_tiles_apply():
     for other in (dict(base, hw=(7, 7)), dict(base, f=64)):   # (7x7 maps; 64 filters)
         geo = cpu_conv.geometry(_conv_graph(other)[0].nodes[0])
         assert not cpu_winograd.applies(geo, True, np.dtype(np.float32))
+
+
+def test_7x7_maps_run_winograd_only_while_the_filters_are_kept(monkeypatch):
+    """ResNet's 512-channel 7x7 layers at batch 16 (here 128 channels at batch 8: 128
+    tiles): F(2x2) on the tiles once the filters are kept (inference); weights that change
+    (training, where the transform made and packed at each call lost) take the im2col step,
+    as does the first call of new weights."""
+    cfg = dict(n=8, c=128, f=128, g=1, hw=(7, 7), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
+               bias=False, epi="relu")
+    f32 = np.dtype(np.float32)
+    geo = cpu_conv.geometry(_conv_graph(cfg)[0].nodes[0])
+    assert cpu_winograd.applies(geo, True, f32) and cpu_winograd.kept_only(geo, True)
+    assert not cpu_winograd.applies(geo, True)                  # (the weight gradient)
+    assert not cpu_winograd.applies(geo, False, f32)            # (the data gradient)
+    for other in (dict(cfg, n=4), dict(cfg, f=64), dict(cfg, hw=(6, 6))):
+        geo = cpu_conv.geometry(_conv_graph(other)[0].nodes[0])
+        assert not cpu_winograd.applies(geo, True, f32)
+    monkeypatch.setattr(cpu_tiered, "_BACKGROUND", False)
+    graph, _, _ = _conv_graph(cfg)
+    fn = cpu.compile(graph)
+    assert fn.report.get("winograd") == 1, fn.report
+    calls = []
+    real = cpu_gemm.matmuls
+    monkeypatch.setattr(cpu_gemm, "matmuls",
+                        lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    x = _rand((8, 128, 7, 7), 1)
+    w = _rand((128, 128, 3, 3), 2) * 0.1
+
+    def check():
+        calls.clear()
+        got = fn([x], [w])[0]
+        want = reference.run_graph(graph, [x], [w])[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        return bool(calls)
+
+    assert [check(), check(), check()] == [False, True, True]
+    w[7, 9, 1, 1] += 0.25                        # changed in place: im2col, then kept again
+    assert [check(), check()] == [False, True]
 
 
 @pytest.mark.parametrize("m", [2, 4])

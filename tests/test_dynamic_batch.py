@@ -313,3 +313,23 @@ def test_bench_worker_smoke():
     args = argparse.Namespace(model="mlp", sizes=4, train=True, static=False)
     row = dynamic_batch.worker(args)
     assert row["rss0"] > 0 and row["rss1"] > 0 and np.isfinite(row["new_ms"])
+
+
+def test_kept_filter_transforms_are_held_once_for_all_batch_sizes():
+    """A Winograd layer's kept transform (inference) belongs to the family's arena, not to
+    each batch size's program: one per layer however many sizes run (``Scratch.kept``)."""
+    def make():
+        net = nn.HybridSequential()
+        net.add(nn.Conv2D(64, 3, padding=1, in_channels=64), nn.Activation("relu"),
+                nn.Conv2D(64, 3, padding=1, in_channels=64))
+        return net
+    net, eager = _pair(make, (64, 14, 14))
+    rng = np.random.default_rng(5)
+    xs = {b: rng.standard_normal((b, 64, 14, 14)).astype(np.float32) for b in (4, 5, 6, 7)}
+    for _ in range(3):
+        for x in xs.values():
+            _close(net(nd.array(x)).asnumpy(), eager(nd.array(x)).asnumpy())
+    fam = _family(net)
+    kept = [v for a in fam.arenas.values() for k, v in a._shared.items() if k[0] == "kept"]
+    assert len(kept) == 2, kept   # the two layers' FilterCaches
+    assert all(c.valid or not isinstance(c.packed, bool) for c in kept)   # and kept
