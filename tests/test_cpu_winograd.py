@@ -185,3 +185,27 @@ def test_transformed_filters_are_reused_only_while_the_weights_stay_bit_for_bit(
     w[0, 0, 0, 0] = -0.0                    # equal as numbers, other bits: not reused
     check()
     assert not cache.valid
+
+
+def test_32_filter_layers_run_f4_forward_on_maps_of_28_and_more(monkeypatch):
+    """DenseNet's 128 -> 32 3x3 layers (``MIN_CHANNELS_F4``): F(4x4) forward from 28x28
+    maps; not their gradients, not at 14x14 (F(2x2) lost there), not under 32 channels."""
+    base = dict(n=2, c=128, f=32, g=1, hw=(28, 28), k=(3, 3), s=(1, 1), p=(1, 1), d=(1, 1),
+                bias=True, epi="relu")
+    f32 = np.dtype(np.float32)
+
+    def geo(**change):
+        return cpu_conv.geometry(_conv_graph(dict(base, **change))[0].nodes[0])
+    assert cpu_winograd.applies(geo(), True, f32) and cpu_winograd.tile(geo(), True) == 4
+    assert not cpu_winograd.applies(geo(), True)                  # (the weight gradient)
+    assert not cpu_winograd.applies(geo(), False, f32)            # (the data gradient)
+    assert not cpu_winograd.applies(geo(hw=(14, 14)), True, f32)
+    assert not cpu_winograd.applies(geo(f=16), True, f32)
+    monkeypatch.setattr(cpu_tiered, "_BACKGROUND", False)
+    graph, _, _ = _conv_graph(base)
+    x, w, b = _rand((2, 128, 28, 28), 1), _rand((32, 128, 3, 3), 2) * 0.1, _rand((32,), 3)
+    fn = cpu.compile(graph)
+    assert fn.report.get("winograd") == 1, fn.report
+    want = reference.run_graph(graph, [x], [w, b])[0]
+    for _ in range(3):   # (new weights, then kept and packed for the tiles)
+        np.testing.assert_allclose(fn([x], [w, b])[0], want, rtol=1e-4, atol=1e-4)
