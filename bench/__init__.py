@@ -13,6 +13,7 @@ BENCHMARKS = {
     "op_overhead": "bench.op_overhead:main",  # eager dispatch cost of tiny ops, 256^2 matmul
     "resnet": "bench.convbench:main_resnet",  # ResNet-18 v1 224x224: latency, infer, train
     "mobilenet": "bench.convbench:main_mobilenet",  # MobileNet 1.0 inference, batch 16
+    "densenet": "bench.convbench:main_densenet",  # DenseNet-121 inference, batch 16
     "firststep": "bench.convbench:main_firststep",  # ResNet-18 first step, cold/warm cache
     "contended": "bench.contended:main",  # MLP training kept beside one busy process
     "dist": "bench.dist:main",  # 1 process x 2 threads vs 2 MPI ranks; allreduce GB/s

@@ -1,5 +1,5 @@
 """Convolutional workloads run by ``bench.worker``: ResNet-18 v1, ResNet-50 v1 (first step
-only) and MobileNet 1.0.
+only), MobileNet 1.0 and DenseNet-121 (inference).
 
 Every framework builds the same architecture (ember and MXNet from their model zoos, PyTorch
 from ``bench.torch_convnets`` in plain ``torch.nn``) and fills it with the same values:
@@ -22,7 +22,7 @@ import numpy as np
 SEED = 20261206
 LR, MOMENTUM = 0.01, 0.9
 MODELS = {"resnet18_v1": "ResNet-18 v1", "resnet50_v1": "ResNet-50 v1",
-          "mobilenet1_0": "MobileNet 1.0"}
+          "mobilenet1_0": "MobileNet 1.0", "densenet121": "DenseNet-121"}
 _SUFFIX = (("running_mean", "mean"), ("running_var", "var"), ("weight", "weight"),
            ("bias", "bias"), ("gamma", "gamma"), ("beta", "beta"))
 

@@ -1,14 +1,18 @@
-"""ResNet-18 v1, ResNet-50 v1 and MobileNet 1.0 in plain ``torch.nn`` (torchvision is not
-needed), built like the Gluon model zoo's: the same layers, strides, paddings and parameter
-order, so that ``bench.convnets.param_value`` fills both with the same numbers.
+"""ResNet-18 v1, ResNet-50 v1, MobileNet 1.0 and DenseNet-121 in plain ``torch.nn``
+(torchvision is not needed), built like the Gluon model zoo's: the same layers, strides,
+paddings and parameter order, so that ``bench.convnets.param_value`` fills both with the
+same numbers.
 
 ResNet-18 v1: 7x7/2 conv, BN, ReLU, 3x3/2 max pool, four stages of two basic blocks (the
 stride on the first 3x3 conv, a 1x1 projection + BN on the shortcut when the shape changes),
 global average pooling, Dense(1000). ResNet-50 v1: the same stem, four stages of 3, 4, 6, 3
-bottleneck blocks (1x1 with bias and the stage's stride, 3x3, 1x1 with bias, each with BN; the
-projection on each stage's first block). MobileNet 1.0: 3x3/2 conv, 13 depthwise-separable
-pairs, global average pooling, Dense(1000). Convolutions have no bias (but the bottlenecks'
-1x1s, as Gluon's); BN eps 1e-5.
+bottleneck blocks (1x1 with bias and the stage's stride, 3x3, 1x1 with bias, each with BN;
+the projection on each stage's first block). MobileNet 1.0: 3x3/2 conv, 13
+depthwise-separable pairs, global average pooling, Dense(1000). DenseNet-121: the ResNet
+stem, dense blocks of 6, 12, 24, 16 layers (BN-ReLU-1x1 to 128, BN-ReLU-3x3 to 32,
+concatenated) with transitions (BN-ReLU-1x1 halving, 2x2 average pool), BN-ReLU, 7x7
+average pool. Convolutions have no bias (but the bottlenecks' 1x1s, as Gluon's); BN eps
+1e-5.
 """
 from __future__ import annotations
 
@@ -71,6 +75,38 @@ def resnet50_v1(classes: int = 1000) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+class DenseLayer(nn.Module):
+    """BN-ReLU-1x1 conv-BN-ReLU-3x3 conv, concatenated to its input (DenseNet-BC)."""
+
+    def __init__(self, cin: int, growth: int = 32, bn_size: int = 4):
+        super().__init__()
+        w = bn_size * growth
+        self.body = nn.Sequential(nn.BatchNorm2d(cin, eps=1e-5), nn.ReLU(),
+                                  nn.Conv2d(cin, w, 1, bias=False),
+                                  nn.BatchNorm2d(w, eps=1e-5), nn.ReLU(),
+                                  nn.Conv2d(w, growth, 3, 1, 1, bias=False))
+
+    def forward(self, x):
+        return torch.cat([x, self.body(x)], 1)
+
+
+def densenet121(classes: int = 1000) -> nn.Module:
+    """DenseNet-121 as ``gluon.model_zoo.vision.densenet121``."""
+    layers = [*_conv_bn(3, 64, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    c = 64
+    for i, n in enumerate((6, 12, 24, 16)):
+        for _ in range(n):
+            layers.append(DenseLayer(c))
+            c += 32
+        if i != 3:   # transition: BN-ReLU-1x1 conv halving the channels, 2x2 average pool
+            layers += [nn.BatchNorm2d(c, eps=1e-5), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False),
+                       nn.AvgPool2d(2, 2)]
+            c //= 2
+    layers += [nn.BatchNorm2d(c, eps=1e-5), nn.ReLU(), nn.AvgPool2d(7), nn.Flatten(),
+               nn.Linear(c, classes)]
+    return nn.Sequential(*layers)
+
+
 def resnet18_v1(classes: int = 1000) -> nn.Module:
     """ResNet-18 v1 as ``gluon.model_zoo.vision.resnet18_v1``."""
     layers = [*_conv_bn(3, 64, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
@@ -117,7 +153,7 @@ class TorchConvNet:
 
     def __init__(self, model: str):
         self.net = {"resnet18_v1": resnet18_v1, "resnet50_v1": resnet50_v1,
-                    "mobilenet1_0": mobilenet1_0}[model]()
+                    "mobilenet1_0": mobilenet1_0, "densenet121": densenet121}[model]()
         tensors = _tensors(self.net)
         with torch.no_grad():
             for i, (kind, t) in enumerate(tensors):
