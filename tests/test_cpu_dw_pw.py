@@ -19,12 +19,9 @@ F32 = "float32"
 
 
 @pytest.fixture(autouse=True)
-def _compiled_now():
+def _tiles_compiled_now(monkeypatch):
     """cpu_gemm's tiles compiled on first use, not in the background."""
-    old = cpu_gemm.TIER.background
-    cpu_gemm.TIER.background = False
-    yield
-    cpu_gemm.TIER.background = old
+    monkeypatch.setattr(cpu_gemm.TIER, "background", False)
 
 
 def _graph(n, c, mult, f, h, stride, epi=True, bias=False, second=False):
