@@ -79,12 +79,12 @@ def _merge(old: dict | None, new: dict) -> dict:
     if new.get("error"):
         return old
     out = dict(old)
-    for k in _HIGHER:
-        if k in new and k in old:
-            out[k] = max(old[k], new[k])
-    for k in _LOWER:
-        if k in new and k in old:
-            out[k] = min(old[k], new[k])
+    for keys, best in ((_HIGHER, max), (_LOWER, min)):
+        for k in keys:   # (None: a worker that measured nothing there)
+            if new.get(k) is not None and old.get(k) is not None:
+                out[k] = best(old[k], new[k])
+            elif new.get(k) is not None:
+                out[k] = new[k]
     return out
 
 
@@ -115,7 +115,8 @@ def measure(rows: list[dict], workload: str, data: str, opts: dict, rounds: int,
                 warm = common.run_worker(r["fw"], "first_step", r["variant"], data, o,
                                          r["python"], env, timeout)
                 res["first_step_warm_s"] = warm.get("first_step_s")
-                res["first_step_warm_sync_s"] = warm.get("first_step_sync_s")
+                if warm.get("first_step_sync_s") is not None:   # (the conv nets' workload)
+                    res["first_step_warm_sync_s"] = warm["first_step_sync_s"]
             if cache:
                 shutil.rmtree(cache, ignore_errors=True)
             results[r["name"]] = _merge(results.get(r["name"]), res)

@@ -100,3 +100,13 @@ def test_conv_nets_share_weights_and_agree():
     assert "DISAGREES" in convbench.agreement(rows)
     rows[1] = {**a, "name": "peer", "param_sig": "other"}
     assert "DIFFERENT PARAMETERS" in convbench.agreement(rows)
+
+
+def test_rounds_merge_keeps_each_best_and_skips_what_a_round_did_not_measure():
+    """(A round whose worker measured no warm first step left None: the full mlp bench of
+    two rounds failed comparing None with None.)"""
+    from bench import suite
+    old = {"train_best": 1.0, "first_step_s": 2.0, "first_step_warm_sync_s": None}
+    new = {"train_best": 2.0, "first_step_s": None, "first_step_warm_sync_s": 1.5}
+    assert suite._merge(old, new) == {"train_best": 2.0, "first_step_s": 2.0,
+                                      "first_step_warm_sync_s": 1.5}
