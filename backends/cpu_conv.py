@@ -52,15 +52,9 @@ from ember.ir.opset_conv import _deconv_geom
 
 from . import codegen, cpu_memo
 from .cpu_conv_kernels import conv_epilogue_source
+from .cpu_conv_pairs import dw_pw_step
 from .cpu_conv_scratch import Scratch
-from .cpu_conv_steps import (
-    POINTWISE_SAMPLE_M,
-    PW_SAMPLES_MIN,
-    dgrad_step,
-    dw_pw_step,
-    forward_step,
-    wgrad_step,
-)
+from .cpu_conv_steps import POINTWISE_SAMPLE_M, PW_SAMPLES_MIN, dgrad_step, forward_step, wgrad_step
 from .cpu_steps import PARALLEL_MIN, float_known, kernel
 from .plan import epilogue_leaves, master_first
 
@@ -281,7 +275,7 @@ class ConvSteps:
     def _dw_pw(self, b: _Conv) -> bool:
         """Whether the 1x1 convolution ``b`` took the depthwise convolution whose step was
         the last conv step emitted, and whose output only ``b`` reads, into one step
-        (``cpu_conv_steps.dw_pw_step``); its step's line is then removed. The depthwise
+        (``cpu_conv_pairs.dw_pw_step``); its step's line is then removed. The depthwise
         step then runs at ``b``'s place: only where no node between them writes memory it
         reads, nor ``b`` writes it (the plan gave their buffers lifetimes ending at the
         depthwise step)."""

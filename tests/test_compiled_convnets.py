@@ -162,7 +162,7 @@ def test_lenet_like_stack():
 def test_mobilenet_like_stack():
     """Depthwise-separable pairs (MobileNet's: no bias before BatchNorm, whose gradient would
     be rounding noise); the first (16x16 outputs, batch 2) runs as one step in inference
-    (``cpu_conv_steps.dw_pw_step``), the strided one as two."""
+    (``cpu_conv_pairs.dw_pw_step``), the strided one as two."""
     check_net([("conv", 8, 3, 1, 1, False), ("bn",), ("relu",), ("dw", 8, 3, 1, 1, False), ("bn",),
                ("relu",), ("conv", 16, 1, 1, 0, False), ("bn",), ("relu",),
                ("dw", 16, 3, 2, 1, False), ("bn",), ("relu",), ("conv", 32, 1, 1, 0, False),

@@ -1,5 +1,5 @@
 """A depthwise convolution whose output only a 1x1 convolution reads runs with it as one step
-(``cpu_conv_steps.dw_pw_step``: each sample's depthwise result and epilogue in the thread's
+(``cpu_conv_pairs.dw_pw_step``: each sample's depthwise result and epilogue in the thread's
 own buffer, the sample's GEMM from it), where ``plan_memory`` kept the depthwise's inputs
 live until the 1x1 (``held_inputs``). Against the reference backend on hypothesis-generated
 shapes, bit for bit against the same program planned without the fusion, with NaN and
