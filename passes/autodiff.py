@@ -97,6 +97,23 @@ def _known_values(graph: Graph) -> set[int]:
     return known
 
 
+def _by_readiness(graph: Graph, wrt: list[Value], grads: list[Value]) -> list[Value]:
+    """``grads`` in the order the reverse sweep completes them: the gradient of a value
+    whose first reader comes later in the forward first (ties keep ``wrt``'s order).
+
+    The backward nodes are emitted depth first from these roots, so each layer's weight
+    gradient follows the data gradient it reads, which then dies; from the gradients in
+    ``wrt``'s (the parameters') order, the first root pulled in the whole chain of data
+    gradients and every weight gradient came after it, each data gradient living until the
+    end (ResNet-50's backward at batch 16 held 695 MB at its peak)."""
+    first: dict[int, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for x in n.inputs:
+            first.setdefault(id(x), i)
+    order = sorted(range(len(grads)), key=lambda k: -first.get(id(wrt[k]), -1))
+    return [grads[k] for k in order]
+
+
 @register_pass("autodiff")
 def autodiff(graph: Graph, *, wrt: Sequence[Value] | None = None,
              head_grads: str = "input") -> Graph:
@@ -187,7 +204,8 @@ def autodiff(graph: Graph, *, wrt: Sequence[Value] | None = None,
 
     outputs = list(graph.outputs) + grads
     forward = {id(n) for n in graph.nodes}
-    backward = [n for n in topo_nodes(outputs) if id(n) not in forward]
+    backward = [n for n in topo_nodes(list(graph.outputs) + _by_readiness(graph, wrt, grads))
+                if id(n) not in forward]
     meta = {**graph.meta, "n_forward_outputs": len(graph.outputs),
             "grad_wrt": _wrt_names(wrt)}
     return Graph(graph.name, list(graph.inputs) + new_inputs, list(graph.params),

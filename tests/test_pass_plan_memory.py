@@ -265,3 +265,25 @@ def test_no_inputs_held_for_a_strided_1x1_or_a_second_reader(stride, extra, monk
     monkeypatch.setattr(plan_memory_module, "held_inputs", lambda graph: {})
     assert print_graph(graph, meta=False) == print_graph(planned(text), meta=False)
 
+
+def test_a_conv_stacks_training_arenas_hold_one_or_two_activations_not_every_layers():
+    """Eight conv + BatchNorm + relu layers trained hybridized: the forward's arena holds one
+    BatchNorm output at a time (16 before: the outputs kept for the backward were planned
+    too), the backward's two data gradients (9 before: every layer's lived until its weight
+    gradient, all emitted at the end)."""
+    from ember import autograd, nd
+    from ember.gluon import nn
+    net = nn.HybridSequential()
+    for _ in range(8):
+        net.add(nn.Conv2D(8, 3, padding=1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"))
+    net.initialize()
+    net.hybridize(backend="reference")
+    x = nd.random.uniform(shape=(2, 8, 16, 16))
+    with autograd.record():
+        y = net(x)
+    y.backward()
+    variant, = next(iter(net._cached.values()))._variants.values()
+    act = x.size * 4
+    for program, most in ((variant.forward, 1), (variant.backward, 2)):
+        check_plan(program.graph)
+        assert program.graph.meta["arena_bytes"] <= most * act, program.graph.name
