@@ -109,7 +109,8 @@ def _mx_speedup(rows, key: str, lower: bool = False):
 
 RESNET_COLUMNS = [("latency1_us", "b1 us", ".0f"), ("infer_best", "infer img/s", ".1f"),
                   ("train_best", "train img/s", ".2f"), ("train_median", "median", ".2f"),
-                  ("first_step_s", "1st step s", ".2f"), ("import_s", "import s", ".2f")]
+                  ("train_mem_mb", "train MiB", ".0f"), ("first_step_s", "1st step s", ".2f"),
+                  ("import_s", "import s", ".2f")]
 
 
 def main_resnet(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from bench import harness
+
 SEED = 20261206
 LR, MOMENTUM = 0.01, 0.9
 MODELS = {"resnet18_v1": "ResNet-18 v1", "resnet50_v1": "ResNet-50 v1",
@@ -136,11 +138,13 @@ def measure(fw: str, workload: str, variant: str, opts: dict) -> dict:
     more step and the background compiles it starts. Keys as the other workloads:
     first_step_s (until the loss is read), first_step_sync_s (until the step is done: MXNet
     returns the loss while its engine still runs the backward pass), loss0, loss1,
-    train_best/train_median and infer_best (images/s), latency1_us."""
+    train_best/train_median and infer_best (images/s), latency1_us, train_mem_mb (the peak
+    RSS after training above the RSS before the build, MiB)."""
     model, size, n = opts["model"], opts["size"], opts["batch"]
     plan = opts.get("plan", {"warmup": 1, "iters": 2})
     res: dict = {}
     x0, y0 = batch(0, n, size)
+    rss0 = harness.rss_mb()
     tic = time.perf_counter()
     net = build(fw, model, variant, size, opts.get("backend"))
     res["build_s"] = time.perf_counter() - tic
@@ -165,6 +169,8 @@ def measure(fw: str, workload: str, variant: str, opts: dict) -> dict:
         t = _times(lambda i: net.step(*data[plan["warmup"] + i], False), plan["iters"],
                    net.sync)
         res["train_best"], res["train_median"] = n / min(t), n / statistics.median(t)
+        # the memory training took: the peak so far above the RSS before the build
+        res["train_mem_mb"] = harness.peak_rss_mb() - rss0
     if not opts.get("infer", True):
         return res
     out = net.predict(x0)

@@ -82,6 +82,8 @@ def test_conv_and_contended_benches_run_tiny(name, capsys):
     out = capsys.readouterr().out
     assert "ember imperative" in out and "error" not in out.lower().replace("errors", "")
     assert "== summary: targets" in out
+    if name == "resnet":
+        assert "train MiB" in out
     common.clear_summary()
 
 
