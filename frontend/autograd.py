@@ -98,23 +98,47 @@ def _reads(op, attrs, inputs, outs):
     placeholders of these types (its IR form, as the ``autodiff`` pass runs it) and seeing
     which of them its result depends on; None (keep everything) for ops that are not the
     registry's (hybridized blocks, custom Functions), device arrays, and where that run
-    fails."""
-    from ember.ir.ops import OpDef
-    if type(op) is not OpDef or op.grad is None or op.name in _USER_CODE or \
-            any(type(a._data) is not np.ndarray for a in (*inputs, *outs)) or \
-            not all(_plain(v) for v in attrs.values()):
+    fails. (On every recorded op: kept to a dictionary lookup.)"""
+    if type(op) is not _OPDEF[0]:
+        if _OPDEF[0] is None:
+            from ember.ir.ops import OpDef
+            _OPDEF[0] = OpDef
+            return _reads(op, attrs, inputs, outs)
         return None
-    key = (op.name, repr(sorted(attrs.items())),
-           tuple((a.shape, a._data.dtype.str) for a in inputs),
-           tuple((a.shape, a._data.dtype.str) for a in outs))
-    found = _READS.get(key, False)
+    for a in outs:   # (most ops: one output, as large as the largest input)
+        if a._data.nbytes >= MIN_FREED_BYTES:
+            break
+    else:
+        for a in inputs:
+            if a._data.nbytes >= MIN_FREED_BYTES:
+                break
+        else:   # small arrays only: not worth a lookup on every op
+            return None
+    if any(type(a._data) is not np.ndarray for a in (*inputs, *outs)):
+        return None
+    types = [(a._data.shape, a._data.dtype) for a in inputs]
+    types.append(None)
+    types += [(a._data.shape, a._data.dtype) for a in outs]
+    try:
+        key = (op, tuple(attrs.items()), tuple(types))
+        found = _READS.get(key, False)
+    except TypeError:   # an unhashable attribute value (a list): by its text, if plain
+        if not all(_plain(v) for v in attrs.values()):
+            return None
+        key = (op, repr(sorted(attrs.items())), tuple(types))
+        found = _READS.get(key, False)
     if found is False:
         if len(_READS) >= _READS_MAX:
             _READS.clear()
-        found = _READS[key] = _probe(op, attrs, inputs, outs)
+        found = None
+        if op.grad is not None and op.name not in _USER_CODE:
+            found = _probe(op, attrs, inputs, outs)
+        _READS[key] = found
     return found
 
 
+_OPDEF: list = [None]   # ember.ir.ops.OpDef (imported on first use)
+MIN_FREED_BYTES = 1 << 18   # ops whose arrays are all smaller keep them all (256 KiB)
 _USER_CODE = ("Custom",)   # (its shape rule runs the user's class: not for a probe)
 
 

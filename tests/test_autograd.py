@@ -166,13 +166,14 @@ def test_get_symbol_of_a_hybridized_block_inlines_up_to_inline_limit(limit, ops)
     y.backward()
 
 
-def test_the_tape_frees_what_no_gradient_rule_reads():
+def test_the_tape_frees_what_no_gradient_rule_reads(monkeypatch):
     """exp's rule reads its output, not its input; transpose's reads only its input's ndim;
     BatchNorm's not its output, ReLU's not its input. Such values are freed once the caller
     drops them (a ResNet's BatchNorm outputs: imperative ResNet-50 training at batch 16
     peaked at 3.0 GB, now 2.5), and the gradients are unchanged."""
     import gc
     import weakref
+    monkeypatch.setattr(autograd, "MIN_FREED_BYTES", 0)   # (small arrays, as large ones)
     rng = np.random.default_rng(0)
     xv = rng.standard_normal((3, 4)).astype(np.float32)
     x = nd.array(xv)
@@ -217,9 +218,10 @@ def test_the_tape_frees_what_no_gradient_rule_reads():
     np.testing.assert_allclose(xb.grad.asnumpy(), xb2.grad.asnumpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_an_intermediate_made_a_variable_after_recording_still_gets_its_gradient():
+def test_an_intermediate_made_a_variable_after_recording_still_gets_its_gradient(monkeypatch):
     """The tape keeps an unread input's array while it lives: attach_grad on it later (it is
     then a leaf) is seen, as when the tape held every array."""
+    monkeypatch.setattr(autograd, "MIN_FREED_BYTES", 0)
     x = nd.array([1.0, 2.0])
     x.attach_grad()
     with autograd.record():
