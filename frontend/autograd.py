@@ -16,6 +16,8 @@ import numpy as np
 
 from ember.ir import EmberError
 
+from .autograd_saved import Shape, Unread, live, reads
+
 
 class _State(threading.local):
     """Recording and training mode, per thread (as MXNet keeps them): a new thread starts
@@ -29,11 +31,8 @@ _STATE = _State()
 
 
 class _Node:
-    """One recorded op application. Of the inputs and outputs that its gradient rule does not
-    read (:func:`_reads`), it keeps only their place in the graph, shape and dtype
-    (:class:`_Unread`), so that a value nothing else holds is freed after the forward: a
-    ResNet's BatchNorm outputs, which only the ReLU after each reads (its rule reads its
-    output), and the convolutions' outputs as such (their rule reads their inputs)."""
+    """One recorded op application: of its inputs and outputs, what the gradient rule reads
+    (``autograd_saved``: the others as their graph place, shape and dtype)."""
 
     __slots__ = ("op", "attrs", "inputs", "out_data", "out_ctx", "freed")
 
@@ -42,137 +41,16 @@ class _Node:
         self.attrs = attrs
         self.out_ctx = outs[0]._ctx if outs else None
         self.freed = False
-        keep = _reads(op, attrs, inputs, outs)
+        keep = reads(op, attrs, inputs, outs)
         if keep is None:
             self.inputs = list(inputs)
             self.out_data = [o._data for o in outs]
         else:
             ins, outs_kept = keep
-            self.inputs = [x if k or x._node is None else _Unread(x)
+            self.inputs = [x if k or x._node is None else Unread(x)
                            for x, k in zip(inputs, ins)]
-            self.out_data = [o._data if k else _Shape(o._data)
+            self.out_data = [o._data if k else Shape(o._data)
                              for o, k in zip(outs, outs_kept)]
-
-
-class _Shape:
-    """An output the gradient rule does not read: what the rule may still ask of it (as of
-    the IR's placeholders: shape, dtype, ndim)."""
-
-    __slots__ = ("shape", "dtype")
-
-    def __init__(self, data):
-        self.shape, self.dtype = data.shape, data.dtype.type
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-
-class _Unread:
-    """An input the gradient rule does not read, without its data: the array while it lives
-    (what it is now: it may have become a variable), else its graph place, shape and dtype."""
-
-    __slots__ = ("_ref", "_node", "_grad", "_grad_req", "shape", "dtype", "_ctx")
-
-    def __init__(self, x):
-        import weakref
-        self._ref = weakref.ref(x)
-        self._node, self._grad, self._grad_req = x._node, x._grad, x._grad_req
-        self.shape, self.dtype, self._ctx = x.shape, x.dtype, x._ctx
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def live(self):
-        x = self._ref()
-        return self if x is None else x
-
-
-_READS: dict = {}   # (op, attrs, input and output types) -> what the rule reads
-_READS_MAX = 4096
-
-
-def _reads(op, attrs, inputs, outs):
-    """(inputs read, outputs read) by ``op``'s gradient rule, found by running it once over
-    placeholders of these types (its IR form, as the ``autodiff`` pass runs it) and seeing
-    which of them its result depends on; None (keep everything) for ops that are not the
-    registry's (hybridized blocks, custom Functions), device arrays, and where that run
-    fails. (On every recorded op: kept to a dictionary lookup.)"""
-    if type(op) is not _OPDEF[0]:
-        if _OPDEF[0] is None:
-            from ember.ir.ops import OpDef
-            _OPDEF[0] = OpDef
-            return _reads(op, attrs, inputs, outs)
-        return None
-    for a in outs:   # (most ops: one output, as large as the largest input)
-        if a._data.nbytes >= MIN_FREED_BYTES:
-            break
-    else:
-        for a in inputs:
-            if a._data.nbytes >= MIN_FREED_BYTES:
-                break
-        else:   # small arrays only: not worth a lookup on every op
-            return None
-    if any(type(a._data) is not np.ndarray for a in (*inputs, *outs)):
-        return None
-    types = [(a._data.shape, a._data.dtype) for a in inputs]
-    types.append(None)
-    types += [(a._data.shape, a._data.dtype) for a in outs]
-    try:
-        key = (op, tuple(attrs.items()), tuple(types))
-        found = _READS.get(key, False)
-    except TypeError:   # an unhashable attribute value (a list): by its text, if plain
-        if not all(_plain(v) for v in attrs.values()):
-            return None
-        key = (op, repr(sorted(attrs.items())), tuple(types))
-        found = _READS.get(key, False)
-    if found is False:
-        if len(_READS) >= _READS_MAX:
-            _READS.clear()
-        found = None
-        if op.grad is not None and op.name not in _USER_CODE:
-            found = _probe(op, attrs, inputs, outs)
-        _READS[key] = found
-    return found
-
-
-_OPDEF: list = [None]   # ember.ir.ops.OpDef (imported on first use)
-MIN_FREED_BYTES = 1 << 18   # ops whose arrays are all smaller keep them all (256 KiB)
-_USER_CODE = ("Custom",)   # (its shape rule runs the user's class: not for a probe)
-
-
-def _plain(v) -> bool:
-    """An attribute value that can key :data:`_READS` (hashable, compared by value)."""
-    if isinstance(v, tuple | list):
-        return all(_plain(a) for a in v)
-    return v is None or type(v) in (bool, int, float, str)
-
-
-def _probe(op, attrs, inputs, outs):
-    from ember.ir.emit import F, Sym
-    from ember.ir.graph import Value
-    from ember.ir.types import TensorType
-
-    def place(a):
-        return Sym(Value(TensorType(a.shape, a._data.dtype.name)))
-    ins, os_ = [place(a) for a in inputs], [place(a) for a in outs]
-    try:
-        res = op.grad(F, ins, os_, [place(a) for a in outs], dict(attrs))
-    except Exception:  # a rule that needs the values themselves: keep everything
-        return None
-    used: set[int] = set()
-    stack = [r._value for r in res if isinstance(r, Sym)]
-    if any(r is not None and not isinstance(r, Sym) for r in res):
-        return None
-    while stack:
-        v = stack.pop()
-        if id(v) in used:
-            continue
-        used.add(id(v))
-        if v.producer is not None:
-            stack.extend(v.producer.inputs)
-    return ([id(s._value) in used for s in ins], [id(s._value) in used for s in os_])
 
 
 _CONSTANT = _Node(None, None, (), ())  # producer of values recorded from no variable
@@ -273,12 +151,7 @@ def _topo(heads):
     from ember.ir.graph import topo_order
     return topo_order([h._node[0] for h in heads if h._node is not None],
                       lambda n: [] if n.freed else
-                      [x._node[0] for x in map(_live, n.inputs or ()) if x._node is not None])
-
-
-def _live(x):
-    """A tape input as it is now (an :class:`_Unread` whose array still lives: the array)."""
-    return x.live() if type(x) is _Unread else x
+                      [x._node[0] for x in map(live, n.inputs or ()) if x._node is not None])
 
 
 def _run(heads, head_grads, retain_graph, create_graph, train_mode):
@@ -327,9 +200,9 @@ def _run(heads, head_grads, retain_graph, create_graph, train_mode):
                 raise EmberError(f"Operator {node.op.name} is non-differentiable because it "
                                  "didn't register FGradient attribute (it was applied inside "
                                  "autograd.record() to an array that needs a gradient)")
-            outs = [NDArray(d, node.out_ctx, (node, i)) if type(d) is not _Shape else d
+            outs = [NDArray(d, node.out_ctx, (node, i)) if type(d) is not Shape else d
                     for i, d in enumerate(node.out_data)]
-            inputs = [_live(x) for x in node.inputs]
+            inputs = [live(x) for x in node.inputs]
             grads = node.op.grad(nd, inputs, outs, ogs, node.attrs)
             for x, g in zip(inputs, grads):
                 if g is not None and _needs_grad(x):
@@ -349,7 +222,7 @@ def _filled_like(data, value):
     """An array of ``value`` shaped like ``data``, in the same memory (host or GPU)."""
     if type(data) is np.ndarray:
         return np.full_like(data, value)
-    if type(data) is _Shape:   # (kept for host arrays only)
+    if type(data) is Shape:   # (kept for host arrays only)
         return np.full(data.shape, value, data.dtype)
     return _on_device_of(data, np.full(data.shape, value, dtype=data.dtype))
 
@@ -490,7 +363,7 @@ def get_symbol(x):
             if expand is None and not hasattr(n.op, "infer"):
                 raise EmberError(f"get_symbol: {n.op.name} (a custom Function) has no "
                                  "symbolic form")
-            ins = [to_sym(_live(v)) for v in n.inputs]
+            ins = [to_sym(live(v)) for v in n.inputs]
             if expand is not None:
                 out = expand(ins)
             else:
