@@ -110,30 +110,41 @@ def _plain(v) -> bool:
 
 
 def _probe(op, attrs, inputs, outs):
-    """:func:`reads`' run of the rule over placeholders (None: keep everything)."""
+    """:func:`reads`' run of the rule over placeholders (None: keep everything). A
+    placeholder counts as read once anything but its shape, dtype or ndim is asked of it
+    (an op's input, even in a result the rule then drops)."""
     from ember.ir.emit import F, Sym
     from ember.ir.graph import Value
     from ember.ir.types import TensorType
 
-    def place(a):
-        return Sym(Value(TensorType(a.shape, a._data.dtype.name)))
+    class Watched(Sym):
+        __slots__ = ("_v", "hit")
+
+        def __init__(self, value):   # (not Sym's: ``_value`` is the watch here)
+            self._v, self.hit = value, False
+
+        @property
+        def _value(self):
+            self.hit = True
+            return self._v
+
+        shape = property(lambda self: self._v.type.shape)
+        dtype = property(lambda self: np.dtype(self._v.type.dtype).type)
+        ndim = property(lambda self: self._v.type.ndim)
+
+    def place(a, kind=Watched):
+        return kind(Value(TensorType(a.shape, a._data.dtype.name)))
     ins, os_ = [place(a) for a in inputs], [place(a) for a in outs]
     try:
-        res = op.grad(F, ins, os_, [place(a) for a in outs], dict(attrs))
+        res = op.grad(F, ins, os_, [place(a, Sym) for a in outs], dict(attrs))
     except Exception:  # a rule that needs the values themselves: keep everything
         return None
-    used: set[int] = set()
-    stack = [r._value for r in res if isinstance(r, Sym)]
     if any(r is not None and not isinstance(r, Sym) for r in res):
         return None
-    while stack:
-        v = stack.pop()
-        if id(v) in used:
-            continue
-        used.add(id(v))
-        if v.producer is not None:
-            stack.extend(v.producer.inputs)
-    return ([id(s._value) in used for s in ins], [id(s._value) in used for s in os_])
+    for r in res:   # (a placeholder given back as a gradient is read)
+        if isinstance(r, Watched):
+            r.hit = True
+    return [p.hit for p in ins], [p.hit for p in os_]
 
 
 def live(x):

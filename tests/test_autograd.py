@@ -230,3 +230,19 @@ def test_an_intermediate_made_a_variable_after_recording_still_gets_its_gradient
     a.attach_grad()
     b.backward()
     np.testing.assert_allclose(a.grad.asnumpy(), np.exp([3.0, 6.0]), rtol=1e-6)
+
+
+def test_what_a_rule_reads_counts_every_use_but_shape_dtype_and_ndim():
+    """An input the rule feeds to an op whose result it then drops, or gives back as is, is
+    read (kept); one it only asks the shape of is not."""
+    from ember.autograd_saved import _probe
+
+    class Op:
+        @staticmethod
+        def grad(F, ins, outs, ograds, at):
+            F.exp(ins[0])                                # computed, then dropped
+            scale = ins[2].ndim + len(ins[2].shape)      # metadata only
+            return [ograds[0] * scale, ins[1], None]     # ins[1] given back as it is
+
+    a, b, c, o = (nd.ones((2, 3)) for _ in range(4))
+    assert _probe(Op, {}, [a, b, c], [o]) == ([True, True, False], [False])
