@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ember.ir.errors import EmberError, fmt_shapes
-from ember.ir.graph import Graph, Node, Value
+from ember.ir.graph import Graph, Node, Value, kept_apart
 
 from . import codegen, cpu_memo, cpu_optim
 from .cpu_conv import ConvSteps
@@ -60,11 +60,10 @@ class _Program(OpSteps, NormPoolSteps, ConvSteps):
         self.report: Counter = Counter()
         shared = getattr(arena, "shared", None)   # one recycler for a graph's batch sizes
         b = self.b = RunBuilder(graph.name, shared("recycler", Recycler) if shared else None)
-        mutated = {id(n.inputs[i]) for n in graph.nodes for i in n.op.mutated(n.attr_dict)}
         # graph outputs get fresh arrays: a run hands them out, so they may not live in the
-        # arena that the next run overwrites (no copy at the end)
-        keep = mutated | {id(v) for v in graph.outputs}
-        self.views = self._arena(graph, keep, arena)
+        # arena that the next run overwrites (no copy at the end); plan_memory leaves them
+        # and mutated values unplanned (kept out here too, for a graph planned otherwise)
+        self.views = self._arena(graph, kept_apart(graph), arena)
         self.arena = arena  # (steps' scratch buffers come from it too, when given)
         self.aliasing: set[int] = set()  # values a fallback made: they may alias anything
         args = []

@@ -41,7 +41,7 @@ import numpy as np
 
 from ember.ir.errors import EmberError, fmt_shapes
 from ember.ir.fused import interpret
-from ember.ir.graph import Graph, Node, Value
+from ember.ir.graph import Graph, Node, Value, kept_apart
 
 from . import codegen
 from . import cuda_device as cd
@@ -71,8 +71,7 @@ class _Program(CudaSteps, ConvSteps, DepthwiseSteps, NormPoolSteps, LayoutSteps,
         self.fallbacks = 0
         self._scratches: list = []
         b = self.b = RunBuilder(graph.name)
-        mutated = {id(n.inputs[i]) for n in graph.nodes for i in n.op.mutated(n.attr_dict)}
-        keep = mutated | {id(v) for v in graph.outputs}
+        keep = kept_apart(graph)   # (plan_memory's: outputs and mutated values)
         with cd.device(device_id):
             self.views = self._arena(graph, keep)
         for v in (*graph.inputs, *graph.params):

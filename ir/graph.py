@@ -194,6 +194,14 @@ def topo_order(roots: list, parents) -> list:
     return order
 
 
+def kept_apart(graph: Graph) -> set[int]:
+    """ids of the values a compiled program keeps out of its arena: the graph's outputs (a
+    run hands them out; the next run would overwrite them there) and values a node mutates.
+    ``plan_memory`` leaves them unplanned; the backends give them arrays of their own."""
+    mutated = {id(n.inputs[i]) for n in graph.nodes for i in n.op.mutated(n.attr_dict)}
+    return mutated | {id(v) for v in graph.outputs}
+
+
 def topo_nodes(outputs: list[Value]) -> list[Node]:
     """The nodes ``outputs`` depend on, producers before users."""
     return topo_order([v.producer for v in outputs if v.producer is not None],

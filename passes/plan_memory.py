@@ -41,7 +41,7 @@ import numpy as np
 from ember.ir.conv_kernels import _geom
 from ember.ir.errors import EmberError
 from ember.ir.fused import inplace_pairs
-from ember.ir.graph import Graph, Node, Value, clone_node
+from ember.ir.graph import Graph, Node, Value, clone_node, kept_apart
 from ember.passes import register_pass
 
 ARENA = "arena"
@@ -143,17 +143,10 @@ def held_inputs(graph: Graph) -> dict[int, int]:
     return held
 
 
-def unplanned(graph: Graph) -> set[int]:
-    """ids of the node outputs the backends keep out of the arena: graph outputs and values
-    a node mutates (module docstring)."""
-    mutated = {id(n.inputs[i]) for n in graph.nodes for i in n.op.mutated(n.attr_dict)}
-    return mutated | {id(v) for v in graph.outputs}
-
-
 def _buffers(graph: Graph, alignment: int) -> tuple[list[_Buffer], int]:
     """Buffers after in-place merging (MXNet's in-place rule), and the number of merges."""
     span = liveness(graph)
-    apart = unplanned(graph)
+    apart = kept_apart(graph)
     of: dict[int, _Buffer] = {}
     buffers: list[_Buffer] = []
     reuses = 0
